@@ -1,0 +1,69 @@
+"""The ``v2r`` command: one entry point, subcommands with Hydra-style ``key=value`` overrides.
+
+    v2r --help
+    v2r sim demos task=push episodes=50 out=demos.zarr
+    v2r reward train method=vip data=demos.zarr out=runs/vip
+
+Each subcommand lives in the module that owns the work and is imported only when it runs,
+so ``v2r --help`` stays fast and a missing optional dependency (rclpy) only affects the
+commands that need it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+# (group, name) -> ("module:function", one-line help). A function takes argv (list[str]) and
+# returns an exit code.
+COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
+    ("sim", "demos"): (
+        "video2reward.sim.demos:main",
+        "generate scripted demos in the twin into a zarr store (+ mp4s, summary)",
+    ),
+    ("sim", "bench"): ("video2reward.sim.demos:bench_main", "time twin env steps/s"),
+}
+
+
+def _usage() -> str:
+    lines = [
+        "usage: v2r <group> <command> [key=value ...] [--flags]",
+        "",
+        "Video2Reward: learn rewards from task videos and train an xArm5 with them.",
+        "",
+        "commands:",
+    ]
+    for (group, name), (_, help_) in sorted(COMMANDS.items()):
+        lines.append(f"  v2r {group} {name:<10} {help_}")
+    lines += ["", "Run `v2r <group> <command> --help` for the options of one command."]
+    return "\n".join(lines)
+
+
+def _resolve(target: str) -> Callable[[list[str]], int]:
+    mod, func = target.split(":")
+    return getattr(importlib.import_module(mod), func)  # type: ignore[no-any-return]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    group = args[0]
+    names = sorted(n for g, n in COMMANDS if g == group)
+    if not names:
+        print(f"v2r: unknown command group {group!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    if len(args) < 2 or args[1] in ("-h", "--help"):
+        print(f"usage: v2r {group} {{{','.join(names)}}} [key=value ...]", file=sys.stderr)
+        return 0 if len(args) >= 2 else 2
+    key = (group, args[1])
+    if key not in COMMANDS:
+        print(f"v2r: unknown command 'v2r {group} {args[1]}'; try one of {names}", file=sys.stderr)
+        return 2
+    return int(_resolve(COMMANDS[key][0])(args[2:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

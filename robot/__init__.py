@@ -1,0 +1,1 @@
+"""Robot-side core: keys, episode store, safety envelope, arm and camera interfaces (no ROS)."""

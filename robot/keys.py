@@ -1,0 +1,39 @@
+"""Observation, action and episode-store keys, in one place.
+
+    from video2reward.robot import keys
+    frames = store.episode(0)[keys.IMAGE]
+
+Every producer (twin, recorder, importer) and consumer (reward training, replay) uses these
+names, so the zarr layout stays one layout.
+"""
+
+# Per-step arrays, stored as data/<key> with shape (T, ...).
+IMAGE = "img"  # (T, H, W, 3) uint8 RGB
+EE_POS = "ee_pos"  # (T, 3) float32, tool-centre point in the base frame, metres
+EE_QUAT = "ee_quat"  # (T, 4) float32, tool orientation in the base frame, (w, x, y, z)
+JOINT_POS = "joint_pos"  # (T, 5) float32, joint angles, radians
+GRIPPER = "gripper"  # (T, 1) float32, opening fraction: 0 closed, 1 fully open (850 on the xArm)
+ACTION = "action"  # (T, 4) float32, normalized command actually applied after safety clipping
+TIMESTAMP = "timestamp"  # (T,) float64, seconds since episode start (wall clock for real data)
+ORACLE_REWARD = "oracle_reward"  # (T,) float32, twin only: dense oracle reward, for baselines
+
+# Per-episode arrays, stored as meta/<key> with shape (E, ...).
+EPISODE_ENDS = "episode_ends"  # (E,) int64, exclusive end index of each episode in data/*
+EPISODE_SUCCESS = "episode_success"  # (E,) bool
+EPISODE_TASK = "episode_task"  # (E,) str
+EPISODE_KIND = "episode_kind"  # (E,) str: "expert", "failed", "random", "teleop", "human"
+EPISODE_NOTES = "episode_notes"  # (E,) str, free text from the operator
+
+# Store-level attributes.
+ATTR_FPS = "fps"
+ATTR_INTRINSICS = "camera_intrinsics"  # {"width", "height", "fx", "fy", "cx", "cy"}
+ATTR_SOURCE = "source"  # "twin", "robot", "video-import"
+ATTR_FORMAT_VERSION = "format_version"
+
+# Gymnasium observation dict keys (the image key matches the store key).
+OBS_IMAGE = IMAGE
+OBS_EE_POS = EE_POS
+OBS_GRIPPER = GRIPPER
+OBS_JOINT_POS = JOINT_POS
+
+ACTION_DIM = 4  # dx, dy, dz, gripper; each in [-1, 1]

@@ -1,0 +1,1 @@
+"""Video2Reward sim."""
