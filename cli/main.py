@@ -12,6 +12,7 @@ commands that need it.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -47,6 +48,8 @@ def _resolve(target: str) -> Callable[[list[str]], int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    # Headless rendering by default (EGL on Mesa); must be decided before mujoco is imported.
+    os.environ.setdefault("MUJOCO_GL", "egl")
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0

@@ -1,0 +1,140 @@
+"""The safety envelope: every Cartesian command passes through here before it can move an arm.
+
+    env = SafetyEnvelope(EnvelopeConfig())
+    cmd = env.apply(p_base_tcp_now, action)     # raises InvalidCommandError on NaN / bad shape
+    send(cmd.p_base_target)                     # inside the box, at most max_step_m away
+    record(cmd.applied_action)                  # what was actually commanded, normalized
+
+Pure numpy, shared by the MuJoCo twin's controller and the xArm driver, so the twin and the
+robot clip identically. A command is refused (raises) when it is malformed; it is clamped when
+it is well-formed but would leave the envelope. Nothing is ever passed through unchecked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from video2reward.robot.keys import ACTION_DIM
+
+# UFACTORY's guidance for servo-cartesian (mode 1): steps under 10 mm per command.
+MAX_STEP_LIMIT_M = 0.010
+
+
+class InvalidCommandError(ValueError):
+    """A command that must not reach the arm (NaN/inf, wrong shape or type)."""
+
+
+@dataclass(frozen=True)
+class WorkspaceBox:
+    """Axis-aligned box for the tool-centre point, in the robot base frame, metres."""
+
+    lo_m: tuple[float, float, float] = (0.20, -0.25, 0.005)
+    hi_m: tuple[float, float, float] = (0.55, 0.25, 0.30)
+
+    def __post_init__(self) -> None:
+        lo, hi = np.asarray(self.lo_m, float), np.asarray(self.hi_m, float)
+        if lo.shape != (3,) or hi.shape != (3,):
+            raise ValueError("workspace lo_m and hi_m need 3 values each (x, y, z in metres)")
+        if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+            raise ValueError("workspace bounds must be finite")
+        if np.any(lo >= hi):
+            raise ValueError(f"workspace lo_m {self.lo_m} must be below hi_m {self.hi_m} on every axis")
+
+    @property
+    def lo(self) -> np.ndarray:
+        return np.asarray(self.lo_m, dtype=float)
+
+    @property
+    def hi(self) -> np.ndarray:
+        return np.asarray(self.hi_m, dtype=float)
+
+    @property
+    def center(self) -> np.ndarray:
+        return (self.lo + self.hi) / 2
+
+    def contains(self, p: np.ndarray, tol_m: float = 1e-9) -> bool:
+        p = np.asarray(p, dtype=float)
+        return bool(np.all(p >= self.lo - tol_m) and np.all(p <= self.hi + tol_m))
+
+    def clip(self, p: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(p, dtype=float), self.lo, self.hi)
+
+
+@dataclass(frozen=True)
+class EnvelopeConfig:
+    box: WorkspaceBox = field(default_factory=WorkspaceBox)
+    max_step_m: float = 0.010  # per command; an action of 1.0 on an axis moves this far
+    max_speed_m_s: float = 0.25  # caps the step further when commands come fast
+    gripper_min: float = 0.0  # xArm Gripper position units (0 closed ... 850 open)
+    gripper_max: float = 850.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_step_m <= MAX_STEP_LIMIT_M:
+            raise ValueError(
+                f"max_step_m must be in (0, {MAX_STEP_LIMIT_M}] (UFACTORY servo guidance), "
+                f"got {self.max_step_m}"
+            )
+        if not self.max_speed_m_s > 0:
+            raise ValueError(f"max_speed_m_s must be positive, got {self.max_speed_m_s}")
+        if not 0 <= self.gripper_min < self.gripper_max <= 850:
+            raise ValueError(f"gripper range must satisfy 0 <= min < max <= 850, got "
+                             f"({self.gripper_min}, {self.gripper_max})")
+
+
+@dataclass(frozen=True)
+class SafeCommand:
+    p_base_target: np.ndarray  # (3,) m, inside the box
+    gripper_target: float  # xArm Gripper units, inside the gripper range
+    applied_action: np.ndarray  # (4,) float32 in [-1, 1]: the motion actually commanded
+    clamped: bool  # True when the box, the step or the speed limit cut the request
+
+
+def validate_action(action: object) -> np.ndarray:
+    """Refuse anything that is not ACTION_DIM finite numbers; clip values to [-1, 1]."""
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise InvalidCommandError(f"action is not numeric: {e}") from e
+    if a.shape != (ACTION_DIM,):
+        raise InvalidCommandError(f"action must have shape ({ACTION_DIM},), got {a.shape}")
+    if not np.all(np.isfinite(a)):
+        raise InvalidCommandError(f"action contains NaN or inf: {a.tolist()}")
+    return np.clip(a, -1.0, 1.0)
+
+
+class SafetyEnvelope:
+    def __init__(self, config: EnvelopeConfig | None = None):
+        self.config = config or EnvelopeConfig()
+
+    def gripper_from_action(self, g: float) -> float:
+        """-1 fully open ... +1 fully closed, mapped onto the allowed gripper range."""
+        c = self.config
+        frac_open = (1.0 - float(np.clip(g, -1, 1))) / 2.0
+        return c.gripper_min + frac_open * (c.gripper_max - c.gripper_min)
+
+    def apply(self, p_base_tcp_now: np.ndarray, action: object, dt_s: float | None = None) -> SafeCommand:
+        """Turn a normalized action into a target inside the envelope (raises if malformed)."""
+        a = validate_action(action)
+        p_now = np.asarray(p_base_tcp_now, dtype=float)
+        if p_now.shape != (3,) or not np.all(np.isfinite(p_now)):
+            raise InvalidCommandError(f"current tool position is not 3 finite numbers: {p_now}")
+        c = self.config
+        step = c.max_step_m
+        if dt_s is not None and dt_s > 0:
+            step = min(step, c.max_speed_m_s * dt_s)
+        delta = a[:3] * step
+        # The box is applied to the *current* position too: a tool outside (after a manual jog)
+        # is only ever commanded back towards the box.
+        target = c.box.clip(p_now + delta)
+        moved = target - p_now
+        norm = float(np.linalg.norm(moved))
+        if norm > step:  # re-entry from outside the box: never faster than one step
+            target = p_now + moved * (step / norm)
+            moved = target - p_now
+        applied = np.empty(ACTION_DIM, dtype=np.float32)
+        applied[:3] = moved / c.max_step_m
+        applied[3] = a[3]
+        clamped = bool(np.any(np.abs(moved - delta) > 1e-9))
+        return SafeCommand(target, self.gripper_from_action(a[3]), applied, clamped)
