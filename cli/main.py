@@ -23,7 +23,6 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
         "video2reward.sim.demos:main",
         "generate scripted demos in the twin into a zarr store (+ mp4s, summary)",
     ),
-    ("sim", "bench"): ("video2reward.sim.demos:bench_main", "time twin env steps/s"),
 }
 
 

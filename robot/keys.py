@@ -16,6 +16,10 @@ GRIPPER = "gripper"  # (T, 1) float32, opening fraction: 0 closed, 1 fully open 
 ACTION = "action"  # (T, 4) float32, normalized command actually applied after safety clipping
 TIMESTAMP = "timestamp"  # (T,) float64, seconds since episode start (wall clock for real data)
 ORACLE_REWARD = "oracle_reward"  # (T,) float32, twin only: dense oracle reward, for baselines
+SUCCESS = "success"  # (T,) bool, twin only: task predicate at each step
+
+# Row t holds the observation before action t and the action applied after it; an episode of
+# N commands has N + 1 rows, the last one the final observation with a zero action.
 
 # Per-episode arrays, stored as meta/<key> with shape (E, ...).
 EPISODE_ENDS = "episode_ends"  # (E,) int64, exclusive end index of each episode in data/*
