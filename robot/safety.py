@@ -12,10 +12,12 @@ it is well-formed but would leave the envelope. Nothing is ever passed through u
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from video2reward.robot.keys import ACTION_DIM
 
 # UFACTORY's guidance for servo-cartesian (mode 1): steps under 10 mm per command.
@@ -40,7 +42,9 @@ class WorkspaceBox:
         if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
             raise ValueError("workspace bounds must be finite")
         if np.any(lo >= hi):
-            raise ValueError(f"workspace lo_m {self.lo_m} must be below hi_m {self.hi_m} on every axis")
+            raise ValueError(
+                f"workspace lo_m {self.lo_m} must be below hi_m {self.hi_m} on every axis"
+            )
 
     @property
     def lo(self) -> np.ndarray:
@@ -114,7 +118,9 @@ class SafetyEnvelope:
         frac_open = (1.0 - float(np.clip(g, -1, 1))) / 2.0
         return c.gripper_min + frac_open * (c.gripper_max - c.gripper_min)
 
-    def apply(self, p_base_tcp_now: np.ndarray, action: object, dt_s: float | None = None) -> SafeCommand:
+    def apply(
+        self, p_base_tcp_now: np.ndarray, action: object, dt_s: float | None = None
+    ) -> SafeCommand:
         """Turn a normalized action into a target inside the envelope (raises if malformed)."""
         a = validate_action(action)
         p_now = np.asarray(p_base_tcp_now, dtype=float)
@@ -136,5 +142,104 @@ class SafetyEnvelope:
         applied = np.empty(ACTION_DIM, dtype=np.float32)
         applied[:3] = moved / c.max_step_m
         applied[3] = a[3]
-        clamped = bool(np.any(np.abs(moved - delta) > 1e-9))
+        # Compared with the full-step request, so a speed cut also counts as clamped.
+        requested = a[:3] * c.max_step_m
+        clamped = bool(np.any(np.abs(moved - requested) > 1e-9))
         return SafeCommand(target, self.gripper_from_action(a[3]), applied, clamped)
+
+
+# --------------------------------------------------------------------------- stateful guards
+# The envelope above is a pure function of (position, action). The two pieces below carry
+# state across commands; both read an injected monotonic clock so tests can drive time.
+
+
+class LatchedFaultError(RuntimeError):
+    """The driver is in a latched fault; nothing moves until ``reset`` is called explicitly."""
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    # Longest gap between two commands before the arm is stopped. 0.25 s is ~8 periods at 30 Hz:
+    # long enough for a slow policy step, short enough that a dead process cannot drive a
+    # servo target far (the envelope caps each target at one step from the measured pose).
+    deadline_s: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not 0.01 <= self.deadline_s <= 5.0:
+            raise ValueError(f"deadline_s must be in [0.01, 5] s, got {self.deadline_s}")
+
+
+class CommandWatchdog:
+    """A deadline on the command stream, on monotonic time.
+
+        dog = CommandWatchdog(WatchdogConfig(deadline_s=0.2))
+        dog.kick()             # on every command sent
+        if dog.expired():      # polled by the driver's monitor thread
+            arm.stop()
+            dog.disarm()
+
+    Disarmed until the first ``kick`` (an idle arm that was never commanded is not an error).
+    """
+
+    def __init__(
+        self, config: WatchdogConfig | None = None, clock: Callable[[], float] = time.monotonic
+    ):
+        self.config = config or WatchdogConfig()
+        self._clock = clock
+        self._t_last: float | None = None
+
+    @property
+    def armed(self) -> bool:
+        return self._t_last is not None
+
+    def kick(self) -> None:
+        self._t_last = self._clock()
+
+    def disarm(self) -> None:
+        self._t_last = None
+
+    def since_last_s(self) -> float | None:
+        return None if self._t_last is None else self._clock() - self._t_last
+
+    def expired(self) -> bool:
+        gap = self.since_last_s()
+        return gap is not None and gap > self.config.deadline_s
+
+
+class FaultLatch:
+    """Remembers the first fault (controller error, collision, watchdog) until an explicit reset.
+
+        latch.trip("controller error 31: collision")
+        latch.check()          # raises LatchedFaultError while tripped
+        latch.reset()          # only after the cause was cleared on the controller
+
+    Later trips do not overwrite the first reason: the first fault is the one to diagnose.
+    """
+
+    def __init__(self) -> None:
+        self._reason: str | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        return self._reason is not None
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason
+
+    def trip(self, reason: str) -> None:
+        with self._lock:
+            if self._reason is None:
+                self._reason = reason
+
+    def reset(self) -> None:
+        with self._lock:
+            self._reason = None
+
+    def check(self) -> None:
+        if self._reason is not None:
+            raise LatchedFaultError(
+                f"latched fault: {self._reason}; call reset() after clearing it"
+            )
+

@@ -1,0 +1,143 @@
+"""Safety envelope, command watchdog and fault latch: pure, no hardware, milliseconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from video2reward.robot.safety import (
+    CommandWatchdog,
+    EnvelopeConfig,
+    FaultLatch,
+    InvalidCommandError,
+    LatchedFaultError,
+    SafetyEnvelope,
+    WatchdogConfig,
+    WorkspaceBox,
+)
+
+BOX = WorkspaceBox(lo_m=(0.2, -0.25, 0.005), hi_m=(0.55, 0.25, 0.30))
+ENV = SafetyEnvelope(EnvelopeConfig(box=BOX, max_step_m=0.01, max_speed_m_s=0.25))
+CENTER = np.array([0.35, 0.0, 0.15])
+
+
+def test_in_box_step_passes_unchanged() -> None:
+    cmd = ENV.apply(CENTER, [0.5, -0.5, 0.2, 0.0])
+    np.testing.assert_allclose(cmd.p_base_target, CENTER + [0.005, -0.005, 0.002])
+    np.testing.assert_allclose(cmd.applied_action[:3], [0.5, -0.5, 0.2], atol=1e-6)
+    assert not cmd.clamped
+
+
+def test_box_clamps_target_and_reports_applied_action() -> None:
+    p = np.array([0.549, 0.0, 0.15])  # 1 mm inside the +x face
+    cmd = ENV.apply(p, [1.0, 0.0, 0.0, 0.0])
+    assert cmd.clamped
+    assert cmd.p_base_target[0] == pytest.approx(0.55)
+    assert cmd.applied_action[0] == pytest.approx(0.1, abs=1e-5)  # 1 mm of a 10 mm step
+
+
+def test_outside_box_only_moves_back_one_step() -> None:
+    p = np.array([0.70, 0.0, 0.15])  # 150 mm outside after a manual jog
+    cmd = ENV.apply(p, [1.0, 1.0, 1.0, 0.0])
+    assert np.linalg.norm(cmd.p_base_target - p) <= 0.01 + 1e-12
+    assert cmd.p_base_target[0] < p[0]
+
+
+def test_action_values_beyond_one_are_cut_to_one_step() -> None:
+    cmd = ENV.apply(CENTER, [50.0, 0.0, 0.0, 0.0])
+    assert np.linalg.norm(cmd.p_base_target - CENTER) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("dt_s, expect_m", [(0.01, 0.0025), (0.02, 0.005), (1.0, 0.01)])
+def test_max_speed_caps_step_when_commands_come_fast(dt_s: float, expect_m: float) -> None:
+    cmd = ENV.apply(CENTER, [1.0, 0.0, 0.0, 0.0], dt_s=dt_s)
+    assert cmd.p_base_target[0] - CENTER[0] == pytest.approx(expect_m)
+    assert cmd.clamped == (expect_m < 0.01)
+
+
+def test_step_never_exceeds_ufactory_limit_for_any_valid_config() -> None:
+    with pytest.raises(ValueError, match="max_step_m"):
+        EnvelopeConfig(max_step_m=0.02)
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        p = rng.uniform([0.0, -0.5, -0.2], [0.8, 0.5, 0.6])
+        a = rng.uniform(-3, 3, size=4)
+        cmd = ENV.apply(p, a, dt_s=float(rng.uniform(0, 0.2)))
+        assert np.linalg.norm(cmd.p_base_target - p) <= 0.01 + 1e-12
+        if BOX.contains(p):
+            assert BOX.contains(cmd.p_base_target)
+
+
+def test_gripper_range_respected() -> None:
+    env = SafetyEnvelope(EnvelopeConfig(gripper_min=100.0, gripper_max=800.0))
+    assert env.apply(CENTER, [0, 0, 0, -1.0]).gripper_target == pytest.approx(800.0)
+    assert env.apply(CENTER, [0, 0, 0, 1.0]).gripper_target == pytest.approx(100.0)
+    assert env.apply(CENTER, [0, 0, 0, 7.0]).gripper_target == pytest.approx(100.0)
+    with pytest.raises(ValueError, match="gripper range"):
+        EnvelopeConfig(gripper_min=0.0, gripper_max=900.0)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [np.nan, 0, 0, 0],
+        [0, np.inf, 0, 0],
+        [0, 0, -np.inf, 0],
+        [0, 0, 0],
+        [[0, 0, 0, 0]],
+        "left",
+        None,
+        [0, 0, "x", 0],
+        {"dx": 1},
+    ],
+)
+def test_malformed_actions_refused(bad: object) -> None:
+    with pytest.raises(InvalidCommandError):
+        ENV.apply(CENTER, bad)
+
+
+def test_nonfinite_measured_position_refused() -> None:
+    with pytest.raises(InvalidCommandError):
+        ENV.apply(np.array([np.nan, 0, 0.1]), [0, 0, 0, 0])
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_watchdog_expires_after_deadline_on_injected_clock() -> None:
+    clock = FakeClock()
+    dog = CommandWatchdog(WatchdogConfig(deadline_s=0.2), clock=clock)
+    assert not dog.armed and not dog.expired()  # never commanded: nothing to stop
+    dog.kick()
+    clock.t += 0.19
+    assert not dog.expired()
+    dog.kick()
+    clock.t += 0.19
+    assert not dog.expired()  # kicks keep it alive
+    clock.t += 0.02
+    assert dog.expired()
+    dog.disarm()
+    assert not dog.expired()
+
+
+def test_watchdog_config_validates() -> None:
+    with pytest.raises(ValueError, match="deadline_s"):
+        WatchdogConfig(deadline_s=0.0)
+
+
+def test_fault_latch_keeps_first_reason_until_explicit_reset() -> None:
+    latch = FaultLatch()
+    latch.check()
+    latch.trip("controller error 31")
+    latch.trip("controller error 24")
+    assert latch.active and latch.reason == "controller error 31"
+    with pytest.raises(LatchedFaultError, match="31"):
+        latch.check()
+    latch.reset()
+    assert not latch.active
+    latch.check()
