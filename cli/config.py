@@ -51,7 +51,7 @@ def to_dataclass(cls: type[T], cfg: DictConfig | dict[str, Any], **extra: Any) -
     raw = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     if not isinstance(raw, dict):
         raise ConfigError(f"expected a mapping for {cls.__name__}, got {type(raw).__name__}")
-    raw.update(extra)
+    raw = {str(k): v for k, v in raw.items()} | extra
     fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(raw) - fields)
     if unknown:

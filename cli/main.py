@@ -42,7 +42,8 @@ def _usage() -> str:
 
 def _resolve(target: str) -> Callable[[list[str]], int]:
     mod, func = target.split(":")
-    return getattr(importlib.import_module(mod), func)  # type: ignore[no-any-return]
+    fn: Callable[[list[str]], int] = getattr(importlib.import_module(mod), func)
+    return fn
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,6 @@ from typing import Any
 import numcodecs
 import numpy as np
 import zarr
-
 from video2reward.robot import keys
 
 FORMAT_VERSION = 1
@@ -93,13 +92,19 @@ class EpisodeStore:
         meta.zeros(keys.EPISODE_ENDS, shape=(0,), chunks=(1024,), dtype=np.int64)
         meta.zeros(keys.EPISODE_SUCCESS, shape=(0,), chunks=(1024,), dtype=bool)
         for k in _STR_META:
-            meta.empty(k, shape=(0,), chunks=(1024,), dtype=object, object_codec=numcodecs.VLenUTF8())
+            meta.empty(
+                k, shape=(0,), chunks=(1024,), dtype=object, object_codec=numcodecs.VLenUTF8()
+            )
         root.attrs.update(
             {
                 keys.ATTR_FPS: float(fps),
                 keys.ATTR_SOURCE: source,
                 keys.ATTR_FORMAT_VERSION: FORMAT_VERSION,
-                **({keys.ATTR_INTRINSICS: {k: float(v) for k, v in intrinsics.items()}} if intrinsics else {}),
+                **(
+                    {keys.ATTR_INTRINSICS: {k: float(v) for k, v in intrinsics.items()}}
+                    if intrinsics
+                    else {}
+                ),
                 **attrs,
             }
         )

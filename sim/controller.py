@@ -14,7 +14,6 @@ along the step towards the current position until it can: clamped, never passed 
 from __future__ import annotations
 
 import numpy as np
-
 from video2reward.robot.kinematics import (
     GRIPPER_TCP_OFFSET_M,
     UnreachableError,

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
-
 from video2reward.cli.config import compose, run_cli, to_dataclass
 from video2reward.robot import keys
 from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
@@ -73,9 +72,20 @@ def record_episode(
     obs, info = env.reset(seed=seed)
     policy = make_policy(env, kind, rng, noise=noise if kind == "expert" else 0.0)
     policy.reset()
-    rows: dict[str, list[Any]] = {k: [] for k in (
-        keys.IMAGE, keys.EE_POS, keys.EE_QUAT, keys.JOINT_POS, keys.GRIPPER, keys.ACTION,
-        keys.TIMESTAMP, keys.ORACLE_REWARD, keys.SUCCESS)}
+    rows: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            keys.IMAGE,
+            keys.EE_POS,
+            keys.EE_QUAT,
+            keys.JOINT_POS,
+            keys.GRIPPER,
+            keys.ACTION,
+            keys.TIMESTAMP,
+            keys.ORACLE_REWARD,
+            keys.SUCCESS,
+        )
+    }
     frames: list[np.ndarray] = []
     ever_success = False
 
@@ -110,10 +120,11 @@ def record_episode(
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
     import imageio.v2 as imageio
 
-    with imageio.get_writer(str(path), fps=fps, codec="libx264", macro_block_size=1,
-                            ffmpeg_log_level="error") as w:
+    with imageio.get_writer(
+        str(path), fps=fps, codec="libx264", macro_block_size=1, ffmpeg_log_level="error"
+    ) as w:
         for f in frames:
-            w.append_data(f)
+            w.append_data(f)  # type: ignore[attr-defined]
 
 
 def contact_sheet(path: Path, store: EpisodeStore, max_rows: int = 8) -> None:
@@ -133,8 +144,9 @@ def contact_sheet(path: Path, store: EpisodeStore, max_rows: int = 8) -> None:
             ax.imshow(frame)
             ax.set_axis_off()
             ok = "success" if meta[keys.EPISODE_SUCCESS] else "no success"
-            ax.set_title(f"ep {i} {meta[keys.EPISODE_KIND]} {label}" + (f": {ok}" if j else ""),
-                         fontsize=7)
+            ax.set_title(
+                f"ep {i} {meta[keys.EPISODE_KIND]} {label}" + (f": {ok}" if j else ""), fontsize=7
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -150,9 +162,14 @@ def generate(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
                 raise EpisodeStoreError(f"{out} holds another image size; append needs the same")
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
-            store = EpisodeStore.create(out, fps=cfg.control_hz, intrinsics=env.intrinsics(),
-                                        source="twin", overwrite=cfg.overwrite,
-                                        T_base_cam=env.config.camera.T_base_cam().tolist())
+            store = EpisodeStore.create(
+                out,
+                fps=cfg.control_hz,
+                intrinsics=env.intrinsics(),
+                source="twin",
+                overwrite=cfg.overwrite,
+                T_base_cam=env.config.camera.T_base_cam().tolist(),
+            )
         video_dir = out.parent / f"{out.stem}_videos"
         if cfg.video:
             video_dir.mkdir(parents=True, exist_ok=True)
@@ -162,10 +179,12 @@ def generate(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
         for i in bar:
             kind = cfg.kinds[i % len(cfg.kinds)]
             seed = cfg.seed + first + i
-            data, ok, frames = record_episode(env, kind, seed, cfg.noise,
-                                              cfg.video_size if cfg.video else None)
-            idx = store.append_episode(data, task=cfg.task, success=ok, kind=kind,
-                                       notes=f"seed={seed}")
+            data, ok, frames = record_episode(
+                env, kind, seed, cfg.noise, cfg.video_size if cfg.video else None
+            )
+            idx = store.append_episode(
+                data, task=cfg.task, success=ok, kind=kind, notes=f"seed={seed}"
+            )
             if cfg.video:
                 write_video(video_dir / f"episode_{idx:03d}.mp4", frames, cfg.control_hz)
             successes.setdefault(kind, []).append(ok)
@@ -194,8 +213,13 @@ def _run(overrides: list[str], flags: list[str]) -> int:
     except EpisodeStoreError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({k: summary[k] for k in ("path", "episodes", "steps", "success_rate")}
-                     | {"by_kind": summary["this_run"]["success_rate_by_kind"]}, indent=2))
+    print(
+        json.dumps(
+            {k: summary[k] for k in ("path", "episodes", "steps", "success_rate")}
+            | {"by_kind": summary["this_run"]["success_rate_by_kind"]},
+            indent=2,
+        )
+    )
     print(f"summary: {Path(cfg.out).parent / (Path(cfg.out).stem + '_summary.json')}")
     return 0
 

@@ -20,7 +20,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-
 from video2reward.robot import keys
 from video2reward.robot.safety import EnvelopeConfig, SafetyEnvelope
 from video2reward.sim.controller import CartesianController
@@ -49,7 +48,7 @@ class EnvConfig:
 
 
 class XArm5Env(gym.Env[dict[str, np.ndarray], np.ndarray]):
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}  # noqa: RUF012 (gymnasium API)
 
     def __init__(self, config: EnvConfig | None = None, render_mode: str | None = "rgb_array"):
         self.config = config or EnvConfig()
@@ -63,7 +62,7 @@ class XArm5Env(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self.max_episode_steps = self.config.max_episode_steps or self.task.max_episode_steps
         self.metadata = {**self.metadata, "render_fps": self.config.control_hz}
         s = self.config.image_size
-        self.observation_space = spaces.Dict(
+        self.observation_space: spaces.Dict = spaces.Dict(  # type: ignore[assignment]
             {
                 keys.OBS_IMAGE: spaces.Box(0, 255, (s, s, 3), np.uint8),
                 keys.OBS_EE_POS: spaces.Box(-2.0, 2.0, (3,), np.float32),
@@ -123,14 +122,16 @@ class XArm5Env(gym.Env[dict[str, np.ndarray], np.ndarray]):
         truncated = self._steps >= self.max_episode_steps
         return obs, float(info["oracle_reward"]), False, truncated, info
 
-    def render(self) -> np.ndarray:  # type: ignore[override]
+    def render(self) -> np.ndarray:
         return self.twin.render(self.config.image_size)
 
     def close(self) -> None:
         self.twin.close()
 
 
-def make_env(task: str = "reach", image_size: int = 84, seed: int | None = None, **kwargs: Any) -> XArm5Env:
+def make_env(
+    task: str = "reach", image_size: int = 84, seed: int | None = None, **kwargs: Any
+) -> XArm5Env:
     """Build a twin env; ``kwargs`` go to :class:`EnvConfig`."""
     env = XArm5Env(EnvConfig(task=task, image_size=image_size, **kwargs))
     if seed is not None:

@@ -13,7 +13,6 @@ complete the task, which is what a reward model must tell apart from success.
 from __future__ import annotations
 
 import numpy as np
-
 from video2reward.sim.env import XArm5Env
 from video2reward.sim.tasks import BLOCK_HALF_M, ButtonPress, Push, Reach
 
@@ -47,14 +46,16 @@ class ScriptedPolicy:
 
 
 class ReachExpert(ScriptedPolicy):
-    def __init__(self, env: XArm5Env, rng: np.random.Generator, noise: float = 0.0, decoy: bool = False):
+    def __init__(
+        self, env: XArm5Env, rng: np.random.Generator, noise: float = 0.0, decoy: bool = False
+    ):
         super().__init__(env, rng, noise)
         self.decoy = decoy
         self.goal = np.zeros(3)
 
     def reset(self) -> None:
         task = self.env.task
-        assert isinstance(task, Reach)  # noqa: S101 - construction invariant, not a runtime check
+        assert isinstance(task, Reach)
         self.goal = task.goal_pos(self.env.twin)
         if self.decoy:  # a point clearly away from the target, still inside the workspace
             offset = self.rng.normal(size=3) * np.array([1.0, 1.0, 0.3])
@@ -69,7 +70,9 @@ class ReachExpert(ScriptedPolicy):
 class PushExpert(ScriptedPolicy):
     """Get behind the block (away from the goal), lower, and push along block->goal."""
 
-    def __init__(self, env: XArm5Env, rng: np.random.Generator, noise: float = 0.0, decoy: bool = False):
+    def __init__(
+        self, env: XArm5Env, rng: np.random.Generator, noise: float = 0.0, decoy: bool = False
+    ):
         super().__init__(env, rng, noise)
         self.decoy = decoy
         self.goal = np.zeros(2)
@@ -77,7 +80,7 @@ class PushExpert(ScriptedPolicy):
 
     def reset(self) -> None:
         task = self.env.task
-        assert isinstance(task, Push)  # noqa: S101
+        assert isinstance(task, Push)
         self.pushing = False
         self.goal = task.goal_pos(self.env.twin)[:2]
         if self.decoy:  # push the block the wrong way: rotate block->goal by 90-180 degrees
@@ -91,7 +94,7 @@ class PushExpert(ScriptedPolicy):
 
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         task = self.env.task
-        assert isinstance(task, Push)  # noqa: S101
+        assert isinstance(task, Push)
         block = task.block_pos(self.env.twin)[:2]
         tcp = self.env.controller.tcp_pos()
         to_goal = self.goal - block
@@ -121,7 +124,9 @@ class PushExpert(ScriptedPolicy):
 
 
 class ButtonExpert(ScriptedPolicy):
-    def __init__(self, env: XArm5Env, rng: np.random.Generator, noise: float = 0.0, decoy: bool = False):
+    def __init__(
+        self, env: XArm5Env, rng: np.random.Generator, noise: float = 0.0, decoy: bool = False
+    ):
         super().__init__(env, rng, noise)
         self.decoy = decoy
         self.top = np.zeros(3)
@@ -129,7 +134,7 @@ class ButtonExpert(ScriptedPolicy):
 
     def reset(self) -> None:
         task = self.env.task
-        assert isinstance(task, ButtonPress)  # noqa: S101
+        assert isinstance(task, ButtonPress)
         self.pressing = False
         self.top = task.goal_pos(self.env.twin)
         if self.decoy:  # hover near the button without pressing it
@@ -162,8 +167,9 @@ class RandomPolicy(ScriptedPolicy):
 _EXPERTS = {"reach": ReachExpert, "push": PushExpert, "button-press": ButtonExpert}
 
 
-def make_policy(env: XArm5Env, kind: str = "expert", rng: np.random.Generator | None = None,
-                noise: float = 0.0) -> ScriptedPolicy:
+def make_policy(
+    env: XArm5Env, kind: str = "expert", rng: np.random.Generator | None = None, noise: float = 0.0
+) -> ScriptedPolicy:
     rng = rng or np.random.default_rng()
     if kind not in KINDS:
         raise ValueError(f"unknown policy kind {kind!r}; choose one of {KINDS}")

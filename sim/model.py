@@ -12,7 +12,6 @@ position-servoed with damping, like the servo mode the driver streams to.
 from __future__ import annotations
 
 import numpy as np
-
 from video2reward.robot.kinematics import GRIPPER_TCP_OFFSET_M, XARM5
 
 # Gripper geometry (flange frame: z points out of the flange, towards the work).
@@ -95,7 +94,12 @@ def _arm_xml() -> str:
     return "\n".join(opens) + gripper + "\n" + "</body>\n" * len(XARM5)
 
 
-def build_cell_xml(task_objects_xml: str = "", *, timestep_s: float = 0.002, offscreen_wh: tuple[int, int] = (640, 480)) -> str:
+def build_cell_xml(
+    task_objects_xml: str = "",
+    *,
+    timestep_s: float = 0.002,
+    offscreen_wh: tuple[int, int] = (640, 480),
+) -> str:
     """The full cell. ``task_objects_xml`` is inserted into the worldbody."""
     actuators = "\n".join(
         f'<position name="act_{s.name}" joint="{s.name}" kp="4000" ctrlrange="{s.lower_rad:.6f} {s.upper_rad:.6f}" forcerange="-300 300"/>'

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 from video2reward.robot.kinematics import GRIPPER_TCP_OFFSET_M, ik_tool_down
 from video2reward.sim.model import OBJECT_COLLISION, VISUAL_ONLY
 from video2reward.sim.twin import READY_TCP_M, XArm5Twin
@@ -111,8 +110,12 @@ class Push(Task):
             dist = rng.uniform(0.10, 0.15)
             goal = block + dist * np.array([np.cos(angle), np.sin(angle)])
             behind = block - 0.07 * np.array([np.cos(angle), np.sin(angle)])
-            if (0.27 <= goal[0] <= 0.50 and abs(goal[1]) <= 0.17
-                    and 0.22 <= behind[0] <= 0.53 and abs(behind[1]) <= 0.23):
+            if (
+                0.27 <= goal[0] <= 0.50
+                and abs(goal[1]) <= 0.17
+                and 0.22 <= behind[0] <= 0.53
+                and abs(behind[1]) <= 0.23
+            ):
                 break
         twin.model.body("goal").pos = (*goal, 0.0005)
         _reset_arm(rng, twin)
@@ -177,7 +180,9 @@ class ButtonPress(Task):
     def oracle_reward(self, twin: XArm5Twin) -> float:
         top = self.goal_pos(twin)
         d_xy = np.linalg.norm(twin.tcp_pos()[:2] - top[:2])
-        return -float(d_xy + abs(twin.tcp_pos()[2] - top[2]) * 0.5 + (0.02 - self.depression_m(twin)) * 5)
+        return -float(
+            d_xy + abs(twin.tcp_pos()[2] - top[2]) * 0.5 + (0.02 - self.depression_m(twin)) * 5
+        )
 
 
 TASKS: dict[str, type[Task]] = {"reach": Reach, "push": Push, "button-press": ButtonPress}

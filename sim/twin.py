@@ -16,10 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import TracebackType
 
-import numpy as np
-
 import mujoco
-
+import numpy as np
 from video2reward.robot.kinematics import GRIPPER_TCP_OFFSET_M, N_JOINTS, fk, ik_tool_down
 from video2reward.sim.model import FINGER_TRAVEL_M, build_cell_xml
 
@@ -67,7 +65,7 @@ class CameraConfig:
         return T
 
     def intrinsics(self, width: int = D435_WIDTH, height: int = D435_HEIGHT) -> dict[str, float]:
-        """Pinhole intrinsics of a ``width`` x ``height`` render (OpenCV pixel-centre convention)."""
+        """Pinhole intrinsics of a ``width`` x ``height`` render (OpenCV pixel centres)."""
         fy = (height / 2.0) / np.tan(np.deg2rad(self.fovy_deg) / 2.0)
         return {
             "width": float(width),
@@ -96,8 +94,12 @@ class XArm5Twin:
         xml = build_cell_xml(task_objects_xml, timestep_s=self.config.physics_dt_s)
         self.model = mujoco.MjModel.from_xml_string(xml)
         self.data = mujoco.MjData(self.model)
-        self._arm_qadr = np.array([self.model.joint(f"joint{i + 1}").qposadr[0] for i in range(N_JOINTS)])
-        self._arm_dadr = np.array([self.model.joint(f"joint{i + 1}").dofadr[0] for i in range(N_JOINTS)])
+        self._arm_qadr = np.array(
+            [self.model.joint(f"joint{i + 1}").qposadr[0] for i in range(N_JOINTS)]
+        )
+        self._arm_dadr = np.array(
+            [self.model.joint(f"joint{i + 1}").dofadr[0] for i in range(N_JOINTS)]
+        )
         self._finger_qadr = self.model.joint("finger_left").qposadr[0]
         self._finger_right_qadr = self.model.joint("finger_right").qposadr[0]
         self._tcp_site = self.model.site("tcp").id
@@ -160,7 +162,7 @@ class XArm5Twin:
         and the emulator both check before calling this.
         """
         q_target = np.asarray(q_target, dtype=float)
-        n = max(1, int(round(duration_s / self.model.opt.timestep)))
+        n = max(1, round(duration_s / self.model.opt.timestep))
         q0 = self._q_cmd
         g0 = self._g_cmd
         g1 = float(np.clip(gripper_open_frac, 0.0, 1.0))
@@ -218,6 +220,9 @@ class XArm5Twin:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import zarr
-
 from video2reward.robot import keys
 from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
 from video2reward.sim.demos import DemoConfig, generate, record_episode
@@ -21,8 +20,10 @@ def _episode(n: int, value: int) -> dict[str, np.ndarray]:
 
 def test_write_read_round_trip_of_twin_demos(tmp_path):
     env = make_env("reach", image_size=48)
-    episodes = [record_episode(env, kind, seed, noise=0.05) for seed, kind in
-                enumerate(["expert", "failed", "expert"])]
+    episodes = [
+        record_episode(env, kind, seed, noise=0.05)
+        for seed, kind in enumerate(["expert", "failed", "expert"])
+    ]
     store = EpisodeStore.create(tmp_path / "d.zarr", fps=10.0, intrinsics=env.intrinsics())
     for i, (data, ok, _) in enumerate(episodes):
         store.append_episode(data, task="reach", success=ok, kind=["expert", "failed", "expert"][i])
@@ -43,8 +44,15 @@ def test_write_read_round_trip_of_twin_demos(tmp_path):
 
 def test_demos_command_writes_store_summary_sheet_and_videos(tmp_path):
     out = tmp_path / "push.zarr"
-    cfg = DemoConfig(task="push", episodes=2, kind=("expert", "failed"), out=str(out),
-                     image_size=32, video=True, video_size=64)
+    cfg = DemoConfig(
+        task="push",
+        episodes=2,
+        kind=("expert", "failed"),
+        out=str(out),
+        image_size=32,
+        video=True,
+        video_size=64,
+    )
     summary = generate(cfg, progress=False)
     store = EpisodeStore.open(out)
     assert store.n_episodes == 2 and summary["episodes"] == 2
@@ -62,8 +70,10 @@ def test_demos_command_writes_store_summary_sheet_and_videos(tmp_path):
     assert ep[keys.IMAGE].shape[0] == ep[keys.ACTION].shape[0] == ep[keys.TIMESTAMP].shape[0]
     assert not ep[keys.ACTION][-1].any() and np.all(np.diff(ep[keys.TIMESTAMP]) > 0)
     # appending keeps earlier episodes and continues the seeds
-    generate(DemoConfig(task="push", episodes=1, out=str(out), image_size=32, append=True),
-             progress=False)
+    generate(
+        DemoConfig(task="push", episodes=1, out=str(out), image_size=32, append=True),
+        progress=False,
+    )
     assert EpisodeStore.open(out).n_episodes == 3
 
 
@@ -89,9 +99,13 @@ def test_interrupted_episode_is_dropped_and_earlier_ones_survive(tmp_path):
 
 def test_exception_inside_an_episode_discards_it(tmp_path):
     store = EpisodeStore.create(tmp_path / "s.zarr", fps=10.0)
-    with pytest.raises(RuntimeError), store.begin_episode(task="t", flush_every=1) as w:
-        w.add(**{k: v[0] for k, v in _episode(1, 3).items()})
-        raise RuntimeError("operator hit discard")
+    def record_then_fail() -> None:
+        with store.begin_episode(task="t", flush_every=1) as w:
+            w.add(**{k: v[0] for k, v in _episode(1, 3).items()})
+            raise RuntimeError("operator hit discard")
+
+    with pytest.raises(RuntimeError):
+        record_then_fail()
     assert store.n_episodes == 0 and store.root["data"][keys.IMAGE].shape[0] == 0
 
 
@@ -100,7 +114,7 @@ def test_missing_and_corrupt_stores_give_clear_errors(tmp_path):
         EpisodeStore.open(tmp_path / "nope.zarr")
     (tmp_path / "notzarr").mkdir()
     (tmp_path / "notzarr" / "junk.txt").write_text("hello")
-    with pytest.raises(EpisodeStoreError, match="zarr|episode store"):
+    with pytest.raises(EpisodeStoreError, match=r"zarr|episode store"):
         EpisodeStore.open(tmp_path / "notzarr")
     zarr.open_group(str(tmp_path / "other.zarr"), mode="w").create_group("foo")
     with pytest.raises(EpisodeStoreError, match="not an episode store"):
@@ -118,10 +132,22 @@ def test_missing_and_corrupt_stores_give_clear_errors(tmp_path):
 def test_inconsistent_episode_arrays_are_refused(tmp_path):
     store = EpisodeStore.in_memory(fps=10.0)
     with pytest.raises(ValueError, match="same length"):
-        store.append_episode({keys.IMAGE: np.zeros((3, 4, 4, 3), np.uint8),
-                              keys.ACTION: np.zeros((2, 4), np.float32)}, task="t", success=True)
+        store.append_episode(
+            {
+                keys.IMAGE: np.zeros((3, 4, 4, 3), np.uint8),
+                keys.ACTION: np.zeros((2, 4), np.float32),
+            },
+            task="t",
+            success=True,
+        )
     store.append_episode(_episode(2, 1), task="t", success=True)
     with pytest.raises(ValueError, match="data/img"):
-        store.append_episode({keys.IMAGE: np.zeros((2, 5, 5, 3), np.uint8),
-                              keys.ACTION: np.zeros((2, 4), np.float32)}, task="t", success=True)
+        store.append_episode(
+            {
+                keys.IMAGE: np.zeros((2, 5, 5, 3), np.uint8),
+                keys.ACTION: np.zeros((2, 4), np.float32),
+            },
+            task="t",
+            success=True,
+        )
     assert store.n_episodes == 1

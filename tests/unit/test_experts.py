@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from video2reward.sim.demos import record_episode
 from video2reward.sim.env import make_env
 

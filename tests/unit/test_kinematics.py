@@ -4,7 +4,6 @@ import mujoco
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
-
 from video2reward.robot.kinematics import (
     GRIPPER_TCP_OFFSET_M,
     LOWER_RAD,
@@ -24,7 +23,9 @@ def reference_fk(q: np.ndarray) -> np.ndarray:
     T = np.eye(4)
     for spec, qi in zip(XARM5, q, strict=True):
         step = np.eye(4)
-        step[:3, :3] = (Rotation.from_euler("xyz", spec.rpy_rad) * Rotation.from_euler("z", qi)).as_matrix()
+        step[:3, :3] = (
+            Rotation.from_euler("xyz", spec.rpy_rad) * Rotation.from_euler("z", qi)
+        ).as_matrix()
         step[:3, 3] = spec.xyz_m
         T = T @ step
     return T

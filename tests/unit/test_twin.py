@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from video2reward.robot import keys
 from video2reward.robot.kinematics import GRIPPER_TCP_OFFSET_M, LOWER_RAD, UPPER_RAD
 from video2reward.robot.safety import EnvelopeConfig, InvalidCommandError, WorkspaceBox
@@ -115,8 +114,12 @@ def test_camera_intrinsics_project_the_reach_target_onto_its_pixels():
     target = env.task.goal_pos(env.twin)
     # hide the arm from the picture so only the red target is red
     env.twin.model.geom_rgba[:, 3] = np.where(
-        np.char.startswith([env.twin.model.geom(i).name for i in range(env.twin.model.ngeom)], "target"),
-        env.twin.model.geom_rgba[:, 3], 0.0)
+        np.char.startswith(
+            [env.twin.model.geom(i).name for i in range(env.twin.model.ngeom)], "target"
+        ),
+        env.twin.model.geom_rgba[:, 3],
+        0.0,
+    )
     W, H = 640, 480
     img = env.twin.render(W, H)
     rgb = img.astype(int)
@@ -151,4 +154,4 @@ def test_bad_config_values_are_named():
         EnvelopeConfig(max_step_m=0.05)
     with pytest.raises(ValueError, match="below"):
         WorkspaceBox(lo_m=(0.5, 0, 0), hi_m=(0.2, 0.1, 0.1))
-    assert GRIPPER_TCP_OFFSET_M == pytest.approx(0.172)
+    assert pytest.approx(0.172) == GRIPPER_TCP_OFFSET_M
