@@ -1,0 +1,388 @@
+"""xArm5 driver over xarm-python-sdk: servo-cartesian streaming behind the safety envelope.
+
+    from video2reward.robot.xarm_driver import XArmDriver, XArmDriverConfig
+    with XArmDriver(XArmDriverConfig(ip="192.168.1.208")) as arm:
+        arm.move_to(np.array([0.35, 0.0, 0.20]), gripper_open_frac=1.0)   # reset, position mode
+        for action in policy:                                             # 10-30 Hz
+            cmd = arm.send_action(action)        # envelope -> set_servo_cartesian (mode 1)
+    # the arm is stopped (set_state(4)) on leaving the block, even on an exception
+
+In CI the same class talks to ``sim.xarm_emulator`` (``v2r sim emulator -- ...``).
+
+Safety, in the order a command meets it:
+1. a latched fault (controller error, collision, emergency stop) refuses every command until
+   ``reset_fault``; a stop by the watchdog refuses commands until ``enable``;
+2. the envelope refuses NaN/inf/malformed actions (``InvalidCommandError``, nothing is sent)
+   and clamps the target into the workspace box, to one step (<= 10 mm) from the *measured*
+   TCP, and to ``max_speed_m_s`` times the time since the previous command;
+3. the controller's reply and error codes are read after every command; any error latches;
+4. a monitor thread stops the arm when no command arrived for ``watchdog.deadline_s`` and
+   polls the controller's error code (collisions raise error 31 with no command in flight).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from video2reward.robot.arm import Arm, ArmState
+from video2reward.robot.kinematics import GRIPPER_TCP_OFFSET_M
+from video2reward.robot.safety import (
+    CommandWatchdog,
+    EnvelopeConfig,
+    FaultLatch,
+    InvalidCommandError,
+    LatchedFaultError,
+    SafeCommand,
+    SafetyEnvelope,
+    WatchdogConfig,
+)
+
+MODE_POSITION, MODE_SERVO = 0, 1
+STATE_STOP = 4
+
+
+class ArmNotReadyError(RuntimeError):
+    """The arm is stopped (watchdog, ``stop``) or not enabled: call ``enable`` first."""
+
+
+@dataclass(frozen=True)
+class XArmDriverConfig:
+    ip: str = "127.0.0.1"  # controller address (the emulator listens on loopback)
+    envelope: EnvelopeConfig = field(default_factory=EnvelopeConfig)
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    # Gripper TCP below the flange (mm), set on the controller so poses are the gripper's.
+    tcp_offset_mm: float = GRIPPER_TCP_OFFSET_M * 1000.0
+    reset_speed_mm_s: float = 100.0  # set_position speed for resets; slow enough to watch
+    move_timeout_s: float = 20.0  # longest reset move before giving up
+    use_gripper: bool = True
+    gripper_speed: int = 3000  # xArm Gripper speed units (r/min of its motor, 1000-5000)
+    gripper_deadband: float = 5.0  # gripper units; smaller changes are not re-sent (RS-485 time)
+    gripper_poll_hz: float = 10.0  # gripper position reads are RS-485 round trips: cached
+    monitor_hz: float = 20.0  # error-code polling and watchdog checks
+    report_type: str = "real"  # SDK report stream: 'real' is 100 Hz on port 30003
+
+    def __post_init__(self) -> None:
+        if not self.ip:
+            raise ValueError("ip must name the controller (e.g. 192.168.1.208)")
+        if not 0.0 <= self.tcp_offset_mm <= 400.0:
+            raise ValueError(f"tcp_offset_mm must be in [0, 400], got {self.tcp_offset_mm}")
+        if not 1.0 <= self.reset_speed_mm_s <= 250.0:
+            raise ValueError(f"reset_speed_mm_s must be in [1, 250], got {self.reset_speed_mm_s}")
+        if not 0.5 <= self.move_timeout_s <= 120.0:
+            raise ValueError(f"move_timeout_s must be in [0.5, 120], got {self.move_timeout_s}")
+        if not 1000 <= self.gripper_speed <= 5000:
+            raise ValueError(f"gripper_speed must be in [1000, 5000], got {self.gripper_speed}")
+        if not 0.0 <= self.gripper_deadband <= 100.0:
+            raise ValueError(f"gripper_deadband must be in [0, 100], got {self.gripper_deadband}")
+        if not 1.0 <= self.gripper_poll_hz <= 100.0 or not 2.0 <= self.monitor_hz <= 200.0:
+            raise ValueError("gripper_poll_hz must be in [1, 100] and monitor_hz in [2, 200]")
+        if self.report_type not in ("real", "rich", "normal"):
+            raise ValueError(f"report_type must be real, rich or normal, got {self.report_type}")
+        if 1.0 / self.monitor_hz > self.watchdog.deadline_s / 2:
+            raise ValueError("monitor_hz must poll at least twice per watchdog deadline")
+
+
+def controller_error_text(code: int) -> str:
+    from xarm.core.config.x_code import ControllerErrorCodeMap
+
+    entry = ControllerErrorCodeMap.get(code)
+    return f"controller error {code}: {entry['en']['title'] if entry else 'unknown'}"
+
+
+class XArmDriver(Arm):
+    def __init__(
+        self,
+        config: XArmDriverConfig | None = None,
+        api: Any | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        """``api``: an ``xarm.wrapper.XArmAPI`` (connected or not); created from ``ip`` if None."""
+        self.config = config or XArmDriverConfig()
+        self.envelope = SafetyEnvelope(self.config.envelope)
+        self.watchdog = CommandWatchdog(self.config.watchdog, clock)
+        self.fault = FaultLatch()
+        self._api = api
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._streaming = False
+        self._t_last_cmd: float | None = None
+        self._yaw_rad = 0.0
+        self._gripper_sent: float | None = None
+        self._gripper_pos = math.nan
+        self._t_gripper_read = -math.inf
+        self._monitor: threading.Thread | None = None
+        self._closing = threading.Event()
+        self.watchdog_stops = 0  # how often the watchdog stopped the arm
+        self.rejected_commands = 0  # actions the envelope refused (never sent)
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            raise RuntimeError(
+                "not connected: call connect() or use the driver as a context manager"
+            )
+        return self._api
+
+    def connect(self) -> None:
+        if self._api is None:
+            from xarm.wrapper import XArmAPI
+
+            self._api = XArmAPI(
+                self.config.ip,
+                is_radian=True,
+                do_not_open=True,
+                report_type=self.config.report_type,
+            )
+        if not self._api.connected:
+            self._api.connect()
+        if not self._api.connected:
+            raise ConnectionError(f"cannot reach the xArm controller at {self.config.ip}")
+        self._check(
+            self.api.set_tcp_offset(
+                [0, 0, self.config.tcp_offset_mm, 0, 0, 0], is_radian=True, wait=False
+            ),
+            "set_tcp_offset",
+        )
+        if self.config.use_gripper:
+            self._check(self.api.set_gripper_enable(True), "set_gripper_enable")
+            self._check(self.api.set_gripper_speed(self.config.gripper_speed), "set_gripper_speed")
+        self._closing.clear()
+        self._monitor = threading.Thread(
+            target=self._monitor_loop, name="xarm-monitor", daemon=True
+        )
+        self._monitor.start()
+
+    def close(self) -> None:
+        self._closing.set()
+        if self._monitor is not None:
+            self._monitor.join(timeout=2.0)
+            self._monitor = None
+        if self._api is not None and self._api.connected:
+            self._api.disconnect()
+
+    def enable(self) -> None:
+        with self._lock:
+            self.fault.check()
+            code, (err, warn) = self.api.get_err_warn_code()
+            self._check(code, "get_err_warn_code")
+            if err:
+                self._latch(controller_error_text(err))
+                self.fault.check()
+            if warn:
+                self.api.clean_warn()
+            self._check(self.api.motion_enable(True), "motion_enable")
+            self._switch_mode(MODE_SERVO)
+            self._streaming = True
+            self._t_last_cmd = None
+
+    # ------------------------------------------------------------------ commands
+    def send_action(self, action: object) -> SafeCommand:
+        with self._lock:
+            self.fault.check()
+            if not self._streaming:
+                raise ArmNotReadyError("arm is stopped; call enable() (or move_to) first")
+            t = self._clock()
+            p_now = self._measured_tcp_m()
+            dt = None if self._t_last_cmd is None else t - self._t_last_cmd
+            try:
+                cmd = self.envelope.apply(p_now, action, dt)
+            except InvalidCommandError:
+                self.rejected_commands += 1
+                raise
+            pose = [*(cmd.p_base_target * 1000.0), math.pi, 0.0, self._yaw_rad]
+            self._check(self.api.set_servo_cartesian(pose, is_radian=True), "set_servo_cartesian")
+            if self.config.use_gripper:
+                self._send_gripper(cmd.gripper_target)
+            self.watchdog.kick()
+            self._t_last_cmd = t
+            return cmd
+
+    def move_to(
+        self, p_base_tcp_m: np.ndarray, yaw_rad: float = 0.0, gripper_open_frac: float | None = None
+    ) -> ArmState:
+        p = np.asarray(p_base_tcp_m, dtype=float)
+        if p.shape != (3,) or not np.all(np.isfinite(p)) or not math.isfinite(yaw_rad):
+            raise InvalidCommandError(f"reset target must be 3 finite numbers, got {p}")
+        if not self.envelope.config.box.contains(p):
+            raise InvalidCommandError(f"reset target {p.tolist()} is outside the workspace box")
+        with self._lock:
+            self.fault.check()
+            self.watchdog.disarm()
+            self._streaming = False
+            self._check(self.api.motion_enable(True), "motion_enable")
+            self._switch_mode(MODE_POSITION)
+            x, y, z = p * 1000.0
+            code = self.api.set_position(
+                x,
+                y,
+                z,
+                math.pi,
+                0.0,
+                yaw_rad,
+                is_radian=True,
+                speed=self.config.reset_speed_mm_s,
+                wait=True,
+                timeout=self.config.move_timeout_s,
+            )
+            self._check(code, "set_position")
+            self._yaw_rad = float(yaw_rad)
+            if gripper_open_frac is not None and self.config.use_gripper:
+                self._wait_gripper(self.set_gripper(gripper_open_frac))
+            self._switch_mode(MODE_SERVO)
+            self._streaming = True
+            self._t_last_cmd = None
+            return self.state()
+
+    def set_gripper(self, open_frac: float) -> float:
+        if not math.isfinite(open_frac):
+            raise InvalidCommandError(f"gripper opening must be finite, got {open_frac}")
+        c = self.envelope.config
+        g = c.gripper_min + float(np.clip(open_frac, 0.0, 1.0)) * (c.gripper_max - c.gripper_min)
+        with self._lock:
+            self.fault.check()
+            self._gripper_sent = None  # force the send
+            self._send_gripper(g)
+        return g
+
+    def stop(self) -> None:
+        with self._lock:
+            self.watchdog.disarm()
+            self._streaming = False
+            if self._api is not None and self._api.connected:
+                self._api.set_state(STATE_STOP)
+
+    def emergency_stop(self) -> None:
+        # Not under the lock: an e-stop must not wait behind a command in flight.
+        self._streaming = False
+        self.watchdog.disarm()
+        self.fault.trip("emergency stop")
+        self.api.emergency_stop()
+
+    def reset_fault(self) -> None:
+        with self._lock:
+            self._check(self.api.clean_error(), "clean_error")
+            self._check(self.api.clean_warn(), "clean_warn")
+            code, (err, _) = self.api.get_err_warn_code()
+            if code == 0 and err:
+                raise LatchedFaultError(f"{controller_error_text(err)} persists after clean_error")
+            self.fault.reset()
+
+    # ------------------------------------------------------------------ state
+    def state(self) -> ArmState:
+        api = self.api
+        with self._lock:
+            t = self._clock()
+            code, pose = api.get_position(is_radian=True)
+            self._check_read(code, "get_position")
+            code, q = api.get_servo_angle(is_radian=True)
+            self._check_read(code, "get_servo_angle")
+            if (
+                self.config.use_gripper
+                and t - self._t_gripper_read >= 1.0 / self.config.gripper_poll_hz
+            ):
+                code, g = api.get_gripper_position()
+                if code == 0 and g is not None:
+                    self._gripper_pos = float(g)
+                self._t_gripper_read = t
+            c = self.envelope.config
+            frac = (self._gripper_pos - c.gripper_min) / (c.gripper_max - c.gripper_min)
+            return ArmState(
+                t_mono=t,
+                ee_pos_m=np.asarray(pose[:3], dtype=float) / 1000.0,
+                ee_rpy_rad=np.asarray(pose[3:6], dtype=float),
+                joint_pos_rad=np.asarray(q[:5], dtype=float),
+                gripper_open_frac=float(frac),
+                controller_state=int(api.state),
+                mode=int(api.mode),
+                error_code=int(api.error_code),
+                warn_code=int(api.warn_code),
+                fault=self.fault.reason,
+            )
+
+    @property
+    def streaming(self) -> bool:
+        return self._streaming
+
+    # ------------------------------------------------------------------ internals
+    def _measured_tcp_m(self) -> np.ndarray:
+        code, pose = self.api.get_position(is_radian=True)
+        self._check(code, "get_position")
+        return np.asarray(pose[:3], dtype=float) / 1000.0
+
+    def _send_gripper(self, g: float) -> None:
+        if (
+            self._gripper_sent is not None
+            and abs(g - self._gripper_sent) < self.config.gripper_deadband
+        ):
+            return
+        # wait_motion/check_err off: one RS-485 write per change, never a blocking wait.
+        code = self.api.set_gripper_position(g, wait=False, wait_motion=False, check_err=False)
+        self._check(code, "set_gripper_position")
+        self._gripper_sent = g
+
+    def _wait_gripper(self, g: float, timeout_s: float = 3.0) -> None:
+        deadline = self._clock() + timeout_s
+        while self._clock() < deadline:
+            code, pos = self.api.get_gripper_position()
+            if code == 0 and pos is not None and abs(pos - g) <= 2 * self.config.gripper_deadband:
+                return
+            time.sleep(0.05)
+
+    def _switch_mode(self, mode: int) -> None:
+        api = self.api
+        self._check(api.set_mode(mode), "set_mode")
+        self._check(api.set_state(0), "set_state")
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            code, state = api.get_state()
+            if code == 0 and api.mode == mode and state in (1, 2):
+                return
+            time.sleep(0.01)
+        raise ArmNotReadyError(
+            f"controller did not enter mode {mode} (mode {api.mode}, state {api.state})"
+        )
+
+    def _check(self, code: int, what: str) -> None:
+        """Any non-zero SDK code on a command: read the controller's error, latch, stop."""
+        if code == 0:
+            return
+        err_code, (err, _) = self.api.get_err_warn_code()
+        reason = (
+            controller_error_text(err) if err_code == 0 and err else f"{what} returned code {code}"
+        )
+        self._latch(reason)
+        raise LatchedFaultError(f"{what} failed: {reason}")
+
+    def _check_read(self, code: int, what: str) -> None:
+        if code != 0:
+            raise ConnectionError(f"{what} failed with SDK code {code}")
+
+    def _latch(self, reason: str) -> None:
+        self.fault.trip(reason)
+        self.watchdog.disarm()
+        self._streaming = False
+        if self._api is not None and self._api.connected:
+            self._api.set_state(STATE_STOP)
+
+    def _monitor_loop(self) -> None:
+        period = 1.0 / self.config.monitor_hz
+        while not self._closing.wait(period):
+            api = self._api
+            if api is None or not api.connected:
+                continue
+            with self._lock:
+                if self.watchdog.expired():  # commands stopped arriving: stop and hold
+                    self.watchdog.disarm()
+                    self._streaming = False
+                    api.set_state(STATE_STOP)
+                    self.watchdog_stops += 1
+                code, (err, _) = api.get_err_warn_code()
+                if code == 0 and err and not self.fault.active:
+                    self._latch(controller_error_text(err))
