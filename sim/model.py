@@ -98,6 +98,7 @@ def build_cell_xml(
     task_objects_xml: str = "",
     *,
     timestep_s: float = 0.002,
+    msaa_samples: int = 0,
     offscreen_wh: tuple[int, int] = (640, 480),
 ) -> str:
     """The full cell. ``task_objects_xml`` is inserted into the worldbody."""
@@ -110,7 +111,7 @@ def build_cell_xml(
   <option timestep="{timestep_s}" integrator="implicitfast" cone="elliptic"/>
   <visual>
     <global offwidth="{offscreen_wh[0]}" offheight="{offscreen_wh[1]}"/>
-    <quality shadowsize="0"/>
+    <quality shadowsize="0" offsamples="{msaa_samples}"/>
     <headlight ambient="0.35 0.35 0.35" diffuse="0.5 0.5 0.5" specular="0.1 0.1 0.1"/>
   </visual>
   <asset>
