@@ -1,0 +1,379 @@
+"""One interface for every reward model learned from video.
+
+    from video2reward.rewards.base import load_reward_model
+    model = load_reward_model("runs/vip")              # a run folder or a .pt file
+    out = model.score(frames, goal=goal_img)            # frames (T, H, W, 3) uint8, goal (H, W, 3)
+    out.reward, out.progress                            # (T,) float32 each
+
+A method is one file (``vip.py``, ``tcn.py``, ``hold.py``, ``rank2reward.py``, ``uvd.py``) with a
+frozen config dataclass and a :class:`RewardModel` subclass that implements four things:
+``sample_batch`` (draw a training batch from a :class:`~video2reward.rewards.data.VideoDataset`),
+``loss`` (the paper's objective, returning a scalar and a metrics dict), ``calibrate`` (fix the
+scale of progress from the training demos, once training ends) and ``_score`` (per-frame
+reward and progress for one preprocessed video). Swapping methods is a config change:
+:data:`METHODS` maps the config's ``method`` name to the class.
+
+Conventions every method follows, so rewards from different methods compare:
+- ``progress[t]`` is the model's estimate of task completion at frame t, ~0 at the start of a
+  demonstration and ~1 at its end (it is not clipped: failing runs may go below 0).
+- ``reward[t]`` is the reward for arriving at frame t from frame t-1; ``reward[0]`` is the
+  reward of the first frame on its own (0 for potential-difference rewards).
+- Goal-conditioned methods use ``goal`` when given; without one they use the mean embedding of
+  the last frames of the training demonstrations (stored in the checkpoint).
+
+Checkpoints are plain dicts of tensors and builtins, written with ``torch.save`` and read with
+``torch.load(weights_only=True)``, so a checkpoint file cannot run code when it is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import pickle
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from video2reward.rewards.data import VideoDataset
+
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "model.pt"  # inside a run folder
+
+# method name -> "module:Class". Imported on use so one broken method cannot break the others.
+METHODS: dict[str, str] = {
+    "vip": "video2reward.rewards.vip:VIP",
+    "tcn": "video2reward.rewards.tcn:TCN",
+    "hold_r": "video2reward.rewards.hold:HoldR",
+    "hold_c": "video2reward.rewards.hold:HoldC",
+    "rank2reward": "video2reward.rewards.rank2reward:Rank2Reward",
+    "uvd": "video2reward.rewards.uvd:UVD",
+}
+
+
+class RewardError(ValueError):
+    """Input the user must fix: a bad video, goal, checkpoint or method name."""
+
+
+class CheckpointError(RewardError):
+    """A checkpoint is missing, unreadable, unsafe or from an incompatible version."""
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardConfig:
+    """Fields every method shares. Method configs subclass this and add their own."""
+
+    method: str = ""  # set by each subclass; picks the class in METHODS
+    encoder: str = "conv"  # "conv" (DrQ-v2 style, CPU default) or "resnet18"/"resnet34"/"resnet50"
+    image_size_px: int = 84  # frames are resized to image_size_px x image_size_px
+    embed_dim: int = 64  # encoder output size
+    pretrained_path: str = ""  # local torchvision-layout ResNet weights (VIP/R3M); never fetched
+    lr: float = 1e-3  # Adam learning rate
+    batch_size: int = 32  # samples per step (a sample may hold several frames)
+    steps: int = 1500  # training steps; defaults fit 10 min on 2 CPU cores for ~50 short videos
+    augment: str = "rctraj"  # "none", "shift" (DrQ-v2 random shift), "rctraj" (VIP crop)
+    # Smallest crop area for rctraj. VIP uses 0.2 on 224 px Ego4D frames; at 84 px a robot
+    # scene needs more context, or the arm leaves the crop.
+    crop_scale_min: float = 0.6
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {sorted(METHODS)}")
+        encoders = ("conv", "resnet18", "resnet34", "resnet50")
+        if self.encoder not in encoders:
+            raise ValueError(f"encoder must be one of {encoders}, got {self.encoder!r}")
+        if not 32 <= self.image_size_px <= 512:
+            raise ValueError(f"image_size_px must be in [32, 512], got {self.image_size_px}")
+        if self.embed_dim < 1:
+            raise ValueError(f"embed_dim must be >= 1, got {self.embed_dim}")
+        if not (self.lr > 0 and np.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+        if self.augment not in ("none", "shift", "rctraj"):
+            raise ValueError(f"augment must be 'none', 'shift' or 'rctraj', got {self.augment!r}")
+        if not 0.05 <= self.crop_scale_min <= 1.0:
+            raise ValueError(f"crop_scale_min must be in [0.05, 1], got {self.crop_scale_min}")
+        if self.pretrained_path and not Path(self.pretrained_path).is_file():
+            raise ValueError(f"pretrained_path {self.pretrained_path!r} is not a file")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreResult:
+    reward: np.ndarray  # (T,) float32, reward for reaching frame t from frame t-1
+    progress: np.ndarray  # (T,) float32, ~0 at a demo's start, ~1 at its end
+    method: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "frames": len(self.reward),
+            "reward": [float(x) for x in self.reward],
+            "progress": [float(x) for x in self.progress],
+        }
+
+
+# ----------------------------------------------------------------------------- input checks
+def check_frames(frames: Any, what: str = "frames") -> np.ndarray:
+    """Return frames as (T, H, W, 3) uint8 or raise RewardError saying what is wrong."""
+    arr = np.asarray(frames)
+    if arr.ndim != 4:
+        raise RewardError(f"{what} must have shape (T, H, W, 3), got shape {arr.shape}")
+    if arr.shape[-1] != 3:
+        raise RewardError(
+            f"{what} must have 3 colour channels (RGB) in the last axis, got {arr.shape[-1]} "
+            f"(shape {arr.shape}); convert grayscale/RGBA to RGB first"
+        )
+    if arr.shape[0] == 0:
+        raise RewardError(f"{what} is empty (0 frames)")
+    if arr.dtype != np.uint8:
+        raise RewardError(f"{what} must be uint8 in [0, 255], got dtype {arr.dtype}")
+    return arr
+
+
+def check_goal(goal: Any, frame_hw: tuple[int, int]) -> np.ndarray:
+    g = np.asarray(goal)
+    if g.ndim != 3 or g.shape[-1] != 3:
+        raise RewardError(f"goal must have shape (H, W, 3) RGB, got shape {g.shape}")
+    if g.dtype != np.uint8:
+        raise RewardError(f"goal must be uint8 in [0, 255], got dtype {g.dtype}")
+    if tuple(g.shape[:2]) != tuple(frame_hw):
+        raise RewardError(
+            f"goal is {g.shape[1]}x{g.shape[0]} but the frames are {frame_hw[1]}x{frame_hw[0]}; "
+            "give a goal image from the same camera at the same resolution"
+        )
+    return g
+
+
+def resize_frames(frames: np.ndarray, size_px: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 -> (T, size, size, 3) uint8; area interpolation when shrinking."""
+    if frames.shape[1] == size_px and frames.shape[2] == size_px:
+        return np.ascontiguousarray(frames)
+    shrink = frames.shape[1] >= size_px and frames.shape[2] >= size_px
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (size_px, size_px), interpolation=interp) for f in frames])
+
+
+def to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (T, 3, H, W) float32 in [0, 255], channels_last on ``device``."""
+    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
+    return x.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
+
+
+# ----------------------------------------------------------------------------- the interface
+class RewardModel(nn.Module, ABC):
+    """Base class of every method; see the module docstring for the contract."""
+
+    method: ClassVar[str]
+    config_cls: ClassVar[type[RewardConfig]]
+    score_chunk: ClassVar[int] = 64  # frames per forward pass when scoring
+
+    def __init__(self, config: RewardConfig):
+        super().__init__()
+        if not isinstance(config, self.config_cls):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}")
+        self.config = config
+
+    @property
+    def uses_goal(self) -> bool:
+        """Whether ``score`` reads the goal image (evaluation runs the counterfactual check)."""
+        return True
+
+    # -- training (used by rewards/train.py)
+    @abstractmethod
+    def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
+        """Draw one training batch (tensors on this model's device)."""
+
+    @abstractmethod
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The method's objective on one batch: (scalar loss, metrics for logging)."""
+
+    def calibrate(self, data: VideoDataset) -> None:
+        """After training: fix progress scale / default goal from the training demos."""
+
+    # -- scoring
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def score(self, frames: Any, goal: Any | None = None) -> ScoreResult:
+        """Per-frame reward and progress for a video (T, H, W, 3) uint8 and optional goal."""
+        arr = check_frames(frames)
+        g = None if goal is None else check_goal(goal, (arr.shape[1], arr.shape[2]))
+        size = self.config.image_size_px
+        x = to_tensor(resize_frames(arr, size), self.device)
+        gx = None if g is None else to_tensor(resize_frames(g[None], size), self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                reward, progress = self._score(x, gx)
+        finally:
+            self.train(was_training)
+        return ScoreResult(
+            reward=np.asarray(reward, dtype=np.float32),
+            progress=np.asarray(progress, dtype=np.float32),
+            method=self.method,
+        )
+
+    @abstractmethod
+    def _score(
+        self, frames: torch.Tensor, goal: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """frames (T, 3, S, S) float in [0, 255]; goal (1, 3, S, S) or None."""
+
+    def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Embedding of each frame, in chunks (used by UVD and evaluation)."""
+        enc = getattr(self, "encoder", None)
+        if enc is None:
+            raise RewardError(f"method {self.method!r} has no frame embedding")
+        return torch.cat([enc(c) for c in frames.split(self.score_chunk)])
+
+    # -- checkpoints
+    def checkpoint(self) -> dict[str, Any]:
+        return {
+            "format_version": CHECKPOINT_VERSION,
+            "method": self.method,
+            "config": dataclasses.asdict(self.config),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        p = Path(path)
+        if p.is_dir() or p.suffix == "":
+            p = p / CHECKPOINT_NAME
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(p.suffix + ".tmp")
+        torch.save(self.checkpoint(), tmp)
+        os.replace(tmp, p)  # never leave a half-written checkpoint under the real name
+        return p
+
+
+def method_class(method: str) -> type[RewardModel]:
+    if method not in METHODS:
+        raise RewardError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    mod, cls = METHODS[method].split(":")
+    found: type[RewardModel] = getattr(importlib.import_module(mod), cls)
+    return found
+
+
+def build_model(config: RewardConfig, device: torch.device | None = None) -> RewardModel:
+    model = method_class(config.method)(config)
+    return model.to(device or default_device())
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint dict safely (weights_only); path may be a run folder."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CHECKPOINT_NAME
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist (train one with `v2r reward train`)")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to load {p}: it holds Python objects other than tensors and plain data, "
+            f"which could run code ({str(e).splitlines()[0]})"
+        ) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise CheckpointError(f"checkpoint {p} is unreadable or truncated: {e}") from e
+    if not isinstance(ckpt, dict) or "method" not in ckpt or "state_dict" not in ckpt:
+        raise CheckpointError(f"{p} is not a reward-model checkpoint (no method/state_dict)")
+    version = ckpt.get("format_version")
+    if version != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"{p} has checkpoint format {version!r}; this code reads {CHECKPOINT_VERSION}"
+        )
+    return ckpt
+
+
+def load_reward_model(
+    path: str | os.PathLike[str], device: torch.device | None = None
+) -> RewardModel:
+    ckpt = read_checkpoint(path)
+    cls = method_class(str(ckpt["method"]))
+    cfg = dict(ckpt["config"])
+    cfg["pretrained_path"] = ""  # the weights are in the checkpoint; the file may be gone
+    fields = {f.name for f in dataclasses.fields(cls.config_cls)}
+    for k, v in list(cfg.items()):
+        if isinstance(v, list):
+            cfg[k] = tuple(v)
+        if k not in fields:
+            raise CheckpointError(f"{path}: config option {k!r} is unknown to {cls.__name__}")
+    model = cls(cls.config_cls(**cfg))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit {cls.__name__}: {e}") from e
+    return model.to(device or default_device()).eval()
+
+
+class GoalDistanceModel(RewardModel):
+    """A reward from the distance between frame and goal embeddings (VIP, TCN, HOLD-C, UVD).
+
+    Subclasses build ``self.encoder`` and define :meth:`reward_from_distance`. Calibration stores
+    the mean embedding of the demos' last frames (the goal when none is given), the median
+    start-to-goal distance (progress = 1 - d / that) and the mean demo length in steps.
+    """
+
+    encoder: nn.Module
+    goal_embedding: torch.Tensor
+    distance_ref: torch.Tensor
+    horizon_ref: torch.Tensor
+
+    def __init__(self, config: RewardConfig):
+        super().__init__(config)
+        self.register_buffer("goal_embedding", torch.zeros(config.embed_dim))
+        self.register_buffer("distance_ref", torch.ones(()))
+        self.register_buffer("horizon_ref", torch.ones(()))
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(a - b, dim=-1)
+
+    def goal_embed(self, goal: torch.Tensor | None) -> torch.Tensor:
+        return self.goal_embedding[None] if goal is None else self.embed_frames(goal)
+
+    @torch.no_grad()
+    def calibrate(self, data: VideoDataset) -> None:
+        was_training = self.training
+        self.eval()
+        ep = np.arange(len(data))
+        first = self.embed_frames(data.frames_tensor(ep, np.zeros_like(ep), self.device))
+        last = self.embed_frames(data.frames_tensor(ep, data.lengths - 1, self.device))
+        self.goal_embedding.copy_(last.mean(0))
+        self.distance_ref.fill_(float(self.distance(first, last).median().clamp_min(1e-6)))
+        self.horizon_ref.fill_(float(data.lengths.mean()))
+        self.train(was_training)
+
+    @abstractmethod
+    def reward_from_distance(self, d: torch.Tensor) -> torch.Tensor:
+        """(T,) distances to the goal -> (T,) rewards (see the module docstring's conventions)."""
+
+    def _score(
+        self, frames: torch.Tensor, goal: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        d = self.distance(self.embed_frames(frames), self.goal_embed(goal))
+        progress = 1.0 - d / self.distance_ref
+        return self.reward_from_distance(d).cpu().numpy(), progress.cpu().numpy()
+
+
+def medoid_last_frame(data: VideoDataset) -> np.ndarray:
+    """The demo's last frame closest (in pixels) to all other demos' last frames: a default goal."""
+    last = np.stack([data.episode(i)[-1] for i in range(len(data))]).astype(np.float32)
+    small = last[:, ::4, ::4].reshape(len(last), -1)
+    d = ((small[:, None] - small[None]) ** 2).sum(-1)
+    return data.episode(int(d.sum(1).argmin()))[-1]

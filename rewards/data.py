@@ -1,0 +1,271 @@
+"""Demonstration videos for reward learning: loading, resizing, sampling and augmentation.
+
+    data = load_episodes("demos.zarr", image_size_px=84)     # or a folder of mp4/avi files,
+    data = load_episodes("vip_videos/", image_size_px=84)    # or VIP's videoN/0.png layout
+    x = data.frames_tensor(ep_idx, t_idx, device)            # (N, 3, S, S) float in [0, 255]
+    x = augment(x.view(B, K, 3, S, S), "rctraj", rng)        # one crop for a sample's K frames
+
+Every episode is resized once, on load, to the method's square input size (``image_size_px``),
+and kept as uint8 in one array, so a training batch is a single fancy-indexing gather.
+Sources: an episode store written by the recorder/twin (``data/img``, ``meta/episode_ends``,
+success/task/kind labels), a folder of videos (one per demonstration; OpenCV reads them), a
+single video file, or VIP's layout (one folder per video holding ``0.png, 1.png, ...``).
+Unreadable or empty videos raise :class:`~video2reward.rewards.base.RewardError` naming the file.
+
+Augmentations, applied to (B, K, 3, H, W) batches where K frames belong to one sample:
+- ``rctraj``: VIP's trajectory-consistent random resized crop (one crop per sample, all K
+  frames), scale in [crop_scale_min, 1], aspect ratio in [3/4, 4/3], resized back to H x W.
+- ``shift``: DrQ-v2's random shift (pad 4 px with edge pixels, crop back), one shift per
+  sample; Rank2Reward's official code uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from video2reward.rewards.base import RewardError, check_frames, resize_frames
+from video2reward.robot import keys
+from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeInfo:
+    source: str  # file, folder or "store.zarr#index" the episode came from
+    success: bool  # stores carry labels; videos without labels count as successful demos
+    task: str
+    kind: str  # "expert", "failed", "random", ...
+
+
+class VideoDataset:
+    """Episodes resized to one square size, stored as one uint8 array plus episode offsets."""
+
+    def __init__(self, videos: Sequence[np.ndarray], infos: Sequence[EpisodeInfo], size_px: int):
+        if len(videos) != len(infos):
+            raise ValueError("videos and infos must have the same length")
+        if not videos:
+            raise RewardError("no episodes to load")
+        self.size_px = int(size_px)
+        self.infos = list(infos)
+        resized = [resize_frames(check_frames(v, f"episode {i.source}"), self.size_px)
+                   for v, i in zip(videos, infos, strict=True)]
+        self.lengths = np.array([len(v) for v in resized], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        self.frames = np.concatenate(resized)  # (sum T, S, S, 3) uint8
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def episode(self, i: int) -> np.ndarray:
+        s = int(self.starts[i])
+        return self.frames[s : s + int(self.lengths[i])]
+
+    def subset(self, indices: Sequence[int]) -> VideoDataset:
+        idx = [int(i) for i in indices]
+        return VideoDataset([self.episode(i) for i in idx], [self.infos[i] for i in idx],
+                            self.size_px)
+
+    def select(self, *, kind: str | None = None, success: bool | None = None,
+               task: str | None = None) -> list[int]:
+        return [i for i, info in enumerate(self.infos)
+                if (kind is None or info.kind == kind)
+                and (success is None or info.success == success)
+                and (task is None or info.task == task)]
+
+    def demos(self) -> VideoDataset:
+        """The successful expert demonstrations (what reward learning trains on)."""
+        idx = [i for i, info in enumerate(self.infos)
+               if info.success and info.kind in ("expert", "teleop", "human")]
+        if not idx:
+            raise RewardError("no successful expert episodes in the data (meta/episode_kind)")
+        return self.subset(idx)
+
+    def frames_tensor(self, ep: np.ndarray, t: np.ndarray, device: torch.device) -> torch.Tensor:
+        """Frames t of episodes ep (same shapes) -> (N, 3, S, S) float32 in [0, 255]."""
+        t = np.minimum(t, self.lengths[ep] - 1)
+        x = torch.from_numpy(self.frames[self.starts[ep] + t]).to(device)
+        return x.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
+
+
+# ----------------------------------------------------------------------------- readers
+def read_video(path: str | os.PathLike[str]) -> np.ndarray:
+    """A video file -> (T, H, W, 3) uint8 RGB."""
+    p = Path(path)
+    if not p.is_file():
+        raise RewardError(f"video {p} does not exist")
+    cap = cv2.VideoCapture(str(p))
+    try:
+        if not cap.isOpened():
+            raise RewardError(f"video {p} cannot be opened: unreadable or not a video")
+        frames = []
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    finally:
+        cap.release()
+    if not frames:
+        raise RewardError(f"video {p} has no readable frames (empty or corrupt file)")
+    return np.stack(frames)
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file -> (H, W, 3) uint8 RGB (alpha dropped, grayscale expanded)."""
+    p = Path(path)
+    if not p.is_file():
+        raise RewardError(f"image {p} does not exist")
+    img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+    if img is None:
+        raise RewardError(f"image {p} is unreadable or not an image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _frame_number(p: Path) -> int:
+    m = re.search(r"(\d+)$", p.stem)
+    return int(m.group(1)) if m else -1
+
+
+def read_frame_folder(path: str | os.PathLike[str]) -> np.ndarray:
+    """VIP's layout: a folder of 0.png, 1.png, ... (or .jpg) -> (T, H, W, 3) uint8."""
+    p = Path(path)
+    files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES),
+                   key=_frame_number)
+    if not files:
+        raise RewardError(f"frame folder {p} holds no .png/.jpg frames")
+    frames = [read_image(f) for f in files]
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise RewardError(f"frame folder {p} mixes image sizes {sorted(shapes)}")
+    return np.stack(frames)
+
+
+def dataset_from_store(
+    store: EpisodeStore, image_size_px: int, max_episodes: int | None = None
+) -> VideoDataset:
+    """Episodes of an open :class:`EpisodeStore` (on disk or in memory)."""
+    if keys.IMAGE not in store.data_keys:
+        raise RewardError(f"{store.path} has no data/{keys.IMAGE}; it has {store.data_keys}")
+    n = store.n_episodes if max_episodes is None else min(max_episodes, store.n_episodes)
+    if n == 0:
+        raise RewardError(f"episode store {store.path} holds no episodes")
+    videos, infos = [], []
+    for i in range(n):
+        meta = store.episode_meta(i)
+        videos.append(store.episode(i, [keys.IMAGE])[keys.IMAGE])
+        infos.append(EpisodeInfo(f"{store.path or 'memory'}#{i}", bool(meta[keys.EPISODE_SUCCESS]),
+                                 str(meta[keys.EPISODE_TASK] or ""),
+                                 str(meta[keys.EPISODE_KIND] or "expert")))
+    return VideoDataset(videos, infos, image_size_px)
+
+
+def _is_zarr(p: Path) -> bool:
+    return p.suffix == ".zarr" or (p.is_dir() and (p / ".zgroup").exists())
+
+
+def load_episodes(
+    path: str | os.PathLike[str], image_size_px: int, max_episodes: int | None = None
+) -> VideoDataset:
+    """Load a zarr store, a video file, a folder of videos or a VIP frame-folder layout."""
+    p = Path(path)
+    if not p.exists():
+        raise RewardError(f"data {p} does not exist")
+    videos: list[np.ndarray] = []
+    infos: list[EpisodeInfo] = []
+    if _is_zarr(p):
+        try:
+            store = EpisodeStore.open(p)
+        except EpisodeStoreError as e:
+            raise RewardError(str(e)) from e
+        return dataset_from_store(store, image_size_px, max_episodes)
+    elif p.is_file():
+        videos.append(read_video(p))
+        infos.append(EpisodeInfo(str(p), True, "", "expert"))
+    else:
+        entries = sorted(p.iterdir(), key=lambda q: (_frame_number(q), q.name))
+        vids = [q for q in entries if q.suffix.lower() in VIDEO_SUFFIXES]
+        dirs = [q for q in entries if q.is_dir()]
+        if vids:
+            for q in vids[:max_episodes]:
+                videos.append(read_video(q))
+                infos.append(EpisodeInfo(str(q), True, "", "expert"))
+        elif dirs:
+            for q in dirs[:max_episodes]:
+                videos.append(read_frame_folder(q))
+                infos.append(EpisodeInfo(str(q), True, "", "expert"))
+        else:
+            raise RewardError(
+                f"{p} holds neither videos ({', '.join(VIDEO_SUFFIXES)}) nor frame folders"
+            )
+    return VideoDataset(videos, infos, image_size_px)
+
+
+# ----------------------------------------------------------------------------- augmentation
+def _crop_grid(boxes: torch.Tensor, k: int, shape: tuple[int, int]) -> torch.Tensor:
+    """boxes (B, 4) = (cx, cy, w, h) in [-1, 1] coordinates -> grid (B*K, H, W, 2)."""
+    b = boxes.shape[0]
+    theta = torch.zeros(b, 2, 3, device=boxes.device)
+    theta[:, 0, 0] = boxes[:, 2]
+    theta[:, 0, 2] = boxes[:, 0]
+    theta[:, 1, 1] = boxes[:, 3]
+    theta[:, 1, 2] = boxes[:, 1]
+    theta = theta.repeat_interleave(k, dim=0)
+    return F.affine_grid(theta, [b * k, 3, *shape], align_corners=False)
+
+
+def random_resized_crop_traj(
+    x: torch.Tensor, rng: np.random.Generator, scale: tuple[float, float] = (0.2, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """VIP's "rctraj": one random resized crop per sample, shared by its K frames.
+
+    x: (B, K, 3, H, W). Area fraction ~ U(scale), log aspect ~ U(log ratio), as torchvision's
+    RandomResizedCrop; the crop is resampled (bilinear) back to H x W.
+    """
+    b, k, c, h, w = x.shape
+    area = rng.uniform(scale[0], scale[1], size=b)
+    aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]), size=b))
+    cw = np.clip(np.sqrt(area * aspect), 0.05, 1.0)  # width fraction
+    ch = np.clip(np.sqrt(area / aspect), 0.05, 1.0)
+    cx = rng.uniform(-(1 - cw), 1 - cw)
+    cy = rng.uniform(-(1 - ch), 1 - ch)
+    boxes = torch.tensor(np.stack([cx, cy, cw, ch], 1), dtype=torch.float32, device=x.device)
+    grid = _crop_grid(boxes, k, (h, w))
+    out = F.grid_sample(x.reshape(b * k, c, h, w), grid, mode="bilinear",
+                        padding_mode="border", align_corners=False)
+    return out.reshape(b, k, c, h, w)
+
+
+def random_shift(x: torch.Tensor, rng: np.random.Generator, pad_px: int = 4) -> torch.Tensor:
+    """DrQ-v2's random shift: +-pad_px whole-pixel translation with edge padding, per sample."""
+    b, k, c, h, w = x.shape
+    sx = rng.integers(-pad_px, pad_px + 1, size=b) * 2.0 / w
+    sy = rng.integers(-pad_px, pad_px + 1, size=b) * 2.0 / h
+    ones = np.ones(b)
+    boxes = torch.tensor(np.stack([sx, sy, ones, ones], 1), dtype=torch.float32, device=x.device)
+    grid = _crop_grid(boxes, k, (h, w))
+    out = F.grid_sample(x.reshape(b * k, c, h, w), grid, mode="nearest",
+                        padding_mode="border", align_corners=False)
+    return out.reshape(b, k, c, h, w)
+
+
+def augment(x: torch.Tensor, mode: str, rng: np.random.Generator,
+            crop_scale_min: float = 0.2) -> torch.Tensor:
+    """x (B, K, 3, H, W) -> same shape; ``mode`` is "none", "shift" or "rctraj"."""
+    if mode == "none":
+        return x
+    if mode == "shift":
+        return random_shift(x, rng)
+    if mode == "rctraj":
+        return random_resized_crop_traj(x, rng, (crop_scale_min, 1.0))
+    raise ValueError(f"unknown augmentation {mode!r}")

@@ -1,0 +1,167 @@
+"""How good is a learned reward before any robot time is spent: metrics and plots.
+
+    v2r reward eval ckpt=runs/vip data=heldout.zarr [cf_data=other_task.zarr] [out=runs/vip/eval]
+    metrics = evaluate(model, load_episodes("heldout.zarr", 84), out_dir="eval/")
+
+Metrics (``metrics.json``) and plots (``curves.png``):
+- ``spearman``: value-order correlation, the Spearman correlation between predicted progress
+  and time on each held-out successful expert episode, averaged (also min). Goal-conditioned
+  models get the episode's own last frame as the goal (``spearman_no_goal`` uses none).
+- ``auroc``: how well the episode score (mean progress over the last 10% of frames, no goal
+  image, since a failed run has no goal frame of its own) separates successful from failed
+  episodes; 1.0 = every success scores above every failure.
+- ``counterfactual``: goal-conditioned models score the held-out expert episodes again with a
+  goal from another task (``cf_data``; without it, each episode's own first frame). A sound
+  reward is then lower and not monotonic: it passes when the mean Spearman drops to <= 0.5 and
+  the final progress is lower than with the true goal.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata, spearmanr
+from video2reward.rewards.base import RewardModel
+from video2reward.rewards.data import VideoDataset
+
+CF_MAX_SPEARMAN = 0.5  # counterfactual-goal check: mean Spearman must fall to this or below
+
+
+def auroc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U), ties counted as one half."""
+    pos, neg = np.asarray(scores_pos, float), np.asarray(scores_neg, float)
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    ranks = rankdata(np.concatenate([pos, neg]))
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))
+
+
+def time_spearman(progress: np.ndarray) -> float:
+    if len(progress) < 3 or np.ptp(progress) == 0:
+        return 0.0
+    return float(spearmanr(progress, np.arange(len(progress))).statistic)
+
+
+def final_score(progress: np.ndarray) -> float:
+    k = max(3, int(np.ceil(0.1 * len(progress))))
+    return float(np.mean(progress[-k:]))
+
+
+def evaluate(
+    model: RewardModel, data: VideoDataset, cf_data: VideoDataset | None = None,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    experts = [i for i, info in enumerate(data.infos) if info.success and info.kind == "expert"]
+    succ = [i for i, info in enumerate(data.infos) if info.success]
+    fail = [i for i, info in enumerate(data.infos) if not info.success]
+    curves: dict[str, list[dict[str, np.ndarray]]] = {"expert": [], "failed": [], "cf": []}
+
+    rho, rho_nog, final_true = [], [], []
+    for i in experts:
+        frames = data.episode(i)
+        goal = frames[-1] if model.uses_goal else None
+        out = model.score(frames, goal)
+        rho.append(time_spearman(out.progress))
+        final_true.append(final_score(out.progress))
+        nog = model.score(frames) if model.uses_goal else out
+        rho_nog.append(time_spearman(nog.progress))
+        curves["expert"].append({"progress": out.progress, "reward": out.reward})
+
+    ep_scores: dict[bool, list[float]] = {True: [], False: []}
+    for i in succ + fail:
+        out = model.score(data.episode(i))
+        ep_scores[data.infos[i].success].append(final_score(out.progress))
+        if not data.infos[i].success:
+            curves["failed"].append({"progress": out.progress, "reward": out.reward})
+
+    metrics: dict[str, Any] = {
+        "method": model.method,
+        "episodes": {"expert": len(experts), "success": len(succ), "failed": len(fail)},
+        "spearman": float(np.mean(rho)) if rho else float("nan"),
+        "spearman_min": float(np.min(rho)) if rho else float("nan"),
+        "spearman_no_goal": float(np.mean(rho_nog)) if rho_nog else float("nan"),
+        "auroc": auroc(np.array(ep_scores[True]), np.array(ep_scores[False])),
+        "final_progress_success": float(np.mean(ep_scores[True])) if succ else float("nan"),
+        "final_progress_failed": float(np.mean(ep_scores[False])) if fail else float("nan"),
+    }
+
+    if model.uses_goal and experts:
+        rho_cf, final_cf = [], []
+        for n, i in enumerate(experts):
+            frames = data.episode(i)
+            if cf_data is not None:
+                cf = cf_data.episode(n % len(cf_data))[-1]
+                cf = cf if cf.shape == frames.shape[1:] else _resize(cf, frames.shape[1:3])
+            else:
+                cf = frames[0]
+            out = model.score(frames, cf)
+            rho_cf.append(time_spearman(out.progress))
+            final_cf.append(final_score(out.progress))
+            curves["cf"].append({"progress": out.progress, "reward": out.reward})
+        cf_rho = float(np.mean(rho_cf))
+        metrics["counterfactual"] = {
+            "goal_source": "other_task" if cf_data is not None else "own_first_frame",
+            "spearman": cf_rho,
+            "final_progress": float(np.mean(final_cf)),
+            "final_progress_true_goal": float(np.mean(final_true)),
+            "passed": bool(cf_rho <= CF_MAX_SPEARMAN and np.mean(final_cf) < np.mean(final_true)),
+        }
+
+    metrics = _finite_or_none(metrics)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        plot_curves(curves, metrics, out / "curves.png")
+    return metrics
+
+
+def _finite_or_none(x: Any) -> Any:
+    """NaN (e.g. AUROC without failed episodes) -> None, so the JSON is standard."""
+    if isinstance(x, dict):
+        return {k: _finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def _resize(img: np.ndarray, hw: tuple[int, ...]) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(img, (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_AREA)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def plot_curves(curves: dict[str, list[dict[str, np.ndarray]]], metrics: dict[str, Any],
+                path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    styles = {"expert": ("tab:green", "expert (own goal)"), "failed": ("tab:red", "failed"),
+              "cf": ("tab:purple", "expert, counterfactual goal")}
+    for key, (color, label) in styles.items():
+        for n, c in enumerate(curves[key]):
+            x = np.linspace(0, 1, len(c["progress"]))
+            lab = label if n == 0 else None
+            axes[0].plot(x, c["progress"], color=color, alpha=0.5, lw=1, label=lab)
+            axes[1].plot(x, np.cumsum(c["reward"]), color=color, alpha=0.5, lw=1, label=lab)
+    axes[0].set_title(f"progress  (Spearman {_fmt(metrics['spearman'])}, "
+                      f"AUROC {_fmt(metrics['auroc'])})")
+    axes[1].set_title("cumulative reward")
+    for ax in axes:
+        ax.set_xlabel("normalised time")
+        ax.legend(loc="best", fontsize=8)
+    fig.suptitle(metrics["method"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

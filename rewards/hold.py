@@ -1,0 +1,233 @@
+"""HOLD: functional distances learned from video (Alakuijala et al., ICRA 2023), HOLD-R and HOLD-C.
+
+    v2r reward train method=hold_r data=demos.zarr out=runs/holdr
+    v2r reward train method=hold_c data=demos.zarr out=runs/holdc
+    model = load_reward_model("runs/holdr"); model.score(frames, goal).reward
+
+Both learn a distance d(s, g) that counts how many steps an expert needs to get from s to g.
+
+HOLD-R regresses it directly: for a frame s_t of a demo, every later frame s_k (k >= t, the
+paper's third sum, which uses all future frames as goals) is a goal with target k - t steps;
+the loss is the mean squared error (official ``loss_type='mse'``). Targets are divided by
+``distance_scale_steps`` during training only, for a well-scaled regression; d is in steps.
+The official model is a ViViT over the stacked (s, g) pair; here a shared image encoder embeds
+s and g and an MLP reads [e_s, e_g, |e_s - e_g|].
+
+HOLD-C learns an embedding with the single-view time-contrastive loss of the official
+``holdc_utils.tc_loss``: all frames in a batch of clips are anchors; positives are frames of the
+same clip within ``pos_radius`` steps; negatives are frames farther than ``neg_radius`` or from
+other clips, chosen by semi-hard mining (the closest negative farther than the positive, else
+the farthest negative), on squared Euclidean distances with ``margin`` (official 2 / 4 / 0.2);
+the summed hinge is divided by the number of positive pairs. d(s, g) = ||phi(s) - phi(g)||.
+
+Reward for both (paper Eq. 2): r_t = -max(0, d(s_t, g) - d(g, g)) / T, T the mean demo length,
+plus an optional sparse bonus ``success_bonus`` when d(s_t, g) - d(g, g) < ``success_threshold``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from video2reward.rewards.base import (
+    GoalDistanceModel,
+    RewardConfig,
+    RewardModel,
+    medoid_last_frame,
+    to_tensor,
+)
+from video2reward.rewards.data import VideoDataset, augment
+from video2reward.rewards.encoders import build_encoder
+
+
+def _check_bonus(success_bonus: float, success_threshold: float) -> None:
+    if success_bonus < 0 or success_threshold < 0:
+        raise ValueError("success_bonus and success_threshold must be >= 0")
+
+
+def hold_reward(excess: torch.Tensor, horizon: float, bonus: float, threshold: float
+                ) -> torch.Tensor:
+    """excess = max(0, d(s_t, g) - d(g, g)) -> r_t = -excess / T (+ bonus near the goal)."""
+    r = -excess / horizon
+    if bonus:
+        r = r + bonus * (excess < threshold).float()
+    return r
+
+
+# ----------------------------------------------------------------------------- HOLD-R
+@dataclasses.dataclass(frozen=True)
+class HoldRConfig(RewardConfig):
+    method: str = "hold_r"
+    augment: str = "rctraj"
+    hidden_dim: int = 256  # MLP width of the distance head
+    distance_scale_steps: float = 20.0  # targets are divided by this while training
+    success_bonus: float = 0.0  # sparse bonus added when within success_threshold steps
+    success_threshold: float = 1.0  # steps
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.hidden_dim < 1 or self.distance_scale_steps <= 0:
+            raise ValueError("hidden_dim and distance_scale_steps must be > 0")
+        _check_bonus(self.success_bonus, self.success_threshold)
+
+
+class HoldR(RewardModel):
+    method = "hold_r"
+    config_cls = HoldRConfig
+    config: HoldRConfig
+    default_goal: torch.Tensor
+    distance_ref: torch.Tensor
+    horizon_ref: torch.Tensor
+
+    def __init__(self, config: HoldRConfig):
+        super().__init__(config)
+        self.encoder = build_encoder(config.encoder, config.image_size_px, config.embed_dim,
+                                     config.pretrained_path)
+        d = config.embed_dim
+        self.head = nn.Sequential(nn.Linear(3 * d, config.hidden_dim), nn.ReLU(),
+                                  nn.Linear(config.hidden_dim, config.hidden_dim), nn.ReLU(),
+                                  nn.Linear(config.hidden_dim, 1))
+        s = config.image_size_px
+        self.register_buffer("default_goal", torch.zeros(1, 3, s, s))
+        self.register_buffer("distance_ref", torch.ones(()))
+        self.register_buffer("horizon_ref", torch.ones(()))
+
+    def distance_steps(self, es: torch.Tensor, eg: torch.Tensor) -> torch.Tensor:
+        """Predicted steps from s to g for embeddings (B, D) -> (B,)."""
+        h = torch.cat([es, eg, (es - eg).abs()], -1)
+        return self.head(h).squeeze(-1) * self.config.distance_scale_steps
+
+    def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
+        b = self.config.batch_size
+        ep = rng.integers(0, len(data), size=b)
+        n = data.lengths[ep]
+        t = (rng.random(b) * n).astype(np.int64)
+        k = t + (rng.random(b) * (n - t)).astype(np.int64)  # any future frame, k >= t
+        x = data.frames_tensor(np.repeat(ep, 2), np.stack([t, k], 1).reshape(-1), self.device)
+        s = data.size_px
+        x = augment(x.view(b, 2, 3, s, s), self.config.augment, rng, self.config.crop_scale_min)
+        target = torch.as_tensor((k - t).astype(np.float32), device=self.device)
+        return {"frames": x, "target_steps": target}
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        x = batch["frames"]
+        b = x.shape[0]
+        e = self.encoder(x.flatten(0, 1).contiguous(memory_format=torch.channels_last))
+        e = e.view(b, 2, -1)
+        pred = self.distance_steps(e[:, 0], e[:, 1])
+        scale = self.config.distance_scale_steps
+        loss = ((pred - batch["target_steps"]) / scale).pow(2).mean()
+        mae = (pred - batch["target_steps"]).abs().mean()
+        return loss, {"loss": loss.item(), "mae_steps": mae.item()}
+
+    @torch.no_grad()
+    def calibrate(self, data: VideoDataset) -> None:
+        was_training = self.training
+        self.eval()
+        self.default_goal.copy_(to_tensor(medoid_last_frame(data)[None], self.device))
+        ep = np.arange(len(data))
+        first = self.embed_frames(data.frames_tensor(ep, np.zeros_like(ep), self.device))
+        last = self.embed_frames(data.frames_tensor(ep, data.lengths - 1, self.device))
+        excess = (self.distance_steps(first, last) - self.distance_steps(last, last)).clamp_min(0)
+        self.distance_ref.fill_(float(excess.median().clamp_min(1e-3)))
+        self.horizon_ref.fill_(float(data.lengths.mean()))
+        self.train(was_training)
+
+    def _score(
+        self, frames: torch.Tensor, goal: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        e = self.embed_frames(frames)
+        eg = self.embed_frames(self.default_goal if goal is None else goal)
+        d = self.distance_steps(e, eg.expand_as(e))
+        excess = (d - self.distance_steps(eg, eg)).clamp_min(0)
+        cfg = self.config
+        r = hold_reward(excess, float(self.horizon_ref), cfg.success_bonus, cfg.success_threshold)
+        return r.cpu().numpy(), (1.0 - excess / self.distance_ref).cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- HOLD-C
+@dataclasses.dataclass(frozen=True)
+class HoldCConfig(RewardConfig):
+    method: str = "hold_c"
+    augment: str = "rctraj"
+    batch_size: int = 4  # clips per batch (each clip holds clip_frames frames)
+    clip_frames: int = 16  # frames per clip, evenly strided over the whole video
+    pos_radius: int = 2  # clip steps (official: 2)
+    neg_radius: int = 4  # clip steps (official: 2 * pos_radius)
+    margin: float = 0.2  # official pos_neg_margin
+    success_bonus: float = 0.0
+    success_threshold: float = 0.0  # embedding distance
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 1 <= self.pos_radius < self.neg_radius:
+            raise ValueError("need 1 <= pos_radius < neg_radius")
+        if self.clip_frames <= self.neg_radius:
+            raise ValueError("clip_frames must exceed neg_radius")
+        if self.margin <= 0:
+            raise ValueError("margin must be > 0")
+        _check_bonus(self.success_bonus, self.success_threshold)
+
+
+def tc_loss(emb: torch.Tensor, timesteps: torch.Tensor, sequence_ids: torch.Tensor,
+            pos_radius: int, neg_radius: int, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Time-contrastive triplet loss with semi-hard negatives; returns (loss, #positive pairs)."""
+    d = torch.cdist(emb, emb).pow(2)  # squared pairwise distances (N, N)
+    same = sequence_ids[:, None] == sequence_ids[None, :]
+    dt = (timesteps[:, None] - timesteps[None, :]).abs()
+    pos = same & (dt <= pos_radius)
+    pos.fill_diagonal_(False)
+    neg = (~same) | (dt > neg_radius)
+    # For anchor i and positive j: semi-hard negative = min over k in neg(i) with d[i,k] > d[i,j];
+    # if none exists, the farthest negative of i.
+    big = torch.finfo(d.dtype).max
+    d_ik = d[:, None, :]  # (i, 1, k)
+    cand = neg[:, None, :] & (d_ik > d[:, :, None])  # (i, j, k)
+    semi = torch.where(cand, d_ik.expand_as(cand), torch.full_like(d_ik, big).expand_as(cand))
+    semi_min = semi.min(-1).values  # (i, j)
+    hardest = torch.where(neg, d, torch.full_like(d, -big)).max(-1).values  # (i,)
+    negatives = torch.where(cand.any(-1), semi_min, hardest[:, None].expand_as(semi_min))
+    hinge = torch.clamp(margin + d - negatives, min=0.0) * pos.float()
+    n_pos = pos.sum()
+    return hinge.sum() / n_pos.clamp_min(1), n_pos
+
+
+class HoldC(GoalDistanceModel):
+    method = "hold_c"
+    config_cls = HoldCConfig
+    config: HoldCConfig
+
+    def __init__(self, config: HoldCConfig):
+        super().__init__(config)
+        self.encoder = build_encoder(config.encoder, config.image_size_px, config.embed_dim,
+                                     config.pretrained_path)
+
+    def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
+        cfg = self.config
+        b, k = cfg.batch_size, cfg.clip_frames
+        ep = rng.integers(0, len(data), size=b)
+        n = data.lengths[ep]
+        stride = np.maximum(1, n // k)
+        start = (rng.random(b) * np.maximum(1, n - stride * (k - 1))).astype(np.int64)
+        t = np.minimum(start[:, None] + stride[:, None] * np.arange(k)[None], n[:, None] - 1)
+        x = data.frames_tensor(np.repeat(ep, k), t.reshape(-1), self.device)
+        s = data.size_px
+        x = augment(x.view(b, k, 3, s, s), cfg.augment, rng, cfg.crop_scale_min)
+        steps = torch.arange(k, device=self.device).repeat(b)  # clip steps (stride units)
+        seq = torch.arange(b, device=self.device).repeat_interleave(k)
+        return {"frames": x, "timesteps": steps, "sequence_ids": seq}
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        x = batch["frames"]
+        e = self.encoder(x.flatten(0, 1).contiguous(memory_format=torch.channels_last))
+        cfg = self.config
+        loss, n_pos = tc_loss(e, batch["timesteps"], batch["sequence_ids"], cfg.pos_radius,
+                              cfg.neg_radius, cfg.margin)
+        return loss, {"loss": loss.item(), "positives": float(n_pos)}
+
+    def reward_from_distance(self, d: torch.Tensor) -> torch.Tensor:
+        cfg = self.config  # d(g, g) = 0 for an embedding distance
+        return hold_reward(d, float(self.horizon_ref), cfg.success_bonus, cfg.success_threshold)

@@ -1,0 +1,232 @@
+"""Rank2Reward (Yang et al., RSS 2024): a progress ranker from expert videos plus an online
+expert-vs-agent discriminator.
+
+    v2r reward train method=rank2reward data=demos.zarr out=runs/r2r
+    model = load_reward_model("runs/r2r")
+    model.update(agent_frames)                  # online, during RL: (N, H, W, 3) uint8
+    model.score(frames).reward                  # log p_RF(s) + alpha (log D(s) - log(1 - D(s)))
+
+Ranker: p_RF(s) = sigmoid(u(s)), trained on pairs (s_i, s_j) drawn from the same expert video,
+the later frame preferred. Two forms of the loss (``rank_loss``):
+- ``per_frame`` (default; the official ``_train_ranking_step``): each frame's own logit is pushed
+  toward "I am the later one of the pair": BCE(u(s_i), [i > j]) + BCE(u(s_j), [j > i]).
+- ``bradley_terry`` (the paper's equation): P(s_j later than s_i) = sigmoid(u(s_j) - u(s_i)),
+  BCE on the difference.
+The default is ``per_frame`` because the reward uses log p_RF(s) itself, not differences: the
+Bradley-Terry loss only sees u(s_j) - u(s_i), so u is free up to an additive constant and
+sigmoid(u) has no fixed meaning; the per-frame loss pins sigmoid(u(s)) to the probability that s
+is later than a random frame of the same demo, i.e. an absolute progress in [0, 1].
+Pairs are sampled as in the official code (both indices uniform over the video); ties are
+redrawn. The official mixup option is not implemented.
+
+Goal-conditioned variant (``goal_conditioned=true``): u(s, g) reads [e_s, e_g], trained with g =
+the demo's last frame; scoring uses the given goal or the training demos' medoid last frame.
+
+Discriminator: D(s) = sigmoid(w(s)) separates expert frames (label 1; a bank of training-demo
+frames kept in the checkpoint) from agent frames (label 0) with balanced BCE; ``update`` takes
+one Adam step on a batch of agent frames. Its last layer starts at zero, so D = 1/2 and the
+alpha term is 0 until the first update. Reward (official ``_calculate_reward``):
+r = log clip(p, eps, 1-eps) + alpha (log clip(D) - log(1 - clip(D))), eps = 1e-6 by default.
+Progress = p_RF(s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from video2reward.rewards.base import (
+    RewardConfig,
+    RewardModel,
+    check_frames,
+    medoid_last_frame,
+    resize_frames,
+    to_tensor,
+)
+from video2reward.rewards.data import VideoDataset, augment
+from video2reward.rewards.encoders import build_encoder
+
+
+@dataclasses.dataclass(frozen=True)
+class Rank2RewardConfig(RewardConfig):
+    method: str = "rank2reward"
+    augment: str = "shift"  # the official code uses DrQ-v2's random shift
+    rank_loss: str = "per_frame"  # "per_frame" (official code) or "bradley_terry" (paper)
+    goal_conditioned: bool = False
+    hidden_dim: int = 256
+    alpha: float = 1.0  # weight of the discriminator log-odds in the reward
+    prob_eps: float = 1e-6  # probabilities are clipped to [eps, 1 - eps] before logs
+    disc_lr: float = 3e-4
+    expert_bank_frames: int = 512  # expert frames kept for discriminator updates
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rank_loss not in ("per_frame", "bradley_terry"):
+            raise ValueError(
+                f"rank_loss must be per_frame or bradley_terry, got {self.rank_loss!r}"
+            )
+        if not 0 < self.prob_eps < 0.5:
+            raise ValueError("prob_eps must be in (0, 0.5)")
+        if self.alpha < 0 or self.disc_lr <= 0 or self.expert_bank_frames < 1:
+            raise ValueError("alpha must be >= 0, disc_lr > 0, expert_bank_frames >= 1")
+
+
+def per_frame_rank_loss(u_i: torch.Tensor, u_j: torch.Tensor, i_later: torch.Tensor
+                        ) -> torch.Tensor:
+    """Official form: each logit is a classifier of "this frame is the later one"."""
+    y = i_later.float()
+    return 0.5 * (F.binary_cross_entropy_with_logits(u_i, y)
+                  + F.binary_cross_entropy_with_logits(u_j, 1.0 - y))
+
+
+def bradley_terry_loss(u_i: torch.Tensor, u_j: torch.Tensor, i_later: torch.Tensor
+                       ) -> torch.Tensor:
+    """Paper form: P(i later than j) = sigmoid(u_i - u_j)."""
+    return F.binary_cross_entropy_with_logits(u_i - u_j, i_later.float())
+
+
+def reward_from_probs(p: torch.Tensor, d: torch.Tensor, alpha: float, eps: float) -> torch.Tensor:
+    p = p.clamp(eps, 1 - eps)
+    d = d.clamp(eps, 1 - eps)
+    return torch.log(p) + alpha * (torch.log(d) - torch.log1p(-d))
+
+
+class Rank2Reward(RewardModel):
+    method = "rank2reward"
+    config_cls = Rank2RewardConfig
+    config: Rank2RewardConfig
+    default_goal: torch.Tensor
+    expert_bank: torch.Tensor
+
+    def __init__(self, config: Rank2RewardConfig):
+        super().__init__(config)
+        self.encoder = build_encoder(config.encoder, config.image_size_px, config.embed_dim,
+                                     config.pretrained_path)
+        d_in = config.embed_dim * (2 if config.goal_conditioned else 1)
+        self.ranker = nn.Sequential(nn.Linear(d_in, config.hidden_dim), nn.ReLU(),
+                                    nn.Linear(config.hidden_dim, 1))
+        self.disc_encoder = build_encoder("conv", config.image_size_px, config.embed_dim)
+        self.disc_head = nn.Sequential(nn.ReLU(), nn.Linear(config.embed_dim, 1))
+        last = self.disc_head[-1]
+        if isinstance(last, nn.Linear):
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        s = config.image_size_px
+        self.register_buffer("default_goal", torch.zeros(1, 3, s, s))
+        self.register_buffer("expert_bank", torch.zeros(0, s, s, 3, dtype=torch.uint8))
+        self._disc_opt: torch.optim.Optimizer | None = None
+        self._disc_rng = np.random.default_rng(config.seed + 7)
+
+    @property
+    def uses_goal(self) -> bool:
+        return self.config.goal_conditioned
+
+    # -- ranker
+    def logits(self, x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+        e = self.encoder(x)
+        if self.config.goal_conditioned:
+            if g is None:
+                raise ValueError("goal-conditioned ranker needs goal frames")
+            eg = self.encoder(g)
+            e = torch.cat([e, eg.expand_as(e)], -1)
+        return self.ranker(e).squeeze(-1)
+
+    def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
+        b = self.config.batch_size
+        ep = rng.integers(0, len(data), size=b)
+        n = data.lengths[ep]
+        i = (rng.random(b) * n).astype(np.int64)
+        j = (rng.random(b) * n).astype(np.int64)
+        for _ in range(100):
+            tie = i == j
+            if not tie.any():
+                break
+            j[tie] = (rng.random(int(tie.sum())) * n[tie]).astype(np.int64)
+        cols = [i, j, n - 1] if self.config.goal_conditioned else [i, j]
+        k = len(cols)
+        x = data.frames_tensor(np.repeat(ep, k), np.stack(cols, 1).reshape(-1), self.device)
+        s = data.size_px
+        x = augment(x.view(b, k, 3, s, s), self.config.augment, rng, self.config.crop_scale_min)
+        return {"frames": x, "i_later": torch.as_tensor(i > j, device=self.device)}
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        x = batch["frames"]
+        b, k = x.shape[:2]
+        flat = x.flatten(0, 1).contiguous(memory_format=torch.channels_last)
+        e = self.encoder(flat).view(b, k, -1)
+        if self.config.goal_conditioned:
+            u_i = self.ranker(torch.cat([e[:, 0], e[:, 2]], -1)).squeeze(-1)
+            u_j = self.ranker(torch.cat([e[:, 1], e[:, 2]], -1)).squeeze(-1)
+        else:
+            u_i, u_j = self.ranker(e[:, 0]).squeeze(-1), self.ranker(e[:, 1]).squeeze(-1)
+        y = batch["i_later"]
+        if self.config.rank_loss == "per_frame":
+            loss = per_frame_rank_loss(u_i, u_j, y)
+        else:
+            loss = bradley_terry_loss(u_i, u_j, y)
+        acc = ((u_i > u_j) == y).float().mean()
+        return loss, {"loss": loss.item(), "rank_accuracy": acc.item()}
+
+    # -- discriminator
+    def disc_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.disc_head(self.disc_encoder(x)).squeeze(-1))
+
+    def update(self, agent_frames: np.ndarray) -> dict[str, float]:
+        """One discriminator step: agent frames (N, H, W, 3) uint8 vs as many expert frames."""
+        frames = check_frames(agent_frames, "agent_frames")
+        if self.expert_bank.shape[0] == 0:
+            raise RuntimeError("no expert frames: train or calibrate the model before update()")
+        if self._disc_opt is None:
+            params = list(self.disc_encoder.parameters()) + list(self.disc_head.parameters())
+            self._disc_opt = torch.optim.Adam(params, lr=self.config.disc_lr)
+        n = len(frames)
+        pick = self._disc_rng.integers(0, self.expert_bank.shape[0], size=n)
+        expert = to_tensor(self.expert_bank[torch.as_tensor(pick)].cpu().numpy(), self.device)
+        agent = to_tensor(resize_frames(frames, self.config.image_size_px), self.device)
+        x = torch.stack([expert, agent], 1)  # (N, 2, 3, S, S)
+        x = augment(x, "shift", self._disc_rng).flatten(0, 1)
+        labels = torch.tensor([1.0, 0.0], device=self.device).repeat(n)
+        was_training = self.training
+        self.train()
+        with torch.enable_grad():
+            logits = self.disc_head(self.disc_encoder(x.contiguous(
+                memory_format=torch.channels_last))).squeeze(-1)
+            loss = F.binary_cross_entropy_with_logits(logits, labels)
+            self._disc_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self._disc_opt.step()
+        self.train(was_training)
+        acc = ((logits > 0).float() == labels).float().mean()
+        return {"disc_loss": loss.item(), "disc_accuracy": acc.item()}
+
+    # -- calibration and scoring
+    @torch.no_grad()
+    def calibrate(self, data: VideoDataset) -> None:
+        self.default_goal.copy_(to_tensor(medoid_last_frame(data)[None], self.device))
+        rng = np.random.default_rng(self.config.seed)
+        idx = rng.choice(len(data.frames), size=min(self.config.expert_bank_frames,
+                                                    len(data.frames)), replace=False)
+        self.expert_bank = torch.from_numpy(data.frames[np.sort(idx)]).to(self.device)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,
+                              **kwargs: Any) -> None:
+        bank = state_dict.get(prefix + "expert_bank")
+        if bank is not None:  # the bank's size is only known once calibrated
+            self.expert_bank = torch.empty_like(bank, device=self.expert_bank.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _score(
+        self, frames: torch.Tensor, goal: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        g = None
+        if self.config.goal_conditioned:
+            g = self.default_goal if goal is None else goal
+        u = torch.cat([self.logits(c, g) for c in frames.split(self.score_chunk)])
+        p = torch.sigmoid(u)
+        d = torch.cat([self.disc_prob(c) for c in frames.split(self.score_chunk)])
+        r = reward_from_probs(p, d, self.config.alpha, self.config.prob_eps)
+        return r.cpu().numpy(), p.cpu().numpy()

@@ -1,0 +1,188 @@
+"""Train any reward model on demonstration videos: one loop for every method.
+
+    v2r reward train method=vip data=demos.zarr out=runs/vip
+    v2r reward train method=hold_r data=videos/ out=runs/holdr method.steps=3000 threads=1
+
+    model = train(VIPConfig(), TrainConfig(data="demos.zarr", out="runs/vip"))   # from Python
+
+The loop draws a batch with the method's ``sample_batch``, steps Adam on its ``loss`` and logs
+every ``log_every`` steps to TensorBoard (``out/tb``) and ``out/metrics.csv``. Every
+``ckpt_every`` steps it writes ``out/train_state.pt`` (weights, optimizer, step); running the
+same command again resumes from there. At the end the model is calibrated on the training
+demos and written to ``out/model.pt``; ``out/train_summary.json`` records the wall time.
+Training uses only the successful expert episodes of the data. Rank2Reward's discriminator can
+be pre-fitted on agent frames with ``agent_data=...`` (it is otherwise updated online).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from video2reward.rewards.base import (
+    CheckpointError,
+    RewardConfig,
+    RewardModel,
+    build_model,
+    default_device,
+)
+from video2reward.rewards.data import load_episodes
+
+STATE_NAME = "train_state.pt"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    data: str  # zarr store, video file, folder of videos or VIP frame folders
+    out: str  # run folder: model.pt, train_state.pt, metrics.csv, tb/
+    max_episodes: int | None = None  # use only the first N episodes of the data
+    log_every: int = 25  # steps between log rows
+    ckpt_every: int = 250  # steps between resumable checkpoints
+    threads: int = 0  # torch threads; 0 keeps torch's default, 1 when sharing the CPU
+    resume: bool = True  # continue from out/train_state.pt when it exists
+    device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
+    agent_data: str = ""  # Rank2Reward only: agent episodes to pre-fit the discriminator on
+    agent_updates: int = 200  # discriminator updates on agent_data
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise ValueError("data is required: a zarr store, video file or folder")
+        if not self.out:
+            raise ValueError("out is required: the run folder to write")
+        if self.log_every < 1 or self.ckpt_every < 1:
+            raise ValueError("log_every and ckpt_every must be >= 1")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.max_episodes is not None and self.max_episodes < 1:
+            raise ValueError("max_episodes must be >= 1")
+
+
+def _resolve_device(name: str) -> torch.device:
+    return default_device() if name == "auto" else torch.device(name)
+
+
+class _Logs:
+    """TensorBoard + CSV, both appended on resume."""
+
+    def __init__(self, out: Path):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(out / "tb"))
+        self.csv_path = out / "metrics.csv"
+        self.fields: list[str] | None = None
+        if self.csv_path.exists():
+            with self.csv_path.open() as f:
+                header = f.readline().strip()
+            self.fields = header.split(",") if header else None
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.tb.add_scalar(f"train/{k}", v, step)
+        row = {"step": step, **metrics}
+        new = self.fields is None
+        if self.fields is None:
+            self.fields = list(row)
+        with self.csv_path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def _save_state(path: Path, model: RewardModel, opt: torch.optim.Optimizer, step: int,
+                elapsed_s: float) -> None:
+    state = {**model.checkpoint(), "optimizer": opt.state_dict(), "step": step,
+             "elapsed_s": elapsed_s}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    device = _resolve_device(cfg.device)
+    data = load_episodes(cfg.data, model_cfg.image_size_px, cfg.max_episodes).demos()
+    torch.manual_seed(model_cfg.seed)
+    model = build_model(model_cfg, device)
+    opt = torch.optim.Adam(model.parameters(), lr=model_cfg.lr)
+
+    start, elapsed_s = 0, 0.0
+    state_path = out / STATE_NAME
+    if cfg.resume and state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        if state.get("config") != dataclasses.asdict(model_cfg):
+            raise CheckpointError(
+                f"{state_path} was trained with a different config; use a new out= folder "
+                "or resume=false"
+            )
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        start, elapsed_s = int(state["step"]), float(state.get("elapsed_s", 0.0))
+    (out / "config.json").write_text(json.dumps(
+        {"method": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(cfg)}, indent=2))
+
+    logs = _Logs(out)
+    # A fresh generator per (seed, start step): a resumed run draws new batches.
+    rng = np.random.default_rng([model_cfg.seed, start])
+    steps = model_cfg.steps
+    t0 = time.monotonic() - elapsed_s
+    bar: Any = None
+    if cfg.progress_bar and steps > start:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, initial=start, desc=f"train {model.method}", unit="step")
+    model.train()
+    try:
+        for step in range(start, steps):
+            batch = model.sample_batch(data, rng)
+            loss, metrics = model.loss(batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_value = loss.item()
+            if not np.isfinite(loss_value):
+                raise FloatingPointError(f"loss became {loss_value} at step {step}; lower lr")
+            if step % cfg.log_every == 0 or step == steps - 1:
+                logs.write(step, {**metrics, "time_s": time.monotonic() - t0})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}")
+            if (step + 1) % cfg.ckpt_every == 0 and step + 1 < steps:
+                _save_state(state_path, model, opt, step + 1, time.monotonic() - t0)
+    finally:
+        if bar is not None:
+            bar.close()
+        logs.close()
+    train_time_s = time.monotonic() - t0
+    _save_state(state_path, model, opt, steps, train_time_s)
+
+    if cfg.agent_data and hasattr(model, "update"):
+        agent = load_episodes(cfg.agent_data, model_cfg.image_size_px)
+        arng = np.random.default_rng(model_cfg.seed + 1)
+        for _ in range(cfg.agent_updates):
+            ep = arng.integers(0, len(agent), size=model_cfg.batch_size)
+            t = (arng.random(ep.shape[0]) * agent.lengths[ep]).astype(np.int64)
+            model.update(agent.frames[agent.starts[ep] + t])
+    model.calibrate(data)
+    path = model.save(out)
+    (out / "train_summary.json").write_text(json.dumps({
+        "method": model.method, "steps": steps, "train_time_s": round(train_time_s, 2),
+        "episodes": len(data), "frames": int(data.lengths.sum()), "checkpoint": str(path),
+        "threads": torch.get_num_threads(), "device": str(device),
+    }, indent=2))
+    return model
