@@ -73,6 +73,9 @@ class EnvelopeConfig:
     max_speed_m_s: float = 0.25  # caps the step further when commands come fast
     gripper_min: float = 0.0  # xArm Gripper position units (0 closed ... 850 open)
     gripper_max: float = 850.0
+    # When streaming, targets chain from the previous target (so consecutive servo targets
+    # differ by at most max_step_m) but never lead the measured tool by more than this.
+    max_lead_m: float = 0.02
 
     def __post_init__(self) -> None:
         if not 0 < self.max_step_m <= MAX_STEP_LIMIT_M:
@@ -85,6 +88,8 @@ class EnvelopeConfig:
         if not 0 <= self.gripper_min < self.gripper_max <= 850:
             raise ValueError(f"gripper range must satisfy 0 <= min < max <= 850, got "
                              f"({self.gripper_min}, {self.gripper_max})")
+        if not self.max_step_m <= self.max_lead_m <= 0.1:
+            raise ValueError(f"max_lead_m must be in [max_step_m, 0.1], got {self.max_lead_m}")
 
 
 @dataclass(frozen=True)
@@ -119,13 +124,23 @@ class SafetyEnvelope:
         return c.gripper_min + frac_open * (c.gripper_max - c.gripper_min)
 
     def apply(
-        self, p_base_tcp_now: np.ndarray, action: object, dt_s: float | None = None
+        self,
+        p_base_tcp_now: np.ndarray,
+        action: object,
+        dt_s: float | None = None,
+        p_last_target: np.ndarray | None = None,
     ) -> SafeCommand:
-        """Turn a normalized action into a target inside the envelope (raises if malformed)."""
+        """Turn a normalized action into a target inside the envelope (raises if malformed).
+
+        ``p_base_tcp_now`` is the measured tool position. While streaming, pass the previous
+        target as ``p_last_target``: the step is then taken from it, so consecutive targets
+        never differ by more than ``max_step_m`` (UFACTORY's servo guidance), and the target
+        is pulled back to within ``max_lead_m`` of the measured tool (a blocked arm does not
+        accumulate a far-away target). Without it the step is taken from the measured tool.
+        """
         a = validate_action(action)
-        p_now = np.asarray(p_base_tcp_now, dtype=float)
-        if p_now.shape != (3,) or not np.all(np.isfinite(p_now)):
-            raise InvalidCommandError(f"current tool position is not 3 finite numbers: {p_now}")
+        p_now = self._finite3(p_base_tcp_now, "current tool position")
+        ref = p_now if p_last_target is None else self._finite3(p_last_target, "last target")
         c = self.config
         step = c.max_step_m
         if dt_s is not None and dt_s > 0:
@@ -133,12 +148,19 @@ class SafetyEnvelope:
         delta = a[:3] * step
         # The box is applied to the *current* position too: a tool outside (after a manual jog)
         # is only ever commanded back towards the box.
-        target = c.box.clip(p_now + delta)
-        moved = target - p_now
+        target = c.box.clip(ref + delta)
+        if p_last_target is not None:
+            lead = target - p_now
+            lead_norm = float(np.linalg.norm(lead))
+            if lead_norm > c.max_lead_m:
+                target = c.box.clip(p_now + lead * (c.max_lead_m / lead_norm))
+        # Box clip and lead projection both keep a point of the box and ball where it is, so
+        # they never lengthen the step; re-entry from outside the box is capped here.
+        moved = target - ref
         norm = float(np.linalg.norm(moved))
-        if norm > step:  # re-entry from outside the box: never faster than one step
-            target = p_now + moved * (step / norm)
-            moved = target - p_now
+        if norm > step:
+            target = ref + moved * (step / norm)
+            moved = target - ref
         applied = np.empty(ACTION_DIM, dtype=np.float32)
         applied[:3] = moved / c.max_step_m
         applied[3] = a[3]
@@ -146,6 +168,13 @@ class SafetyEnvelope:
         requested = a[:3] * c.max_step_m
         clamped = bool(np.any(np.abs(moved - requested) > 1e-9))
         return SafeCommand(target, self.gripper_from_action(a[3]), applied, clamped)
+
+    @staticmethod
+    def _finite3(p: np.ndarray, what: str) -> np.ndarray:
+        q = np.asarray(p, dtype=float)
+        if q.shape != (3,) or not np.all(np.isfinite(q)):
+            raise InvalidCommandError(f"{what} is not 3 finite numbers: {q}")
+        return q
 
 
 # --------------------------------------------------------------------------- stateful guards

@@ -112,6 +112,7 @@ class XArmDriver(Arm):
         self._lock = threading.RLock()
         self._streaming = False
         self._t_last_cmd: float | None = None
+        self._last_target: np.ndarray | None = None  # chained while streaming, else measured
         self._yaw_rad = 0.0
         self._gripper_sent: float | None = None
         self._gripper_pos = math.nan
@@ -181,6 +182,7 @@ class XArmDriver(Arm):
             self._switch_mode(MODE_SERVO)
             self._streaming = True
             self._t_last_cmd = None
+            self._last_target = None
 
     # ------------------------------------------------------------------ commands
     def send_action(self, action: object) -> SafeCommand:
@@ -192,7 +194,7 @@ class XArmDriver(Arm):
             p_now = self._measured_tcp_m()
             dt = None if self._t_last_cmd is None else t - self._t_last_cmd
             try:
-                cmd = self.envelope.apply(p_now, action, dt)
+                cmd = self.envelope.apply(p_now, action, dt, self._last_target)
             except InvalidCommandError:
                 self.rejected_commands += 1
                 raise
@@ -202,6 +204,7 @@ class XArmDriver(Arm):
                 self._send_gripper(cmd.gripper_target)
             self.watchdog.kick()
             self._t_last_cmd = t
+            self._last_target = cmd.p_base_target
             return cmd
 
     def move_to(
@@ -238,6 +241,7 @@ class XArmDriver(Arm):
             self._switch_mode(MODE_SERVO)
             self._streaming = True
             self._t_last_cmd = None
+            self._last_target = None
             return self.state()
 
     def set_gripper(self, open_frac: float) -> float:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from video2reward.robot.safety import (
     CommandWatchdog,
     EnvelopeConfig,
@@ -23,7 +22,7 @@ CENTER = np.array([0.35, 0.0, 0.15])
 
 def test_in_box_step_passes_unchanged() -> None:
     cmd = ENV.apply(CENTER, [0.5, -0.5, 0.2, 0.0])
-    np.testing.assert_allclose(cmd.p_base_target, CENTER + [0.005, -0.005, 0.002])
+    np.testing.assert_allclose(cmd.p_base_target, CENTER + np.array([0.005, -0.005, 0.002]))
     np.testing.assert_allclose(cmd.applied_action[:3], [0.5, -0.5, 0.2], atol=1e-6)
     assert not cmd.clamped
 
@@ -48,7 +47,7 @@ def test_action_values_beyond_one_are_cut_to_one_step() -> None:
     assert np.linalg.norm(cmd.p_base_target - CENTER) == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize("dt_s, expect_m", [(0.01, 0.0025), (0.02, 0.005), (1.0, 0.01)])
+@pytest.mark.parametrize(("dt_s", "expect_m"), [(0.01, 0.0025), (0.02, 0.005), (1.0, 0.01)])
 def test_max_speed_caps_step_when_commands_come_fast(dt_s: float, expect_m: float) -> None:
     cmd = ENV.apply(CENTER, [1.0, 0.0, 0.0, 0.0], dt_s=dt_s)
     assert cmd.p_base_target[0] - CENTER[0] == pytest.approx(expect_m)
@@ -141,3 +140,39 @@ def test_fault_latch_keeps_first_reason_until_explicit_reset() -> None:
     latch.reset()
     assert not latch.active
     latch.check()
+
+
+def test_streaming_targets_chain_from_last_target_by_at_most_one_step() -> None:
+    # The arm lags 4 mm behind: chained targets stay 10 mm apart (UFACTORY servo guidance).
+    p_meas = CENTER.copy()
+    last = CENTER + np.array([0.004, 0.0, 0.0])
+    cmd = ENV.apply(p_meas, [1.0, 0.0, 0.0, 0.0], p_last_target=last)
+    assert np.linalg.norm(cmd.p_base_target - last) == pytest.approx(0.01)
+    assert np.linalg.norm(cmd.p_base_target - p_meas) == pytest.approx(0.014)
+
+
+def test_lead_over_measured_tool_is_capped_for_a_blocked_arm() -> None:
+    p_meas = CENTER.copy()  # the arm is blocked here
+    last = p_meas.copy()
+    for _ in range(10):
+        cmd = ENV.apply(p_meas, [1.0, 0.0, 0.0, 0.0], p_last_target=last)
+        assert np.linalg.norm(cmd.p_base_target - last) <= 0.01 + 1e-12
+        last = cmd.p_base_target
+    assert np.linalg.norm(last - p_meas) == pytest.approx(ENV.config.max_lead_m)
+
+
+def test_chained_steps_stay_bounded_under_random_lag() -> None:
+    rng = np.random.default_rng(1)
+    last = CENTER.copy()
+    for _ in range(300):
+        p_meas = BOX.clip(last + rng.normal(0, 0.008, 3))
+        cmd = ENV.apply(p_meas, rng.uniform(-2, 2, 4), p_last_target=last)
+        assert np.linalg.norm(cmd.p_base_target - last) <= 0.01 + 1e-9  # the hard limit
+        lead_before = np.linalg.norm(last - p_meas)
+        lead = np.linalg.norm(cmd.p_base_target - p_meas)
+        if lead_before <= ENV.config.max_lead_m:
+            assert lead <= ENV.config.max_lead_m + 1e-9
+        else:  # too far ahead for one step to fix: it closes in on the arm
+            assert lead < lead_before
+        assert BOX.contains(cmd.p_base_target)
+        last = cmd.p_base_target
