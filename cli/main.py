@@ -32,6 +32,23 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
         "video2reward.rewards.cli:eval_main",
         "Spearman, AUROC, counterfactual-goal check + plots",
     ),
+    ("sim", "emulator"): (
+        "video2reward.sim.emulator_netns:main",
+        "xArm controller emulator on the twin + a client, in a private netns (-- cmd ...)",
+    ),
+    ("camera", "record"): (
+        "video2reward.sim.emulator_camera:main",
+        "record twin renders as a RealSense .db3 (plays through rs.pipeline())",
+    ),
+}
+
+
+# Commands without a subcommand: the rest of argv goes to the function as it is.
+TOP_LEVEL: dict[str, tuple[str, str]] = {
+    "launch": (
+        "video2reward.cli.launch:main",
+        "run a ROS 2 XML launch file (what `ros2 launch` does on the lab machine)",
+    ),
 }
 
 
@@ -44,7 +61,9 @@ def _usage() -> str:
         "commands:",
     ]
     for (group, name), (_, help_) in sorted(COMMANDS.items()):
-        lines.append(f"  v2r {group} {name:<10} {help_}")
+        lines.append(f"  v2r {group + ' ' + name:<16} {help_}")
+    for name, (_, help_) in sorted(TOP_LEVEL.items()):
+        lines.append(f"  v2r {name:<16} {help_}")
     lines += ["", "Run `v2r <group> <command> --help` for the options of one command."]
     return "\n".join(lines)
 
@@ -84,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0
     group = args[0]
+    if group in TOP_LEVEL:
+        return int(_resolve(TOP_LEVEL[group][0])(args[1:]) or 0)
     names = sorted(n for g, n in COMMANDS if g == group)
     if not names:
         print(f"v2r: unknown command group {group!r}\n\n{_usage()}", file=sys.stderr)
