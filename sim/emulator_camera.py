@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-
 from video2reward.cli.config import compose, run_cli, to_dataclass
 from video2reward.robot.camera import CameraIntrinsics
 from video2reward.robot.realsense import write_recording
@@ -61,7 +60,8 @@ def twin_frames(cfg: RecordConfig) -> Iterator[np.ndarray]:
 
 
 def record(cfg: RecordConfig) -> int:
-    return write_recording(cfg.out, twin_frames(cfg), cfg.fps, twin_intrinsics(cfg.width, cfg.height))
+    intrinsics = twin_intrinsics(cfg.width, cfg.height)
+    return write_recording(cfg.out, twin_frames(cfg), cfg.fps, intrinsics)
 
 
 def _run(overrides: list[str], flags: list[str]) -> int:
@@ -71,7 +71,8 @@ def _run(overrides: list[str], flags: list[str]) -> int:
         return 0
     cfg = to_dataclass(RecordConfig, compose("hw_camera_record", overrides))
     n = record(cfg)
-    print(json.dumps({"out": cfg.out, "frames": n, "size": [cfg.width, cfg.height], "fps": cfg.fps}))
+    size = [cfg.width, cfg.height]
+    print(json.dumps({"out": cfg.out, "frames": n, "size": size, "fps": cfg.fps}))
     return 0
 
 
