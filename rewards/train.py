@@ -125,10 +125,12 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
     state_path = out / STATE_NAME
     if cfg.resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
-        if state.get("config") != dataclasses.asdict(model_cfg):
+        saved = {k: v for k, v in dict(state.get("config", {})).items() if k != "steps"}
+        wanted = {k: v for k, v in dataclasses.asdict(model_cfg).items() if k != "steps"}
+        if saved != wanted:
             raise CheckpointError(
-                f"{state_path} was trained with a different config; use a new out= folder "
-                "or resume=false"
+                f"{state_path} was trained with a different config (only steps may change "
+                "on resume); use a new out= folder or resume=false"
             )
         model.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])

@@ -1,0 +1,403 @@
+"""Reward models: losses against hand-computed values, interface, checkpoints, data, bad input."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from video2reward.rewards import base
+from video2reward.rewards.base import (
+    CheckpointError,
+    RewardError,
+    build_model,
+    load_reward_model,
+    method_class,
+    read_checkpoint,
+)
+from video2reward.rewards.data import (
+    augment,
+    dataset_from_store,
+    load_episodes,
+    random_resized_crop_traj,
+    read_video,
+)
+from video2reward.rewards.encoders import ResNet, load_torchvision_weights
+from video2reward.rewards.evaluate import auroc
+from video2reward.rewards.hold import HoldCConfig, hold_reward, tc_loss
+from video2reward.rewards.rank2reward import (
+    Rank2Reward,
+    Rank2RewardConfig,
+    bradley_terry_loss,
+    per_frame_rank_loss,
+    reward_from_probs,
+)
+from video2reward.rewards.synthetic import blob_episode, synthetic_store
+from video2reward.rewards.tcn import triplet_loss
+from video2reward.rewards.uvd import decompose, kernel_smooth
+from video2reward.rewards.vip import VIPConfig, vip_loss
+
+torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------- losses
+def test_vip_loss_matches_hand_computation():
+    e0 = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    eg = torch.tensor([[3.0, 4.0], [3.0, 4.0]])
+    es0 = torch.tensor([[3.0, 4.0], [0.0, 0.0]])  # V = 0 and -5
+    es1 = torch.tensor([[3.0, 4.0], [3.0, 0.0]])  # V = 0 and -4
+    r = torch.tensor([-1.0, -1.0])
+    loss, m = vip_loss(e0, eg, es0, es1, r, gamma=0.98)
+    # (1-g) * 5 + log(mean(exp(-(-1 + 0 - 0)), exp(-(-1 + 0.98*-4 + 5))))
+    td = [1.0, -(-1 - 0.98 * 4 + 5)]
+    expected = 0.02 * 5 + math.log((math.exp(td[0]) + math.exp(td[1])) / 2)
+    assert float(loss) == pytest.approx(expected, abs=1e-5)
+    assert m["start_term"] == pytest.approx(0.1, abs=1e-6)
+
+
+def test_vip_loss_agrees_with_official_formula_and_is_stable():
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(4, 16, 8, generator=g) * 3
+    r = -torch.ones(16)
+
+    def official(e0, eg, es0, es1, r, gamma):  # trainer.py, written out with its 1e-8
+        def v(a, b):
+            return -torch.linalg.norm(a - b, dim=-1)
+        return (1 - gamma) * -v(e0, eg).mean() + torch.log(
+            1e-8 + torch.mean(torch.exp(-(r + gamma * v(es1, eg) - v(es0, eg)))))
+
+    ours, _ = vip_loss(e[0], e[1], e[2], e[3], r, 0.98)
+    assert float(ours) == pytest.approx(float(official(e[0], e[1], e[2], e[3], r, 0.98)),
+                                        rel=1e-5)
+    big, _ = vip_loss(e[0] * 1e3, e[1] * 1e3, e[2] * 1e3, e[3] * 1e3, r, 0.98)
+    assert math.isfinite(float(big))  # exp would overflow without logsumexp
+
+
+def test_triplet_loss_hand_cases():
+    a, p = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]])
+    assert float(triplet_loss(a, p, torch.tensor([[2.0, 0.0]]), 2.0)) == 0.0  # 1 - 4 + 2 < 0
+    assert float(triplet_loss(a, p, torch.tensor([[1.0, 1.0]]), 2.0)) == pytest.approx(1.0)
+
+
+def _tc_loss_loops(emb, t, seq, pos_r, neg_r, margin):
+    n = len(emb)
+    d = ((emb[:, None] - emb[None]) ** 2).sum(-1)
+    total, count = 0.0, 0
+    for i in range(n):
+        negs = [k for k in range(n) if seq[k] != seq[i] or abs(t[k] - t[i]) > neg_r]
+        for j in range(n):
+            if j == i or seq[j] != seq[i] or abs(t[j] - t[i]) > pos_r:
+                continue
+            count += 1
+            semi = [d[i, k] for k in negs if d[i, k] > d[i, j]]
+            neg = min(semi) if semi else max(d[i, k] for k in negs)
+            total += max(0.0, margin + d[i, j] - neg)
+    return total / count, count
+
+
+def test_hold_c_tc_loss_matches_loop_reference():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(12, 3))
+    t = np.tile(np.arange(6), 2)
+    seq = np.repeat([0, 1], 6)
+    ref, count = _tc_loss_loops(emb, t, seq, 1, 2, 0.2)
+    ours, n_pos = tc_loss(torch.tensor(emb), torch.tensor(t), torch.tensor(seq), 1, 2, 0.2)
+    assert int(n_pos) == count
+    assert float(ours) == pytest.approx(ref, rel=1e-6)
+
+
+def test_rank_losses_hand_cases():
+    zero = torch.zeros(1)
+    yes = torch.tensor([True])
+    assert float(per_frame_rank_loss(zero, zero, yes)) == pytest.approx(math.log(2))
+    assert float(bradley_terry_loss(zero, zero, yes)) == pytest.approx(math.log(2))
+    two = torch.tensor([2.0])
+    assert float(bradley_terry_loss(two, zero, yes)) == pytest.approx(math.log1p(math.exp(-2)))
+    assert float(per_frame_rank_loss(two, zero, yes)) == pytest.approx(
+        0.5 * (math.log1p(math.exp(-2)) + math.log(2)))
+    # Bradley-Terry is blind to a shared shift; the per-frame form is not.
+    assert float(bradley_terry_loss(two + 5, zero + 5, yes)) == pytest.approx(
+        float(bradley_terry_loss(two, zero, yes)))
+    assert float(per_frame_rank_loss(two + 5, zero + 5, yes)) != pytest.approx(
+        float(per_frame_rank_loss(two, zero, yes)))
+
+
+def test_rank2reward_reward_formula_and_clipping():
+    p = torch.tensor([0.5, 0.0, 0.9], dtype=torch.float64)  # float64: 1 - 1e-6 is exact enough
+    d = torch.tensor([0.5, 1.0, 0.8], dtype=torch.float64)
+    r = reward_from_probs(p, d, alpha=2.0, eps=1e-6)
+    assert float(r[0]) == pytest.approx(math.log(0.5))
+    expected = math.log(1e-6) + 2 * (math.log(1 - 1e-6) - math.log(1e-6))
+    assert float(r[1]) == pytest.approx(expected, rel=1e-6)
+    assert float(r[2]) == pytest.approx(math.log(0.9) + 2 * math.log(0.8 / 0.2), rel=1e-5)
+
+
+def test_hold_reward_formula():
+    r = hold_reward(torch.tensor([0.0, 5.0]), horizon=10.0, bonus=0.0, threshold=1.0)
+    assert r.tolist() == pytest.approx([0.0, -0.5])
+    rb = hold_reward(torch.tensor([0.5, 5.0]), horizon=10.0, bonus=1.0, threshold=1.0)
+    assert rb.tolist() == pytest.approx([1.0 - 0.05, -0.5])
+
+
+def test_uvd_decompose_finds_the_phase_boundary():
+    a, b, c = np.array([0.0, 0.0]), np.array([10.0, 0.0]), np.array([-2.0, 0.0])
+    phase1 = a + np.linspace(0, 1, 30)[:, None] * (b - a)  # moves away from c
+    phase2 = b + np.linspace(0, 1, 31)[1:, None] * (c - b)  # then towards it
+    emb = np.concatenate([phase1, phase2])
+    idx = decompose(emb, min_interval=10)
+    assert idx[-1] == len(emb) - 1
+    assert len(idx) == 2 and abs(idx[0] - 29) <= 2
+    assert kernel_smooth(np.full(20, 3.0), 0.08) == pytest.approx(np.full(20, 3.0))
+    assert decompose(phase2, min_interval=10) == [len(phase2) - 1]  # one phase, one milestone
+
+
+def test_auroc_matches_pairwise_count():
+    pos, neg = np.array([0.9, 0.4, 0.7]), np.array([0.1, 0.4, 0.8])
+    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
+    assert auroc(pos, neg) == pytest.approx(np.mean(pairs))
+    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
+
+
+# ----------------------------------------------------------------------------- encoders
+def _torchvision_resnet_keys(depth: int) -> dict[str, tuple[int, ...]]:
+    """torchvision.models.resnet{18,50}'s state-dict keys and shapes, written out by hand."""
+    keys: dict[str, tuple[int, ...]] = {}
+
+    def bn(name, c):
+        for k in ("weight", "bias", "running_mean", "running_var"):
+            keys[f"{name}.{k}"] = (c,)
+        keys[f"{name}.num_batches_tracked"] = ()
+
+    keys["conv1.weight"] = (64, 3, 7, 7)
+    bn("bn1", 64)
+    bottleneck = depth == 50
+    counts = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3)}[depth]
+    cin = 64
+    for li, (w, n) in enumerate(zip((64, 128, 256, 512), counts, strict=True), start=1):
+        for j in range(n):
+            p = f"layer{li}.{j}"
+            if bottleneck:
+                keys[f"{p}.conv1.weight"] = (w, cin, 1, 1)
+                keys[f"{p}.conv2.weight"] = (w, w, 3, 3)
+                keys[f"{p}.conv3.weight"] = (4 * w, w, 1, 1)
+                bn(f"{p}.bn1", w)
+                bn(f"{p}.bn2", w)
+                bn(f"{p}.bn3", 4 * w)
+                out = 4 * w
+            else:
+                keys[f"{p}.conv1.weight"] = (w, cin, 3, 3)
+                keys[f"{p}.conv2.weight"] = (w, w, 3, 3)
+                bn(f"{p}.bn1", w)
+                bn(f"{p}.bn2", w)
+                out = w
+            if j == 0 and (li > 1 or cin != out):
+                keys[f"{p}.downsample.0.weight"] = (out, cin, 1, 1)
+                bn(f"{p}.downsample.1", out)
+            cin = out
+    keys["fc.weight"] = (1000, cin)
+    keys["fc.bias"] = (1000,)
+    return keys
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_resnet_state_dict_keys_match_torchvision(depth):
+    ours = {k: tuple(v.shape) for k, v in ResNet(depth).state_dict().items()}
+    assert ours == _torchvision_resnet_keys(depth)
+
+
+def test_official_vip_style_resnet50_checkpoint_loads(tmp_path):
+    # The official VIP file: {"vip": {"module.convnet.<torchvision key>": tensor}}, fc 2048->1024.
+    g = torch.Generator().manual_seed(1)
+    sd = {}
+    for k, shape in _torchvision_resnet_keys(50).items():
+        if k.startswith("fc."):
+            shape = (1024, 2048) if k == "fc.weight" else (1024,)
+        sd[f"module.convnet.{k}"] = (torch.randn(shape, generator=g) if shape
+                                     else torch.tensor(7))
+    path = tmp_path / "vip_resnet50.pt"
+    torch.save({"vip": sd}, path)
+    model = ResNet(50, out_dim=1024)
+    skipped = load_torchvision_weights(model, path)
+    assert skipped == []
+    loaded = model.state_dict()
+    assert torch.equal(loaded["layer3.5.conv2.weight"], sd["module.convnet.layer3.5.conv2.weight"])
+    assert torch.equal(loaded["fc.weight"], sd["module.convnet.fc.weight"])
+    # An R3M-style file with a different head loads the backbone and skips fc.
+    small = ResNet(50, out_dim=16)
+    assert sorted(load_torchvision_weights(small, path)) == ["fc.bias", "fc.weight"]
+    assert torch.equal(small.state_dict()["conv1.weight"], sd["module.convnet.conv1.weight"])
+
+
+# ----------------------------------------------------------------------------- data
+def test_load_video_folder_vip_layout_and_zarr(tmp_path):
+    rng = np.random.default_rng(0)
+    frames, _ = blob_episode(rng, size_px=48, length=12)
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    w = cv2.VideoWriter(str(vids / "demo0.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 48))
+    for f in frames:
+        w.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    w.release()
+    d = load_episodes(vids, image_size_px=32)
+    assert d.lengths.tolist() == [12] and d.frames.shape == (12, 32, 32, 3)
+
+    vip = tmp_path / "vip" / "video0"
+    vip.mkdir(parents=True)
+    for t in range(12):  # 10.png must come after 9.png
+        cv2.imwrite(str(vip / f"{t}.png"), cv2.cvtColor(frames[t], cv2.COLOR_RGB2BGR))
+    d2 = load_episodes(tmp_path / "vip", image_size_px=48)
+    assert np.array_equal(d2.episode(0), frames)
+
+    synthetic_store(3, 2, size_px=40, length=10, path=str(tmp_path / "s.zarr"))
+    d3 = load_episodes(tmp_path / "s.zarr", image_size_px=32)
+    assert len(d3) == 5 and [i.success for i in d3.infos] == [True] * 3 + [False] * 2
+    assert len(d3.demos()) == 3
+
+
+def test_corrupt_and_empty_videos_name_the_file(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(os.urandom(2048))
+    with pytest.raises(RewardError, match=r"broken\.mp4"):
+        read_video(bad)
+    empty = tmp_path / "empty.avi"
+    empty.write_bytes(b"")
+    with pytest.raises(RewardError, match=r"empty\.avi"):
+        read_video(empty)
+    (tmp_path / "noframes").mkdir()
+    (tmp_path / "noframes" / "video0").mkdir()
+    with pytest.raises(RewardError, match="video0"):
+        load_episodes(tmp_path / "noframes", 32)
+    with pytest.raises(RewardError, match="does not exist"):
+        load_episodes(tmp_path / "missing.zarr", 32)
+
+
+def test_rctraj_crop_is_shared_by_the_frames_of_a_sample():
+    rng = np.random.default_rng(0)
+    img = torch.rand(3, 3, 32, 32) * 255
+    x = img[:, None].expand(3, 4, 3, 32, 32).contiguous()  # 3 samples, 4 identical frames
+    out = random_resized_crop_traj(x, rng, (0.3, 0.6))
+    assert out.shape == x.shape
+    for k in range(1, 4):
+        assert torch.allclose(out[:, k], out[:, 0])
+    assert not torch.allclose(out[:, 0], x[:, 0], atol=1.0)  # it did crop
+    same = random_resized_crop_traj(x, rng, (1.0, 1.0), (1.0, 1.0))
+    assert torch.allclose(same, x, atol=1e-3)  # full-frame crop is the identity
+    shifted = augment(x, "shift", rng)
+    for k in range(1, 4):
+        assert torch.equal(shifted[:, k], shifted[:, 0])
+
+
+# ----------------------------------------------------------------------------- interface
+@pytest.fixture(scope="module")
+def small_data():
+    return dataset_from_store(synthetic_store(6, 2, size_px=40, length=14, seed=3), 40)
+
+
+def _small_model(method="vip", **kw):
+    cls = method_class(method)
+    return build_model(cls.config_cls(image_size_px=40, embed_dim=8, batch_size=4, steps=1, **kw),
+                       torch.device("cpu"))
+
+
+def test_score_shapes_and_checkpoint_round_trip(tmp_path, small_data):
+    for method in base.METHODS:
+        model = _small_model(method)
+        model.calibrate(small_data.demos())
+        frames = small_data.episode(0)
+        out = model.score(frames, frames[-1])
+        assert out.reward.shape == (14,) and out.progress.shape == (14,)
+        assert out.reward.dtype == np.float32 and np.isfinite(out.reward).all()
+        path = model.save(tmp_path / method)
+        ckpt = read_checkpoint(path)
+        assert ckpt["method"] == method and ckpt["format_version"] == base.CHECKPOINT_VERSION
+        assert ckpt["config"]["embed_dim"] == 8
+        again = load_reward_model(tmp_path / method, torch.device("cpu"))
+        out2 = again.score(frames, frames[-1])
+        np.testing.assert_allclose(out2.reward, out.reward, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out2.progress, out.progress, rtol=1e-5, atol=1e-6)
+
+
+class _Payload:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_with_code_payload_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "method": "vip", "config": {}, "state_dict": {},
+                "x": _Payload(str(marker))}, path)
+    with pytest.raises(CheckpointError, match="refusing"):
+        read_checkpoint(path)
+    assert not marker.exists()
+    with open(tmp_path / "evil2.pt", "wb") as f:  # a plain pickle, not a torch zip
+        pickle.dump(_Payload(str(marker)), f)
+    with pytest.raises(CheckpointError):
+        load_reward_model(tmp_path / "evil2.pt")
+    assert not marker.exists()
+
+
+def test_bad_input_errors(tmp_path, small_data):
+    model = _small_model("vip")
+    frames = small_data.episode(0)
+    with pytest.raises(RewardError, match="3 colour channels"):
+        model.score(np.zeros((5, 40, 40, 4), np.uint8))
+    with pytest.raises(RewardError, match=r"shape \(T, H, W, 3\)"):
+        model.score(np.zeros((5, 40, 40), np.uint8))
+    with pytest.raises(RewardError, match="uint8"):
+        model.score(frames.astype(np.float32))
+    with pytest.raises(RewardError, match="empty"):
+        model.score(np.zeros((0, 40, 40, 3), np.uint8))
+    with pytest.raises(RewardError, match="goal is 20x20 but the frames are 40x40"):
+        model.score(frames, np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_reward_model(tmp_path / "nothing")
+    with pytest.raises(RewardError, match="unknown method 'gail'"):
+        method_class("gail")
+    with pytest.raises(ValueError, match="unknown method"):
+        VIPConfig(method="gail")
+    with pytest.raises(ValueError, match="gamma"):
+        VIPConfig(gamma=1.5)
+    with pytest.raises(ValueError, match="neg_radius"):
+        HoldCConfig(pos_radius=3, neg_radius=2)
+
+
+def test_rank2reward_discriminator_update_separates_agent_frames(small_data):
+    torch.manual_seed(0)
+    model = Rank2Reward(Rank2RewardConfig(image_size_px=40, embed_dim=8, batch_size=4,
+                                          disc_lr=1e-3))
+    demos = small_data.demos()
+    model.calibrate(demos)
+    expert = demos.episode(0)
+    agent = np.full((16, 40, 40, 3), 30, np.uint8)  # a dark scene the demos never show
+    before = model.score(expert).reward.mean()
+    assert model.score(agent).reward.mean() == pytest.approx(
+        float(np.log(model.score(agent).progress.clip(1e-6)).mean()), rel=1e-4)  # D = 1/2
+    for _ in range(25):
+        m = model.update(agent)
+    assert m["disc_accuracy"] > 0.9
+    with torch.inference_mode():
+        d_exp = model.disc_prob(base.to_tensor(expert, model.device)).mean()
+        d_agent = model.disc_prob(base.to_tensor(agent, model.device)).mean()
+    assert d_exp > 0.5 > d_agent
+    assert model.score(expert).reward.mean() > before
+
+
+def test_missing_pretrained_file_is_a_config_error(tmp_path):
+    with pytest.raises(ValueError, match="pretrained_path"):
+        VIPConfig(encoder="resnet18", pretrained_path=str(tmp_path / "nope.pt"))
+
+
+def test_checkpoint_written_atomically(tmp_path, small_data):
+    model = _small_model("tcn")
+    p = model.save(tmp_path / "run")
+    assert p == tmp_path / "run" / base.CHECKPOINT_NAME and p.exists()
+    assert not list(Path(tmp_path / "run").glob("*.tmp"))

@@ -1,0 +1,125 @@
+"""Reward models learn progress from synthetic video; training resumes; the CLI runs end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from video2reward.cli.main import main as v2r
+from video2reward.rewards.base import load_reward_model, method_class
+from video2reward.rewards.data import dataset_from_store
+from video2reward.rewards.evaluate import evaluate, time_spearman
+from video2reward.rewards.synthetic import synthetic_store
+from video2reward.rewards.train import TrainConfig, train
+
+torch.set_num_threads(1)
+SIZE = 40
+
+# Per method: enough steps on 40 px blob videos for progress to follow time (~2-4 s each).
+STEPS = {"vip": 60, "uvd": 60, "tcn": 60, "hold_r": 60, "hold_c": 40, "rank2reward": 150}
+EXTRA = {"uvd": {"min_interval": 6}, "hold_c": {"clip_frames": 10}}
+
+
+@pytest.fixture(scope="module")
+def demos_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "demos.zarr"
+    synthetic_store(n_expert=16, n_failed=0, size_px=SIZE, length=20, seed=0, path=str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return dataset_from_store(synthetic_store(6, 6, size_px=SIZE, length=20, seed=1), SIZE)
+
+
+@pytest.mark.parametrize("method", sorted(STEPS))
+def test_progress_follows_time_on_heldout_videos(method, demos_path, heldout, tmp_path):
+    cls = method_class(method)
+    cfg = cls.config_cls(image_size_px=SIZE, embed_dim=16, steps=STEPS[method], lr=1e-3,
+                         **EXTRA.get(method, {}))
+    model = train(cfg, TrainConfig(data=str(demos_path), out=str(tmp_path / method),
+                                   progress_bar=False, device="cpu"))
+    rhos = []
+    for i in heldout.select(success=True):
+        frames = heldout.episode(i)
+        rhos.append(time_spearman(model.score(frames, frames[-1]).progress))
+    assert np.mean(rhos) > 0.6, f"{method}: mean Spearman {np.mean(rhos):.2f}"
+    assert (tmp_path / method / "model.pt").exists()
+    assert (tmp_path / method / "metrics.csv").read_text().startswith("step,")
+    assert any((tmp_path / method / "tb").iterdir())
+
+
+def test_training_resumes_from_its_checkpoint(demos_path, tmp_path):
+    cls = method_class("hold_r")
+    out = tmp_path / "run"
+    short = cls.config_cls(image_size_px=SIZE, embed_dim=8, steps=6)
+    train(short, TrainConfig(data=str(demos_path), out=str(out), ckpt_every=3,
+                             progress_bar=False, device="cpu"))
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    assert state["step"] == 6
+    longer = cls.config_cls(image_size_px=SIZE, embed_dim=8, steps=10)
+    train(longer, TrainConfig(data=str(demos_path), out=str(out), log_every=1,
+                              progress_bar=False, device="cpu"))
+    assert torch.load(out / "train_state.pt", weights_only=True)["step"] == 10
+    steps = [int(r.split(",")[0]) for r in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps[-4:] == [6, 7, 8, 9]  # continued, not restarted
+    other = cls.config_cls(image_size_px=SIZE, embed_dim=16, steps=12)
+    with pytest.raises(ValueError, match="different config"):
+        train(other, TrainConfig(data=str(demos_path), out=str(out), progress_bar=False))
+
+
+def test_evaluate_metrics_and_plots(demos_path, heldout, tmp_path):
+    cfg = method_class("vip").config_cls(image_size_px=SIZE, embed_dim=16, steps=40)
+    model = train(cfg, TrainConfig(data=str(demos_path), out=str(tmp_path / "vip"),
+                                   progress_bar=False, device="cpu"))
+    cf = dataset_from_store(synthetic_store(3, 0, size_px=SIZE, length=20, task="push"), SIZE)
+    m = evaluate(model, heldout, cf, tmp_path / "eval")
+    assert m["episodes"] == {"expert": 6, "success": 6, "failed": 6}
+    assert 0.0 <= m["auroc"] <= 1.0 and -1.0 <= m["spearman"] <= 1.0
+    assert m["counterfactual"]["goal_source"] == "other_task"
+    assert m["counterfactual"]["spearman"] < m["spearman"]
+    assert (tmp_path / "eval" / "curves.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["method"] == "vip"
+
+
+def test_cli_train_score_eval(demos_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = v2r(["reward", "train", "method=rank2reward", f"data={demos_path}", f"out={out}",
+              f"method.image_size_px={SIZE}", "method.steps=5", "progress_bar=false"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["method"] == "rank2reward" and summary["steps"] == 5
+    assert v2r(["reward", "score", f"ckpt={out}", f"video={demos_path}", "episode=2",
+                "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert len(scored["reward"]) == len(scored["progress"]) == 20
+    assert v2r(["reward", "eval", f"ckpt={out}", f"data={demos_path}", "max_episodes=3",
+                f"out={tmp_path / 'ev'}"]) == 0
+    assert json.loads(capsys.readouterr().out)["episodes"]["expert"] == 3
+
+    assert v2r(["reward", "train", "method=gail", "data=x", "out=y"]) == 2
+    assert "unknown method 'gail'" in capsys.readouterr().err
+    assert v2r(["reward", "score", f"ckpt={tmp_path / 'none'}", "video=x.mp4"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    assert v2r(["reward", "score", f"ckpt={out}", f"video={bad}"]) == 2
+    assert "bad.mp4" in capsys.readouterr().err
+    assert v2r(["reward", "train", "method=vip", f"data={demos_path}"]) == 2
+    assert "out" in capsys.readouterr().err
+    assert v2r(["reward", "train", "method=vip", f"data={demos_path}", f"out={tmp_path}/x",
+                "method.gamma=2"]) == 2
+    assert "gamma" in capsys.readouterr().err
+
+
+def test_loaded_model_scores_like_trained(demos_path, heldout, tmp_path):
+    cfg = method_class("hold_c").config_cls(image_size_px=SIZE, embed_dim=8, steps=3,
+                                            clip_frames=10)
+    model = train(cfg, TrainConfig(data=str(demos_path), out=str(tmp_path / "hc"),
+                                   progress_bar=False, device="cpu"))
+    again = load_reward_model(tmp_path / "hc", torch.device("cpu"))
+    frames = heldout.episode(0)
+    np.testing.assert_allclose(again.score(frames).reward, model.score(frames).reward,
+                               rtol=1e-5, atol=1e-7)
