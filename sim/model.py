@@ -47,7 +47,7 @@ def _rpy_to_quat(rpy: tuple[float, float, float]) -> np.ndarray:
     )
 
 
-def _arm_xml() -> str:
+def _arm_xml(tool_xml: str = "") -> str:
     """Nested bodies link1..link5 with the gripper on link5."""
     children_xyz = [spec.xyz_m for spec in XARM5[1:]] + [(0.0, 0.0, 0.0)]
     opens: list[str] = []
@@ -80,6 +80,7 @@ def _arm_xml() -> str:
     <geom name="gripper_housing" type="box" size="0.030 0.045 {_HOUSING_LEN_M / 2}" pos="0 0 {_HOUSING_LEN_M / 2}" material="gripper" {ARM_COLLISION}/>
     <site name="flange" pos="0 0 0" size="0.005"/>
     <site name="tcp" pos="0 0 {GRIPPER_TCP_OFFSET_M}" size="0.004" rgba="1 1 0 0"/>
+    {tool_xml}
     <body name="finger_left" pos="0 0.006 {_HOUSING_LEN_M}" gravcomp="1">
       <joint name="finger_left" type="slide" axis="0 1 0" range="0 {FINGER_TRAVEL_M}" damping="2" armature="0.01"/>
       <inertial pos="0 0 0.03" mass="0.05" diaginertia="1e-5 1e-5 1e-5"/>
@@ -99,9 +100,16 @@ def build_cell_xml(
     *,
     timestep_s: float = 0.002,
     msaa_samples: int = 0,
+    tool_xml: str = "",
+    assets_xml: str = "",
     offscreen_wh: tuple[int, int] = (640, 480),
 ) -> str:
-    """The full cell. ``task_objects_xml`` is inserted into the worldbody."""
+    """The full cell.
+
+    ``task_objects_xml`` goes into the worldbody; ``tool_xml`` into the gripper body (flange
+    frame, e.g. a calibration board held by the gripper); ``assets_xml`` into <asset>
+    (textures and materials those use).
+    """
     actuators = "\n".join(
         f'<position name="act_{s.name}" joint="{s.name}" kp="4000" ctrlrange="{s.lower_rad:.6f} {s.upper_rad:.6f}" forcerange="-300 300"/>'
         for s in XARM5
@@ -122,6 +130,7 @@ def build_cell_xml(
     <material name="arm_dark" rgba="0.35 0.35 0.38 1"/>
     <material name="gripper" rgba="0.2 0.2 0.22 1"/>
     <material name="finger" rgba="0.55 0.55 0.6 1"/>
+    {assets_xml}
   </asset>
   <worldbody>
     <light name="key" pos="0.4 -0.6 1.6" dir="0 0.3 -1" diffuse="0.6 0.6 0.6" castshadow="false"/>
@@ -129,7 +138,7 @@ def build_cell_xml(
     <geom name="table" type="box" size="0.5 0.6 0.02" pos="0.35 0 -0.02" material="table" friction="0.6 0.005 0.0001" {TABLE_COLLISION}/>
     <body name="link_base" pos="0 0 0">
       <geom name="base_column" type="cylinder" size="0.06 {XARM5[0].xyz_m[2] / 2}" pos="0 0 {XARM5[0].xyz_m[2] / 2}" material="arm" {ARM_COLLISION}/>
-      {_arm_xml()}
+      {_arm_xml(tool_xml)}
     </body>
     {task_objects_xml}
     <camera name="realsense" mode="fixed" pos="1 0 0.5" xyaxes="0 1 0 -0.4 0 0.9" fovy="42.5"/>

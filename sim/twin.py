@@ -94,12 +94,20 @@ class TwinConfig:
 
 
 class XArm5Twin:
-    def __init__(self, config: TwinConfig | None = None, task_objects_xml: str = ""):
+    def __init__(
+        self,
+        config: TwinConfig | None = None,
+        task_objects_xml: str = "",
+        tool_xml: str = "",
+        assets_xml: str = "",
+    ):
         self.config = config or TwinConfig()
         xml = build_cell_xml(
             task_objects_xml,
             timestep_s=self.config.physics_dt_s,
             msaa_samples=self.config.msaa_samples,
+            tool_xml=tool_xml,
+            assets_xml=assets_xml,
         )
         self.model = mujoco.MjModel.from_xml_string(xml)
         self.data = mujoco.MjData(self.model)
