@@ -110,6 +110,7 @@ class XArmDriver(Arm):
         self._api = api
         self._clock = clock
         self._lock = threading.RLock()
+        self._state_lock = threading.Lock()
         self._streaming = False
         self._t_last_cmd: float | None = None
         self._last_target: np.ndarray | None = None  # chained while streaming, else measured
@@ -221,20 +222,24 @@ class XArmDriver(Arm):
             self._streaming = False
             self._check(self.api.motion_enable(True), "motion_enable")
             self._switch_mode(MODE_POSITION)
-            x, y, z = p * 1000.0
-            code = self.api.set_position(
-                x,
-                y,
-                z,
-                math.pi,
-                0.0,
-                yaw_rad,
-                is_radian=True,
-                speed=self.config.reset_speed_mm_s,
-                wait=True,
-                timeout=self.config.move_timeout_s,
-            )
+        # The blocking move runs without the lock: state reads, error polling and an
+        # emergency stop stay live while the arm travels; send_action is refused meanwhile.
+        x, y, z = p * 1000.0
+        code = self.api.set_position(
+            x,
+            y,
+            z,
+            math.pi,
+            0.0,
+            yaw_rad,
+            is_radian=True,
+            speed=self.config.reset_speed_mm_s,
+            wait=True,
+            timeout=self.config.move_timeout_s,
+        )
+        with self._lock:
             self._check(code, "set_position")
+            self.fault.check()  # an e-stop or error that arrived during the move
             self._yaw_rad = float(yaw_rad)
             if gripper_open_frac is not None and self.config.use_gripper:
                 self._wait_gripper(self.set_gripper(gripper_open_frac))
@@ -242,7 +247,7 @@ class XArmDriver(Arm):
             self._streaming = True
             self._t_last_cmd = None
             self._last_target = None
-            return self.state()
+        return self.state()
 
     def set_gripper(self, open_frac: float) -> float:
         if not math.isfinite(open_frac):
@@ -281,7 +286,7 @@ class XArmDriver(Arm):
     # ------------------------------------------------------------------ state
     def state(self) -> ArmState:
         api = self.api
-        with self._lock:
+        with self._state_lock:  # not the command lock: state stays readable during a reset
             t = self._clock()
             code, pose = api.get_position(is_radian=True)
             self._check_read(code, "get_position")

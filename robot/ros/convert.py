@@ -1,0 +1,137 @@
+"""Message <-> numpy conversion, in one place. Standard message types only.
+
+    msg = image_msg(rgb, stamp_s=frame.t_device_s, frame_id="camera_color_optical_frame")
+    rgb = image_from_msg(msg)                        # (H, W, 3) uint8, a view when possible
+    info = camera_info_msg(cam.intrinsics(), stamp_s, frame_id)
+
+Stamps: a float in seconds maps to builtin_interfaces/Time exactly to the nanosecond that a
+float64 can carry (~0.2 us at 2026 epoch values), which is finer than any camera clock here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float32MultiArray, Header
+from video2reward.robot.camera import CameraIntrinsics
+
+JOINT_NAMES = ("joint1", "joint2", "joint3", "joint4", "joint5")
+GRIPPER_JOINT = "drive_joint"  # xarm_ros name of the xArm Gripper's driving joint
+GRIPPER_TRAVEL_RAD = 0.85  # xarm_ros drive_joint range: 0 open ... 0.85 closed
+
+
+def stamp_from_seconds(t_s: float) -> Time:
+    ns = round(t_s * 1e9)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def seconds_from_stamp(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def header(stamp_s: float, frame_id: str) -> Header:
+    return Header(stamp=stamp_from_seconds(stamp_s), frame_id=frame_id)
+
+
+def image_msg(rgb: np.ndarray, stamp_s: float, frame_id: str) -> Image:
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+    h, w, _ = rgb.shape
+    msg = Image(
+        header=header(stamp_s, frame_id),
+        height=h,
+        width=w,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=w * 3,
+    )
+    msg.data = np.ascontiguousarray(rgb).tobytes()
+    return msg
+
+
+def image_from_msg(msg: Image) -> np.ndarray:
+    if msg.encoding != "rgb8":
+        raise ValueError(f"expected rgb8, got {msg.encoding}")
+    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    return buf.reshape(msg.height, msg.step)[:, : msg.width * 3].reshape(msg.height, msg.width, 3)
+
+
+def depth_msg(depth_m: np.ndarray, stamp_s: float, frame_id: str) -> Image:
+    d = np.ascontiguousarray(depth_m, dtype=np.float32)
+    h, w = d.shape
+    msg = Image(
+        header=header(stamp_s, frame_id),
+        height=h,
+        width=w,
+        encoding="32FC1",
+        is_bigendian=0,
+        step=w * 4,
+    )
+    msg.data = d.tobytes()
+    return msg
+
+
+def camera_info_msg(intr: CameraIntrinsics, stamp_s: float, frame_id: str) -> CameraInfo:
+    K = intr.K()
+    P = np.zeros((3, 4))
+    P[:, :3] = K
+    return CameraInfo(
+        header=header(stamp_s, frame_id),
+        width=intr.width,
+        height=intr.height,
+        distortion_model=intr.distortion_model,
+        d=[float(c) for c in intr.coeffs],
+        k=K.reshape(-1).tolist(),
+        r=np.eye(3).reshape(-1).tolist(),
+        p=P.reshape(-1).tolist(),
+    )
+
+
+def quat_from_rpy(rpy: np.ndarray) -> tuple[float, float, float, float]:
+    """(x, y, z, w) of R = Rz(yaw) Ry(pitch) Rx(roll), the ROS message order."""
+    r, p, y = (float(a) / 2 for a in rpy)
+    cr, sr, cp, sp, cy, sy = (
+        math.cos(r),
+        math.sin(r),
+        math.cos(p),
+        math.sin(p),
+        math.cos(y),
+        math.sin(y),
+    )
+    return (
+        sr * cp * cy - cr * sp * sy,
+        cr * sp * cy + sr * cp * sy,
+        cr * cp * sy - sr * sp * cy,
+        cr * cp * cy + sr * sp * sy,
+    )
+
+
+def pose_msg(p_m: np.ndarray, rpy_rad: np.ndarray, stamp_s: float, frame_id: str) -> PoseStamped:
+    msg = PoseStamped(header=header(stamp_s, frame_id))
+    msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in p_m)
+    q = quat_from_rpy(rpy_rad)
+    o = msg.pose.orientation
+    o.x, o.y, o.z, o.w = q
+    return msg
+
+
+def joint_state_msg(q_rad: np.ndarray, gripper_open_frac: float, stamp_s: float) -> JointState:
+    names = list(JOINT_NAMES)
+    pos = [float(v) for v in q_rad]
+    if math.isfinite(gripper_open_frac):
+        names.append(GRIPPER_JOINT)
+        pos.append((1.0 - gripper_open_frac) * GRIPPER_TRAVEL_RAD)
+    return JointState(header=header(stamp_s, ""), name=names, position=pos)
+
+
+def array_msg(values: np.ndarray) -> Float32MultiArray:
+    return Float32MultiArray(data=[float(v) for v in np.ravel(values)])
+
+
+def action_from_msg(msg: Float32MultiArray) -> list[float]:
+    """The raw values; the safety envelope decides whether they are a valid action."""
+    return [float(v) for v in msg.data]
