@@ -93,10 +93,11 @@ class TwinCameraConfig:
 
 
 class TwinCamera(Camera):
-    """Renders a MuJoCo twin (``sim.twin.XArm5Twin`` or anything with ``render``/``camera``).
+    """Renders a MuJoCo twin (``sim.twin.XArm5Twin`` or anything with ``render``).
 
-    ``render`` is injected so the twin stays optional; ``t_device_s`` is the frame's place on
-    a fixed 1/fps grid from the first read, like a camera's hardware clock.
+    ``render`` is injected so the twin stays optional. ``t_device_s`` is a fixed 1/fps grid
+    starting at the wall-clock time of the first read, like a RealSense whose hardware clock
+    is mapped to system time (realsense-ros ``global_time_enabled``).
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class TwinCamera(Camera):
         self._clock = clock
         self._n = 0
         self._t0: float | None = None
+        self._t0_wall_s = 0.0
 
     def connect(self) -> None:
         self._n = 0
@@ -124,13 +126,15 @@ class TwinCamera(Camera):
         now = self._clock()
         if self._t0 is None:
             self._t0 = now
+            self._t0_wall_s = time.time()
         t_due = self._t0 + self._n / self.config.fps
         if t_due - now > timeout_s:
             raise CameraError("next twin frame is not due within the timeout")
         if t_due > now:
             time.sleep(t_due - now)
         rgb = self._render(self.config.width, self.config.height)
-        frame = CameraFrame(rgb, None, self._n / self.config.fps, self._n, self._clock())
+        t_dev = self._t0_wall_s + self._n / self.config.fps
+        frame = CameraFrame(rgb, None, t_dev, self._n, self._clock())
         self._n += 1
         return frame
 
