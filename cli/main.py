@@ -40,6 +40,10 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
         "video2reward.sim.emulator_camera:main",
         "record twin renders as a RealSense .db3 (plays through rs.pipeline())",
     ),
+    ("rl", "train"): (
+        "video2reward.policies.cli:train_main",
+        "DrQ-v2 on a twin task with the oracle or a learned reward (resumable)",
+    ),
 }
 
 

@@ -27,6 +27,7 @@ update. Run under tcmalloc (FACTS.md) for another ~2x.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -250,6 +251,57 @@ def _normal_log_prob(x: Tensor, mean: Tensor, std: float) -> Tensor:
     return -((x - mean) ** 2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)
 
 
+# --------------------------------------------------------------------------- acting
+class Policy:
+    """Encoder + actor + exploration: what acting needs. The agent owns one sharing its modules;
+    :meth:`DrQV2Agent.policy_snapshot` makes an independent copy for an acting thread."""
+
+    def __init__(
+        self,
+        cfg: DrQV2Config,
+        encoder: nn.Module,
+        actor: Actor,
+        proprio_dim: int,
+        generator: torch.Generator,
+    ):
+        self.cfg, self.encoder, self.actor = cfg, encoder, actor
+        self.proprio_dim = proprio_dim
+        self.pixels = isinstance(encoder, Encoder)
+        self.generator = generator
+        self.device = next(actor.parameters()).device
+
+    @torch.inference_mode()
+    def act(
+        self, obs: np.ndarray, proprio: np.ndarray | None, step: int, eval_mode: bool
+    ) -> np.ndarray:
+        o = torch.as_tensor(obs, device=self.device).unsqueeze(0)
+        if not self.pixels and not torch.isfinite(o).all():
+            raise NonFiniteError("non-finite observation passed to act()")
+        p = None
+        if self.proprio_dim:
+            if proprio is None:
+                raise ValueError(f"agent expects proprio of size {self.proprio_dim}")
+            p = torch.as_tensor(proprio, dtype=torch.float32, device=self.device).view(1, -1)
+            if not torch.isfinite(p).all():
+                raise NonFiniteError("non-finite proprioception passed to act()")
+        mean = self.actor(self.encoder(o.float()), p)
+        if eval_mode:
+            action = mean
+        elif step < self.cfg.num_expl_steps:
+            action = torch.rand(mean.shape, generator=self.generator) * 2.0 - 1.0
+        else:
+            action = sample_action(mean, self.cfg.stddev(step), None, self.generator)
+        return action[0].cpu().numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def sync_from(self, agent: DrQV2Agent) -> None:
+        """Copy the agent's current encoder and actor weights into this policy (in place)."""
+        for mine, theirs in ((self.encoder, agent.encoder), (self.actor, agent.actor)):
+            torch._foreach_copy_(list(mine.parameters()), list(theirs.parameters()))
+            for b_mine, b_theirs in zip(mine.buffers(), theirs.buffers(), strict=True):
+                b_mine.copy_(b_theirs)
+
+
 # --------------------------------------------------------------------------- agent
 class _TensorBatch(NamedTuple):
     obs: Tensor
@@ -314,32 +366,25 @@ class DrQV2Agent:
         # which augmentation/noise the next update draws: resume reproduces updates exactly.
         self._update_gen = torch.Generator().manual_seed(seed + 1)
         self._act_gen = torch.Generator().manual_seed(seed + 2)
+        self.policy = Policy(cfg, self.encoder, self.actor, self.proprio_dim, self._act_gen)
         self.num_updates = 0
 
     # ----------------------------------------------------------------- acting
-    @torch.inference_mode()
     def act(
         self, obs: np.ndarray, proprio: np.ndarray | None, step: int, eval_mode: bool
     ) -> np.ndarray:
         """One action in [-1, 1]^A for one (stacked) observation. ``step`` counts agent steps."""
-        o = torch.as_tensor(obs, device=self.device).unsqueeze(0)
-        if not self.pixels and not torch.isfinite(o).all():
-            raise NonFiniteError("non-finite observation passed to act()")
-        p = None
-        if self.proprio_dim:
-            if proprio is None:
-                raise ValueError(f"agent expects proprio of size {self.proprio_dim}")
-            p = torch.as_tensor(proprio, dtype=torch.float32, device=self.device).view(1, -1)
-            if not torch.isfinite(p).all():
-                raise NonFiniteError("non-finite proprioception passed to act()")
-        mean = self.actor(self.encoder(o.float()), p)
-        if eval_mode:
-            action = mean
-        elif step < self.cfg.num_expl_steps:
-            action = torch.rand(mean.shape, generator=self._act_gen) * 2.0 - 1.0
-        else:
-            action = sample_action(mean, self.cfg.stddev(step), None, self._act_gen)
-        return action[0].cpu().numpy().astype(np.float32)
+        return self.policy.act(obs, proprio, step, eval_mode)
+
+    def policy_snapshot(self, seed: int = 0) -> Policy:
+        """A copy of encoder + actor for another thread to act with while this agent learns."""
+        return Policy(
+            self.cfg,
+            copy.deepcopy(self.encoder).requires_grad_(False),
+            copy.deepcopy(self.actor).requires_grad_(False),
+            self.proprio_dim,
+            torch.Generator().manual_seed(seed),
+        )
 
     # ----------------------------------------------------------------- learning
     def _to_tensors(self, batch: Batch) -> _TensorBatch:
@@ -499,7 +544,3 @@ class DrQV2Agent:
 
     def load(self, path: str | Path) -> None:
         self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
-
-    def acting_modules(self) -> list[nn.Module]:
-        """The modules ``act`` reads (to copy for an actor thread)."""
-        return [self.encoder, self.actor]

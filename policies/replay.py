@@ -198,6 +198,22 @@ class ReplayBuffer:
         o, p = self._check(obs, proprio)
         self._write(o, p, a, float(reward), 0.0 if terminated else 1.0)
 
+    def set_episode_rewards(self, rewards: np.ndarray) -> None:
+        """Replace the rewards of the episode in progress (one per ``add``), e.g. with a learned
+        reward model's scores computed for the whole episode in one batch before committing."""
+        if self._ep_start is None:
+            raise RuntimeError("no episode in progress")
+        r = np.asarray(rewards, np.float32).reshape(-1)
+        n = self._next - self._ep_start - 1
+        if r.shape != (n,):
+            raise ValueError(f"need {n} rewards (one per step), got {r.shape}")
+        if not np.isfinite(r).all():
+            raise NonFiniteError("reward model returned NaN/inf")
+        slots = np.arange(self._ep_start + 1, self._next) % self.cfg.capacity_steps
+        self._reward[slots] = r
+        if REWARD_KEY in self._pending:
+            self._pending[REWARD_KEY][1:] = [np.array(x, np.float32) for x in r]
+
     def end_episode(self, success: bool = False) -> None:
         """Commit the current episode: persist it (if a directory is set), then make it sampleable.
 

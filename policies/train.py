@@ -1,0 +1,686 @@
+"""Train DrQ-v2 on a twin task with the oracle reward or a learned one, resumable.
+
+    v2r rl train task=reach reward=oracle agent=cpu out=runs/rl_reach
+    v2r rl train task=reach reward=rank2reward reward.ckpt=runs/r2r agent=cpu out=runs/rl_r2r
+    v2r rl train out=runs/rl_reach resume=true           # after a crash: nothing finished is lost
+
+    summary = train(TrainConfig(task="toy", out="runs/toy", agent=DrQV2Config(...)))
+
+Budgets (``*_frames``) count environment frames; the agent's schedules count agent steps
+(one agent step = ``action_repeat`` frames). Each run folder holds ``agent.pt`` + ``state.json``
+(checkpoint, written atomically at episode ends), ``replay/episodes.zarr`` (every finished
+training episode), ``train.csv`` / ``eval.csv`` / ``tb/`` (logs), ``eval_<frames>.mp4`` and
+``curve.png``.
+
+Rewards. ``reward.source=oracle`` uses the env's dense oracle reward (summed over the repeated
+frames). ``reward.source=model`` scores each finished episode's agent-step frames in one batch
+with a ``rewards/`` checkpoint (the reward for arriving at frame t, so potential-difference
+rewards such as VIP's span one agent step) before the episode enters the replay; a Rank2Reward
+model's discriminator is updated online on recent agent frames every
+``reward.disc_update_every_steps`` agent steps, as in its paper. Stored rewards are not
+recomputed after later discriminator updates. ``reward.success_bonus`` adds a sparse term.
+
+Learner. ``learner=thread`` runs updates in a background thread on a snapshot-synchronised
+copy of the policy, so env stepping/rendering and acting overlap with updates and never wait on
+an update in progress; the actor thread only waits when the learner falls more than
+``max_learner_lag_updates`` behind the paper's update ratio. ``learner=sync`` (the default) is
+the paper's loop, bit-reproducible for a given seed on one thread.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, NonFiniteError, Policy
+from video2reward.policies.replay import ReplayBuffer, ReplayConfig
+from video2reward.robot import keys
+
+AGENT_FILE = "agent.pt"
+STATE_FILE = "state.json"
+REPLAY_DIR = "replay"
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    source: str = "oracle"  # "oracle" (the env's dense reward) or "model" (a rewards/ checkpoint)
+    ckpt: str = ""  # reward-model run folder or .pt, for source=model
+    scale: float = 1.0  # multiplies the reward (oracle or model)
+    success_bonus: float = 0.0  # added on every step where info["success"] (sparse term)
+    disc_update_every_steps: int = 0  # Rank2Reward: one discriminator step per N agent steps
+    disc_batch: int = 64  # agent frames per discriminator step
+    disc_frames: int = 5000  # recent agent frames kept for discriminator updates
+
+    def __post_init__(self) -> None:
+        if self.source not in ("oracle", "model"):
+            raise ValueError(f"reward.source must be 'oracle' or 'model', got {self.source!r}")
+        if self.source == "model" and not self.ckpt:
+            raise ValueError("reward.source=model needs reward.ckpt=<run folder or .pt>")
+        if not math.isfinite(self.scale) or not math.isfinite(self.success_bonus):
+            raise ValueError("reward.scale and reward.success_bonus must be finite")
+        if self.disc_update_every_steps < 0 or self.disc_batch < 2 or self.disc_frames < 2:
+            raise ValueError("need disc_update_every_steps >= 0, disc_batch and disc_frames >= 2")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    task: str = "reach"  # a twin task (reach, push, button-press) or "toy" (policies/toy_env.py)
+    out: str = "runs/rl"  # run folder
+    seed: int = 0
+    obs: str = "pixels"  # "pixels" (conv encoder) or "features" (frozen reward-model encoder)
+    features_ckpt: str = ""  # reward-model run whose encoder embeds frames, for obs=features
+    image_size: int = 84  # rendered square image, pixels
+    proprio: bool = True  # concatenate ee_pos (3) + gripper (1) to the features
+    frame_stack: int = 3  # frames per observation (paper: 3)
+    action_repeat: int = 2  # frames per agent step (paper: 2)
+    control_hz: float = 10.0  # twin command rate (frames per second of the env)
+    num_train_frames: int = 100_000  # budget, env frames
+    num_seed_frames: int = 4000  # frames before the first update
+    eval_every_frames: int = 10_000
+    num_eval_episodes: int = 10
+    checkpoint_every_frames: int = 10_000
+    replay_capacity_steps: int = 1_000_000  # agent steps kept in memory
+    learner: str = "sync"  # "sync" or "thread" (updates off the acting thread)
+    max_learner_lag_updates: int = 4  # thread learner: owed updates before acting waits
+    threads: int = 1  # torch intra-op threads; 1 when the CPU is shared (FACTS.md), 0 = default
+    device: str = "auto"  # auto (CUDA if available), cpu, cuda
+    resume: bool = False  # continue from out/agent.pt + out/replay
+    video: bool = True  # mp4 of the first evaluation episode at each evaluation
+    progress_bar: bool = True
+    log_every_updates: int = 100  # TensorBoard rows of update metrics
+    reward: RewardSpec = field(default_factory=RewardSpec)
+    agent: DrQV2Config = field(default_factory=DrQV2Config)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.reward, dict):
+            object.__setattr__(self, "reward", RewardSpec(**self.reward))
+        if isinstance(self.agent, dict):
+            object.__setattr__(self, "agent", DrQV2Config(**self.agent))
+        if self.obs not in ("pixels", "features"):
+            raise ValueError(f"obs must be 'pixels' or 'features', got {self.obs!r}")
+        if self.obs == "features" and not self.features_ckpt:
+            raise ValueError("obs=features needs features_ckpt=<reward-model run>")
+        if self.learner not in ("sync", "thread"):
+            raise ValueError(f"learner must be 'sync' or 'thread', got {self.learner!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        for name in (
+            "frame_stack",
+            "action_repeat",
+            "num_train_frames",
+            "eval_every_frames",
+            "checkpoint_every_frames",
+            "max_learner_lag_updates",
+            "log_every_updates",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_seed_frames < 0 or self.num_eval_episodes < 0 or self.threads < 0:
+            raise ValueError("num_seed_frames, num_eval_episodes and threads must be >= 0")
+        if not 17 <= self.image_size <= 480:
+            raise ValueError(f"image_size must be in [17, 480], got {self.image_size}")
+
+
+# --------------------------------------------------------------------------- environment
+def make_task_env(task: str, image_size: int, seed: int, control_hz: float) -> Any:
+    if task == "toy":
+        from video2reward.policies.toy_env import PointReachEnv
+
+        return PointReachEnv(image_size=image_size, seed=seed)
+    from video2reward.sim.env import make_env
+
+    return make_env(task, image_size=image_size, seed=seed, control_hz=control_hz)
+
+
+@dataclass
+class StepResult:
+    obs: dict[str, np.ndarray]
+    reward: float  # summed over the repeated frames
+    terminated: bool
+    truncated: bool
+    success: bool  # info["success"] at the last frame
+    frames: int  # frames actually stepped (< action_repeat at an episode's end)
+
+
+def repeat_step(env: Any, action: np.ndarray, repeat: int, bonus: float) -> StepResult:
+    total, frames = 0.0, 0
+    obs: dict[str, np.ndarray] = {}
+    term = trunc = success = False
+    for _ in range(repeat):
+        obs, r, term, trunc, info = env.step(action)
+        success = bool(info.get("success", False))
+        total += float(r) + (bonus if success else 0.0)
+        frames += 1
+        if term or trunc:
+            break
+    return StepResult(obs, total, bool(term), bool(trunc), success, frames)
+
+
+class Observer:
+    """Env observation dict -> (one frame for the replay, proprio); keeps the acting stack."""
+
+    def __init__(self, cfg: TrainConfig, embed: Callable[[np.ndarray], np.ndarray] | None):
+        self.cfg, self.embed = cfg, embed
+        self.stack: deque[np.ndarray] = deque(maxlen=cfg.frame_stack)
+
+    def frame(self, obs: dict[str, np.ndarray]) -> np.ndarray:
+        img = obs[keys.OBS_IMAGE]
+        if self.embed is not None:
+            return self.embed(img)
+        return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+    def proprio(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
+        if not self.cfg.proprio:
+            return None
+        return np.concatenate([obs[keys.OBS_EE_POS], obs[keys.OBS_GRIPPER]]).astype(np.float32)
+
+    def reset(self, frame: np.ndarray) -> np.ndarray:
+        for _ in range(self.cfg.frame_stack):
+            self.stack.append(frame)
+        return np.concatenate(self.stack)
+
+    def push(self, frame: np.ndarray) -> np.ndarray:
+        self.stack.append(frame)
+        return np.concatenate(self.stack)
+
+
+PROPRIO_DIM = 4  # ee_pos (3) + gripper (1)
+
+
+# --------------------------------------------------------------------------- learned rewards
+class EpisodeRewarder:
+    """Scores an episode's agent-step frames in one batch with a rewards/ model."""
+
+    def __init__(self, spec: RewardSpec, device: torch.device):
+        from video2reward.rewards.base import load_reward_model
+
+        self.spec = spec
+        self.model = load_reward_model(spec.ckpt, device)
+        self.can_update = spec.disc_update_every_steps > 0 and hasattr(self.model, "update")
+        self.recent: deque[np.ndarray] = deque(maxlen=spec.disc_frames)
+        self._rng = np.random.default_rng(0)
+
+    def episode_rewards(self, frames: np.ndarray, success: np.ndarray) -> np.ndarray:
+        """frames (T+1, H, W, 3) uint8 -> (T,) rewards for arriving at frames 1..T."""
+        r = self.model.score(frames).reward[1:] * self.spec.scale
+        r = r + self.spec.success_bonus * success.astype(np.float32)
+        if self.can_update:
+            self.recent.extend(frames[1:])
+        return np.asarray(r, np.float32)
+
+    def maybe_update(self, step: int) -> dict[str, float]:
+        if not self.can_update or step % self.spec.disc_update_every_steps:
+            return {}
+        if len(self.recent) < self.spec.disc_batch:
+            return {}
+        pick = self._rng.integers(0, len(self.recent), self.spec.disc_batch)
+        return dict(self.model.update(np.stack([self.recent[i] for i in pick])))
+
+
+def frame_embedder(ckpt: str, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
+    """A frozen reward-model encoder as a frame -> (D,) float32 function (VIP's RL setting)."""
+    from video2reward.rewards.base import load_reward_model, resize_frames, to_tensor
+
+    model = load_reward_model(ckpt, device).eval()
+    size = model.config.image_size_px
+
+    @torch.inference_mode()
+    def embed(img: np.ndarray) -> np.ndarray:
+        x = to_tensor(resize_frames(img[None], size), device)
+        return model.embed_frames(x)[0].float().cpu().numpy()
+
+    return embed
+
+
+# --------------------------------------------------------------------------- learner thread
+class LearnerThread(threading.Thread):
+    """Runs ``agent.update`` off the acting thread; acting uses a synchronised policy copy."""
+
+    def __init__(
+        self,
+        agent: DrQV2Agent,
+        replay: ReplayBuffer,
+        replay_lock: threading.Lock,
+        policy: Policy,
+        policy_lock: threading.Lock,
+        batch_size: int,
+        threads: int,
+    ):
+        super().__init__(name="drqv2-learner", daemon=True)
+        self.agent, self.replay, self.replay_lock = agent, replay, replay_lock
+        self.policy, self.policy_lock = policy, policy_lock
+        self.batch_size, self.threads = batch_size, threads
+        self.cv = threading.Condition()
+        self.owed: deque[int] = deque()  # agent steps of requested updates
+        self.metrics: dict[str, float] = {}
+        self.nonfinite = 0
+        self.error: BaseException | None = None
+        self._stopping = False
+
+    def request(self, step: int) -> None:
+        with self.cv:
+            if self.error is not None:
+                raise RuntimeError("learner thread failed") from self.error
+            self.owed.append(step)
+            self.cv.notify_all()
+
+    def wait(self, max_owed: int) -> None:
+        with self.cv:
+            while len(self.owed) > max_owed and self.error is None:
+                self.cv.wait(0.5)
+            if self.error is not None:
+                raise RuntimeError("learner thread failed") from self.error
+
+    def stop(self) -> None:
+        self.wait(0)
+        with self.cv:
+            self._stopping = True
+            self.cv.notify_all()
+        self.join()
+
+    def run(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            while True:
+                with self.cv:
+                    while not self.owed and not self._stopping:
+                        self.cv.wait()
+                    if not self.owed:
+                        return
+                    step = self.owed[0]
+                with self.replay_lock:
+                    batch = self.replay.sample(self.batch_size)
+                try:
+                    m = self.agent.update(batch, step)
+                except NonFiniteError:
+                    self.nonfinite += 1
+                    m = {}
+                with self.policy_lock:
+                    self.policy.sync_from(self.agent)
+                with self.cv:
+                    self.owed.popleft()
+                    self.metrics = m or self.metrics
+                    self.cv.notify_all()
+        except BaseException as e:  # reported to the acting thread on its next call
+            with self.cv:
+                self.error = e
+                self.cv.notify_all()
+
+
+# --------------------------------------------------------------------------- logging
+class RunLog:
+    def __init__(self, out: Path, tensorboard: bool = True):
+        self.out = out
+        self.tb: Any = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"))
+
+    def row(self, name: str, row: dict[str, Any]) -> None:
+        path = self.out / f"{name}.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        self.scalars(name, row, int(row["frames"]))
+
+    def scalars(self, prefix: str, values: dict[str, Any], frames: int) -> None:
+        if self.tb is None:
+            return
+        for k, v in values.items():
+            if k != "frames" and isinstance(v, (int, float, bool)):
+                self.tb.add_scalar(f"{prefix}/{k}", float(v), frames)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def plot_curve(out: Path) -> Path | None:
+    path = out / "eval.csv"
+    if not path.exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    frames = [int(r["frames"]) for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a1.plot(frames, [float(r["success_rate"]) for r in rows], marker="o")
+    a1.set(xlabel="env frames", ylabel="eval success rate", ylim=(-0.05, 1.05))
+    a2.plot(frames, [float(r["return_oracle"]) for r in rows], marker="o")
+    a2.set(xlabel="env frames", ylabel="eval oracle return")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    fig.suptitle(out.name)
+    fig.tight_layout()
+    png = out / "curve.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    import imageio.v2 as imageio
+
+    scale = max(1, 256 // frames[0].shape[0])
+    big = [np.repeat(np.repeat(f, scale, 0), scale, 1) for f in frames]
+    imageio.mimwrite(str(path), big, fps=fps, macro_block_size=1)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- the loop
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def evaluate(
+    cfg: TrainConfig,
+    env: Any,
+    observer: Observer,
+    act: Callable[..., np.ndarray],
+    step: int,
+    episode_seed: int,
+    video_path: Path | None,
+) -> dict[str, float]:
+    returns, success_any, success_end, lengths = [], [], [], []
+    frames_video: list[np.ndarray] = []
+    for i in range(cfg.num_eval_episodes):
+        obs, _ = env.reset(seed=episode_seed + i)
+        stacked = observer.reset(observer.frame(obs))
+        ret, ok_any, n, done = 0.0, False, 0, False
+        res: StepResult | None = None
+        if i == 0 and video_path is not None:
+            frames_video.append(obs[keys.OBS_IMAGE])
+        while not done:
+            a = act(stacked, observer.proprio(obs), step)
+            res = repeat_step(env, a, cfg.action_repeat, 0.0)
+            obs = res.obs
+            stacked = observer.push(observer.frame(obs))
+            ret, n = ret + res.reward, n + res.frames
+            ok_any = ok_any or res.success
+            done = res.terminated or res.truncated
+            if i == 0 and video_path is not None:
+                frames_video.append(obs[keys.OBS_IMAGE])
+        returns.append(ret)
+        success_any.append(ok_any)
+        success_end.append(bool(res is not None and res.success))
+        lengths.append(n)
+    if video_path is not None and frames_video:
+        write_video(video_path, frames_video, cfg.control_hz / cfg.action_repeat)
+    return {
+        "success_rate": float(np.mean(success_any)) if success_any else float("nan"),
+        "success_at_end": float(np.mean(success_end)) if success_end else float("nan"),
+        "return_oracle": float(np.mean(returns)) if returns else float("nan"),
+        "episode_frames": float(np.mean(lengths)) if lengths else float("nan"),
+    }
+
+
+def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dict[str, Any]:
+    """Run (or resume) training; returns a summary dict (also written to out/summary.json).
+
+    ``make_env(task, image_size, seed, control_hz)`` builds the train and eval envs (tests pass
+    a fake env this way).
+    """
+    out = Path(cfg.out)
+    if out.exists() and (out / AGENT_FILE).exists() and not cfg.resume:
+        raise FileExistsError(
+            f"{out} holds a run; pass resume=true to continue it or pick another out="
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = _device(cfg.device)
+
+    embed = frame_embedder(cfg.features_ckpt, device) if cfg.obs == "features" else None
+    env = make_env(cfg.task, cfg.image_size, cfg.seed, cfg.control_hz)
+    eval_env = make_env(cfg.task, cfg.image_size, cfg.seed + 10_000, cfg.control_hz)
+    observer, eval_observer = Observer(cfg, embed), Observer(cfg, embed)
+    obs0, _ = env.reset(seed=cfg.seed)
+    frame_shape = observer.frame(obs0).shape
+    proprio_dim = PROPRIO_DIM if cfg.proprio else 0
+    agent_obs_shape = (frame_shape[0] * cfg.frame_stack, *frame_shape[1:])
+    agent = DrQV2Agent(
+        cfg.agent, agent_obs_shape, keys.ACTION_DIM, proprio_dim, seed=cfg.seed, device=device
+    )
+    replay = ReplayBuffer(
+        ReplayConfig(
+            cfg.replay_capacity_steps, cfg.frame_stack, cfg.agent.nstep, cfg.agent.discount
+        ),
+        frame_shape,
+        keys.ACTION_DIM,
+        proprio_dim,
+        directory=out / REPLAY_DIR,
+        seed=cfg.seed,
+        task=cfg.task,
+    )
+    rewarder = EpisodeRewarder(cfg.reward, device) if cfg.reward.source == "model" else None
+
+    state = {
+        "step": 0,
+        "frames": 0,
+        "episode": 0,
+        "wall_s": 0.0,
+        "next_eval": 0,
+        "next_ckpt": cfg.checkpoint_every_frames,
+        "nonfinite": 0,
+    }
+    if cfg.resume and (out / AGENT_FILE).exists():
+        agent.load(out / AGENT_FILE)
+        state.update(json.loads((out / STATE_FILE).read_text()))
+        restored = replay.restore()
+        print(f"resumed {out}: step {state['step']}, {restored} replay transitions restored")
+
+    log = RunLog(out)
+    replay_lock, policy_lock = threading.Lock(), threading.Lock()
+    learner: LearnerThread | None = None
+    policy = agent.policy
+    if cfg.learner == "thread":
+        policy = agent.policy_snapshot(seed=cfg.seed + 3 + int(state["step"]))
+        learner = LearnerThread(
+            agent, replay, replay_lock, policy, policy_lock, cfg.agent.batch_size, cfg.threads
+        )
+        learner.start()
+
+    def act(
+        stacked: np.ndarray, proprio: np.ndarray | None, step: int, eval_mode: bool
+    ) -> np.ndarray:
+        with policy_lock:
+            return policy.act(stacked, proprio, step, eval_mode)
+
+    def checkpoint() -> None:
+        if learner is not None:
+            learner.wait(0)
+        agent.save(out / AGENT_FILE)
+        tmp = out / (STATE_FILE + ".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(out / STATE_FILE)
+
+    from tqdm import tqdm
+
+    seed_steps = cfg.num_seed_frames // cfg.action_repeat
+    update_every = cfg.agent.update_every_steps
+    t_start = time.monotonic() - float(state["wall_s"])
+    bar = tqdm(
+        total=cfg.num_train_frames,
+        initial=min(int(state["frames"]), cfg.num_train_frames),
+        unit="frame",
+        disable=not cfg.progress_bar,
+        dynamic_ncols=True,
+    )
+    last_eval: dict[str, float] = {}
+    metrics: dict[str, float] = {}
+    try:
+        while True:
+            step, frames = int(state["step"]), int(state["frames"])
+            if frames >= int(state["next_eval"]) and cfg.num_eval_episodes:
+                video = out / f"eval_{frames:07d}.mp4" if cfg.video else None
+                last_eval = evaluate(
+                    cfg,
+                    eval_env,
+                    eval_observer,
+                    lambda o, p, s: act(o, p, s, True),
+                    step,
+                    1_000_000 + frames,
+                    video,
+                )
+                state["wall_s"] = time.monotonic() - t_start
+                log.row(
+                    "eval",
+                    {
+                        "frames": frames,
+                        "step": step,
+                        "episode": state["episode"],
+                        "wall_s": round(float(state["wall_s"]), 1),
+                        **last_eval,
+                    },
+                )
+                plot_curve(out)
+                bar.set_postfix(
+                    success=last_eval["success_rate"], ret=round(last_eval["return_oracle"], 2)
+                )
+                state["next_eval"] = int(state["next_eval"]) + cfg.eval_every_frames
+            if frames >= cfg.num_train_frames:
+                break
+
+            # ---- one training episode
+            episode = int(state["episode"])
+            t_ep = time.monotonic()
+            obs, _ = env.reset(seed=cfg.seed * 1_000_003 + episode)
+            frame = observer.frame(obs)
+            stacked = observer.reset(frame)
+            images = [obs[keys.OBS_IMAGE]]
+            successes: list[bool] = []
+            ep_return, ep_frames, done, aborted = 0.0, 0, False, False
+            with replay_lock:
+                replay.start_episode(frame, observer.proprio(obs))
+            while not done:
+                a = act(stacked, observer.proprio(obs), step, False)
+                res = repeat_step(env, a, cfg.action_repeat, cfg.reward.success_bonus)
+                obs, frame = res.obs, observer.frame(res.obs)
+                reward = res.reward * cfg.reward.scale
+                try:
+                    with replay_lock:
+                        replay.add(
+                            a, reward, frame, observer.proprio(obs), terminated=res.terminated
+                        )
+                except NonFiniteError as e:
+                    state["nonfinite"] = int(state["nonfinite"]) + 1
+                    tqdm.write(f"episode {episode}: {e}; episode discarded, not trained on")
+                    with replay_lock:
+                        replay.abandon_episode()
+                    aborted = True
+                    break
+                stacked = observer.push(frame)
+                images.append(obs[keys.OBS_IMAGE])
+                successes.append(res.success)
+                ep_return += reward
+                ep_frames += res.frames
+                done = res.terminated or res.truncated
+                step += 1
+                state["step"], state["frames"] = step, int(state["frames"]) + res.frames
+                bar.update(res.frames)
+                if rewarder is not None:
+                    disc = rewarder.maybe_update(step)
+                    if disc:
+                        log.scalars("reward", disc, int(state["frames"]))
+                if step >= seed_steps and len(replay) and step % update_every == 0:
+                    if learner is not None:
+                        learner.request(step)
+                        learner.wait(cfg.max_learner_lag_updates)
+                        metrics = learner.metrics
+                    else:
+                        try:
+                            metrics = agent.update(replay.sample(cfg.agent.batch_size), step)
+                        except NonFiniteError as e:
+                            state["nonfinite"] = int(state["nonfinite"]) + 1
+                            tqdm.write(f"update at step {step} skipped: {e}")
+                    if metrics and (agent.num_updates % cfg.log_every_updates == 0):
+                        log.scalars("update", metrics, int(state["frames"]))
+            if aborted:
+                state["episode"] = episode + 1
+                continue
+            learned_return = float("nan")
+            if rewarder is not None:
+                try:
+                    r = rewarder.episode_rewards(np.stack(images), np.array(successes))
+                    with replay_lock:
+                        replay.set_episode_rewards(r)
+                    learned_return = float(r.sum())
+                except NonFiniteError as e:
+                    state["nonfinite"] = int(state["nonfinite"]) + 1
+                    tqdm.write(f"episode {episode}: {e}; episode discarded, not trained on")
+                    with replay_lock:
+                        replay.abandon_episode()
+                    state["episode"] = episode + 1
+                    continue
+            with replay_lock:
+                replay.end_episode(success=any(successes))
+            state["episode"] = episode + 1
+            state["wall_s"] = time.monotonic() - t_start
+            frames = int(state["frames"])
+            log.row(
+                "train",
+                {
+                    "frames": frames,
+                    "step": step,
+                    "episode": episode,
+                    "return": round(ep_return, 4),
+                    "return_learned": learned_return,
+                    "success": any(successes),
+                    "episode_frames": ep_frames,
+                    "fps": round(ep_frames / max(time.monotonic() - t_ep, 1e-6), 1),
+                    "updates": agent.num_updates,
+                    "wall_s": round(float(state["wall_s"]), 1),
+                    "nonfinite": state["nonfinite"],
+                },
+            )
+            if frames >= int(state["next_ckpt"]):
+                state["next_ckpt"] = int(state["next_ckpt"]) + cfg.checkpoint_every_frames
+                checkpoint()
+    finally:
+        bar.close()
+        if learner is not None:
+            learner.stop()
+        log.close()
+        for env_ in (env, eval_env):
+            close = getattr(env_, "close", None)
+            if close is not None:
+                close()
+    state["wall_s"] = time.monotonic() - t_start
+    checkpoint()
+    png = plot_curve(out)
+    summary = {
+        "out": str(out),
+        "frames": state["frames"],
+        "steps": state["step"],
+        "episodes": state["episode"],
+        "updates": agent.num_updates,
+        "wall_s": round(float(state["wall_s"]), 1),
+        "final_eval": last_eval,
+        "nonfinite": state["nonfinite"],
+        "curve": str(png) if png else None,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
