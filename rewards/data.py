@@ -45,6 +45,7 @@ class EpisodeInfo:
     success: bool  # stores carry labels; videos without labels count as successful demos
     task: str
     kind: str  # "expert", "failed", "random", ...
+    notes: str = ""  # the store's meta/episode_notes (the twin writes "seed=N": same scene)
 
 
 class VideoDataset:
@@ -165,7 +166,8 @@ def dataset_from_store(
         videos.append(store.episode(i, [keys.IMAGE])[keys.IMAGE])
         infos.append(EpisodeInfo(f"{store.path or 'memory'}#{i}", bool(meta[keys.EPISODE_SUCCESS]),
                                  str(meta[keys.EPISODE_TASK] or ""),
-                                 str(meta[keys.EPISODE_KIND] or "expert")))
+                                 str(meta[keys.EPISODE_KIND] or "expert"),
+                                 str(meta.get(keys.EPISODE_NOTES) or "")))
     return VideoDataset(videos, infos, image_size_px)
 
 

@@ -7,9 +7,13 @@ Metrics (``metrics.json``) and plots (``curves.png``):
 - ``spearman``: value-order correlation, the Spearman correlation between predicted progress
   and time on each held-out successful expert episode, averaged (also min). Goal-conditioned
   models get the episode's own last frame as the goal (``spearman_no_goal`` uses none).
-- ``auroc``: how well the episode score (mean progress over the last 10% of frames, no goal
-  image, since a failed run has no goal frame of its own) separates successful from failed
-  episodes; 1.0 = every success scores above every failure.
+- ``auroc``: how well the episode score (mean progress over the last 10% of frames) separates
+  successful from failed episodes; 1.0 = every success scores above every failure. A
+  goal-conditioned model needs a goal image of the same scene, as a user would give it: when
+  the data pairs episodes of one scene (same ``notes``, e.g. the twin's ``seed=N``), the
+  successful episode's last frame is the goal for every episode of that scene; episodes
+  without a successful partner get the model's default goal. ``auroc_no_goal`` always uses
+  the default goal (for Rank2Reward without a goal the two are the same).
 - ``counterfactual``: goal-conditioned models score the held-out expert episodes again with a
   goal from another task (``cf_data``; without it, each episode's own first frame). A sound
   reward is then lower and not monotonic: it passes when the mean Spearman drops to <= 0.5 and
@@ -71,11 +75,20 @@ def evaluate(
         rho_nog.append(time_spearman(nog.progress))
         curves["expert"].append({"progress": out.progress, "reward": out.reward})
 
+    scene_goal = {info.notes: data.episode(i)[-1] for i, info in enumerate(data.infos)
+                  if info.success and info.notes}
     ep_scores: dict[bool, list[float]] = {True: [], False: []}
+    ep_scores_nog: dict[bool, list[float]] = {True: [], False: []}
+    paired = 0
     for i in succ + fail:
-        out = model.score(data.episode(i))
-        ep_scores[data.infos[i].success].append(final_score(out.progress))
-        if not data.infos[i].success:
+        frames, info = data.episode(i), data.infos[i]
+        goal = scene_goal.get(info.notes) if model.uses_goal and info.notes else None
+        paired += goal is not None
+        out = model.score(frames, goal)
+        ep_scores[info.success].append(final_score(out.progress))
+        nog = model.score(frames) if goal is not None else out
+        ep_scores_nog[info.success].append(final_score(nog.progress))
+        if not info.success:
             curves["failed"].append({"progress": out.progress, "reward": out.reward})
 
     metrics: dict[str, Any] = {
@@ -85,6 +98,9 @@ def evaluate(
         "spearman_min": float(np.min(rho)) if rho else float("nan"),
         "spearman_no_goal": float(np.mean(rho_nog)) if rho_nog else float("nan"),
         "auroc": auroc(np.array(ep_scores[True]), np.array(ep_scores[False])),
+        "auroc_no_goal": auroc(np.array(ep_scores_nog[True]), np.array(ep_scores_nog[False])),
+        "auroc_goal_source": (f"same-scene success ({paired} episodes), else default"
+                              if paired else "default goal"),
         "final_progress_success": float(np.mean(ep_scores[True])) if succ else float("nan"),
         "final_progress_failed": float(np.mean(ep_scores[False])) if fail else float("nan"),
     }
