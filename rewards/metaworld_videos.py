@@ -28,7 +28,8 @@ def _make_env(name: str, size_px: int) -> Any:
 
     env = gym.make("Meta-World/MT1", env_name=name, seed=0, render_mode="rgb_array",
                    camera_name="corner", width=size_px, height=size_px)
-    env.unwrapped.model.light_castshadow[:] = 0
+    sim: Any = env.unwrapped
+    sim.model.light_castshadow[:] = 0
     return env
 
 
@@ -64,7 +65,8 @@ def record(name: str, episodes: int, out: str, failed: bool = False, size_px: in
     env = _make_env(name, size_px)
     tasks = _task_wrapper(env)
     tasks.toggle_sample_tasks_on_reset(False)
-    policy = ENV_POLICY_MAP[name]()
+    policy_cls: Any = ENV_POLICY_MAP[name]
+    policy = policy_cls()
     store = EpisodeStore.create(out, fps=80.0, source="metaworld", overwrite=True)
     try:
         for i in range(episodes):
