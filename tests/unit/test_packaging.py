@@ -37,5 +37,20 @@ def test_colcon_build_installs_executables_launch_files_and_ament_marker(tmp_pat
     assert marker.exists()
     launch_src = sorted(p.name for p in (ROOT / "launch").glob("*.launch.*"))
     assert sorted(p.name for p in (share / "launch").glob("*")) == launch_src
-    site = list(prefix.glob("lib/python3*/site-packages/video2reward/sim/twin.py"))
-    assert site, "video2reward.sim was not installed under the mapped name"
+    site = list(prefix.glob("lib/python3*/site-packages/video2reward/robot/ros/convert.py"))
+    assert site, "video2reward.robot.ros was not installed under the mapped name"
+
+
+def test_every_python_package_folder_is_listed_for_installation():
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapping = cfg["package-dir"]
+    listed = set(cfg["packages"])
+    found = set()
+    for name, folder in mapping.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((name, *rel)))
+    assert found - listed == set(), f"not installed by a wheel/colcon: {sorted(found - listed)}"
+    assert listed - found == set(), f"listed but missing: {sorted(listed - found)}"

@@ -1,0 +1,1 @@
+"""ROS 2 shells around the reward models (rclpy only here)."""

@@ -1,0 +1,191 @@
+"""ROS 2 reward node: scores camera images with a learned reward model.
+
+    reward_node --ros-args -p ckpt:=runs/r2r -r image:=/camera/color/image_raw
+
+Subscribes ``image`` (sensor_msgs/Image rgb8). Publishes ``~/reward``
+(geometry_msgs/Vector3Stamped, one per image, carrying that image's stamp: x = reward for
+arriving at this frame from the previous one, y = progress (~0 start ... ~1 done),
+z = 1.0 when the model calls the frame a success) and ``/diagnostics`` (latency, rate,
+discriminator loss/accuracy, model version) once a second. Runs on CUDA when available.
+
+Images are queued by the subscription callback and scored in order by a worker thread, in
+batches when they pile up; Rank2Reward's discriminator trains in a thread of its own
+(``rewards.stream``), so neither scoring nor the executor waits on a training step.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Vector3Stamped
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from video2reward.rewards.base import RewardError
+from video2reward.rewards.stream import RewardStream, RewardStreamConfig
+from video2reward.robot.ros.convert import image_from_msg
+from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ("ckpt", "", "trained reward model: run folder or .pt (required)", None, True),
+    (
+        "goal_image",
+        "",
+        "goal image file for goal-conditioned methods ('' = model default)",
+        None,
+        True,
+    ),
+    ("device", "auto", "auto (CUDA when available) | cpu | cuda", None, True),
+    (
+        "success_progress",
+        0.9,
+        "progress at which a frame counts as success",
+        float_range(0.0, 2.0),
+        True,
+    ),
+    ("online_updates", True, "Rank2Reward: train the discriminator on agent frames", None, True),
+    ("disc_period_s", 1.0, "seconds between discriminator steps", float_range(0.01, 3600.0), True),
+    ("disc_batch", 64, "agent frames per discriminator step", int_range(2, 4096), True),
+    ("disc_min_frames", 128, "agent frames before the first step", int_range(2, 1_000_000), True),
+    ("torch_threads", 1, "torch intra-op threads (nodes share the CPU)", int_range(1, 64), True),
+    ("max_batch", 16, "most frames scored in one call", int_range(1, 256), True),
+    ("queue_size", 64, "images held while scoring lags (oldest dropped)", int_range(1, 4096), True),
+)
+_STREAM_FIELDS = (
+    "ckpt",
+    "goal_image",
+    "device",
+    "success_progress",
+    "online_updates",
+    "disc_period_s",
+    "disc_batch",
+    "disc_min_frames",
+    "torch_threads",
+)
+
+
+class RewardNode(Node):
+    def __init__(self) -> None:
+        super().__init__("reward")
+        p = declare_all(self, PARAMS)
+        self.stream = RewardStream(RewardStreamConfig(**{k: p[k] for k in _STREAM_FIELDS}))
+        self.max_batch = int(p["max_batch"])
+        self._queue: deque[tuple[int, np.ndarray]] = deque(maxlen=int(p["queue_size"]))
+        self._ready = threading.Condition()
+        self._stop = False
+        self.n_scored = 0
+        self.n_dropped = 0
+        self._t_last_diag = time.monotonic()
+        self._n_at_last_diag = 0
+        self.pub = self.create_publisher(Vector3Stamped, "~/reward", 50)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(Image, "image", self._on_image, qos)
+        self.create_timer(1.0, self._diagnostics)
+        self._worker = threading.Thread(target=self._work, daemon=True, name="scorer")
+        self._worker.start()
+        self.get_logger().info(
+            f"scoring with {self.stream.method} from {p['ckpt']} "
+            f"(online discriminator: {self.stream.online})"
+        )
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            rgb = image_from_msg(msg).copy()
+        except ValueError as e:
+            self.get_logger().error(f"dropping image: {e}", throttle_duration_sec=5.0)
+            return
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self._ready:
+            if len(self._queue) == self._queue.maxlen:
+                self.n_dropped += 1
+            self._queue.append((stamp_ns, rgb))
+            self._ready.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue and not self._stop:
+                    self._ready.wait(0.5)
+                if self._stop:
+                    return
+                batch = [
+                    self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))
+                ]
+            if len({f.shape for _, f in batch}) > 1:  # a size change: score one by one
+                batch = batch[:1]
+            try:
+                scored = self.stream.score(batch)
+            except RewardError as e:
+                self.get_logger().error(f"cannot score: {e}", throttle_duration_sec=5.0)
+                continue
+            for s in scored:
+                msg = Vector3Stamped()
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(s.stamp_ns, 1_000_000_000)
+                msg.header.frame_id = self.stream.method
+                msg.vector.x, msg.vector.y, msg.vector.z = s.reward, s.progress, float(s.success)
+                self.pub.publish(msg)
+            self.n_scored += len(scored)
+
+    def _diagnostics(self) -> None:
+        now = time.monotonic()
+        rate = (self.n_scored - self._n_at_last_diag) / max(now - self._t_last_diag, 1e-6)
+        self._t_last_diag, self._n_at_last_diag = now, self.n_scored
+        lat = np.asarray(self.stream.score_latency_s) * 1000
+        values: dict[str, Any] = {
+            "method": self.stream.method,
+            "model_version": self.stream.version,
+            "rate_hz": f"{rate:.1f}",
+            "frames_scored": self.n_scored,
+            "frames_dropped": self.n_dropped,
+            "score_latency_p50_ms": f"{np.percentile(lat, 50):.2f}" if lat.size else "nan",
+            "score_latency_p95_ms": f"{np.percentile(lat, 95):.2f}" if lat.size else "nan",
+            **{k: f"{v:.4f}" for k, v in self.stream.disc_metrics.items()},
+        }
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.OK,
+            name="reward",
+            message="scoring",
+            hardware_id=self.stream.method,
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        )
+        arr = DiagnosticArray(status=[status])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+    def destroy_node(self) -> None:
+        with self._ready:
+            self._stop = True
+            self._ready.notify()
+        self._worker.join(timeout=5)
+        self.stream.close()
+        super().destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    try:
+        node = RewardNode()
+    except (ValueError, RewardError) as e:  # bad parameters or checkpoint: say which and exit
+        print(f"reward_node: {e}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

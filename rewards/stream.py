@@ -1,0 +1,165 @@
+"""Score a live image stream with a reward model, updating Rank2Reward's discriminator online.
+
+    stream = RewardStream(RewardStreamConfig(ckpt="runs/r2r"))
+    for stamp_ns, reward, progress, success in stream.score([(stamp_ns, rgb), ...]):
+        publish(...)
+    stream.close()
+
+The core of the reward node, without ROS. Frames are scored in arrival order, each together
+with the frame before it, so ``reward`` is the model's reward for arriving at a frame from the
+previous camera frame. For potential-based rewards (VIP: S(o_t+1) - S(o_t)) the per-frame
+rewards between two control steps sum exactly to the transition's reward, whatever the camera
+rate; the learner therefore sums the rewards of the frames in (o_t, o_t+1]. Per-state rewards
+(HOLD, Rank2Reward, TCN) become the sum over those frames, a constant rescaling.
+
+Rank2Reward's discriminator separates expert frames from the agent's. Agent frames are kept in
+a ring buffer; a background thread trains a *copy* of the model on them and swaps the new
+discriminator weights into the scoring model under a lock held only for the copy, so scoring
+never waits for a training step.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from video2reward.rewards.base import RewardError, RewardModel, default_device, load_reward_model
+
+
+@dataclass(frozen=True)
+class RewardStreamConfig:
+    ckpt: str = ""  # run folder or .pt of a trained reward model (required)
+    goal_image: str = ""  # optional goal image (PNG/JPG) for goal-conditioned methods
+    device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu" or "cuda"
+    success_progress: float = 0.9  # progress at or above which the model calls a frame success
+    online_updates: bool = True  # Rank2Reward: train the discriminator on agent frames
+    disc_period_s: float = 1.0  # seconds between discriminator steps
+    disc_batch: int = 64  # agent frames per discriminator step
+    disc_min_frames: int = 128  # agent frames needed before the first step
+    agent_buffer: int = 10_000  # agent frames kept for discriminator training
+    torch_threads: int = 1  # intra-op threads of this process (nodes share the CPU)
+
+    def __post_init__(self) -> None:
+        if not self.ckpt:
+            raise ValueError("ckpt is required: the run folder or .pt of a trained reward model")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if not 0.0 < self.disc_period_s <= 3600:
+            raise ValueError(f"disc_period_s must be in (0, 3600], got {self.disc_period_s}")
+        if self.disc_batch < 2 or self.disc_min_frames < self.disc_batch:
+            raise ValueError("need disc_batch >= 2 and disc_min_frames >= disc_batch")
+        if self.agent_buffer < self.disc_min_frames:
+            raise ValueError("agent_buffer must hold at least disc_min_frames frames")
+        if not 1 <= self.torch_threads <= 64:
+            raise ValueError(f"torch_threads must be in [1, 64], got {self.torch_threads}")
+
+
+@dataclass(frozen=True)
+class ScoredFrame:
+    stamp_ns: int
+    reward: float
+    progress: float
+    success: bool
+
+
+def _read_goal(path: str) -> np.ndarray:
+    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    if img is None:
+        raise RewardError(f"goal image {path!r} is missing or not an image")
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+class RewardStream:
+    def __init__(self, config: RewardStreamConfig, model: RewardModel | None = None):
+        self.config = config
+        torch.set_num_threads(config.torch_threads)
+        device = default_device() if config.device == "auto" else torch.device(config.device)
+        if config.device == "cuda" and not torch.cuda.is_available():
+            raise RewardError("device=cuda but CUDA is not available")
+        self.model = model if model is not None else load_reward_model(config.ckpt, device)
+        self.goal = _read_goal(config.goal_image) if config.goal_image else None
+        self._prev: np.ndarray | None = None
+        self._lock = threading.Lock()  # guards the scoring model's weights
+        self.version = 0  # bumps whenever new discriminator weights are swapped in
+        self.disc_metrics: dict[str, float] = {}
+        self._agent: deque[np.ndarray] = deque(maxlen=config.agent_buffer)
+        self._stop = threading.Event()
+        self._trainer: threading.Thread | None = None
+        self.score_latency_s: deque[float] = deque(maxlen=500)
+        if config.online_updates and hasattr(self.model, "update"):
+            self._trainer = threading.Thread(
+                target=self._train_loop, daemon=True, name="disc-trainer"
+            )
+            self._trainer.start()
+
+    @property
+    def method(self) -> str:
+        return self.model.method
+
+    @property
+    def online(self) -> bool:
+        return self._trainer is not None
+
+    def reset(self) -> None:
+        """Forget the previous frame (the next frame is scored on its own)."""
+        self._prev = None
+
+    def score(self, frames: Sequence[tuple[int, np.ndarray]]) -> list[ScoredFrame]:
+        """Score frames in order; each is paired with the one before it."""
+        if not frames:
+            return []
+        t0 = time.perf_counter()
+        imgs = np.stack([f for _, f in frames])
+        goal = None
+        if self.goal is not None:
+            goal = cv2.resize(
+                self.goal, (imgs.shape[2], imgs.shape[1]), interpolation=cv2.INTER_AREA
+            )
+        lead = 0
+        if self._prev is not None and self._prev.shape == imgs.shape[1:]:
+            imgs = np.concatenate([self._prev[None], imgs])
+            lead = 1
+        with self._lock:
+            out = self.model.score(imgs, goal=goal)
+        self._prev = imgs[-1]
+        if self._trainer is not None:
+            self._agent.extend(imgs[lead:])
+        self.score_latency_s.append(time.perf_counter() - t0)
+        return [
+            ScoredFrame(stamp, float(r), float(p), bool(p >= self.config.success_progress))
+            for (stamp, _), r, p in zip(frames, out.reward[lead:], out.progress[lead:], strict=True)
+        ]
+
+    # ------------------------------------------------------------ online discriminator
+    def _train_loop(self) -> None:
+        trainee = copy.deepcopy(self.model)
+        rng = np.random.default_rng(0)
+        update: Any = trainee.update
+        while not self._stop.wait(self.config.disc_period_s):
+            if len(self._agent) < self.config.disc_min_frames:
+                continue
+            idx = rng.integers(0, len(self._agent), self.config.disc_batch)
+            batch = np.stack([self._agent[i] for i in idx])
+            metrics = update(batch)
+            disc = {
+                k: v.detach().clone()
+                for k, v in trainee.state_dict().items()
+                if k.startswith("disc_")
+            }
+            with self._lock:
+                self.model.load_state_dict(disc, strict=False)
+                self.version += 1
+            self.disc_metrics = dict(metrics)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._trainer is not None:
+            self._trainer.join(timeout=10)
