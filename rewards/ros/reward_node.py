@@ -161,11 +161,12 @@ class RewardNode(Node):
         self.diag_pub.publish(arr)
 
     def destroy_node(self) -> None:
-        with self._ready:
-            self._stop = True
-            self._ready.notify()
-        self._worker.join(timeout=5)
-        self.stream.close()
+        if hasattr(self, "_worker"):  # also called on a node whose __init__ failed
+            with self._ready:
+                self._stop = True
+                self._ready.notify()
+            self._worker.join(timeout=5)
+            self.stream.close()
         super().destroy_node()
 
 

@@ -1,0 +1,140 @@
+"""The reward node scores images from another process and stamps each reward with its image."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from video2reward.rewards.rank2reward import Rank2RewardConfig
+from video2reward.rewards.synthetic import blob_episode, synthetic_store
+from video2reward.rewards.train import TrainConfig, train
+
+pytestmark = pytest.mark.ros
+DOMAIN = 71
+SIZE = 40
+
+
+@pytest.fixture(scope="module")
+def r2r_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("r2r")
+    synthetic_store(
+        n_expert=8, n_failed=0, size_px=SIZE, length=16, seed=0, path=str(root / "demos.zarr")
+    )
+    cfg = Rank2RewardConfig(image_size_px=SIZE, embed_dim=16, steps=30, lr=1e-3)
+    train(
+        cfg,
+        TrainConfig(
+            data=str(root / "demos.zarr"),
+            out=str(root / "run"),
+            progress_bar=False,
+            device="cpu",
+            threads=1,
+        ),
+    )
+    return root / "run"
+
+
+def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_updates(
+    r2r_ckpt: Path,
+) -> None:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import Vector3Stamped
+    from sensor_msgs.msg import Image
+    from video2reward.robot.ros.convert import image_msg
+
+    env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "video2reward.rewards.ros.reward_node",
+            "--ros-args",
+            "-p",
+            f"ckpt:={r2r_ckpt}",
+            "-p",
+            "disc_period_s:=0.1",
+            "-p",
+            "disc_batch:=8",
+            "-p",
+            "disc_min_frames:=8",
+            "-r",
+            "image:=/camera/color/image_raw",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    rclpy.init(domain_id=DOMAIN)
+    node = rclpy.create_node("reward_test_client")  # only standard messages, as any tool
+    rewards: list[Vector3Stamped] = []
+    diags: list[DiagnosticArray] = []
+    node.create_subscription(Vector3Stamped, "/reward/reward", rewards.append, 200)
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 50)
+    pub = node.create_publisher(Image, "/camera/color/image_raw", 10)
+    frames = blob_episode(np.random.default_rng(5), size_px=SIZE, length=40)[0]
+    sent = []
+    try:
+        deadline = time.monotonic() + 60
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        assert pub.get_subscription_count() == 1, "reward node never subscribed"
+        for i, f in enumerate(frames):
+            t = 100.0 + i / 30
+            pub.publish(image_msg(f, t, "camera_color_optical_frame"))
+            sent.append(round(t * 1e9))
+            rclpy.spin_once(node, timeout_sec=0.03)
+        while time.monotonic() < deadline and (
+            len(rewards) < len(sent) or not any(_version(d) > 0 for d in diags)
+        ):
+            rclpy.spin_once(node, timeout_sec=0.1)
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0]
+        node.destroy_node()
+        rclpy.try_shutdown()
+    got = [m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for m in rewards]
+    assert got == sent, out[-2000:]
+    values = np.array([[m.vector.x, m.vector.y, m.vector.z] for m in rewards])
+    assert np.all(np.isfinite(values))
+    assert set(np.unique(values[:, 2])) <= {0.0, 1.0}
+    assert rewards[0].header.frame_id == "rank2reward"
+    assert any(_version(d) > 0 for d in diags), "the discriminator never updated"
+    keys = {kv.key for d in diags for s in d.status for kv in s.values}
+    assert {"score_latency_p95_ms", "rate_hz", "disc_loss", "disc_accuracy"} <= keys
+
+
+def _version(d: object) -> int:
+    for s in d.status:  # type: ignore[attr-defined]
+        for kv in s.values:
+            if kv.key == "model_version":
+                return int(kv.value)
+    return -1
+
+
+def test_missing_checkpoint_exits_with_a_clear_message(tmp_path: Path) -> None:
+    env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN + 1)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "video2reward.rewards.ros.reward_node",
+            "--ros-args",
+            "-p",
+            f"ckpt:={tmp_path / 'nope'}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "nope" in done.stderr
