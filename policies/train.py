@@ -209,6 +209,7 @@ class EpisodeRewarder:
         self.can_update = spec.disc_update_every_steps > 0 and hasattr(self.model, "update")
         self.recent: deque[np.ndarray] = deque(maxlen=spec.disc_frames)
         self._rng = np.random.default_rng(0)
+        self.num_updates = 0
 
     def episode_rewards(self, frames: np.ndarray, success: np.ndarray) -> np.ndarray:
         """frames (T+1, H, W, 3) uint8 -> (T,) rewards for arriving at frames 1..T."""
@@ -224,6 +225,7 @@ class EpisodeRewarder:
         if len(self.recent) < self.spec.disc_batch:
             return {}
         pick = self._rng.integers(0, len(self.recent), self.spec.disc_batch)
+        self.num_updates += 1
         return dict(self.model.update(np.stack([self.recent[i] for i in pick])))
 
 
@@ -680,6 +682,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         "wall_s": round(float(state["wall_s"]), 1),
         "final_eval": last_eval,
         "nonfinite": state["nonfinite"],
+        "reward_model_updates": rewarder.num_updates if rewarder is not None else 0,
         "curve": str(png) if png else None,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

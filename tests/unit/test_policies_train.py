@@ -111,3 +111,44 @@ def test_make_task_env_builds_the_toy_task() -> None:
     env = make_task_env("toy", 24, 0, 10.0)
     obs, _ = env.reset(seed=0)
     assert obs[keys.OBS_IMAGE].shape == (24, 24, 3)
+
+
+def _reward_ckpt(tmp_path: Path, method: str) -> Path:
+    import torch
+    from video2reward.rewards.base import build_model
+    from video2reward.rewards.rank2reward import Rank2RewardConfig
+    from video2reward.rewards.vip import VIPConfig
+
+    cfg: Any = (Rank2RewardConfig if method == "rank2reward" else VIPConfig)(
+        image_size_px=32, embed_dim=8
+    )
+    model = build_model(cfg, torch.device("cpu"))
+    if method == "rank2reward":  # an expert bank, as calibrate() leaves it
+        model.expert_bank = torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8)
+    return model.save(tmp_path / method)
+
+
+def test_learned_reward_replaces_oracle_and_discriminator_updates_online(tmp_path: Path) -> None:
+    from video2reward.policies.train import RewardSpec
+
+    ckpt = _reward_ckpt(tmp_path, "rank2reward")
+    spec = RewardSpec(source="model", ckpt=str(ckpt), disc_update_every_steps=5, disc_batch=8)
+    summary = train(tiny(tmp_path / "run", reward=spec, num_eval_episodes=0))
+    assert summary["reward_model_updates"] >= 5
+    train_rows = rows(tmp_path / "run" / "train.csv")
+    store = EpisodeStore.open(tmp_path / "run" / REPLAY_DIR / STORE_NAME)
+    for i, row in enumerate(train_rows):
+        stored = store.episode(i)["reward"][1:]
+        # What the agent trains on is the model's reward, not the oracle's.
+        assert stored.sum() == pytest.approx(float(row["return_learned"]), rel=1e-4, abs=1e-4)
+        assert stored.sum() != pytest.approx(float(row["return"]), rel=1e-3)
+
+
+def test_frozen_encoder_features_as_observation(tmp_path: Path) -> None:
+    ckpt = _reward_ckpt(tmp_path, "vip")
+    summary = train(tiny(tmp_path / "run", obs="features", features_ckpt=str(ckpt)))
+    assert summary["updates"] > 0
+    store = EpisodeStore.open(tmp_path / "run" / REPLAY_DIR / STORE_NAME)
+    feats = store.episode(0)["features"]
+    assert feats.shape[1:] == (8,) and feats.dtype == np.float32 and np.isfinite(feats).all()
+    assert "img" not in store.data_keys  # features replace pixels in the replay
