@@ -46,6 +46,7 @@ class EpisodeInfo:
     task: str
     kind: str  # "expert", "failed", "random", ...
     notes: str = ""  # the store's meta/episode_notes (the twin writes "seed=N": same scene)
+    first_success: int = -1  # first frame labelled successful (data/success), -1 if unknown
 
 
 class VideoDataset:
@@ -90,6 +91,23 @@ class VideoDataset:
         if not idx:
             raise RewardError("no successful expert episodes in the data (meta/episode_kind)")
         return self.subset(idx)
+
+    def trimmed(self, keep_after_success: int) -> VideoDataset:
+        """Cut episodes ``keep_after_success`` frames after their first successful frame.
+
+        Scripted demos often hold still once the task is done (the twin's push: success at
+        step ~30 of 121); those frames all look alike but sit at different times, which
+        only adds label noise to every time-based objective.
+        """
+        if keep_after_success < 0:
+            return self
+        videos = []
+        for i, info in enumerate(self.infos):
+            ep = self.episode(i)
+            if info.first_success >= 0:
+                ep = ep[: max(3, info.first_success + keep_after_success + 1)]
+            videos.append(ep)
+        return VideoDataset(videos, self.infos, self.size_px)
 
     def frames_tensor(self, ep: np.ndarray, t: np.ndarray, device: torch.device) -> torch.Tensor:
         """Frames t of episodes ep (same shapes) -> (N, 3, S, S) float32 in [0, 255]."""
@@ -161,13 +179,18 @@ def dataset_from_store(
     if n == 0:
         raise RewardError(f"episode store {store.path} holds no episodes")
     videos, infos = [], []
+    has_success = "success" in store.data_keys  # per-step labels (the twin writes them)
     for i in range(n):
         meta = store.episode_meta(i)
         videos.append(store.episode(i, [keys.IMAGE])[keys.IMAGE])
+        first = -1
+        if has_success:
+            steps = np.asarray(store.episode(i, ["success"])["success"]).reshape(-1)
+            first = int(np.argmax(steps)) if steps.any() else -1
         infos.append(EpisodeInfo(f"{store.path or 'memory'}#{i}", bool(meta[keys.EPISODE_SUCCESS]),
                                  str(meta[keys.EPISODE_TASK] or ""),
                                  str(meta[keys.EPISODE_KIND] or "expert"),
-                                 str(meta.get(keys.EPISODE_NOTES) or "")))
+                                 str(meta.get(keys.EPISODE_NOTES) or ""), first))
     return VideoDataset(videos, infos, image_size_px)
 
 

@@ -6,7 +6,9 @@
 Metrics (``metrics.json``) and plots (``curves.png``):
 - ``spearman``: value-order correlation, the Spearman correlation between predicted progress
   and time on each held-out successful expert episode, averaged (also min). Goal-conditioned
-  models get the episode's own last frame as the goal (``spearman_no_goal`` uses none).
+  models get the episode's own last frame as the goal (``spearman_no_goal`` uses none). When
+  the data labels success per step, only frames up to the first successful one count: after
+  it the true progress is constant (the twin's expert holds still), so time order is noise.
 - ``auroc``: how well the episode score (mean progress over the last 10% of frames) separates
   successful from failed episodes; 1.0 = every success scores above every failure. A
   goal-conditioned model needs a goal image of the same scene, as a user would give it: when
@@ -69,10 +71,11 @@ def evaluate(
         frames = data.episode(i)
         goal = frames[-1] if model.uses_goal else None
         out = model.score(frames, goal)
-        rho.append(time_spearman(out.progress))
+        n = _task_frames(data, i)
+        rho.append(time_spearman(out.progress[:n]))
         final_true.append(final_score(out.progress))
         nog = model.score(frames) if model.uses_goal else out
-        rho_nog.append(time_spearman(nog.progress))
+        rho_nog.append(time_spearman(nog.progress[:n]))
         curves["expert"].append({"progress": out.progress, "reward": out.reward})
 
     scene_goal = {info.notes: data.episode(i)[-1] for i, info in enumerate(data.infos)
@@ -115,7 +118,7 @@ def evaluate(
             else:
                 cf = frames[0]
             out = model.score(frames, cf)
-            rho_cf.append(time_spearman(out.progress))
+            rho_cf.append(time_spearman(out.progress[: _task_frames(data, i)]))
             final_cf.append(final_score(out.progress))
             curves["cf"].append({"progress": out.progress, "reward": out.reward})
         cf_rho = float(np.mean(rho_cf))
@@ -134,6 +137,12 @@ def evaluate(
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         plot_curves(curves, metrics, out / "curves.png")
     return metrics
+
+
+def _task_frames(data: VideoDataset, i: int) -> int:
+    """Frames up to and including the first successful one (all frames when unknown)."""
+    first = data.infos[i].first_success
+    return int(data.lengths[i]) if first < 2 else first + 1
 
 
 def _finite_or_none(x: Any) -> Any:
