@@ -1,0 +1,82 @@
+"""The learner node's core: episodes committed with late rewards, persisted, resumed."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from video2reward.policies.drqv2 import DrQV2Config, NonFiniteError
+from video2reward.policies.online import OnlineConfig, OnlineLearner
+from video2reward.policies.replay import STORE_NAME
+from video2reward.robot.episode_store import EpisodeStore
+
+torch.set_num_threads(1)
+SMALL = DrQV2Config(batch_size=16, hidden_dim=32, feature_dim=16, num_expl_steps=5)
+
+
+def _cfg(tmp_path, **kw):
+    return OnlineConfig(out=str(tmp_path / "run"), image_size=32, seed_steps=10, agent=SMALL, **kw)
+
+
+def _run_episode(learner, rng, steps=8, success=True):
+    p = np.array([0.3, 0.0, 0.2, 1.0], np.float32)
+    actions = [learner.begin(rng.integers(0, 255, (48, 48, 3), np.uint8), p)]
+    for _ in range(steps):
+        actions.append(learner.step(rng.integers(0, 255, (48, 48, 3), np.uint8), p))
+    return learner.finish(np.linspace(0, 1, steps), success=success), actions
+
+
+def test_episodes_persist_and_a_restart_resumes_counters_weights_and_replay(tmp_path):
+    rng = np.random.default_rng(0)
+    learner = OnlineLearner(_cfg(tmp_path))
+    for _ in range(3):
+        summary, actions = _run_episode(learner, rng)
+        assert all(a.shape == (4,) and np.all(np.abs(a) <= 1) for a in actions)
+    assert summary == {"steps": 8, "return": pytest.approx(4.0), "success": True}
+    assert learner.agent.num_updates > 0  # updates ran in the learner thread
+    learner.close()
+    store = EpisodeStore.open(tmp_path / "run" / "replay" / STORE_NAME)
+    assert store.n_episodes == 3
+    np.testing.assert_allclose(store.episode(2)["reward"][1:], np.linspace(0, 1, 8), atol=1e-6)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["episodes"] == 3 and state["agent_steps"] == 24
+
+    again = OnlineLearner(_cfg(tmp_path))
+    assert again.state["agent_steps"] == 24 and again.restored_steps == 24
+    for a, b in zip(again.agent.actor.parameters(), learner.agent.actor.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    _run_episode(again, rng)
+    again.close()
+    assert EpisodeStore.open(tmp_path / "run" / "replay" / STORE_NAME).n_episodes == 4
+
+
+def test_abandoned_and_non_finite_episodes_never_reach_the_replay(tmp_path):
+    rng = np.random.default_rng(1)
+    learner = OnlineLearner(_cfg(tmp_path))
+    p = np.array([0.3, 0.0, 0.2, 1.0], np.float32)
+    learner.begin(rng.integers(0, 255, (32, 32, 3), np.uint8), p)
+    learner.step(rng.integers(0, 255, (32, 32, 3), np.uint8), p)
+    learner.abandon()
+    learner.begin(rng.integers(0, 255, (32, 32, 3), np.uint8), p)
+    learner.step(rng.integers(0, 255, (32, 32, 3), np.uint8), p)
+    with pytest.raises(NonFiniteError):
+        learner.finish(np.array([np.nan]), success=False)
+    with pytest.raises(NonFiniteError):
+        learner.begin(rng.integers(0, 255, (32, 32, 3), np.uint8), p * np.nan)
+    with pytest.raises(ValueError, match="uint8"):
+        learner.begin(np.zeros((32, 32), np.float32), p)
+    assert learner.replay is not None and learner.replay.n_episodes == 0
+    learner.close()
+
+
+def test_eval_mode_needs_a_checkpoint_and_acts_deterministically(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        OnlineLearner(_cfg(tmp_path, eval_mode=True))
+    trainer = OnlineLearner(_cfg(tmp_path))
+    _run_episode(trainer, np.random.default_rng(2))
+    trainer.close()
+    ev = OnlineLearner(_cfg(tmp_path, eval_mode=True))
+    img = np.full((32, 32, 3), 120, np.uint8)
+    p = np.array([0.3, 0.0, 0.2, 1.0], np.float32)
+    np.testing.assert_array_equal(ev.begin(img, p), ev.begin(img, p))
+    assert ev.replay is None
