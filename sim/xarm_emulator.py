@@ -474,9 +474,9 @@ class EmulatedController:
 class EmulatorServer:
     """Sockets and threads around an :class:`EmulatedController`; ``with`` starts and stops it."""
 
-    def __init__(self, config: EmulatorConfig | None = None):
+    def __init__(self, config: EmulatorConfig | None = None, twin: XArm5Twin | None = None):
         self.config = config or EmulatorConfig()
-        self.controller = EmulatedController(self.config)
+        self.controller = EmulatedController(self.config, twin)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listeners: list[socket.socket] = []
