@@ -14,6 +14,7 @@ Topics (node-relative): ``~/action`` (in, std_msgs/Float32MultiArray [dx, dy, dz
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 import rclpy
@@ -61,6 +62,13 @@ PARAMS: tuple[ParamSpec, ...] = (
         False,
     ),
     ("frame_id", "link_base", "frame of the published poses", None, True),
+    (
+        "connect_timeout_s",
+        10.0,
+        "keep retrying the controller this long at start (it may still be booting)",
+        F(0.0, 600.0),
+        True,
+    ),
 )
 
 
@@ -81,7 +89,7 @@ class XArmDriverNode(Node):
         )
         self.frame_id = p["frame_id"]
         self.driver = XArmDriver(cfg)
-        self.driver.connect()
+        self._connect(p["connect_timeout_s"])
         stream, services = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         self.pose_pub = self.create_publisher(PoseStamped, "~/ee_pose", 10)
         self.joint_pub = self.create_publisher(JointState, "~/joint_states", 10)
@@ -101,6 +109,18 @@ class XArmDriverNode(Node):
             self.create_service(
                 Trigger, f"~/{name}", self._trigger(name, fn), callback_group=services
             )
+
+    def _connect(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.driver.connect()
+                return
+            except ConnectionError as e:
+                if time.monotonic() >= deadline:
+                    raise
+                self.get_logger().info(f"{e}; retrying", throttle_duration_sec=2.0)
+                time.sleep(0.5)
 
     def home(self) -> None:
         self.driver.move_to(self.get_parameter("home_m").value, gripper_open_frac=1.0)
