@@ -118,11 +118,21 @@ class RecorderStatus:
 def quat_wxyz_from_rpy(rpy_rad: np.ndarray) -> np.ndarray:
     """(w, x, y, z) of R = Rz(yaw) Ry(pitch) Rx(roll), the xArm's roll-pitch-yaw convention."""
     r, p, y = (float(a) / 2 for a in rpy_rad)
-    cr, sr, cp, sp, cy, sy = (math.cos(r), math.sin(r), math.cos(p), math.sin(p),
-                              math.cos(y), math.sin(y))
+    cr, sr, cp, sp, cy, sy = (
+        math.cos(r),
+        math.sin(r),
+        math.cos(p),
+        math.sin(p),
+        math.cos(y),
+        math.sin(y),
+    )
     return np.array(
-        [cr * cp * cy + sr * sp * sy, sr * cp * cy - cr * sp * sy,
-         cr * sp * cy + sr * cp * sy, cr * cp * sy - sr * sp * cy],
+        [
+            cr * cp * cy + sr * sp * sy,
+            sr * cp * cy - cr * sp * sy,
+            cr * sp * cy + sr * cp * sy,
+            cr * cp * sy - sr * sp * cy,
+        ],
         dtype=np.float32,
     )
 
@@ -214,8 +224,12 @@ class Recorder:
             self.repaired_index = repair_index(p)
             checked = EpisodeStore.open(p, mode="r")  # validates the layout, reports damage
             old = checked.attrs.get(keys.ATTR_INTRINSICS)
-            if old and self.intrinsics and any(
-                abs(float(old.get(k, math.nan)) - v) > 1e-3 for k, v in self.intrinsics.items()
+            if (
+                old
+                and self.intrinsics
+                and any(
+                    abs(float(old.get(k, math.nan)) - v) > 1e-3 for k, v in self.intrinsics.items()
+                )
             ):
                 raise RecorderError(
                     f"{p} was recorded with camera intrinsics {old}, this camera has "
@@ -394,8 +408,11 @@ class Recorder:
             now = self._clock()
             w = self._rate_window
             recent = [t for t in w if now - t <= 2.0]
-            rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 2 and \
-                recent[-1] > recent[0] else 0.0
+            rate = (
+                (len(recent) - 1) / (recent[-1] - recent[0])
+                if len(recent) > 2 and recent[-1] > recent[0]
+                else 0.0
+            )
             return RecorderStatus(
                 episode=self._next_index,
                 recording=self._recording,
@@ -411,8 +428,10 @@ class Recorder:
     def status_line(self) -> str:
         s = self.status()
         state = "REC " if s.recording else "idle"
-        line = (f"ep {s.episode} | {state} {s.duration_s:6.1f} s | {s.frames:5d} fr | "
-                f"{s.rate_hz:5.1f} Hz | dropped {s.dropped} | saved {s.saved} | {s.last_event}")
+        line = (
+            f"ep {s.episode} | {state} {s.duration_s:6.1f} s | {s.frames:5d} fr | "
+            f"{s.rate_hz:5.1f} Hz | dropped {s.dropped} | saved {s.saved} | {s.last_event}"
+        )
         return line + (f" | ERROR: {s.error}" if s.error else "")
 
     # ------------------------------------------------------------------ internals
@@ -463,7 +482,9 @@ class Recorder:
                     if self.store is None:
                         raise RecorderError("store is closed")
                     writer = self.store.begin_episode(
-                        task=self.config.task, kind=self.config.kind, notes=str(payload),
+                        task=self.config.task,
+                        kind=self.config.kind,
+                        notes=str(payload),
                         flush_every=self.config.flush_every,
                     )
                 elif kind == "label":

@@ -20,13 +20,27 @@ import abc
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
 from video2reward.robot.arm import Arm
 from video2reward.robot.camera import Camera, CameraIntrinsics
-from video2reward.robot.recorder import Observation, Recorder, RecorderError, quat_wxyz_from_rpy
-from video2reward.robot.teleop import KEY_HELP, TeleopSource
+from video2reward.robot.recorder import (
+    Observation,
+    Recorder,
+    RecorderConfig,
+    RecorderError,
+    quat_wxyz_from_rpy,
+)
+from video2reward.robot.teleop import (
+    KEY_HELP,
+    SOURCES,
+    TeleopConfig,
+    TeleopDeviceError,
+    TeleopSource,
+    make_source,
+)
 
 HOME_M = np.array([0.35, 0.0, 0.20])  # the driver node's default home pose
 
@@ -97,8 +111,9 @@ class TwinTeleopRobot(TeleopRobot):
 
     def intrinsics(self) -> CameraIntrinsics:
         k = self.env.intrinsics()
-        return CameraIntrinsics(int(k["width"]), int(k["height"]), k["fx"], k["fy"], k["cx"],
-                                k["cy"])  # fmt: skip
+        return CameraIntrinsics(
+            int(k["width"]), int(k["height"]), k["fx"], k["fy"], k["cx"], k["cy"]
+        )
 
 
 class ArmCameraRobot(TeleopRobot):
@@ -155,6 +170,7 @@ def run_session(
     real_time: bool = True,
     out: TextIO | None = sys.stderr,
     on_tick: Callable[[int], None] | None = None,
+    notes: str = "",
 ) -> int:
     """Run until ``quit`` (or ``max_ticks``); returns the number of episodes saved."""
     period = 1.0 / rate_hz
@@ -169,7 +185,7 @@ def run_session(
                 continue
             try:
                 if ev == "start":
-                    message = f"recording episode {recorder.start()}"
+                    message = f"recording episode {recorder.start(notes)}"
                 elif ev == "enable":
                     robot.enable()
                 elif ev == "disable":
@@ -217,3 +233,92 @@ def run_session(
     if out is not None:
         out.write("\n")
     return recorder.status().saved
+
+
+@dataclass(frozen=True)
+class TeleopRecordConfig:
+    task: str = "push"  # task name stored with every episode (twin: also the scene)
+    out: str = "runs/teleop.zarr"  # the store; appended to when it exists
+    source: str = "keyboard"  # keyboard | gamepad | spacemouse
+    sim: bool = True  # the MuJoCo twin in this process, else the xArm + RealSense
+    rate_hz: float = 30.0  # commands per second (twin: also frames; at most 30)
+    speed: float = 0.5  # initial speed scale
+    image_size: int = 84  # twin render, pixels
+    ip: str = "192.168.1.208"  # robot: controller address
+    camera_serial: str = ""  # robot: RealSense serial ('' = the only one)
+    width: int = 640  # robot camera, pixels
+    height: int = 480
+    camera_fps: int = 30  # robot: RealSense rate
+    flush_every: int = 30  # rows per chunk; a crash loses at most this many rows
+    notes: str = ""  # stored with every episode of the session
+    device: str = ""  # gamepad / SpaceMouse event device ('' = first found)
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+        if self.sim and not 1.0 <= self.rate_hz <= 30.0:
+            raise ValueError(f"rate_hz must be in [1, 30] in the twin, got {self.rate_hz}")
+
+    def teleop(self) -> TeleopConfig:
+        return TeleopConfig(
+            source=self.source, rate_hz=self.rate_hz, speed=self.speed, device=self.device
+        )
+
+    def recorder(self) -> RecorderConfig:
+        return RecorderConfig(
+            out=self.out,
+            task=self.task,
+            source="twin" if self.sim else "robot",
+            fps_hz=self.rate_hz if self.sim else float(self.camera_fps),
+            flush_every=self.flush_every,
+        )
+
+
+def record_teleop(cfg: TeleopRecordConfig) -> int:
+    """Open the source, the arm (twin or robot) and the recorder; run until quit."""
+    with make_source(cfg.teleop()) as source:
+        if cfg.sim:
+            from video2reward.sim.env import make_env
+
+            env = make_env(cfg.task, image_size=cfg.image_size, control_hz=cfg.rate_hz)
+            try:
+                robot = TwinTeleopRobot(env, cfg.rate_hz)
+                with Recorder(cfg.recorder(), robot.intrinsics()) as rec:
+                    return run_session(source, robot, rec, cfg.rate_hz, notes=cfg.notes)
+            finally:
+                env.close()
+        from video2reward.robot.realsense import RealSenseCamera, RealSenseConfig
+        from video2reward.robot.xarm_driver import XArmDriver, XArmDriverConfig
+
+        cam_cfg = RealSenseConfig(
+            serial=cfg.camera_serial, width=cfg.width, height=cfg.height, fps=cfg.camera_fps
+        )
+        with XArmDriver(XArmDriverConfig(ip=cfg.ip)) as arm, RealSenseCamera(cam_cfg) as cam:
+            robot_ = ArmCameraRobot(arm, cam)
+            with Recorder(cfg.recorder(), robot_.intrinsics()) as rec:
+                return run_session(
+                    source, robot_, rec, cfg.rate_hz, real_time=False, notes=cfg.notes
+                )
+
+
+def _run(overrides: list[str], flags: list[str]) -> int:
+    from video2reward.cli.config import compose, to_dataclass
+
+    if "--help" in flags or "-h" in flags:
+        print(__doc__)
+        print(KEY_HELP)
+        return 0
+    cfg = to_dataclass(TeleopRecordConfig, compose("record_teleop", overrides))
+    try:
+        saved = record_teleop(cfg)
+    except (TeleopDeviceError, RecorderError, ConnectionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{saved} episodes saved to {cfg.out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    from video2reward.cli.config import run_cli
+
+    return run_cli(_run, argv)

@@ -98,8 +98,7 @@ def test_other_camera_into_same_store_is_refused(tmp_path):
 
 def test_quaternion_of_tool_down_pose():
     # roll = pi (tool pointing down) is a half turn about x: (w, x, y, z) = (0, 1, 0, 0).
-    np.testing.assert_allclose(quat_wxyz_from_rpy(np.array([np.pi, 0, 0])), [0, 1, 0, 0],
-                               atol=1e-6)
+    np.testing.assert_allclose(quat_wxyz_from_rpy(np.array([np.pi, 0, 0])), [0, 1, 0, 0], atol=1e-6)
     q = quat_wxyz_from_rpy(np.array([0.3, -0.2, 1.1]))
     assert abs(np.linalg.norm(q) - 1) < 1e-6
 
@@ -136,8 +135,9 @@ def test_sigkill_mid_episode_keeps_earlier_episodes_and_a_second_recorder_append
     out = tmp_path / "d.zarr"
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(out), "2"],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(out), "2"], stdout=subprocess.PIPE, text=True
+    )
     lines = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -157,8 +157,9 @@ def test_sigkill_mid_episode_keeps_earlier_episodes_and_a_second_recorder_append
         np.testing.assert_array_equal(d[keys.IMAGE][:, 0, 0, 0], np.arange(20))
         np.testing.assert_allclose(d[keys.ACTION][:-1], ep / 10)
     # A second recorder opens it, drops the crashed rows and appends.
-    second = subprocess.Popen([sys.executable, str(script), str(out), "1"],
-                              stdout=subprocess.PIPE, text=True)
+    second = subprocess.Popen(
+        [sys.executable, str(script), str(out), "1"], stdout=subprocess.PIPE, text=True
+    )
     assert second.stdout is not None
     first = second.stdout.readline().split()
     assert first[0] == "recovered" and int(first[1]) >= 8  # at least one flushed chunk dropped
@@ -223,8 +224,13 @@ def test_disk_full_is_reported_stops_recording_and_keeps_earlier_episodes(tmp_pa
     script.write_text(DISK_FULL_SCRIPT)
     base = tmp_path / "mnt"
     base.mkdir()
-    r = subprocess.run(["unshare", "-rm", sys.executable, str(script), str(base)],
-                       capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    r = subprocess.run(
+        ["unshare", "-rm", sys.executable, str(script), str(base)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ.copy(),
+    )
     if r.returncode != 0 and "unshare" in r.stderr and "Operation not permitted" in r.stderr:
         pytest.skip("user namespaces are disabled here")
     assert r.returncode == 0, r.stderr[-3000:]
