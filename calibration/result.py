@@ -83,7 +83,7 @@ class ExtrinsicsRecord:
 @dataclass(frozen=True)
 class CalibrationResult:
     date_utc: str  # ISO 8601, when the file was last written
-    source: str  # what produced it, e.g. "xarm@192.168.1.208 + realsense 123456" or "twin"
+    source: str  # what wrote the file last, e.g. "xarm@192.168.1.208 + realsense 1234" or "twin"
     camera: IntrinsicsRecord | None = None
     extrinsics: ExtrinsicsRecord | None = None
     workspace: WorkspaceBox | None = None

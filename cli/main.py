@@ -44,21 +44,21 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
         "video2reward.policies.cli:train_main",
         "DrQ-v2 on a twin task with the oracle or a learned reward (resumable)",
     ),
-    ("record", "teleop"): (
-        "video2reward.robot.teleop_session:main",
-        "drive the arm (twin or xArm) by keyboard/gamepad/SpaceMouse and record episodes",
+    ("calib", "intrinsics"): (
+        "video2reward.calibration.cli:intrinsics_main",
+        "camera intrinsics: RealSense factory values or ChArUco photos -> calibration YAML",
     ),
-    ("record", "import"): (
-        "video2reward.robot.video_import:main",
-        "import a folder of human demo videos into an episode store",
+    ("calib", "handeye"): (
+        "video2reward.calibration.cli:handeye_main",
+        "automatic eye-to-hand calibration (twin or xArm + RealSense) -> T_base_cam",
     ),
-    ("record", "info"): (
-        "video2reward.robot.recorder_cli:info_main",
-        "summarize an episode store (episodes, labels, sizes, compression)",
+    ("calib", "workspace"): (
+        "video2reward.calibration.cli:workspace_main",
+        "set the workspace box by jogging the arm to its corners",
     ),
-    ("record", "export"): (
-        "video2reward.robot.recorder_cli:export_main",
-        "write one episode's frames as an mp4",
+    ("calib", "show"): (
+        "video2reward.calibration.cli:show_main",
+        "print and validate a calibration YAML",
     ),
 }
 

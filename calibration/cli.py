@@ -1,0 +1,481 @@
+"""``v2r calib ...``: intrinsics, hand-eye, workspace and show, all on one calibration YAML.
+
+    v2r calib handeye out=calibration.yaml                        # the twin, camera pose unknown
+    v2r calib handeye backend=xarm ip=192.168.1.208 camera=realsense board_z_flange_m=0.0526
+    v2r calib intrinsics source=factory recording=run.db3 out=calibration.yaml
+    v2r calib intrinsics source=images images=shots/ out=calibration.yaml
+    v2r calib workspace corners="[[0.2,-0.25,0.01],[0.55,0.25,0.3]]" out=calibration.yaml
+    v2r calib show file=calibration.yaml
+
+Options and their defaults are in configs/calib_*.yaml. Exit codes: 0 done, 1 the
+calibration failed (the message says why and what to change), 2 a bad option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+from video2reward.calibration.board import BoardMount, CharucoBoardSpec, detect_board
+from video2reward.calibration.collect import BoardNeverSeenError, CollectConfig, collect_views
+from video2reward.calibration.handeye import HandEyeConfig, HandEyeError, solve_handeye
+from video2reward.calibration.intrinsics import (
+    IntrinsicsConfig,
+    IntrinsicsError,
+    estimate_intrinsics,
+    factory_intrinsics,
+)
+from video2reward.calibration.result import (
+    CalibrationFileError,
+    ExtrinsicsRecord,
+    IntrinsicsRecord,
+    load_calibration,
+    to_dict,
+    update_calibration,
+)
+from video2reward.calibration.workspace import (
+    WorkspaceToolConfig,
+    box_from_corners,
+    jog_and_record,
+)
+from video2reward.cli.config import ConfigError, compose, run_cli, to_dataclass
+from video2reward.robot.arm import Arm
+from video2reward.robot.camera import Camera, CameraError, CameraIntrinsics
+from video2reward.robot.safety import EnvelopeConfig, WorkspaceBox
+
+Vec3 = tuple[float, float, float]
+
+
+def _fail(msg: str) -> int:
+    print(f"calibration failed: {msg}", file=sys.stderr)
+    return 1
+
+
+def _help(cls: type, flags: list[str]) -> bool:
+    if "--help" in flags or "-h" in flags:
+        print(__doc__)
+        print("options (key=value):", ", ".join(f.name for f in dataclasses.fields(cls)))
+        return True
+    return False
+
+
+def _box_from_file(out: str, default: WorkspaceBox) -> WorkspaceBox:
+    if Path(out).exists():
+        cal = load_calibration(out)
+        if cal.workspace is not None:
+            return cal.workspace
+    return default
+
+
+# ----------------------------------------------------------------------------- handeye
+@dataclass(frozen=True)
+class HandEyeCliConfig:
+    out: str = "calibration.yaml"
+    backend: str = "twin"  # twin (in-process MuJoCo twin) | xarm (XArmDriver at ip)
+    ip: str = "192.168.1.208"
+    camera: str = "twin"  # twin | realsense
+    serial: str = ""  # RealSense serial ("" = the only one)
+    width: int = 640
+    height: int = 480
+    intrinsics: str = "refine"  # refine (ChArUco, then jointly with the robot) | factory | file
+    board_z_flange_m: float | None = None  # board origin height on the flange axis (mount), m
+    squares_x: int = 6
+    squares_y: int = 5
+    square_m: float = 0.04
+    marker_m: float = 0.03
+    dictionary: str = "DICT_4X4_50"
+    mount_tilt_deg: float = 45.0  # twin: board tilt on the gripper (BoardMount)
+    n_views: int = 18
+    z_levels: int = 2
+    facing_yaw_deg: float | None = None  # None: found by a yaw sweep
+    yaw_spread_deg: float = 35.0
+    margin_m: float = 0.03
+    twin_eye_m: Vec3 = (0.80, -0.50, 0.60)  # twin: the camera pose to recover
+    twin_target_m: Vec3 = (0.32, 0.0, 0.10)
+    save_images: str = ""  # directory for the captured PNGs ("" = none)
+    report: str = ""  # also write the summary as JSON here
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("twin", "xarm") or self.camera not in ("twin", "realsense"):
+            raise ValueError("backend must be twin|xarm and camera twin|realsense")
+        if (self.backend == "twin") != (self.camera == "twin"):
+            raise ValueError("the twin camera only sees the twin arm: use both or neither")
+        if self.intrinsics not in ("refine", "factory", "file"):
+            raise ValueError(f"intrinsics must be refine|factory|file, got {self.intrinsics!r}")
+        if self.backend == "xarm" and self.board_z_flange_m is None:
+            raise ValueError(
+                "board_z_flange_m is required on the robot: the height of the board origin "
+                "(its top-left outer corner) along the flange axis, measured on the mount"
+            )
+
+    @property
+    def board(self) -> CharucoBoardSpec:
+        return CharucoBoardSpec(
+            self.squares_x, self.squares_y, self.square_m, self.marker_m, self.dictionary
+        )
+
+
+def _pose_text(T: np.ndarray) -> str:
+    rpy = Rotation.from_matrix(T[:3, :3]).as_euler("xyz", degrees=True)
+    return f"position {np.round(T[:3, 3], 4).tolist()} m, rpy(xyz) {np.round(rpy, 3).tolist()} deg"
+
+
+def run_handeye(cfg: HandEyeCliConfig, arm: Arm, camera: Camera, truth: Any = None) -> dict:
+    """Collect, calibrate, write the file; returns the summary (also printed)."""
+    spec = cfg.board
+    box = _box_from_file(cfg.out, WorkspaceBox())
+    collect_cfg = CollectConfig(
+        box=box,
+        margin_m=cfg.margin_m,
+        z_levels=cfg.z_levels,
+        n_views=cfg.n_views,
+        facing_yaw_deg=cfg.facing_yaw_deg,
+        yaw_spread_deg=cfg.yaw_spread_deg,
+        keep_images=bool(cfg.save_images),
+    )
+    t0 = time.monotonic()
+    run = collect_views(arm, camera, spec, collect_cfg)
+    t_collect = time.monotonic() - t0
+    if cfg.save_images:
+        import cv2
+
+        d = Path(cfg.save_images)
+        d.mkdir(parents=True, exist_ok=True)
+        for k, v in enumerate(run.views):
+            if v.image is not None:
+                cv2.imwrite(str(d / f"view_{k:03d}.png"), v.image[:, :, ::-1])
+    dets = [v.detection for v in run.views]
+    charuco = None
+    if cfg.intrinsics == "refine":
+        charuco = estimate_intrinsics(dets, spec, IntrinsicsConfig())
+        intr = charuco.intrinsics
+    elif cfg.intrinsics == "factory":
+        intr = camera.intrinsics()
+    else:
+        cal = load_calibration(cfg.out)
+        if cal.camera is None:
+            raise CalibrationFileError(f"{cfg.out} has no camera section for intrinsics=file")
+        intr = cal.camera.intrinsics
+    he_cfg = HandEyeConfig(
+        board_z_flange_m=cfg.board_z_flange_m, refine_intrinsics=cfg.intrinsics == "refine"
+    )
+    t1 = time.monotonic()
+    res = solve_handeye(run.handeye_views(), spec, intr.K(), np.asarray(intr.coeffs), he_cfg)
+    t_solve = time.monotonic() - t1
+    if cfg.intrinsics == "refine":
+        K, d = res.K, res.dist
+        intr = CameraIntrinsics(
+            intr.width,
+            intr.height,
+            K[0, 0],
+            K[1, 1],
+            K[0, 2],
+            K[1, 2],
+            coeffs=tuple(float(c) for c in d),
+        )
+    source = {"refine": "handeye", "factory": "factory", "file": "file"}[cfg.intrinsics]
+    where = "twin" if cfg.backend == "twin" else f"xarm@{cfg.ip} + realsense {cfg.serial or ''}"
+    prior = cfg.board_z_flange_m if res.planar_motion else None
+    sections: dict[str, Any] = {
+        "extrinsics": ExtrinsicsRecord(
+            res.T_base_cam, res.T_flange_board, spec, prior, res.summary()
+        )
+    }
+    if source != "file":
+        sections["camera"] = IntrinsicsRecord(intr, source, res.reprojection_rms_px)
+    update_calibration(cfg.out, where, **sections)
+    summary: dict[str, Any] = {
+        "views_visited": len(run.views),
+        "facing_yaw_deg": round(float(np.rad2deg(run.facing_yaw_rad)), 2),
+        **res.summary(),
+        "T_base_cam": np.round(res.T_base_cam, 6).tolist(),
+        "intrinsics": {"fx": intr.fx, "fy": intr.fy, "cx": intr.cx, "cy": intr.cy},
+        "collect_s": round(t_collect, 2),
+        "solve_s": round(t_solve, 3),
+    }
+    print(
+        f"views: {len(run.views)} visited, {len(res.used)} used, "
+        f"board not seen in {list(res.not_seen)}, rejected {list(res.rejected)}"
+    )
+    if charuco is not None:
+        print(
+            f"intrinsics (ChArUco only): fx {charuco.intrinsics.fx:.2f} fy "
+            f"{charuco.intrinsics.fy:.2f} cx {charuco.intrinsics.cx:.2f} cy "
+            f"{charuco.intrinsics.cy:.2f}, RMS {charuco.rms_px:.3f} px"
+        )
+    print(
+        f"intrinsics ({source}): fx {intr.fx:.2f} fy {intr.fy:.2f} cx {intr.cx:.2f} "
+        f"cy {intr.cy:.2f} coeffs {np.round(intr.coeffs, 5).tolist()}"
+    )
+    print(f"T_base_cam: {_pose_text(res.T_base_cam)}")
+    print(
+        f"residuals: reprojection {res.reprojection_rms_px:.3f} px, pose chain "
+        f"{res.rms_trans_mm:.2f} mm / {res.rms_rot_deg:.3f} deg, predicted 1-sigma "
+        f"{res.std_cam_mm:.2f} mm / {res.std_cam_deg:.3f} deg"
+        + (" (camera height from board_z_flange_m)" if res.planar_motion else "")
+    )
+    if truth is not None:
+        T_true, intr_true = truth
+        err_mm = 1000.0 * float(np.linalg.norm(res.T_base_cam[:3, 3] - T_true[:3, 3]))
+        dR = res.T_base_cam[:3, :3].T @ T_true[:3, :3]
+        err_deg = float(np.rad2deg(Rotation.from_matrix(dR).magnitude()))
+        f_err = 100.0 * max(abs(intr.fx / intr_true.fx - 1), abs(intr.fy / intr_true.fy - 1))
+        summary["twin_error"] = {"mm": err_mm, "deg": err_deg, "focal_pct": f_err}
+        print(
+            f"twin ground truth: camera error {err_mm:.3f} mm, {err_deg:.4f} deg; "
+            f"focal length error {f_err:.3f} %"
+        )
+    print(f"collection {t_collect:.1f} s, solve {t_solve:.2f} s; wrote {cfg.out}")
+    if cfg.report:
+        Path(cfg.report).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _handeye(overrides: list[str], flags: list[str]) -> int:
+    if _help(HandEyeCliConfig, flags):
+        return 0
+    cfg = to_dataclass(HandEyeCliConfig, compose("calib_handeye", overrides))
+    try:
+        if cfg.backend == "twin":
+            from video2reward.calibration.sim_rig import TwinRig, TwinRigConfig
+            from video2reward.sim.twin import CameraConfig
+
+            rig_cfg = TwinRigConfig(
+                camera=CameraConfig(eye_m=cfg.twin_eye_m, target_m=cfg.twin_target_m),
+                board=cfg.board,
+                mount=BoardMount(tilt_deg=cfg.mount_tilt_deg),
+                width=cfg.width,
+                height=cfg.height,
+            )
+            with TwinRig(rig_cfg) as rig:
+                if cfg.board_z_flange_m is None:  # the twin knows its mount exactly
+                    cfg = _replace(cfg, board_z_flange_m=float(rig.T_flange_board_true[2, 3]))
+                run_handeye(cfg, rig.arm, rig.camera, (rig.T_base_cam_true, rig.intrinsics_true))
+            return 0
+        from video2reward.robot.realsense import RealSenseCamera, RealSenseConfig
+        from video2reward.robot.xarm_driver import XArmDriver, XArmDriverConfig
+
+        box = _box_from_file(cfg.out, WorkspaceBox())
+        driver = XArmDriver(XArmDriverConfig(ip=cfg.ip, envelope=EnvelopeConfig(box=box)))
+        cam = RealSenseCamera(
+            RealSenseConfig(serial=cfg.serial, width=cfg.width, height=cfg.height)
+        )
+        with driver as arm, cam:
+            run_handeye(cfg, arm, cam)
+        return 0
+    except (
+        HandEyeError,
+        IntrinsicsError,
+        BoardNeverSeenError,
+        CalibrationFileError,
+        CameraError,
+    ) as e:
+        return _fail(str(e))
+
+
+def _replace(cfg: HandEyeCliConfig, **kw: Any) -> HandEyeCliConfig:
+    return dataclasses.replace(cfg, **kw)
+
+
+# ----------------------------------------------------------------------------- intrinsics
+@dataclass(frozen=True)
+class IntrinsicsCliConfig:
+    out: str = "calibration.yaml"
+    source: str = "factory"  # factory (RealSense, live or recording) | images (ChArUco PNG/JPG)
+    serial: str = ""
+    recording: str = ""  # a .db3 to read the factory intrinsics from, instead of a camera
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    images: str = ""  # directory of ChArUco images (source=images)
+    distortion: str = "k1k2"
+    squares_x: int = 6
+    squares_y: int = 5
+    square_m: float = 0.04
+    marker_m: float = 0.03
+    dictionary: str = "DICT_4X4_50"
+
+    def __post_init__(self) -> None:
+        if self.source not in ("factory", "images"):
+            raise ValueError(f"source must be factory|images, got {self.source!r}")
+        if self.source == "images" and not self.images:
+            raise ValueError("source=images needs images=<directory of PNG/JPG board photos>")
+
+
+def _intrinsics(overrides: list[str], flags: list[str]) -> int:
+    if _help(IntrinsicsCliConfig, flags):
+        return 0
+    cfg = to_dataclass(IntrinsicsCliConfig, compose("calib_intrinsics", overrides))
+    try:
+        if cfg.source == "factory":
+            from video2reward.robot.realsense import RealSenseConfig
+
+            intr = factory_intrinsics(
+                RealSenseConfig(
+                    serial=cfg.serial,
+                    recording=cfg.recording,
+                    width=cfg.width,
+                    height=cfg.height,
+                    fps=cfg.fps,
+                )
+            )
+            rec = IntrinsicsRecord(intr, "factory")
+            where = f"realsense {cfg.recording or cfg.serial or '(first)'}"
+        else:
+            import cv2
+
+            spec = CharucoBoardSpec(
+                cfg.squares_x, cfg.squares_y, cfg.square_m, cfg.marker_m, cfg.dictionary
+            )
+            files = sorted(
+                p
+                for p in Path(cfg.images).glob("*")
+                if p.suffix.lower() in (".png", ".jpg", ".jpeg")
+            )
+            if not files:
+                return _fail(f"no PNG/JPG images in {cfg.images}")
+            dets = []
+            for f in files:
+                img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+                if img is None:
+                    return _fail(f"cannot read image {f}")
+                dets.append(detect_board(img, spec))
+            est = estimate_intrinsics(dets, spec, IntrinsicsConfig(distortion=cfg.distortion))
+            intr = est.intrinsics
+            rec = IntrinsicsRecord(intr, "charuco", est.rms_px)
+            where = f"charuco images {cfg.images}"
+            print(
+                f"{est.n_views} of {len(files)} images used, reprojection RMS {est.rms_px:.3f} px"
+            )
+    except (IntrinsicsError, CameraError, CalibrationFileError) as e:
+        return _fail(str(e))
+    update_calibration(cfg.out, where, camera=rec)
+    print(
+        f"intrinsics ({rec.source}): {intr.width}x{intr.height} fx {intr.fx:.2f} "
+        f"fy {intr.fy:.2f} cx {intr.cx:.2f} cy {intr.cy:.2f} "
+        f"coeffs {np.round(intr.coeffs, 5).tolist()}; wrote {cfg.out}"
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- workspace
+@dataclass(frozen=True)
+class WorkspaceCliConfig:
+    out: str = "calibration.yaml"
+    backend: str = "twin"  # twin | xarm
+    ip: str = "192.168.1.208"
+    corners: list[list[float]] = field(default_factory=list)  # given corners: no jogging
+    # Envelope while jogging: the arm cannot leave this box, so make it contain the new one.
+    jog_lo_m: Vec3 = (0.15, -0.35, 0.0)
+    jog_hi_m: Vec3 = (0.60, 0.35, 0.40)
+    min_extent_m: float = 0.05
+    min_z_m: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("twin", "xarm"):
+            raise ValueError(f"backend must be twin|xarm, got {self.backend!r}")
+
+
+def _workspace(overrides: list[str], flags: list[str]) -> int:
+    if _help(WorkspaceCliConfig, flags):
+        return 0
+    cfg = to_dataclass(WorkspaceCliConfig, compose("calib_workspace", overrides))
+    tool_cfg = WorkspaceToolConfig(min_extent_m=cfg.min_extent_m, min_z_m=cfg.min_z_m)
+    try:
+        jog_box = WorkspaceBox(cfg.jog_lo_m, cfg.jog_hi_m)
+    except ValueError as e:
+        raise ConfigError(f"jog box: {e}") from e
+    if cfg.corners:
+        corners = [np.asarray(c, dtype=float) for c in cfg.corners]
+        where = "given corners"
+    elif cfg.backend == "twin":
+        from video2reward.calibration.sim_rig import TwinArm, TwinArmConfig
+        from video2reward.sim.twin import XArm5Twin
+
+        with XArm5Twin() as twin:
+            twin.reset()
+            arm = TwinArm(twin, TwinArmConfig(envelope=EnvelopeConfig(box=jog_box)))
+            corners = jog_and_record(arm, input)
+        where = "jogged corners (twin)"
+    else:
+        from video2reward.robot.xarm_driver import XArmDriver, XArmDriverConfig
+
+        driver = XArmDriver(XArmDriverConfig(ip=cfg.ip, envelope=EnvelopeConfig(box=jog_box)))
+        with driver as arm:
+            corners = jog_and_record(arm, input)
+        where = f"jogged corners (xarm@{cfg.ip})"
+    try:
+        box = box_from_corners(corners, tool_cfg)
+    except ValueError as e:
+        return _fail(str(e))
+    update_calibration(cfg.out, where, workspace=box)
+    print(
+        f"workspace box: lo {np.round(box.lo, 4).tolist()} m, hi {np.round(box.hi, 4).tolist()}"
+        f" m ({len(corners)} corners); wrote {cfg.out}"
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- show
+def _show(overrides: list[str], flags: list[str]) -> int:
+    opts = dict(o.split("=", 1) for o in overrides)
+    unknown = sorted(set(opts) - {"file"})
+    if unknown or "--help" in flags:
+        print("usage: v2r calib show file=calibration.yaml [--json]", file=sys.stderr)
+        return 2 if unknown else 0
+    path = opts.get("file", "calibration.yaml")
+    try:
+        cal = load_calibration(path)
+    except CalibrationFileError as e:
+        return _fail(str(e))
+    if "--json" in flags:
+        print(json.dumps(to_dict(cal), indent=1))
+        return 0
+    print(f"{path}: format {cal.format_version}, written {cal.date_utc} by {cal.source}")
+    if cal.camera is None:
+        print("  camera: (none) -> v2r calib intrinsics")
+    else:
+        i = cal.camera.intrinsics
+        rms = cal.camera.reprojection_rms_px
+        print(
+            f"  camera ({cal.camera.source}): {i.width}x{i.height} fx {i.fx:.2f} fy {i.fy:.2f} "
+            f"cx {i.cx:.2f} cy {i.cy:.2f}" + (f", RMS {rms:.3f} px" if rms is not None else "")
+        )
+    if cal.extrinsics is None:
+        print("  T_base_cam: (none) -> v2r calib handeye")
+    else:
+        ex = cal.extrinsics
+        print(f"  T_base_cam: {_pose_text(ex.T_base_cam)}")
+        print(
+            f"  board: {ex.board.squares_x}x{ex.board.squares_y} {ex.board.square_m * 1000:g} mm "
+            f"{ex.board.dictionary}; residuals {ex.residuals}"
+        )
+    if cal.workspace is None:
+        print("  workspace: (none) -> v2r calib workspace")
+    else:
+        w = cal.workspace
+        print(f"  workspace: lo {list(w.lo_m)} m, hi {list(w.hi_m)} m")
+    return 0
+
+
+def handeye_main(argv: list[str]) -> int:
+    return run_cli(_handeye, argv)
+
+
+def intrinsics_main(argv: list[str]) -> int:
+    return run_cli(_intrinsics, argv)
+
+
+def workspace_main(argv: list[str]) -> int:
+    return run_cli(_workspace, argv)
+
+
+def show_main(argv: list[str]) -> int:
+    return run_cli(_show, argv)
