@@ -60,6 +60,22 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
         "video2reward.calibration.cli:show_main",
         "print and validate a calibration YAML",
     ),
+    ("record", "teleop"): (
+        "video2reward.robot.teleop_session:main",
+        "drive the arm (twin or xArm) by keyboard/gamepad/SpaceMouse and record episodes",
+    ),
+    ("record", "import"): (
+        "video2reward.robot.video_import:main",
+        "import a folder of human demo videos into an episode store",
+    ),
+    ("record", "info"): (
+        "video2reward.robot.recorder_cli:info_main",
+        "summarize an episode store (episodes, labels, sizes, compression)",
+    ),
+    ("record", "export"): (
+        "video2reward.robot.recorder_cli:export_main",
+        "write one episode's frames as an mp4",
+    ),
 }
 
 
