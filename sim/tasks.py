@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 from video2reward.robot.kinematics import GRIPPER_TCP_OFFSET_M, ik_tool_down
 from video2reward.sim.model import OBJECT_COLLISION, VISUAL_ONLY
@@ -39,7 +40,12 @@ class Task:
         return ""
 
     def reset(self, rng: np.random.Generator, twin: XArm5Twin) -> None:
+        """A new episode: objects re-randomized, arm near the ready pose."""
         _reset_arm(rng, twin)
+        self.reset_objects(rng, twin)
+
+    def reset_objects(self, rng: np.random.Generator, twin: XArm5Twin) -> None:
+        """Re-randomize the task's objects only (the arm is homed by its controller)."""
 
     def success(self, twin: XArm5Twin) -> bool:
         raise NotImplementedError
@@ -67,9 +73,8 @@ class Reach(Task):
             "</body>"
         )
 
-    def reset(self, rng: np.random.Generator, twin: XArm5Twin) -> None:
+    def reset_objects(self, rng: np.random.Generator, twin: XArm5Twin) -> None:
         twin.model.body("target").pos = _uniform(rng, (0.28, -0.15, 0.04), (0.48, 0.15, 0.18))
-        _reset_arm(rng, twin)
 
     def goal_pos(self, twin: XArm5Twin) -> np.ndarray:
         return twin.model.body("target").pos.copy()
@@ -103,7 +108,7 @@ class Push(Task):
             "</body>"
         )
 
-    def reset(self, rng: np.random.Generator, twin: XArm5Twin) -> None:
+    def reset_objects(self, rng: np.random.Generator, twin: XArm5Twin) -> None:
         while True:
             block = _uniform(rng, (0.31, -0.10), (0.41, 0.10))
             angle = rng.uniform(-np.pi, np.pi)
@@ -118,11 +123,8 @@ class Push(Task):
             ):
                 break
         twin.model.body("goal").pos = (*goal, 0.0005)
-        _reset_arm(rng, twin)
         adr = twin.model.joint("block").qposadr[0]
         twin.data.qpos[adr : adr + 7] = (*block, BLOCK_HALF_M, 1, 0, 0, 0)
-        import mujoco
-
         mujoco.mj_forward(twin.model, twin.data)
 
     def goal_pos(self, twin: XArm5Twin) -> np.ndarray:
@@ -162,10 +164,13 @@ class ButtonPress(Task):
             "</body></body>"
         )
 
-    def reset(self, rng: np.random.Generator, twin: XArm5Twin) -> None:
+    def reset_objects(self, rng: np.random.Generator, twin: XArm5Twin) -> None:
         xy = _uniform(rng, (0.30, -0.15), (0.45, 0.15))
         twin.model.body("button_box").pos = (*xy, 0.0)
-        _reset_arm(rng, twin)
+        adr = twin.model.joint("button").qposadr[0]
+        twin.data.qpos[adr] = 0.0
+        twin.data.qvel[twin.model.joint("button").dofadr[0]] = 0.0
+        mujoco.mj_forward(twin.model, twin.data)
 
     def goal_pos(self, twin: XArm5Twin) -> np.ndarray:
         """Top of the button cap at rest."""
