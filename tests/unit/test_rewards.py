@@ -401,3 +401,25 @@ def test_checkpoint_written_atomically(tmp_path, small_data):
     p = model.save(tmp_path / "run")
     assert p == tmp_path / "run" / base.CHECKPOINT_NAME and p.exists()
     assert not list(Path(tmp_path / "run").glob("*.tmp"))
+
+
+def test_demos_are_trimmed_after_first_success_and_spearman_uses_task_frames():
+    from video2reward.rewards.evaluate import _task_frames
+    from video2reward.robot.episode_store import EpisodeStore
+
+    store = EpisodeStore.in_memory(fps=10.0)
+    rng = np.random.default_rng(0)
+    for first in (4, -1):
+        frames, _ = blob_episode(rng, size_px=32, length=12)
+        success = np.zeros(12, bool)
+        if first >= 0:
+            success[first:] = True
+        store.append_episode({"img": frames, "success": success}, task="reach",
+                             success=first >= 0)
+    data = dataset_from_store(store, 32)
+    assert [i.first_success for i in data.infos] == [4, -1]
+    cut = data.trimmed(2)
+    assert cut.lengths.tolist() == [7, 12]
+    assert np.array_equal(cut.episode(0), data.episode(0)[:7])
+    assert data.trimmed(-1) is data
+    assert [_task_frames(data, i) for i in range(2)] == [5, 12]
