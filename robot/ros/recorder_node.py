@@ -1,0 +1,233 @@
+"""ROS 2 recorder node: camera frames, arm state and applied commands -> a zarr episode store.
+
+    recorder_node --ros-args -p out:=demos.zarr -p task:=push \\
+        -r image:=/camera/color/image_raw -r camera_info:=/camera/color/camera_info \\
+        -r ee_pose:=/xarm_driver/ee_pose -r joint_states:=/xarm_driver/joint_states \\
+        -r applied_action:=/xarm_driver/applied_action
+    # then: ros2 service call /recorder/start std_srvs/srv/Trigger
+    #       ros2 service call /recorder/stop std_srvs/srv/SetBool "{data: true}"   # success
+
+Inputs (node-relative, remap them): ``image`` (sensor_msgs/Image rgb8), ``camera_info``
+(the store's intrinsics; the store opens on the first one), ``ee_pose``
+(geometry_msgs/PoseStamped), ``joint_states`` (sensor_msgs/JointState), ``applied_action``
+(std_msgs/Float32MultiArray: what the driver actually sent). Services: ``~/start``,
+``~/discard`` (std_srvs/Trigger), ``~/stop`` (SetBool: data = success), ``~/mark`` (SetBool:
+label the running or the last episode). ``~/status`` (diagnostic_msgs/DiagnosticStatus) and a
+log line once a second while recording. All writing is ``robot.recorder.Recorder``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float32MultiArray
+from std_srvs.srv import SetBool, Trigger
+from video2reward.robot.recorder import Observation, Recorder, RecorderConfig, RecorderError
+from video2reward.robot.ros import convert
+from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ("out", "runs/teleop.zarr", "episode store (created, or appended to)", None, True),
+    ("task", "push", "task name stored with every episode", None, True),
+    ("kind", "teleop", "episode kind stored with every episode", None, True),
+    ("source", "robot", "store source attribute: robot | twin", None, True),
+    ("fps_hz", 30.0, "nominal camera rate (store fps, drop detection)", float_range(1, 120), True),
+    (
+        "flush_every",
+        30,
+        "rows per chunk; a crash loses at most this many",
+        int_range(1, 1000),
+        True,
+    ),
+    ("min_free_mb", 100.0, "refuse to start with less free disk", float_range(0, 1e6), True),
+    ("max_episode_s", 900.0, "stop an episode left running", float_range(1, 86400), True),
+    ("notes", "", "operator notes stored with each episode", None, False),
+)
+
+
+def joints_from_msg(msg: JointState) -> tuple[np.ndarray, float]:
+    """(5,) arm joints in JOINT_NAMES order and the gripper opening fraction (NaN if absent)."""
+    pos = dict(zip(msg.name, msg.position, strict=False))
+    q = np.array([pos.get(n, math.nan) for n in convert.JOINT_NAMES], dtype=np.float32)
+    g = pos.get(convert.GRIPPER_JOINT)
+    return q, math.nan if g is None else 1.0 - g / convert.GRIPPER_TRAVEL_RAD
+
+
+class RecorderNode(Node):
+    def __init__(self) -> None:
+        super().__init__("recorder")
+        p = declare_all(self, PARAMS)
+        self.config = RecorderConfig(
+            out=p["out"],
+            task=p["task"],
+            kind=p["kind"],
+            source=p["source"],
+            fps_hz=p["fps_hz"],
+            flush_every=p["flush_every"],
+            min_free_mb=p["min_free_mb"],
+            max_episode_s=p["max_episode_s"],
+        )
+        self.recorder: Recorder | None = None
+        self.pose: PoseStamped | None = None
+        self.joints: tuple[np.ndarray, float] | None = None
+        self.t_first: float | None = None
+        self._lock = threading.Lock()
+        data, srv = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        for typ, topic, cb in (
+            (CameraInfo, "camera_info", self.on_info),
+            (Image, "image", self.on_image),
+            (PoseStamped, "ee_pose", self.on_pose),
+            (JointState, "joint_states", self.on_joints),
+            (Float32MultiArray, "applied_action", self.on_action),
+        ):
+            self.create_subscription(typ, topic, cb, 10, callback_group=data)
+        self.create_service(Trigger, "~/start", self.srv_start, callback_group=srv)
+        self.create_service(Trigger, "~/discard", self.srv_discard, callback_group=srv)
+        self.create_service(SetBool, "~/stop", self.srv_stop, callback_group=srv)
+        self.create_service(SetBool, "~/mark", self.srv_mark, callback_group=srv)
+        self.status_pub = self.create_publisher(DiagnosticStatus, "~/status", 10)
+        self.create_timer(1.0, self.publish_status)
+
+    def on_info(self, msg: CameraInfo) -> None:
+        with self._lock:
+            if self.recorder is None:
+                k = list(msg.k)
+                intr = {
+                    "width": msg.width,
+                    "height": msg.height,
+                    "fx": k[0],
+                    "fy": k[4],
+                    "cx": k[2],
+                    "cy": k[5],
+                }
+                self.recorder = Recorder(self.config, intr)
+                self.recorder.open()
+                rec = self.recorder
+                self.get_logger().info(
+                    f"store {self.config.out}: {rec.status().episode} episodes"
+                    + (
+                        f", dropped {rec.recovered_rows} rows of a crashed one"
+                        if rec.recovered_rows
+                        else ""
+                    )
+                )
+
+    def on_pose(self, msg: PoseStamped) -> None:
+        self.pose = msg
+
+    def on_joints(self, msg: JointState) -> None:
+        self.joints = joints_from_msg(msg)
+
+    def on_action(self, msg: Float32MultiArray) -> None:
+        if self.recorder is not None and len(msg.data) == 4:
+            self.recorder.command(np.asarray(msg.data, dtype=np.float32))
+
+    def on_image(self, msg: Image) -> None:
+        rec, pose, joints = self.recorder, self.pose, self.joints
+        if rec is None or not rec.recording or pose is None or joints is None:
+            return
+        t = convert.seconds_from_stamp(msg.header.stamp)
+        if self.t_first is None:
+            self.t_first = t
+        o, pp = pose.pose.orientation, pose.pose.position
+        rec.observe(
+            Observation(
+                image=convert.image_from_msg(msg),
+                ee_pos_m=np.array([pp.x, pp.y, pp.z]),
+                ee_quat_wxyz=np.array([o.w, o.x, o.y, o.z]),
+                joint_pos_rad=joints[0],
+                gripper_open_frac=joints[1],
+                t_wall_s=t,
+                frame_number=round((t - self.t_first) * self.config.fps_hz),  # stamp gaps = drops
+            )
+        )
+
+    def _call(self, res: Trigger.Response | SetBool.Response, fn: str, *args: object) -> None:
+        try:
+            if self.recorder is None:
+                raise RecorderError("no camera_info received yet; is the camera running?")
+            if fn == "start":
+                self.t_first = None
+            out = getattr(self.recorder, fn)(*args)
+            res.success, res.message = True, f"{fn}: {'ok' if out is None else out}"
+        except RecorderError as e:
+            res.success, res.message = False, f"{fn}: {e}"
+        self.get_logger().info(res.message)
+        self.publish_status()
+
+    def srv_start(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
+        self._call(res, "start", self.get_parameter("notes").value)
+        return res
+
+    def srv_discard(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
+        self._call(res, "discard")
+        return res
+
+    def srv_stop(self, req: SetBool.Request, res: SetBool.Response) -> SetBool.Response:
+        self._call(res, "stop", bool(req.data))
+        return res
+
+    def srv_mark(self, req: SetBool.Request, res: SetBool.Response) -> SetBool.Response:
+        self._call(res, "mark", bool(req.data))
+        return res
+
+    def publish_status(self) -> None:
+        if self.recorder is None:
+            return
+        s = self.recorder.status()
+        if s.recording or s.error:
+            self.get_logger().info(self.recorder.status_line())
+        level = DiagnosticStatus.ERROR if s.error else DiagnosticStatus.OK
+        values = {
+            "episode": s.episode,
+            "recording": s.recording,
+            "frames": s.frames,
+            "duration_s": round(s.duration_s, 2),
+            "rate_hz": round(s.rate_hz, 2),
+            "dropped": s.dropped,
+            "saved": s.saved,
+        }
+        self.status_pub.publish(
+            DiagnosticStatus(
+                level=level,
+                name="recorder",
+                message=s.error or s.last_event,
+                values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+            )
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=sys.argv if argv is None else argv)
+    try:
+        node = RecorderNode()
+    except ValueError as e:
+        print(f"recorder node: {e}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node.recorder is not None:
+            node.recorder.close()  # an episode still running is discarded, the rest is safe
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

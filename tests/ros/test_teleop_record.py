@@ -1,0 +1,249 @@
+"""Teleop recording in the twin, end to end: keys typed into a terminal drive the arm through
+the real driver node and controller emulator while the recorder node writes episodes.
+
+Processes, one private network namespace (``sim.emulator_netns``): the xArm emulator, the
+driver node, the camera node (twin renderer), the recorder node, the teleop node reading a
+pty as its terminal, and this scenario (keys, service calls, SIGKILL). The store lives in the
+test's tmp dir and is checked after the namespace is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = [
+    pytest.mark.ros,
+    pytest.mark.skipif(
+        shutil.which("unshare") is None
+        or subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False).returncode,
+        reason="needs unprivileged user + network namespaces (unshare -rn)",
+    ),
+]
+DOMAIN_ID = "67"
+RATE_HZ = 30.0
+
+
+def _node(module: str, *args: str, **kw: Any) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", f"video2reward.robot.ros.{module}", "--ros-args", *args]
+    return subprocess.Popen(cmd, text=True, **kw)
+
+
+def scenario(out: str) -> dict[str, Any]:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import Float32MultiArray
+    from std_srvs.srv import SetBool, Trigger
+
+    r: dict[str, Any] = {}
+    log2: list[str] = []
+    rec_args = [
+        "-p",
+        f"out:={out}",
+        "-p",
+        "task:=reach",
+        "-p",
+        "source:=twin",
+        "-p",
+        "flush_every:=8",
+        "-p",
+        "min_free_mb:=0.0",
+        "-r",
+        "image:=/camera/color/image_raw",
+        "-r",
+        "camera_info:=/camera/color/camera_info",
+        "-r",
+        "ee_pose:=/xarm_driver/ee_pose",
+        "-r",
+        "joint_states:=/xarm_driver/joint_states",
+        "-r",
+        "applied_action:=/xarm_driver/applied_action",
+    ]
+    master, slave = pty.openpty()
+    procs = {
+        "driver": _node("xarm_driver_node", "-p", "watchdog_deadline_s:=0.3"),
+        "camera": _node(
+            "camera_node",
+            "-p",
+            "source:=twin",
+            "-p",
+            "width:=84",
+            "-p",
+            "height:=84",
+            "-p",
+            "fps:=30",
+        ),
+        "recorder": _node("recorder_node", *rec_args),
+        "teleop": _node(
+            "teleop_node",
+            "-p",
+            "source:=keyboard",
+            "-p",
+            f"rate_hz:={RATE_HZ}",
+            "-r",
+            "action:=/xarm_driver/action",
+            "-r",
+            "enable:=/xarm_driver/enable",
+            "-r",
+            "home:=/xarm_driver/home",
+            stdin=slave,
+        ),
+    }
+    rclpy.init()
+    node = rclpy.create_node("teleop_test_client")
+    applied: list[list[float]] = []
+    status: list[str] = []
+    node.create_subscription(
+        Float32MultiArray,
+        "/xarm_driver/applied_action",
+        lambda m: applied.append([float(v) for v in m.data]),
+        100,
+    )
+    node.create_subscription(
+        DiagnosticStatus, "/recorder/status", lambda m: status.append(m.message), 50
+    )
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    threading.Thread(target=ex.spin, daemon=True).start()
+
+    def call(srv: Any, name: str, req: Any, timeout_s: float = 30.0) -> tuple[bool, str]:
+        cli = node.create_client(srv, name)
+        if not cli.wait_for_service(timeout_sec=timeout_s):
+            return False, "no service"
+        fut = cli.call_async(req)
+        deadline = time.monotonic() + timeout_s
+        while not fut.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        res = fut.result()
+        return (bool(res.success), str(res.message)) if res else (False, "timeout")
+
+    def keys(data: bytes, pause_s: float = 0.0) -> None:
+        os.write(master, data)
+        time.sleep(pause_s)
+
+    def hold(key: bytes, duration_s: float) -> None:  # press + auto-repeat, as a terminal does
+        for _ in range(int(duration_s * RATE_HZ)):
+            keys(key, 1.0 / RATE_HZ)
+
+    try:
+        r["home"] = call(Trigger, "/xarm_driver/home", Trigger.Request())
+        # The recorder opens its store on the first camera_info; wait until it answers.
+        call(Trigger, "/recorder/discard", Trigger.Request())
+        deadline = time.monotonic() + 30
+        while not status and time.monotonic() < deadline:
+            time.sleep(0.1)
+        keys(b"e", 0.5)  # enable -> the driver's enable service
+        keys(b"\r", 0.4)  # start episode 0
+        hold(b"w", 1.0)  # +x
+        keys(b"", 0.4)
+        keys(b"y", 1.0)  # success
+        keys(b"\r", 0.4)  # episode 1
+        hold(b"r", 0.7)  # +z
+        keys(b"g", 0.4)  # close the gripper
+        keys(b"n", 1.0)  # failure
+        keys(b"\r", 0.4)  # episode 2: killed mid-way
+        hold(b"a", 0.8)
+        procs["recorder"].send_signal(signal.SIGKILL)
+        r["recorder_exit"] = procs["recorder"].wait(timeout=10)
+        r["status"] = list(dict.fromkeys(status))
+        # A second recorder appends to the same store.
+        second = _node("recorder_node", *rec_args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        procs["recorder2"] = second
+        assert second.stdout is not None
+        threading.Thread(target=lambda: log2.extend(second.stdout or []), daemon=True).start()
+        deadline = time.monotonic() + 30
+        while not any("store " in ln for ln in log2) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # the new service server is matched by this client
+        r["start2"] = call(Trigger, "/recorder/start", Trigger.Request())
+        hold(b"d", 0.6)
+        r["stop2"] = call(SetBool, "/recorder/stop", SetBool.Request(data=True))
+        r["applied"] = applied
+        keys(b"q", 0.5)
+        r["teleop_exit"] = procs["teleop"].wait(timeout=10)
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        r["recorder2_log"] = "".join(log2)
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+        os.close(master)
+        os.close(slave)
+    return r
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Any]:
+    from video2reward.robot.episode_store import EpisodeStore
+    from video2reward.sim.emulator_netns import run_with_emulator
+
+    out = tmp_path_factory.mktemp("teleop") / "teleop.zarr"
+    env = dict(os.environ, ROS_DOMAIN_ID=DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    proc = run_with_emulator([sys.executable, __file__, str(out)], timeout_s=150, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0 and lines, f"scenario failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(lines[-1]), EpisodeStore.open(out)
+
+
+def test_keys_drive_the_arm_and_two_episodes_are_recorded(run: tuple[dict[str, Any], Any]) -> None:
+    from video2reward.robot import keys
+
+    res, store = run
+    assert res["home"][0], res["home"]
+    assert "saved ep 0 (success)" in res["status"] and "saved ep 1 (failure)" in res["status"]
+    ep0, ep1 = store.episode(0), store.episode(1)
+    assert [store.episode_meta(i)[keys.EPISODE_SUCCESS] for i in (0, 1)] == [True, False]
+    # ~1.8 s and ~1.5 s of 30 fps camera frames; a loaded CI machine renders fewer.
+    assert 25 <= len(ep0[keys.IMAGE]) <= 70 and 20 <= len(ep1[keys.IMAGE]) <= 60
+    a0, a1 = ep0[keys.ACTION], ep1[keys.ACTION]
+    np.testing.assert_array_equal(a0[-1], np.zeros(4))
+    assert (a0[:, 0] > 0.1).sum() >= 10 and np.abs(a0[:, 1:3]).max() < 1e-6
+    # Every recorded command is one the driver reported as actually sent.
+    sent = {tuple(np.round(a, 5)) for a in res["applied"]}
+    for a in np.concatenate([a0, a1]):
+        if np.any(a[:3] != 0):
+            assert tuple(np.round(a.astype(float), 5)) in sent
+    assert ep0[keys.EE_POS][-1, 0] - ep0[keys.EE_POS][0, 0] > 0.05  # the arm went +x
+    assert ep1[keys.EE_POS][-1, 2] - ep1[keys.EE_POS][0, 2] > 0.04  # ...and up
+    assert (a1[:, 2] > 0.1).sum() >= 8
+    g = a1[np.any(a1 != 0, axis=1), 3]
+    assert g[0] == -1.0 and g[-1] == 1.0  # the gripper key closed it during episode 1
+    assert ep0[keys.IMAGE].shape[1:] == (84, 84, 3)
+    assert store.attrs[keys.ATTR_INTRINSICS]["width"] == 84.0
+
+
+def test_sigkill_mid_episode_keeps_earlier_episodes_and_a_second_recorder_appends(
+    run: tuple[dict[str, Any], Any],
+) -> None:
+    from video2reward.robot import keys
+
+    res, store = run
+    assert res["recorder_exit"] == -signal.SIGKILL
+    assert "dropped" in res["recorder2_log"] and "rows of a crashed one" in res["recorder2_log"]
+    assert res["start2"][0] and res["stop2"][0], (res["start2"], res["stop2"])
+    assert store.n_episodes == 3  # the killed episode is gone, the appended one is there
+    assert store.episode_meta(2)[keys.EPISODE_SUCCESS] is True
+    assert store.episode_meta(2)["length"] >= 5
+    assert res["teleop_exit"] == 0
+
+
+if __name__ == "__main__":
+    print(json.dumps(scenario(sys.argv[1])), flush=True)
