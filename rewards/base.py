@@ -180,6 +180,9 @@ class RewardModel(nn.Module, ABC):
     method: ClassVar[str]
     config_cls: ClassVar[type[RewardConfig]]
     score_chunk: ClassVar[int] = 64  # frames per forward pass when scoring
+    # Training cuts demos this many frames after their first successful frame (when the data
+    # labels success per step); -1 keeps the idle tail. See rewards/train.py.
+    default_trim_after_success: ClassVar[int] = 2
 
     def __init__(self, config: RewardConfig):
         super().__init__()

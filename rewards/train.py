@@ -50,8 +50,9 @@ class TrainConfig:
     agent_data: str = ""  # Rank2Reward only: agent episodes to pre-fit the discriminator on
     agent_updates: int = 200  # discriminator updates on agent_data
     # Cut demos this many frames after their first successful frame when the data has
-    # per-step success labels (scripted demos idle after success); -1 keeps whole episodes.
-    trim_after_success: int = 2
+    # per-step success labels (scripted demos idle after success); -1 keeps whole episodes;
+    # None takes the method's default (RewardModel.default_trim_after_success).
+    trim_after_success: int | None = None
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
@@ -120,9 +121,10 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
     out.mkdir(parents=True, exist_ok=True)
     device = _resolve_device(cfg.device)
     data = load_episodes(cfg.data, model_cfg.image_size_px, cfg.max_episodes).demos()
-    data = data.trimmed(cfg.trim_after_success)
     torch.manual_seed(model_cfg.seed)
     model = build_model(model_cfg, device)
+    trim = cfg.trim_after_success
+    data = data.trimmed(model.default_trim_after_success if trim is None else trim)
     opt = torch.optim.Adam(model.parameters(), lr=model_cfg.lr)
 
     start, elapsed_s = 0, 0.0
