@@ -143,7 +143,11 @@ class XArmDriver(Arm):
                 report_type=self.config.report_type,
             )
         if not self._api.connected:
-            self._api.connect()
+            try:
+                self._api.connect()
+            except Exception as e:  # the SDK raises a bare Exception("connect socket failed")
+                raise ConnectionError(f"cannot reach the xArm controller at {self.config.ip}: "
+                                      f"{e}") from e
         if not self._api.connected:
             raise ConnectionError(f"cannot reach the xArm controller at {self.config.ip}")
         self._check(
