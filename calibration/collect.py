@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 from video2reward.calibration.board import BoardDetection, CharucoBoardSpec, detect_board
 from video2reward.calibration.handeye import HandEyeView
@@ -134,27 +135,37 @@ def _visit(
     )
 
 
+def _facing_score(det: BoardDetection, min_corners: int) -> float:
+    """Image area (px^2) of the detected corners' hull: largest when the board faces the camera."""
+    if det.count < min_corners:
+        return 0.0
+    hull = cv2.convexHull(det.corners_px.astype(np.float32))
+    return float(cv2.contourArea(hull))
+
+
 def find_facing_yaw(
     arm: Arm, camera: Camera, spec: CharucoBoardSpec, config: CollectConfig
 ) -> float:
-    """Sweep the tool yaw at the top centre of the box; the yaw showing the most corners."""
+    """Sweep the tool yaw at the centre of the box; the yaw at which the board looks largest.
+
+    Corner counts saturate over a wide range of yaws, so the score is the image area of the
+    detected corners, which peaks when the board faces the camera.
+    """
     p = config.box.center.copy()
-    p[2] = config.box.hi[2] - config.margin_m
     yaws = np.deg2rad(np.arange(-180.0, 180.0, config.sweep_step_deg))
-    counts = []
-    for yaw in yaws:
-        counts.append(_visit(arm, camera, spec, PoseTarget(p, float(yaw)), config).detection.count)
-    best = int(np.argmax(counts))
-    if counts[best] < config.min_corners:
+    dets = [_visit(arm, camera, spec, PoseTarget(p, float(y)), config).detection for y in yaws]
+    scores = [_facing_score(d, config.min_corners) for d in dets]
+    best = int(np.argmax(scores))
+    if scores[best] <= 0.0:
         raise BoardNeverSeenError(
-            f"board not seen at any tool yaw from the top centre of the box {p.round(3)} "
-            f"(most corners: {counts[best]}); check that the camera looks at the workspace "
-            "and the board spec matches the mounted board"
+            f"board not seen at any tool yaw from the centre of the box {p.round(3)} "
+            f"(most corners: {max(d.count for d in dets)}); check that the camera looks at the "
+            "workspace and the board spec matches the mounted board"
         )
-    # Refine between the neighbours: a parabola through the counts around the best yaw.
-    c0, c1, c2 = counts[best - 1], counts[best], counts[(best + 1) % len(counts)]
-    denom = c0 - 2 * c1 + c2
-    shift = 0.5 * (c0 - c2) / denom if denom != 0 else 0.0
+    # Refine between the neighbours: the vertex of a parabola through three scores.
+    s0, s1, s2 = scores[best - 1], scores[best], scores[(best + 1) % len(scores)]
+    denom = s0 - 2 * s1 + s2
+    shift = 0.5 * (s0 - s2) / denom if denom != 0 else 0.0
     return float(yaws[best] + np.clip(shift, -0.5, 0.5) * np.deg2rad(config.sweep_step_deg))
 
 

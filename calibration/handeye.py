@@ -53,6 +53,10 @@ class HandEyeConfig:
     board_z_flange_m: float | None = None
     reject_px: float = 1.5  # drop views whose corner RMS exceeds max(this, 4 x median)
     max_rejected_frac: float = 0.34  # more rejections than this: the data are inconsistent
+    # Refuse a result whose corners still miss by more than this (RMS over the used views).
+    # The robot's absolute accuracy (~1 mm) is ~1 px at 0.8 m; a bad mount or stale poses
+    # give several pixels.
+    max_rms_px: float = 2.0
     pixel_noise_px: float = 0.3  # assumed corner noise for the predicted uncertainty
     max_std_mm: float = 1.0  # refuse if the predicted 1-sigma of the camera position exceeds
     max_std_deg: float = 0.1  # ... or of its orientation
@@ -80,6 +84,8 @@ class HandEyeConfig:
             )
         if not (self.reject_px > 0 and 0 <= self.max_rejected_frac < 1):
             raise ValueError("reject_px must be > 0 and max_rejected_frac in [0, 1)")
+        if not self.max_rms_px >= self.reject_px:
+            raise ValueError(f"max_rms_px must be >= reject_px, got {self.max_rms_px}")
         if not (self.pixel_noise_px > 0 and self.max_std_mm > 0 and self.max_std_deg > 0):
             raise ValueError("pixel_noise_px, max_std_mm and max_std_deg must be positive")
 
@@ -422,11 +428,17 @@ def solve_handeye(
             break
         used = good
     rejected = [seen[k] for k in range(len(A)) if k not in used]
-    if len(rejected) > cfg.max_rejected_frac * len(A) or len(used) < cfg.min_views:
+    rms_used = float(np.sqrt(np.mean(prob.residuals(x, used) ** 2) * 2))
+    if (
+        len(rejected) > cfg.max_rejected_frac * len(A)
+        or len(used) < cfg.min_views
+        or rms_used > cfg.max_rms_px
+    ):
         raise HandEyeError(
             f"inconsistent views: {len(rejected)} of {len(A)} disagree with the rest (views "
-            f"{rejected}); check that the board is rigidly mounted, the robot poses are read "
-            "after the arm settled and the images are synchronised with them"
+            f"{rejected}) and the others still miss by {rms_used:.2f} px RMS (limit "
+            f"{cfg.max_rms_px} px); check that the board is rigidly mounted, the robot poses "
+            "are read after the arm settled and the images are synchronised with them"
         )
 
     # Predicted uncertainty from the Jacobian at the solution (Gauss-Newton covariance).
