@@ -144,6 +144,8 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
     (out / "config.json").write_text(json.dumps(
         {"method": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(cfg)}, indent=2))
 
+    if start == 0:  # a fresh run: do not append to an earlier run's log
+        (out / "metrics.csv").unlink(missing_ok=True)
     logs = _Logs(out)
     # A fresh generator per (seed, start step): a resumed run draws new batches.
     rng = np.random.default_rng([model_cfg.seed, start])
