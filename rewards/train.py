@@ -106,9 +106,9 @@ class _Logs:
 
 
 def _save_state(path: Path, model: RewardModel, opt: torch.optim.Optimizer, step: int,
-                elapsed_s: float) -> None:
+                elapsed_s: float, cpu_s: float) -> None:
     state = {**model.checkpoint(), "optimizer": opt.state_dict(), "step": step,
-             "elapsed_s": elapsed_s}
+             "elapsed_s": elapsed_s, "cpu_s": cpu_s}
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)
     tmp.replace(path)
@@ -127,7 +127,7 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
     data = data.trimmed(model.default_trim_after_success if trim is None else trim)
     opt = torch.optim.Adam(model.parameters(), lr=model_cfg.lr)
 
-    start, elapsed_s = 0, 0.0
+    start, elapsed_s, cpu_s = 0, 0.0, 0.0
     state_path = out / STATE_NAME
     if cfg.resume and state_path.exists():
         state = torch.load(state_path, map_location=device, weights_only=True)
@@ -141,6 +141,7 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
         model.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
         start, elapsed_s = int(state["step"]), float(state.get("elapsed_s", 0.0))
+        cpu_s = float(state.get("cpu_s", 0.0))
     (out / "config.json").write_text(json.dumps(
         {"method": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(cfg)}, indent=2))
 
@@ -151,6 +152,8 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
     rng = np.random.default_rng([model_cfg.seed, start])
     steps = model_cfg.steps
     t0 = time.monotonic() - elapsed_s
+    c0 = time.process_time() - cpu_s  # CPU seconds of this process: wall time on a shared
+    # machine depends on the neighbours, CPU time does not
     bar: Any = None
     if cfg.progress_bar and steps > start:
         from tqdm import tqdm
@@ -173,13 +176,15 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}")
             if (step + 1) % cfg.ckpt_every == 0 and step + 1 < steps:
-                _save_state(state_path, model, opt, step + 1, time.monotonic() - t0)
+                _save_state(state_path, model, opt, step + 1, time.monotonic() - t0,
+                            time.process_time() - c0)
     finally:
         if bar is not None:
             bar.close()
         logs.close()
     train_time_s = time.monotonic() - t0
-    _save_state(state_path, model, opt, steps, train_time_s)
+    train_cpu_s = time.process_time() - c0
+    _save_state(state_path, model, opt, steps, train_time_s, train_cpu_s)
 
     if cfg.agent_data and hasattr(model, "update"):
         agent = load_episodes(cfg.agent_data, model_cfg.image_size_px)
@@ -192,6 +197,7 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
     path = model.save(out)
     (out / "train_summary.json").write_text(json.dumps({
         "method": model.method, "steps": steps, "train_time_s": round(train_time_s, 2),
+        "train_cpu_s": round(train_cpu_s, 2),
         "episodes": len(data), "frames": int(data.lengths.sum()), "checkpoint": str(path),
         "threads": torch.get_num_threads(), "device": str(device),
     }, indent=2))
