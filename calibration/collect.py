@@ -32,6 +32,10 @@ class BoardNeverSeenError(RuntimeError):
     """The yaw sweep found no tool yaw at which the camera sees the board."""
 
 
+class ArmNotSettledError(RuntimeError):
+    """The arm kept moving while an image was captured."""
+
+
 @dataclass(frozen=True)
 class CollectConfig:
     box: WorkspaceBox = field(default_factory=WorkspaceBox)  # the arm's workspace (TCP), metres
@@ -44,6 +48,11 @@ class CollectConfig:
     min_corners: int = 8  # a view with fewer ChArUco corners counts as "board not seen"
     flush_frames: int = 1  # frames dropped after each move (camera queues hold stale frames)
     keep_images: bool = False  # keep the RGB images in the result (debugging, saving)
+    # A capture counts when the joints moved less than this between the reads around it
+    # (2e-4 rad moves a board 0.5 m out by 0.1 mm); otherwise wait and capture again.
+    settle_tol_rad: float = 2e-4
+    settle_wait_s: float = 0.2
+    settle_retries: int = 10
 
     def __post_init__(self) -> None:
         extent = self.box.hi - self.box.lo
@@ -62,6 +71,8 @@ class CollectConfig:
             raise ValueError(f"sweep_step_deg must be in [5, 90], got {self.sweep_step_deg}")
         if self.min_corners < 4 or not 0 <= self.flush_frames <= 30:
             raise ValueError("min_corners must be >= 4 and flush_frames in [0, 30]")
+        if not (self.settle_tol_rad > 0 and self.settle_wait_s >= 0 and self.settle_retries >= 1):
+            raise ValueError("settle_tol_rad > 0, settle_wait_s >= 0 and settle_retries >= 1")
 
 
 @dataclass(frozen=True)
@@ -126,10 +137,21 @@ def _capture(camera: Camera, flush_frames: int) -> np.ndarray:
 def _visit(
     arm: Arm, camera: Camera, spec: CharucoBoardSpec, target: PoseTarget, config: CollectConfig
 ) -> CollectedView:
-    state = arm.move_to(target.p_base_tcp_m, target.yaw_rad)
-    rgb = _capture(camera, config.flush_frames)
-    # Joints read after the image: the arm is at rest, both describe the same pose.
-    q = np.asarray(arm.state().joint_pos_rad if state is None else state.joint_pos_rad, float)
+    arm.move_to(target.p_base_tcp_m, target.yaw_rad)
+    # The joints are read just before and just after the image: if they differ, the arm was
+    # still settling (servo lag after a move) and the pair would not describe one pose.
+    for _ in range(config.settle_retries):
+        q0 = np.asarray(arm.state().joint_pos_rad, dtype=float)
+        rgb = _capture(camera, config.flush_frames)
+        q = np.asarray(arm.state().joint_pos_rad, dtype=float)
+        if float(np.max(np.abs(q - q0))) <= config.settle_tol_rad:
+            break
+        time.sleep(config.settle_wait_s)
+    else:
+        raise ArmNotSettledError(
+            f"the arm kept moving at {target.p_base_tcp_m.round(3).tolist()} (joints changed by "
+            f"{np.max(np.abs(q - q0)):.2e} rad during a capture); check for vibration"
+        )
     return CollectedView(
         target, q, fk(q), detect_board(rgb, spec), rgb if config.keep_images else None
     )
