@@ -13,9 +13,12 @@ The recorder writes ``robot.episode_store`` episodes (``kind="teleop"``): image,
 joints, gripper, action, timestamp per row; success, task, kind and operator notes per
 episode; camera intrinsics and fps as store attributes.
 
-Rows follow ``robot.keys``: row t is a camera frame and the last command sent after it and
-before the next frame (zeros when none was sent; the last row of an episode is always zeros),
-so frames and commands may arrive asynchronously (a ROS node) or in lockstep (a twin loop).
+Rows follow ``robot.keys``: row t is a camera frame and the command sent after it and before
+the next frame (zeros when none was sent; the last row of an episode is always zeros), so
+frames and commands may arrive asynchronously (a ROS node) or in lockstep (a twin loop). When
+two commands fall between two frames (unsynchronized 30 Hz streams alias), their Cartesian
+deltas are added (clipped to [-1, 1]) and the later gripper command kept, so the row's action
+still accounts for the motion from frame t to frame t + 1; ``merged_commands`` counts these.
 
 Durability: a writer thread appends rows to the store in chunks of ``flush_every`` rows, so
 ``observe`` never waits for the disk; each chunk file is fsynced before it is renamed into
@@ -214,7 +217,8 @@ class Recorder:
         self._last_event = "idle"
         self._error: str | None = None
         self._writer_error: BaseException | None = None
-        self.merged_commands = 0  # commands replaced by a later one before the next frame
+        self.merged_commands = 0  # commands added to an earlier one between the same two frames
+        self._n_cmds = 0  # commands since the latest frame
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> EpisodeStore:
@@ -337,19 +341,24 @@ class Recorder:
                 return False
             self._pending = row
             self._action = np.zeros(keys.ACTION_DIM, np.float32)
+            self._n_cmds = 0
             self._frames += 1
             self._rate_window.append(self._clock())
             return True
 
     def command(self, applied_action: np.ndarray) -> None:
-        """The command the driver actually sent after the latest frame (after clipping)."""
+        """A command the driver actually sent (after clipping), in the row of the latest frame."""
         a = np.asarray(applied_action, dtype=np.float32).reshape(keys.ACTION_DIM)
         with self._lock:
             if not self._recording or self._pending is None:
                 return
-            if np.any(self._action != 0):
+            if self._n_cmds:
                 self.merged_commands += 1
-            self._action = a.copy()
+                self._action[:3] = np.clip(self._action[:3] + a[:3], -1.0, 1.0)
+                self._action[3] = a[3]
+            else:
+                self._action = a.copy()
+            self._n_cmds += 1
 
     def stop(self, success: bool | None = None, timeout_s: float = 30.0) -> int:
         """Commit the episode (label ``success``, else the one set by :meth:`mark`, else False).

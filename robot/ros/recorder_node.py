@@ -41,7 +41,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("task", "push", "task name stored with every episode", None, True),
     ("kind", "teleop", "episode kind stored with every episode", None, True),
     ("source", "robot", "store source attribute: robot | twin", None, True),
-    ("fps_hz", 30.0, "nominal camera rate (store fps, drop detection)", float_range(1, 120), True),
+    ("fps", 30, "nominal camera rate: store fps, drop detection", int_range(1, 120), True),
     (
         "flush_every",
         30,
@@ -72,7 +72,7 @@ class RecorderNode(Node):
             task=p["task"],
             kind=p["kind"],
             source=p["source"],
-            fps_hz=p["fps_hz"],
+            fps_hz=float(p["fps"]),
             flush_every=p["flush_every"],
             min_free_mb=p["min_free_mb"],
             max_episode_s=p["max_episode_s"],

@@ -166,8 +166,14 @@ def scenario(out: str) -> dict[str, Any]:
         deadline = time.monotonic() + 30
         while not any("store " in ln for ln in log2) and time.monotonic() < deadline:
             time.sleep(0.1)
-        time.sleep(1.0)  # the new service server is matched by this client
-        r["start2"] = call(Trigger, "/recorder/start", Trigger.Request())
+        # A request written before the new server's reader matched this client is lost (the
+        # killed server may still be in the graph): retry; a late first request shows up as
+        # "already recording".
+        for _ in range(6):
+            r["start2"] = call(Trigger, "/recorder/start", Trigger.Request(), timeout_s=5.0)
+            if r["start2"][0] or "already recording" in r["start2"][1]:
+                r["start2"] = (True, r["start2"][1])
+                break
         hold(b"d", 0.6)
         r["stop2"] = call(SetBool, "/recorder/stop", SetBool.Request(data=True))
         r["applied"] = applied
@@ -216,11 +222,15 @@ def test_keys_drive_the_arm_and_two_episodes_are_recorded(run: tuple[dict[str, A
     a0, a1 = ep0[keys.ACTION], ep1[keys.ACTION]
     np.testing.assert_array_equal(a0[-1], np.zeros(4))
     assert (a0[:, 0] > 0.1).sum() >= 10 and np.abs(a0[:, 1:3]).max() < 1e-6
-    # Every recorded command is one the driver reported as actually sent.
-    sent = {tuple(np.round(a, 5)) for a in res["applied"]}
-    for a in np.concatenate([a0, a1]):
-        if np.any(a[:3] != 0):
-            assert tuple(np.round(a.astype(float), 5)) in sent
+    # Every recorded command is one the driver reported as actually sent, or (two commands
+    # between two camera frames) the clipped sum of consecutive ones.
+    ap = np.array(res["applied"])[:, :3]
+    sums = [ap, np.clip(ap[:-1] + ap[1:], -1, 1), np.clip(ap[:-2] + ap[1:-1] + ap[2:], -1, 1)]
+    sent = {tuple(np.round(a, 4)) for block in sums for a in block}
+    moving = [a for a in np.concatenate([a0, a1]) if np.any(a[:3] != 0)]
+    assert len(moving) >= 20
+    for a in moving:
+        assert tuple(np.round(a[:3].astype(float), 4)) in sent, a
     assert ep0[keys.EE_POS][-1, 0] - ep0[keys.EE_POS][0, 0] > 0.05  # the arm went +x
     assert ep1[keys.EE_POS][-1, 2] - ep1[keys.EE_POS][0, 2] > 0.04  # ...and up
     assert (a1[:, 2] > 0.1).sum() >= 8

@@ -77,14 +77,20 @@ def test_mark_relabels_running_and_last_episode_and_gaps_count_as_dropped(tmp_pa
         rec.start()
         for i in (0, 1, 4, 5):  # frames 2 and 3 never arrived
             rec.observe(_obs(i))
+            if i == 1:  # two commands before the next frame
+                rec.command(np.array([0.5, 0.0, -0.25, 1.0]))
+                rec.command(np.array([0.75, 0.0, -0.25, -1.0]))
         rec.mark(True)
         assert rec.status().dropped == 2
         assert rec.stop() == 0  # label from mark()
         assert rec.mark(False) == 0  # relabel after the fact
         with pytest.raises(RecorderError, match="not recording"):
             rec.stop()
+        assert rec.merged_commands == 1
     s = EpisodeStore.open(tmp_path / "d.zarr")
     assert s.episode_meta(0)[keys.EPISODE_SUCCESS] is False
+    # The deltas add up (clipped), the later gripper command wins.
+    np.testing.assert_allclose(s.episode(0)[keys.ACTION][1], [1.0, 0.0, -0.5, -1.0])
 
 
 def test_other_camera_into_same_store_is_refused(tmp_path):
