@@ -71,7 +71,7 @@ class NodeSpec:
         for f in self.param_files:
             cmd += ["--params-file", f]
         for k, v in self.params:
-            cmd += ["-p", f"{k}:={v}"]
+            cmd += ["-p", f"{k}:={v if v != '' else repr('')}"]  # YAML '' is the empty string
         for a, b in self.remaps:
             cmd += ["-r", f"{a}:={b}"]
         return cmd
@@ -145,7 +145,7 @@ class _Context:
 
 _ALLOWED = {
     "launch": set(),
-    "arg": {"name", "default", "description"},
+    "arg": {"name", "default", "description", "value"},
     "let": {"name", "value"},
     "group": {"if", "unless"},
     "include": {"file", "if", "unless"},
@@ -356,6 +356,28 @@ class Launcher:
             p.wait()
 
 
+# Executables that bind the xArm controller's fixed ports: the graph runs in its own network
+# namespace (`unshare -rn`, no privileges needed), where every node shares a private loopback.
+NETNS_EXECUTABLES = {"twin_node"}
+_NETNS_ENV = "V2R_LAUNCH_NETNS"
+
+
+def _reexec_in_netns(argv: list[str]) -> int:
+    import shutil
+
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        print("error: the twin needs a private network namespace: install util-linux (unshare) "
+              "and iproute2 (ip), or run scripts/setup.sh", file=sys.stderr)
+        return 2
+    env = {**os.environ, _NETNS_ENV: "1", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    cmd = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && exec "$0" "$@"',
+           sys.executable, "-m", "video2reward.cli.main", "launch", *argv]
+    print("[v2r launch] the graph binds the xArm ports: running it in a private network "
+          "namespace", flush=True)
+    os.execvpe(cmd[0], cmd, env)
+    return 2  # not reached
+
+
 def _find_file(name: str) -> Path:
     p = Path(name)
     if p.exists() or p.is_absolute() or "/" in name:
@@ -392,6 +414,8 @@ def main(argv: list[str]) -> int:
     except LaunchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if any(n.executable in NETNS_EXECUTABLES for n in nodes) and not os.environ.get(_NETNS_ENV):
+        return _reexec_in_netns(argv)
     launcher = Launcher(nodes)
     signal.signal(signal.SIGINT, launcher.request_stop)
     signal.signal(signal.SIGTERM, launcher.request_stop)

@@ -396,6 +396,8 @@ class XArmDriver(Arm):
                     self._streaming = False
                     api.set_state(STATE_STOP)
                     self.watchdog_stops += 1
-                code, (err, _) = api.get_err_warn_code()
+                reply = api.get_err_warn_code()
+                # a disconnected SDK answers with a bare code instead of (code, [err, warn])
+                code, err = (reply[0], reply[1][0]) if len(reply) == 2 else (reply[0], 0)
                 if code == 0 and err and not self.fault.active:
                     self._latch(controller_error_text(err))

@@ -1,0 +1,1 @@
+"""ROS 2 shell around the online learner (rclpy only here)."""

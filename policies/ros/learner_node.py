@@ -1,0 +1,436 @@
+"""ROS 2 DrQ-v2 learner node: images + rewards in, normalized delta EE commands out.
+
+    learner_node --ros-args -p out:=runs/learner -p episode_steps:=50 \\
+        -r image:=/camera/color/image_raw -r reward:=/reward/reward \\
+        -r ee_pose:=/xarm_driver/ee_pose -r joint_states:=/xarm_driver/joint_states \\
+        -r action:=/xarm_driver/action -r home:=/xarm_driver/home -r enable:=/xarm_driver/enable
+
+A control thread acts at ``control_hz`` on the newest image (and ee pose + gripper), publishing
+``action`` (std_msgs/Float32MultiArray). A transition's reward is the sum of the reward node's
+per-frame rewards with stamps in (stamp of o_t, stamp of o_t+1], matched by image stamp, so it
+is exact for potential-based rewards whatever the camera rate (``rewards.stream``). Episodes
+last ``episode_steps``; between them the node calls ``enable``, the optional
+``reset_task`` (the twin re-randomizes its objects) and ``home`` (std_srvs/Trigger).
+
+Fail-safe: when images stop (``image_timeout_s``) or rewards stop (``reward_timeout_s``), the
+node stops publishing, so the driver's watchdog stops the arm; the episode is dropped and a new
+one starts once both flow again. Updates run off the control thread (``policies.online``);
+replay and checkpoints persist in ``out`` so a restarted node resumes. With ``max_episodes``
+set, the node writes ``summary.json``, ``curve.png`` and an mp4 of the last episode, then exits.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, Vector3Stamped
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float32MultiArray
+from std_srvs.srv import Trigger
+from video2reward.policies.drqv2 import DrQV2Config, NonFiniteError
+from video2reward.policies.online import OnlineConfig, OnlineLearner
+from video2reward.robot.ros import convert
+from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
+
+F, I = float_range, int_range
+PARAMS: tuple[ParamSpec, ...] = (
+    (
+        "out",
+        "runs/learner",
+        "run folder: agent.pt, state.json, replay/ (resumed if present)",
+        None,
+        True,
+    ),
+    ("eval_mode", False, "only act (mean action, no exploration, no updates)", None, True),
+    ("control_hz", 10.0, "commands per second (up to the camera rate)", F(1.0, 60.0), True),
+    ("episode_steps", 50, "commands per episode", I(2, 100_000), True),
+    (
+        "max_episodes",
+        0,
+        "stop after this many episodes (0: run until shut down)",
+        I(0, 10_000_000),
+        True,
+    ),
+    ("image_size", 84, "square size the agent sees, pixels", I(16, 480), True),
+    ("frame_stack", 3, "frames per observation", I(1, 16), True),
+    ("proprio", True, "ee position + gripper opening beside the pixels", None, True),
+    ("device", "auto", "auto (CUDA when available) | cpu | cuda", None, True),
+    ("batch_size", 256, "transitions per update", I(2, 4096), True),
+    ("hidden_dim", 1024, "actor/critic MLP width", I(8, 4096), True),
+    ("feature_dim", 50, "trunk output size", I(4, 1024), True),
+    ("lr", 1e-4, "Adam learning rate", F(1e-6, 1e-1), True),
+    ("num_expl_steps", 2000, "agent steps of uniform random actions", I(0, 10_000_000), True),
+    ("seed_steps", 500, "agent steps before the first update", I(0, 10_000_000), True),
+    ("update_every_steps", 2, "one update per this many agent steps", I(1, 100), True),
+    (
+        "success_bonus",
+        0.0,
+        "added to the last reward of a successful episode",
+        F(0.0, 1000.0),
+        True,
+    ),
+    (
+        "success_source",
+        "reward",
+        "reward (the model's success flag) | topic (std_msgs/Bool)",
+        None,
+        True,
+    ),
+    ("reward_timeout_s", 1.0, "rewards this late stop the arm", F(0.05, 60.0), True),
+    ("image_timeout_s", 0.5, "images this late stop the arm", F(0.05, 60.0), True),
+    ("service_timeout_s", 60.0, "longest wait for home/enable/reset_task", F(1.0, 600.0), True),
+    ("use_reset_task", False, "call reset_task between episodes (the twin)", None, True),
+    ("video", True, "write an mp4 of the last episode when max_episodes is reached", None, True),
+    ("seed", 0, "random seed", I(0, 2**31 - 1), True),
+)
+
+
+class LearnerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("learner")
+        p = self.p = declare_all(self, PARAMS)
+        if p["success_source"] not in ("reward", "topic"):
+            raise ValueError(f"success_source must be reward or topic, got {p['success_source']}")
+        agent = DrQV2Config(
+            batch_size=p["batch_size"],
+            hidden_dim=p["hidden_dim"],
+            feature_dim=p["feature_dim"],
+            lr=p["lr"],
+            num_expl_steps=p["num_expl_steps"],
+            update_every_steps=p["update_every_steps"],
+        )
+        self.learner = OnlineLearner(
+            OnlineConfig(
+                out=p["out"],
+                image_size=p["image_size"],
+                frame_stack=p["frame_stack"],
+                proprio=p["proprio"],
+                eval_mode=p["eval_mode"],
+                device=p["device"],
+                seed=p["seed"],
+                success_bonus=p["success_bonus"],
+                seed_steps=p["seed_steps"],
+                agent=agent,
+            )
+        )
+        self.lock = threading.Lock()
+        self.new_image = threading.Condition(self.lock)  # notified on every image
+        self.image: tuple[int, float, np.ndarray] | None = None  # stamp_ns, t_arrival, rgb
+        self.rewards: deque[tuple[int, float, float, float]] = deque(maxlen=100_000)
+        self.t_last_reward = 0.0
+        self.ee_pos: np.ndarray | None = None
+        self.gripper = 1.0
+        self.success_flag = False
+        self.latency_ms: deque[float] = deque(maxlen=1000)
+        self.tick_times: deque[float] = deque(maxlen=200)
+        self.phase = "reset"
+        self.history: list[dict[str, Any]] = []
+        self.action_pub = self.create_publisher(Float32MultiArray, "action", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(Image, "image", self._on_image, 10)
+        self.create_subscription(Vector3Stamped, "reward", self._on_reward, 200)
+        self.create_subscription(PoseStamped, "ee_pose", self._on_pose, 10)
+        self.create_subscription(JointState, "joint_states", self._on_joints, 10)
+        self.create_subscription(Bool, "success", self._on_success, 10)
+        self.triggers: dict[str, Any] = {
+            n: self.create_client(Trigger, n) for n in ("enable", "home", "reset_task")
+        }
+        self.create_timer(1.0, self._diagnostics)
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._control, daemon=True, name="control")
+        self._thread.start()
+
+    # ------------------------------------------------------------------ inputs
+    def _on_image(self, msg: Image) -> None:
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        try:
+            rgb = convert.image_from_msg(msg)
+        except ValueError as e:
+            self.get_logger().error(f"bad image: {e}", throttle_duration_sec=5.0)
+            return
+        with self.lock:
+            self.image = (stamp, time.monotonic(), rgb)
+            self.new_image.notify_all()
+
+    def _on_reward(self, msg: Vector3Stamped) -> None:
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self.lock:
+            self.rewards.append((stamp, msg.vector.x, msg.vector.y, msg.vector.z))
+            self.t_last_reward = time.monotonic()
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        q = msg.pose.position
+        self.ee_pos = np.array([q.x, q.y, q.z], np.float32)
+
+    def _on_joints(self, msg: JointState) -> None:
+        if convert.GRIPPER_JOINT in msg.name:
+            pos = msg.position[msg.name.index(convert.GRIPPER_JOINT)]
+            self.gripper = float(np.clip(1.0 - pos / convert.GRIPPER_TRAVEL_RAD, 0.0, 1.0))
+
+    def _on_success(self, msg: Bool) -> None:
+        self.success_flag = self.success_flag or bool(msg.data)
+
+    # ------------------------------------------------------------------ helpers
+    def _call(self, name: str) -> bool:
+        client = self.triggers[name]
+        timeout = self.p["service_timeout_s"]
+        if not client.wait_for_service(timeout_sec=timeout):
+            self.get_logger().warn(f"service {client.srv_name} is not available")
+            return False
+        t0 = time.monotonic()
+        future = client.call_async(Trigger.Request())
+        finished = threading.Event()
+        future.add_done_callback(lambda _f: finished.set())
+        finished.wait(timeout)
+        res = future.result() if future.done() else None
+        took = time.monotonic() - t0
+        if res is None or not res.success:
+            why = res.message if res is not None else f"no answer in {took:.0f} s"
+            self.get_logger().warn(f"{client.srv_name} failed: {why}")
+            return False
+        if took > 5.0:
+            self.get_logger().info(f"{client.srv_name} took {took:.1f} s")
+        return True
+
+    def _fresh_image(self, after_ns: int, timeout_s: float) -> tuple[int, float, np.ndarray] | None:
+        t_end = time.monotonic() + timeout_s
+        with self.lock:
+            while not self.done.is_set():
+                img = self.image
+                if img is not None and img[0] > after_ns:
+                    return img
+                left = t_end - time.monotonic()
+                if left <= 0:
+                    return None
+                self.new_image.wait(min(left, 0.1))
+        return None
+
+    def _proprio(self) -> np.ndarray | None:
+        if self.ee_pos is None:
+            return None
+        return np.append(self.ee_pos, self.gripper).astype(np.float32)
+
+    def _publish(self, action: np.ndarray, stamp_ns: int) -> None:
+        self.action_pub.publish(convert.array_msg(action))
+        self.latency_ms.append((time.time() - stamp_ns * 1e-9) * 1000.0)
+        self.tick_times.append(time.monotonic())
+
+    def _rewards_upto(self, stamp_ns: int, timeout_s: float) -> bool:
+        t_end = time.monotonic() + timeout_s
+        while time.monotonic() < t_end and not self.done.is_set():
+            with self.lock:
+                if self.rewards and self.rewards[-1][0] >= stamp_ns:
+                    return True
+            time.sleep(0.005)
+        return False
+
+    # ------------------------------------------------------------------ control loop
+    def _control(self) -> None:
+        try:
+            while not self.done.is_set():
+                if not self._episode():
+                    self.learner.abandon()
+                    time.sleep(0.5)  # inputs interrupted: wait, then start a new episode
+                if 0 < self.p["max_episodes"] <= len(self.history):
+                    self._finish_run()
+                    break
+        except Exception as e:
+            self.get_logger().fatal(f"control loop failed: {e!r}")
+            self.error = e
+        self.done.set()
+
+    def _episode(self) -> bool:
+        """One episode; False when inputs stopped (nothing was committed)."""
+        p = self.p
+        self.phase = "reset"
+        if not self._call("enable"):
+            return False
+        if p["use_reset_task"] and not self._call("reset_task"):
+            return False
+        if not self._call("home"):
+            return False
+        t_home = time.time_ns()
+        img = self._fresh_image(t_home, p["image_timeout_s"] * 4)
+        proprio = self._proprio()
+        if img is None or (proprio is None and p["proprio"]):
+            self.get_logger().warn(
+                "no image or ee pose after home; retrying", throttle_duration_sec=5.0
+            )
+            return False
+        self.success_flag = False
+        self.phase = "run"
+        stamps = [img[0]]
+        frames = [img[2]]
+        self._publish(self.learner.begin(img[2], proprio), img[0])
+        period = 1.0 / p["control_hz"]
+        t_next = time.monotonic() + period
+        while len(stamps) <= p["episode_steps"]:
+            time.sleep(max(0.0, t_next - time.monotonic()))
+            t_next = max(t_next + period, time.monotonic())
+            img = self._fresh_image(stamps[-1], p["image_timeout_s"])
+            if img is None:
+                self.get_logger().error("camera stalled: commands stopped, episode dropped")
+                return False
+            with self.lock:
+                reward_lag = time.monotonic() - self.t_last_reward
+            if reward_lag > p["reward_timeout_s"]:
+                self.get_logger().error("rewards stopped: commands stopped, episode dropped")
+                return False
+            stamps.append(img[0])
+            frames.append(img[2])
+            try:
+                action = self.learner.step(img[2], self._proprio())
+            except NonFiniteError as e:
+                self.get_logger().error(f"non-finite input, episode dropped: {e}")
+                return False
+            if len(stamps) <= p["episode_steps"]:
+                self._publish(action, img[0])
+        self.action_pub.publish(convert.array_msg(np.zeros(4, np.float32)))  # hold still
+        self.phase = "score"
+        if not self._rewards_upto(stamps[-1], p["reward_timeout_s"] * 5):
+            self.get_logger().error("rewards for the episode's last frames never came")
+            return False
+        with self.lock:
+            rw = np.array(self.rewards, dtype=np.float64).reshape(-1, 4)
+        edges = np.asarray(stamps, dtype=np.int64)
+        inside = (rw[:, 0] > edges[0]) & (rw[:, 0] <= edges[-1])
+        rw = rw[inside]
+        which = np.searchsorted(edges, rw[:, 0].astype(np.int64), side="left") - 1
+        rewards = np.bincount(which, weights=rw[:, 1], minlength=len(edges) - 1)
+        if p["success_source"] == "topic":
+            success = self.success_flag
+        else:
+            success = bool((rw[:, 3] > 0.5).any())
+        try:
+            summary = self.learner.finish(rewards.astype(np.float32), success)
+        except NonFiniteError as e:
+            self.get_logger().error(f"non-finite reward, episode dropped: {e}")
+            return False
+        summary["progress_end"] = float(rw[-1, 2]) if len(rw) else float("nan")
+        self.history.append(summary)
+        self.last_frames = frames
+        n = len(self.history)
+        rate = np.mean([h["success"] for h in self.history[-20:]])
+        self.get_logger().info(
+            f"episode {n}: return {summary['return']:.3f} success {summary['success']} "
+            f"(last 20: {rate:.0%}) steps {self.learner.state['agent_steps']} "
+            f"updates {self.learner.agent.num_updates}"
+        )
+        return True
+
+    def _finish_run(self) -> None:
+        out = Path(self.p["out"])
+        hist = self.history
+        summary = {
+            "episodes": len(hist),
+            "success_rate": float(np.mean([h["success"] for h in hist])),
+            "success_rate_last_10": float(np.mean([h["success"] for h in hist[-10:]])),
+            "mean_return_last_10": float(np.mean([h["return"] for h in hist[-10:]])),
+            "eval_mode": self.p["eval_mode"],
+            "agent_steps": self.learner.state["agent_steps"],
+        }
+        name = "eval" if self.p["eval_mode"] else "train"
+        (out / f"{name}_summary.json").write_text(json.dumps(summary, indent=2))
+        _plot(out / f"{name}_curve.png", hist)
+        if self.p["video"] and getattr(self, "last_frames", None):
+            import imageio.v2 as imageio
+
+            with imageio.get_writer(
+                str(out / f"{name}_last_episode.mp4"),
+                fps=self.p["control_hz"],
+                macro_block_size=1,
+                ffmpeg_log_level="error",
+            ) as w:
+                for f in self.last_frames:
+                    w.append_data(f)  # type: ignore[attr-defined]
+        self.get_logger().info(f"finished {len(hist)} episodes: {json.dumps(summary)}")
+
+    def _diagnostics(self) -> None:
+        lat = np.asarray(self.latency_ms)
+        ticks = np.asarray(self.tick_times)
+        rate = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 2 else 0.0
+        values = {
+            "phase": self.phase,
+            "episodes": len(self.history),
+            "agent_steps": self.learner.state["agent_steps"],
+            "updates": self.learner.agent.num_updates,
+            "control_rate_hz": f"{rate:.1f}",
+            "latency_p50_ms": f"{np.percentile(lat, 50):.1f}" if lat.size else "nan",
+            "latency_p95_ms": f"{np.percentile(lat, 95):.1f}" if lat.size else "nan",
+            **{k: f"{v:.4g}" for k, v in self.learner.update_metrics.items()},
+        }
+        st = DiagnosticStatus(
+            level=DiagnosticStatus.OK,
+            name="learner",
+            message=self.phase,
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        )
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+    def close(self) -> None:
+        self.done.set()
+        self._thread.join(timeout=10)
+        self.learner.close()
+        if not self.p["eval_mode"]:
+            self.learner.checkpoint()
+
+
+def _plot(path: Path, hist: list[dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ret = np.array([h["return"] for h in hist])
+    succ = np.array([h["success"] for h in hist], float)
+    k = max(1, min(10, len(hist)))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot(ret, ".", alpha=0.4)
+    a.plot(np.convolve(ret, np.ones(k) / k, "valid"), "-")
+    a.set(xlabel="episode", ylabel="return (learned reward)")
+    b.plot(np.convolve(succ, np.ones(k) / k, "valid"), "-")
+    b.set(xlabel="episode", ylabel=f"success (moving mean of {k})", ylim=(-0.05, 1.05))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    try:
+        node = LearnerNode()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"learner_node: {e}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    code = 0
+    try:
+        while rclpy.ok() and not node.done.is_set():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        code = 1 if getattr(node, "error", None) is not None else 0
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
