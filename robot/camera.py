@@ -127,6 +127,10 @@ class TwinCamera(Camera):
         if self._t0 is None:
             self._t0 = now
             self._t0_wall_s = time.time()
+        # Like a sensor, the twin camera never bursts to catch up: frames that were due while
+        # nobody read are dropped (frame_number jumps), so stamps stay capture times.
+        late = int((now - self._t0) * self.config.fps)
+        self._n = max(self._n, late)
         t_due = self._t0 + self._n / self.config.fps
         if t_due - now > timeout_s:
             raise CameraError("next twin frame is not due within the timeout")

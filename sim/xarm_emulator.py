@@ -142,7 +142,7 @@ class _LinearMove:
     p1_m: np.ndarray
     yaw_rad: float
     duration_s: float
-    trans_id: int | None  # for motion-finished feedback
+    trans_id: int | None  # for motion-finished feedback (requested when the move arrived)
     t_s: float = 0.0
 
 
@@ -159,7 +159,6 @@ class EmulatedController:
         self.error_code = 0
         self.warn_code = 0
         self.motors_enabled = False
-        self.cmd_num = 0
         self.tcp_offset = np.zeros(6)  # mm, rad, in the flange frame
         self.feedback_type = 0
         self.q_goal = self.twin.joint_pos()
@@ -212,6 +211,9 @@ class EmulatedController:
         return q, yaw
 
     # ----------------------------------------------------------------- state
+    def cmdnum(self) -> int:
+        return 0 if self.move is None else 1
+
     @property
     def ready(self) -> bool:
         return self.motors_enabled and self.error_code == 0 and self.state != STATE_STOPPED
@@ -241,15 +243,17 @@ class EmulatedController:
     def _finish_move(self) -> None:
         move, self.move = self.move, None
         if move is not None and move.trans_id is not None:
-            self._send_feedback(move.trans_id, FB_MOTION_FINISH)
+            self._send_feedback(move.trans_id, FB_MOTION_FINISH, force=True)
         if self.state == STATE_MOVING:
             self.state = STATE_READY
         for tid in self.feedback_waiters:
-            self._send_feedback(tid, FB_MOTION_FINISH)
+            self._send_feedback(tid, FB_MOTION_FINISH, force=True)
         self.feedback_waiters.clear()
 
-    def _send_feedback(self, trans_id: int, fb_type: int) -> None:
-        if not self.feedback_type & fb_type:
+    def _send_feedback(self, trans_id: int, fb_type: int, force: bool = False) -> None:
+        # The SDK clears the feedback type right after the move is accepted, so a move's
+        # feedback is decided when it arrives (force), not when it finishes.
+        if not (force or self.feedback_type & fb_type):
             return
         body = bytes([0xFF, 0x00, fb_type, 0x00, 0x00, 0x00, 0x00, 0x00])  # [12] = code 0: ok
         self.outbox.append(struct.pack(">HHH", trans_id, 3, len(body)) + body)
@@ -370,7 +374,6 @@ class EmulatedController:
     # ----------------------------------------------------------------- dispatch
     def handle(self, fn: int, payload: bytes, trans_id: int) -> bytes | None:
         """Reply data for one request, or None for no reply. Runs under ``self.lock``."""
-        self.cmd_num = (self.cmd_num + 1) % 65536
         if fn == FN_GET_VERSION:
             return self.config.version.encode().ljust(40, b"\0")
         if fn == FN_GET_ROBOT_SN:
@@ -378,7 +381,7 @@ class EmulatedController:
         if fn == FN_GET_STATE:
             return bytes([self.state])
         if fn == FN_GET_CMDNUM:
-            return struct.pack(">H", 0)
+            return struct.pack(">H", self.cmdnum())
         if fn == FN_GET_ERROR:
             return bytes([self.error_code, self.warn_code])
         if fn == FN_CLEAN_ERR:
@@ -397,7 +400,7 @@ class EmulatedController:
             self.feedback_type = payload[0]
         elif fn == FN_FEEDBACK_CHECK:
             if self.move is None:
-                self._send_feedback(trans_id, FB_MOTION_FINISH)
+                self._send_feedback(trans_id, FB_MOTION_FINISH, force=True)
             else:
                 self.feedback_waiters.append(trans_id)
         elif fn == FN_GET_TCP_POSE:
@@ -439,7 +442,8 @@ class EmulatedController:
             if fn == FN_MOVE_SERVO_CART:
                 self.servo_cartesian(pose)
             else:
-                self.move_line(pose, float(vals[6]), trans_id if self.feedback_type else None)
+                wants_fb = bool(self.feedback_type & FB_MOTION_FINISH)
+                self.move_line(pose, float(vals[6]), trans_id if wants_fb else None)
             entry["accepted"] = True
         except ControllerError as e:
             if e.code:
@@ -454,7 +458,9 @@ class EmulatedController:
         q[:5] = self.twin.joint_pos()
         pose = self.tcp_pose()
         state_mode = (self.state & 0x0F) | ((self.mode & 0x0F) << 4)
-        body = struct.pack(">BH", state_mode, self.cmd_num % 65536)
+        # cmdnum is the controller's queue of pending motion commands (the SDK throttles on
+        # it), not a request counter: one linear move at most is queued here.
+        body = struct.pack(">BH", state_mode, self.cmdnum())
         body += struct.pack("<7f6f7f", *q, *pose, *np.zeros(7))
         if kind != "real":
             mt = 0x1F if self.motors_enabled else 0x00
