@@ -229,7 +229,10 @@ def test_cli_errors_have_exit_codes(tmp_path, capsys):
 def test_cli_handeye_in_the_twin_writes_a_calibration_close_to_the_truth(tmp_path, capsys):
     p = tmp_path / "cal.yaml"
     save_calibration(dataclasses.replace(full_result(), camera=None, extrinsics=None), p)
-    rc = v2r(["calib", "handeye", f"out={p}", "n_views=12", "facing_yaw_deg=-45"])
+    shots = tmp_path / "shots"
+    rc = v2r(
+        ["calib", "handeye", f"out={p}", "n_views=12", "facing_yaw_deg=-45", f"save_images={shots}"]
+    )
     assert rc == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "twin ground truth: camera error" in out
@@ -239,3 +242,11 @@ def test_cli_handeye_in_the_twin_writes_a_calibration_close_to_the_truth(tmp_pat
     assert err < 2e-3
     assert cal.camera.source == "handeye"
     assert cal.camera.intrinsics.fx == pytest.approx(CameraConfig().intrinsics()["fx"], rel=0.01)
+
+    # The saved views also calibrate the intrinsics alone (ChArUco photos from any source).
+    assert len(list(shots.glob("view_*.png"))) == 12
+    assert v2r(["calib", "intrinsics", "source=images", f"images={shots}", f"out={p}"]) == 0
+    cal = load_calibration(p)
+    assert cal.camera.source == "charuco" and cal.camera.reprojection_rms_px < 0.3
+    assert cal.camera.intrinsics.fx == pytest.approx(CameraConfig().intrinsics()["fx"], rel=0.03)
+    assert cal.extrinsics is not None and cal.workspace is not None  # other sections kept
