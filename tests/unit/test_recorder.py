@@ -20,6 +20,7 @@ from video2reward.robot.recorder import (
     RecorderError,
     quat_wxyz_from_rpy,
 )
+from video2reward.robot.recorder_cli import store_info
 
 INTR = {"width": 8.0, "height": 8.0, "fx": 10.0, "fy": 10.0, "cx": 4.0, "cy": 4.0}
 
@@ -156,6 +157,7 @@ def test_sigkill_mid_episode_keeps_earlier_episodes_and_a_second_recorder_append
     assert lines[1:3] == ["saved 0", "saved 1"]
     before = EpisodeStore.open(out)  # read-only open works on the crashed store
     assert before.n_episodes == 2
+    assert store_info(before)["unfinished_rows"] >= 8  # `v2r record info` shows the crash
     assert max(before.root["data"][k].shape[0] for k in before.data_keys) > before.n_steps
     for ep in range(2):
         d = before.episode(ep)

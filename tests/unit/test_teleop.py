@@ -213,3 +213,49 @@ def test_scripted_keys_drive_the_twin_and_record_two_episodes(tmp_path):
     assert ep1[keys.EE_POS][-1, 2] > ep1[keys.EE_POS][0, 2] + 0.03
     assert ep0[keys.IMAGE].shape[1:] == (48, 48, 3)
     assert np.all(np.diff(ep0[keys.TIMESTAMP]) > 0)
+
+
+def test_v2r_record_teleop_in_a_terminal_records_an_episode(tmp_path):
+    """The CLI end to end: a real pty as the operator's terminal, the twin in real time."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "cli.zarr"
+    master, slave = pty.openpty()
+    cmd = [
+        sys.executable,
+        "-m",
+        "video2reward.cli.main",
+        "record",
+        "teleop",
+        "task=reach",
+        f"out={out}",
+        "image_size=32",
+        "notes=cli test",
+    ]
+    env = dict(os.environ, V2R_TCMALLOC="0")
+    proc = subprocess.Popen(
+        cmd, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
+    try:
+        time.sleep(4.0)  # imports + twin
+        for data, pause in (
+            [(b"e", 0.3), (b"\r", 0.3)]
+            + [(b"w", 1 / 30)] * 20
+            + [(b"", 0.3), (b"y", 0.5), (b"q", 0.0)]
+        ):
+            os.write(master, data)
+            time.sleep(pause)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+        os.close(slave)
+    assert proc.returncode == 0, err[-2000:]
+    assert "1 episodes saved" in err and "saved ep 0 (success)" in err
+    s = EpisodeStore.open(out)
+    assert s.n_episodes == 1 and s.episode_meta(0)[keys.EPISODE_NOTES] == "cli test"
+    a = s.episode(0)[keys.ACTION]
+    assert (a[:, 0] > 0).sum() >= 15 and s.episode(0)[keys.IMAGE].shape[1:] == (32, 32, 3)
