@@ -199,9 +199,9 @@ def camera_subscriber(seconds: float) -> dict[str, Any]:
 
 
 def bench_camera() -> dict[str, Any]:
-    # Measured here: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST makes the RMW pick its own
-    # loopback transport and LARGE_DATA then has no effect, so the rows are isolated by domain
-    # id only, plus one LOCALHOST row to show that effect.
+    # Rows are isolated by domain id only; the last row adds ROS_AUTOMATIC_DISCOVERY_RANGE=
+    # LOCALHOST because one run here saw LARGE_DATA lose its benefit with it (15.6 vs 5.7 ms
+    # p50) and the next did not (4.8 ms): kept as a row until that is understood.
     base_env = dict(os.environ, ROS_DOMAIN_ID="64", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     base_env.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
     base_env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
