@@ -15,6 +15,7 @@ is too thin, dips below ``min_z_m`` or has a corner the tool-down arm cannot rea
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -82,12 +83,19 @@ def jog_and_record(
     arm: Arm,
     ask: Callable[[str], str],
     say: Callable[[str], None] = print,
+    step_period_s: float = 0.1,
+    sleep: Callable[[float], None] = time.sleep,
     max_commands: int = 10_000,
 ) -> list[np.ndarray]:
     """Interactive jogging: ``x+``/``y-``/``z+`` [n] (n steps of the envelope's max step),
     ``r`` records the tool position as a corner, ``u`` undoes the last, ``d`` is done.
+
+    Steps go out every ``step_period_s`` (the envelope caps speed by the time between
+    commands, and servo targets should be reached before the next). Each burst re-enables
+    the arm first: while the user types, the driver's watchdog stops the idle arm.
     """
-    arm.enable()
+    if not 0.0 <= step_period_s <= 1.0:
+        raise ValueError(f"step_period_s must be in [0, 1], got {step_period_s}")
     corners: list[np.ndarray] = []
     say("jog: x+ x- y+ y- z+ z- [steps], r = record corner, u = undo, d = done")
     for _ in range(max_commands):
@@ -107,8 +115,10 @@ def jog_and_record(
             steps = int(words[1]) if len(words) > 1 and words[1].isdigit() else 1
             action = np.zeros(4)
             action[_AXES[cmd[0]]] = 1.0 if cmd[1] == "+" else -1.0
+            arm.enable()
             for _ in range(min(steps, 100)):
                 sent = arm.send_action(action)
+                sleep(step_period_s)
             say(
                 f"tool at {np.round(arm.state().ee_pos_m, 4).tolist()} m"
                 + (" (clamped by the envelope)" if sent.clamped else "")

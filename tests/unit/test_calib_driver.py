@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ def scenario() -> dict[str, Any]:
     from video2reward.calibration.collect import CollectConfig, collect_views
     from video2reward.calibration.handeye import HandEyeConfig, solve_handeye
     from video2reward.calibration.sim_rig import TwinRig, TwinRigConfig
+    from video2reward.calibration.workspace import jog_and_record
     from video2reward.robot.camera import TwinCamera, TwinCameraConfig
     from video2reward.robot.safety import InvalidCommandError
     from video2reward.robot.xarm_driver import XArmDriver, XArmDriverConfig
@@ -52,6 +54,19 @@ def scenario() -> dict[str, Any]:
                 arm.move_to(np.array([0.35, 0.0, 0.6]))
             except InvalidCommandError as e:
                 out["refused"] = str(e)
+            # Jogging with pauses longer than the watchdog deadline between bursts.
+            arm.move_to(np.array([0.35, 0.0, 0.20]))
+            script = iter(["r", "x+ 3", "wait", "z- 2", "wait", "r", "d"])
+
+            def ask(_: str) -> str:
+                cmd = next(script)
+                if cmd == "wait":
+                    time.sleep(0.6)  # the user thinks; the watchdog (0.25 s) stops the arm
+                    return ""
+                return cmd
+
+            corners = jog_and_record(arm, ask, lambda _: None)
+            out["jog_mm"] = (1000 * (corners[1] - corners[0])).tolist()
             run = collect_views(arm, cam, rig.config.board, cfg)
             out["fault"] = arm.state().fault
             log = server.controller.motion_log
@@ -86,6 +101,7 @@ def test_collection_through_the_xarm_driver_and_emulator_recovers_the_camera():
     assert proc.returncode == 0 and lines, f"scenario failed:\n{proc.stdout}\n{proc.stderr}"
     r = json.loads(lines[-1])
     assert "outside the workspace box" in r["refused"]  # the driver's envelope, not ours
+    np.testing.assert_allclose(r["jog_mm"], [30.0, 0.0, -20.0], atol=1.5)
     assert r["fault"] is None
     assert r["n_motion_commands"] >= 10  # every pose went to the controller as a move
     assert r["views_seen"] >= 7  # the lattice corners farthest from the camera may miss
