@@ -24,7 +24,12 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation
 from video2reward.calibration.board import BoardMount, CharucoBoardSpec, detect_board
-from video2reward.calibration.collect import BoardNeverSeenError, CollectConfig, collect_views
+from video2reward.calibration.collect import (
+    ArmNotSettledError,
+    BoardNeverSeenError,
+    CollectConfig,
+    collect_views,
+)
 from video2reward.calibration.handeye import HandEyeConfig, HandEyeError, solve_handeye
 from video2reward.calibration.intrinsics import (
     IntrinsicsConfig,
@@ -48,7 +53,13 @@ from video2reward.calibration.workspace import (
 from video2reward.cli.config import ConfigError, compose, run_cli, to_dataclass
 from video2reward.robot.arm import Arm
 from video2reward.robot.camera import Camera, CameraError, CameraIntrinsics
-from video2reward.robot.safety import EnvelopeConfig, WorkspaceBox
+from video2reward.robot.kinematics import UnreachableError
+from video2reward.robot.safety import (
+    EnvelopeConfig,
+    InvalidCommandError,
+    LatchedFaultError,
+    WorkspaceBox,
+)
 
 Vec3 = tuple[float, float, float]
 
@@ -274,10 +285,15 @@ def _handeye(overrides: list[str], flags: list[str]) -> int:
         HandEyeError,
         IntrinsicsError,
         BoardNeverSeenError,
+        ArmNotSettledError,
         CalibrationFileError,
         CameraError,
+        InvalidCommandError,
+        UnreachableError,
+        LatchedFaultError,
+        ConnectionError,
     ) as e:
-        return _fail(str(e))
+        return _fail(f"{type(e).__name__}: {e}")
 
 
 def _replace(cfg: HandEyeCliConfig, **kw: Any) -> HandEyeCliConfig:
@@ -392,6 +408,11 @@ def _workspace(overrides: list[str], flags: list[str]) -> int:
         jog_box = WorkspaceBox(cfg.jog_lo_m, cfg.jog_hi_m)
     except ValueError as e:
         raise ConfigError(f"jog box: {e}") from e
+    if Path(cfg.out).exists():  # a broken file must fail now, not after the jogging
+        try:
+            load_calibration(cfg.out)
+        except CalibrationFileError as e:
+            return _fail(str(e))
     if cfg.corners:
         corners = [np.asarray(c, dtype=float) for c in cfg.corners]
         where = "given corners"
@@ -414,7 +435,8 @@ def _workspace(overrides: list[str], flags: list[str]) -> int:
     try:
         box = box_from_corners(corners, tool_cfg)
     except ValueError as e:
-        return _fail(str(e))
+        pts = [np.round(c, 4).tolist() for c in corners]
+        return _fail(f"{e}\nrecorded corners (reuse with corners=...): {pts}")
     update_calibration(cfg.out, where, workspace=box)
     print(
         f"workspace box: lo {np.round(box.lo, 4).tolist()} m, hi {np.round(box.hi, 4).tolist()}"
@@ -456,6 +478,15 @@ def _show(overrides: list[str], flags: list[str]) -> int:
         print(
             f"  board: {ex.board.squares_x}x{ex.board.squares_y} {ex.board.square_m * 1000:g} mm "
             f"{ex.board.dictionary}; residuals {ex.residuals}"
+        )
+    if cal.extrinsics is not None and cal.camera is not None:
+        from video2reward.calibration.sim_rig import twin_camera_from_calibration
+
+        twin_cam, roll_deg = twin_camera_from_calibration(cal)
+        print(
+            f"  twin camera: CameraConfig(eye_m={np.round(twin_cam.eye_m, 4).tolist()}, "
+            f"target_m={np.round(twin_cam.target_m, 4).tolist()}, "
+            f"fovy_deg={twin_cam.fovy_deg:.3f}); roll not representable: {roll_deg:.2f} deg"
         )
     if cal.workspace is None:
         print("  workspace: (none) -> v2r calib workspace")

@@ -4,7 +4,7 @@
         views = collect_views(rig.arm, rig.camera, spec, CollectConfig())
         rig.T_base_cam_true, rig.T_flange_board_true   # ground truth to compare against
 
-    cam_cfg, roll_deg = camera_config_from_T_base_cam(T_base_cam, K, width, height)
+    cam_cfg, roll_deg = twin_camera_from_calibration(load_calibration("calibration.yaml"))
     twin.set_camera(cam_cfg)                           # place the twin's camera from a result
 
 ``TwinArm`` implements ``robot.arm.Arm`` over the twin (tool-down IK, the same workspace-box
@@ -25,6 +25,7 @@ from types import TracebackType
 import numpy as np
 from scipy.spatial.transform import Rotation
 from video2reward.calibration.board import BoardMount, CharucoBoardSpec, write_board_png
+from video2reward.calibration.result import CalibrationResult
 from video2reward.robot.arm import Arm, ArmState
 from video2reward.robot.camera import CameraIntrinsics, TwinCamera, TwinCameraConfig
 from video2reward.robot.kinematics import GRIPPER_TCP_OFFSET_M, fk, ik_tool_down
@@ -245,3 +246,11 @@ def camera_config_from_T_base_cam(
     )
     dR = cfg.T_base_cam()[:3, :3].T @ T[:3, :3]
     return cfg, float(np.rad2deg(Rotation.from_matrix(dR).magnitude()))
+
+
+def twin_camera_from_calibration(cal: CalibrationResult) -> tuple[CameraConfig, float]:
+    """The twin's camera from a calibration file's T_base_cam and intrinsics (and roll error)."""
+    if cal.extrinsics is None or cal.camera is None:
+        raise ValueError("the calibration needs both the camera and the extrinsics sections")
+    i = cal.camera.intrinsics
+    return camera_config_from_T_base_cam(cal.extrinsics.T_base_cam, i.fy, i.height)

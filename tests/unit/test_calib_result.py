@@ -1,6 +1,7 @@
 """Calibration YAML (round trip, bad files), workspace tool, intrinsics sources and v2r calib."""
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -223,8 +224,12 @@ def test_cli_errors_have_exit_codes(tmp_path, capsys):
     assert "board_z_flange_m is required" in capsys.readouterr().err
     p = tmp_path / "cal.yaml"
     assert v2r(["calib", "workspace", f"out={p}", "corners=[[0.2,-0.2,0.1],[0.5,0.2,0.11]]"]) == 1
-    assert "less than 5 cm" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "less than 5 cm" in err and "reuse with corners=" in err
     assert not p.exists()
+    p.write_text("format_version: 7\n")  # a broken file fails before any jogging
+    assert v2r(["calib", "workspace", f"out={p}", "backend=xarm", "ip=10.255.255.1"]) == 1
+    assert "format_version 7 is not supported" in capsys.readouterr().err
 
 
 def test_cli_handeye_in_the_twin_writes_a_calibration_close_to_the_truth(tmp_path, capsys):
@@ -243,6 +248,12 @@ def test_cli_handeye_in_the_twin_writes_a_calibration_close_to_the_truth(tmp_pat
     assert err < 2e-3
     assert cal.camera.source == "handeye"
     assert cal.camera.intrinsics.fx == pytest.approx(CameraConfig().intrinsics()["fx"], rel=0.01)
+    assert v2r(["calib", "show", f"file={p}"]) == 0
+    shown = re.search(r"twin camera: CameraConfig\(eye_m=\[([^\]]*)\]", capsys.readouterr().out)
+    assert shown is not None
+    np.testing.assert_allclose(
+        [float(v) for v in shown.group(1).split(",")], [0.8, -0.5, 0.6], atol=2e-3
+    )
 
     # The saved views also calibrate the intrinsics alone (ChArUco photos from any source).
     assert len(list(shots.glob("view_*.png"))) == 12
