@@ -39,14 +39,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from video2reward.policies.replay import Batch, NonFiniteError
 
-__all__ = ["DrQV2Agent", "DrQV2Config", "NonFiniteError", "random_shift", "sample_action"]
+__all__ = ["DrQV2Agent", "DrQV2Config", "NonFiniteError", "Policy", "random_shift", "sample_action"]
 
 CHECKPOINT_VERSION = 1
 
 
 @dataclass(frozen=True)
 class DrQV2Config:
-    """Agent hyper-parameters; defaults are the paper's (DMC medium tasks, GPU sized)."""
+    """Agent hyper-parameters; defaults are the official code's (its "easy" stddev schedule)."""
 
     lr: float = 1e-4  # Adam learning rate for encoder, actor and critic
     feature_dim: int = 50  # trunk output size (paper: 50)
