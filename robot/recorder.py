@@ -34,6 +34,7 @@ replaced atomically.
 from __future__ import annotations
 
 import errno
+import itertools
 import math
 import os
 import queue
@@ -200,7 +201,9 @@ class Recorder:
         self._lock = threading.Lock()
         self._q: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._queued_rows = 0
-        self._done: queue.Queue[tuple[int | None, BaseException | None]] = queue.Queue()
+        # Answers of the writer thread to stop/discard requests: (request id, index, error).
+        self._done: queue.Queue[tuple[int, int | None, BaseException | None]] = queue.Queue()
+        self._request_ids = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._recording = False
         self._pending: dict[str, np.ndarray] | None = None
@@ -319,7 +322,7 @@ class Recorder:
                 self._fail(self._writer_error)
                 return False
             if self._clock() - self._t0_mono > self.config.max_episode_s:
-                self._stop_locked(False, note="stopped at max_episode_s")
+                self._stop_locked(False, note="stopped at max_episode_s", wait=False)
                 return False
             if obs.frame_number is not None and self._last_frame_number is not None:
                 self._dropped += max(0, obs.frame_number - self._last_frame_number - 1)
@@ -328,7 +331,8 @@ class Recorder:
             if self._t0_wall is None:
                 self._t0_wall = obs.t_wall_s
             row: dict[str, np.ndarray] = {
-                keys.IMAGE: np.asarray(obs.image, dtype=np.uint8),
+                # A copy: camera drivers recycle frame buffers, and this row waits in a queue.
+                keys.IMAGE: np.array(obs.image, dtype=np.uint8, copy=True),
                 keys.EE_POS: np.asarray(obs.ee_pos_m, dtype=np.float32).reshape(3),
                 keys.EE_QUAT: np.asarray(obs.ee_quat_wxyz, dtype=np.float32).reshape(4),
                 keys.JOINT_POS: np.asarray(obs.joint_pos_rad, dtype=np.float32).reshape(5),
@@ -371,18 +375,21 @@ class Recorder:
                 raise RecorderError(self._error or "not recording; start an episode first")
             if self._pending is None:
                 self._recording = False
-                self._q.put((_DISCARD, None))
+                self._q.put((_DISCARD, 0))
                 self._last_event = "discarded (no frames)"
                 raise RecorderError("no frames were recorded; the episode was discarded")
-            self._stop_locked(success)
-        return self._wait_done(timeout_s)
+            rid = self._stop_locked(success)
+        return self._wait_done(rid, timeout_s)
 
-    def _stop_locked(self, success: bool | None, note: str = "") -> None:
+    def _stop_locked(self, success: bool | None, note: str = "", wait: bool = True) -> int:
+        """Queue the commit; returns the request id to wait for (0: nobody waits)."""
         self._emit(np.zeros(keys.ACTION_DIM, np.float32), force=True)  # last row: no command
         self._pending = None
         self._recording = False
         self._duration_s = self._clock() - self._t0_mono
-        self._q.put((_STOP, (success, note)))
+        rid = next(self._request_ids) if wait else 0
+        self._q.put((_STOP, (success, note, rid)))
+        return rid
 
     def discard(self, timeout_s: float = 30.0) -> None:
         with self._lock:
@@ -391,8 +398,9 @@ class Recorder:
             self._recording = False
             self._pending = None
             self._duration_s = self._clock() - self._t0_mono
-            self._q.put((_DISCARD, None))
-        self._wait_done(timeout_s)
+            rid = next(self._request_ids)
+            self._q.put((_DISCARD, rid))
+        self._wait_done(rid, timeout_s)
         self._last_event = f"discarded ep {self._next_index}"
 
     def mark(self, success: bool) -> int:
@@ -462,11 +470,15 @@ class Recorder:
         self._pending = None
         self._last_event = "stopped by write error"
 
-    def _wait_done(self, timeout_s: float) -> int:
-        try:
-            index, err = self._done.get(timeout=timeout_s)
-        except queue.Empty as e:
-            raise RecorderError(f"writer did not finish within {timeout_s} s") from e
+    def _wait_done(self, rid: int, timeout_s: float) -> int:
+        deadline = self._clock() + timeout_s
+        while True:
+            try:
+                got, index, err = self._done.get(timeout=max(0.0, deadline - self._clock()))
+            except queue.Empty as e:
+                raise RecorderError(f"writer did not finish within {timeout_s} s") from e
+            if got == rid:  # answers to requests that timed out earlier are skipped
+                break
         if err is not None:
             with self._lock:
                 self._fail(err)
@@ -501,9 +513,9 @@ class Recorder:
                 elif kind == _ROW and writer is not None:
                     writer.add(**payload)
                 elif kind == _STOP:
-                    success, note = payload
+                    success, note, rid = payload
                     if writer is None:
-                        self._done.put((None, failed or RecorderError("no episode in progress")))
+                        self._answer(rid, None, failed or RecorderError("no episode in progress"))
                         continue
                     label = bool(label if success is None else success)
                     writer.set_success(label)
@@ -515,12 +527,12 @@ class Recorder:
                         self._saved += 1
                         self._next_index = index + 1
                         self._last_event = f"saved ep {index} ({'success' if label else 'failure'})"
-                    self._done.put((index, None))
+                    self._answer(rid, index, None)
                 elif kind == _DISCARD:
                     if writer is not None:
                         writer.discard()
                     writer = None
-                    self._done.put((None, None))
+                    self._answer(payload, None, None)
             except (OSError, EpisodeStoreError, ValueError, RecorderError) as e:
                 failed = e
                 with self._lock:
@@ -528,8 +540,14 @@ class Recorder:
                 if writer is not None:
                     self._discard_quietly(writer)
                     writer = None
-                if kind in (_STOP, _DISCARD):
-                    self._done.put((None, e if kind == _STOP else None))
+                if kind == _STOP:
+                    self._answer(payload[2], None, e)
+                elif kind == _DISCARD:
+                    self._answer(payload, None, None)
+
+    def _answer(self, rid: int, index: int | None, err: BaseException | None) -> None:
+        if rid:
+            self._done.put((rid, index, err))
 
     def _discard_quietly(self, writer: EpisodeWriter) -> None:
         """Drop a failed episode's rows; on a full disk even that may fail, and then the rows

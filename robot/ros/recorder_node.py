@@ -32,6 +32,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
+from video2reward.robot.episode_store import EpisodeStoreError
 from video2reward.robot.recorder import Observation, Recorder, RecorderConfig, RecorderError
 from video2reward.robot.ros import convert
 from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
@@ -78,6 +79,7 @@ class RecorderNode(Node):
             max_episode_s=p["max_episode_s"],
         )
         self.recorder: Recorder | None = None
+        self.fatal = ""  # the store cannot be opened: the node exits with code 2
         self.pose: PoseStamped | None = None
         self.joints: tuple[np.ndarray, float] | None = None
         self.t_first: float | None = None
@@ -100,27 +102,33 @@ class RecorderNode(Node):
 
     def on_info(self, msg: CameraInfo) -> None:
         with self._lock:
-            if self.recorder is None:
-                k = list(msg.k)
-                intr = {
-                    "width": msg.width,
-                    "height": msg.height,
-                    "fx": k[0],
-                    "fy": k[4],
-                    "cx": k[2],
-                    "cy": k[5],
-                }
-                self.recorder = Recorder(self.config, intr)
-                self.recorder.open()
-                rec = self.recorder
-                self.get_logger().info(
-                    f"store {self.config.out}: {rec.status().episode} episodes"
-                    + (
-                        f", dropped {rec.recovered_rows} rows of a crashed one"
-                        if rec.recovered_rows
-                        else ""
-                    )
-                )
+            if self.recorder is not None or self.fatal:
+                return
+            k = list(msg.k)
+            intr = {
+                "width": msg.width,
+                "height": msg.height,
+                "fx": k[0],
+                "fy": k[4],
+                "cx": k[2],
+                "cy": k[5],
+            }
+            rec = Recorder(self.config, intr)
+            try:
+                rec.open()
+            except (RecorderError, EpisodeStoreError, OSError) as e:
+                self.fatal = f"cannot record into {self.config.out}: {e}"
+                self.get_logger().error(self.fatal)
+                return
+            self.recorder = rec
+            crashed = (
+                f", dropped {rec.recovered_rows} rows of a crashed one"
+                if rec.recovered_rows
+                else ""
+            )
+            self.get_logger().info(
+                f"store {self.config.out}: {rec.status().episode} episodes" + crashed
+            )
 
     def on_pose(self, msg: PoseStamped) -> None:
         self.pose = msg
@@ -218,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     executor = MultiThreadedExecutor(num_threads=2)
     executor.add_node(node)
     try:
-        executor.spin()
+        while rclpy.ok() and not node.fatal:
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -226,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             node.recorder.close()  # an episode still running is discarded, the rest is safe
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return 2 if node.fatal else 0
 
 
 if __name__ == "__main__":

@@ -154,7 +154,7 @@ def scenario(out: str) -> dict[str, Any]:
         keys(b"g", 0.4)  # close the gripper
         keys(b"n", 1.0)  # failure
         keys(b"\r", 0.4)  # episode 2: killed mid-way
-        hold(b"a", 0.8)
+        hold(b"a", 1.2)  # several chunks of the doomed episode reach the disk
         procs["recorder"].send_signal(signal.SIGKILL)
         r["recorder_exit"] = procs["recorder"].wait(timeout=10)
         r["status"] = list(dict.fromkeys(status))

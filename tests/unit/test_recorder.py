@@ -251,3 +251,24 @@ def test_disk_full_is_reported_stops_recording_and_keeps_earlier_episodes(tmp_pa
         assert res["recording"] is False
         assert "disk full" in res["status"]
     assert len({r["saved"] for r in results}) > 1  # the failure landed at different points
+
+
+def test_episode_left_running_stops_at_max_episode_s_and_the_next_one_records(tmp_path):
+    now = [0.0]
+    cfg = _cfg(tmp_path / "d.zarr", max_episode_s=1.0)
+    with Recorder(cfg, INTR, clock=lambda: now[0]) as rec:
+        rec.start(notes="forgotten")
+        for i in range(40):  # 1.3 s of frames; the episode ends after 1.0 s
+            now[0] = i / 30
+            rec.observe(_obs(i))
+        assert not rec.recording
+        rec.start()
+        for i in range(3):
+            rec.observe(_obs(i))
+        assert rec.stop(success=True) == 1  # not the auto-stop's answer
+    s = EpisodeStore.open(tmp_path / "d.zarr")
+    assert s.n_episodes == 2
+    m0 = s.episode_meta(0)
+    assert m0["length"] == 31 and m0[keys.EPISODE_SUCCESS] is False
+    assert m0[keys.EPISODE_NOTES] == "forgotten; stopped at max_episode_s"
+    assert s.episode_meta(1)["length"] == 3
