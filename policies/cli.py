@@ -1,9 +1,9 @@
-"""``v2r rl train``: DrQ-v2 on a twin task, with the oracle or a learned reward.
+r"""``v2r rl train``: DrQ-v2 on a twin task, with the oracle or a learned reward.
 
     v2r rl train task=reach reward=oracle agent=cpu out=runs/rl_reach
     v2r rl train task=reach reward=rank2reward reward.ckpt=runs/r2r agent=cpu
     v2r rl train task=reach agent=cpu_features features_ckpt=runs/vip reward=vip \
-        reward.ckpt=runs/vip
+        reward.ckpt=runs/vip                              # VIP's frozen-encoder setting
     v2r rl train out=runs/rl_reach agent=cpu resume=true
 
 ``agent=<name>`` picks configs/rl_agent/<name>.yaml (gpu: the paper's full size, the default;
