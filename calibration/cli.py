@@ -1,7 +1,9 @@
 """``v2r calib ...``: intrinsics, hand-eye, workspace and show, all on one calibration YAML.
 
     v2r calib handeye out=calibration.yaml                        # the twin, camera pose unknown
-    v2r calib handeye backend=xarm ip=192.168.1.208 camera=realsense board_z_flange_m=0.0526
+    v2r calib handeye backend=xarm ip=192.168.1.208 camera=realsense board_z_flange_m=0.0526 \
+        save_dir=runs/calib/2026-11-24                    # keep the views
+    v2r calib handeye backend=replay data=runs/calib/2026-11-24 board_z_flange_m=0.0526
     v2r calib intrinsics source=factory recording=run.db3 out=calibration.yaml
     v2r calib intrinsics source=images images=shots/ out=calibration.yaml
     v2r calib workspace corners="[[0.2,-0.25,0.01],[0.55,0.25,0.3]]" out=calibration.yaml
@@ -29,6 +31,8 @@ from video2reward.calibration.collect import (
     BoardNeverSeenError,
     CollectConfig,
     collect_views,
+    load_run,
+    save_run,
 )
 from video2reward.calibration.handeye import HandEyeConfig, HandEyeError, solve_handeye
 from video2reward.calibration.intrinsics import (
@@ -89,7 +93,8 @@ def _box_from_file(out: str, default: WorkspaceBox) -> WorkspaceBox:
 @dataclass(frozen=True)
 class HandEyeCliConfig:
     out: str = "calibration.yaml"
-    backend: str = "twin"  # twin (in-process MuJoCo twin) | xarm (XArmDriver at ip)
+    backend: str = "twin"  # twin (in-process MuJoCo twin) | xarm (XArmDriver at ip) | replay
+    data: str = ""  # backend=replay: a directory written with save_dir (no arm, no camera)
     ip: str = "192.168.1.208"
     camera: str = "twin"  # twin | realsense
     serial: str = ""  # RealSense serial ("" = the only one)
@@ -110,17 +115,24 @@ class HandEyeCliConfig:
     margin_m: float = 0.03
     twin_eye_m: Vec3 = (0.80, -0.50, 0.60)  # twin: the camera pose to recover
     twin_target_m: Vec3 = (0.32, 0.0, 0.10)
-    save_images: str = ""  # directory for the captured PNGs ("" = none)
+    save_dir: str = ""  # save the run (images + joints) here, to re-solve with backend=replay
     report: str = ""  # also write the summary as JSON here
 
     def __post_init__(self) -> None:
-        if self.backend not in ("twin", "xarm") or self.camera not in ("twin", "realsense"):
-            raise ValueError("backend must be twin|xarm and camera twin|realsense")
-        if (self.backend == "twin") != (self.camera == "twin"):
+        if self.backend not in ("twin", "xarm", "replay"):
+            raise ValueError(f"backend must be twin|xarm|replay, got {self.backend!r}")
+        if self.camera not in ("twin", "realsense"):
+            raise ValueError(f"camera must be twin|realsense, got {self.camera!r}")
+        if self.backend != "replay" and (self.backend == "twin") != (self.camera == "twin"):
             raise ValueError("the twin camera only sees the twin arm: use both or neither")
+        if self.backend == "replay" and (not self.data or self.intrinsics == "factory"):
+            raise ValueError(
+                "backend=replay needs data=<save_dir of a run> and intrinsics "
+                "refine or file (a replay has no camera to ask)"
+            )
         if self.intrinsics not in ("refine", "factory", "file"):
             raise ValueError(f"intrinsics must be refine|factory|file, got {self.intrinsics!r}")
-        if self.backend == "xarm" and self.board_z_flange_m is None:
+        if self.backend in ("xarm", "replay") and self.board_z_flange_m is None:
             raise ValueError(
                 "board_z_flange_m is required on the robot: the height of the board origin "
                 "(its top-left outer corner) along the flange axis, measured on the mount"
@@ -138,8 +150,10 @@ def _pose_text(T: np.ndarray) -> str:
     return f"position {np.round(T[:3, 3], 4).tolist()} m, rpy(xyz) {np.round(rpy, 3).tolist()} deg"
 
 
-def run_handeye(cfg: HandEyeCliConfig, arm: Arm, camera: Camera, truth: Any = None) -> dict:
-    """Collect, calibrate, write the file; returns the summary (also printed)."""
+def run_handeye(
+    cfg: HandEyeCliConfig, arm: Arm | None, camera: Camera | None, truth: Any = None
+) -> dict:
+    """Collect (or replay), calibrate, write the file; returns the summary (also printed)."""
     spec = cfg.board
     box = _box_from_file(cfg.out, WorkspaceBox())
     collect_cfg = CollectConfig(
@@ -149,25 +163,23 @@ def run_handeye(cfg: HandEyeCliConfig, arm: Arm, camera: Camera, truth: Any = No
         n_views=cfg.n_views,
         facing_yaw_deg=cfg.facing_yaw_deg,
         yaw_spread_deg=cfg.yaw_spread_deg,
-        keep_images=bool(cfg.save_images),
+        keep_images=bool(cfg.save_dir),
     )
     t0 = time.monotonic()
-    run = collect_views(arm, camera, spec, collect_cfg)
+    if arm is None or camera is None:
+        run = load_run(cfg.data, spec)
+    else:
+        run = collect_views(arm, camera, spec, collect_cfg)
     t_collect = time.monotonic() - t0
-    if cfg.save_images:
-        import cv2
-
-        d = Path(cfg.save_images)
-        d.mkdir(parents=True, exist_ok=True)
-        for k, v in enumerate(run.views):
-            if v.image is not None:
-                cv2.imwrite(str(d / f"view_{k:03d}.png"), v.image[:, :, ::-1])
+    if cfg.save_dir:  # before solving: a refused solve must not cost the robot time again
+        save_run(run, cfg.save_dir)
+        print(f"saved {len(run.views)} views to {cfg.save_dir} (re-solve: backend=replay)")
     dets = [v.detection for v in run.views]
     charuco = None
     if cfg.intrinsics == "refine":
         charuco = estimate_intrinsics(dets, spec, IntrinsicsConfig())
         intr = charuco.intrinsics
-    elif cfg.intrinsics == "factory":
+    elif cfg.intrinsics == "factory" and camera is not None:
         intr = camera.intrinsics()
     else:
         cal = load_calibration(cfg.out)
@@ -192,7 +204,11 @@ def run_handeye(cfg: HandEyeCliConfig, arm: Arm, camera: Camera, truth: Any = No
             coeffs=tuple(float(c) for c in d),
         )
     source = {"refine": "handeye", "factory": "factory", "file": "file"}[cfg.intrinsics]
-    where = "twin" if cfg.backend == "twin" else f"xarm@{cfg.ip} + realsense {cfg.serial or ''}"
+    where = {
+        "twin": "twin",
+        "xarm": f"xarm@{cfg.ip} + realsense {cfg.serial or '(first)'}",
+        "replay": f"replay of {cfg.data}",
+    }[cfg.backend]
     prior = cfg.board_z_flange_m if res.planar_motion else None
     sections: dict[str, Any] = {
         "extrinsics": ExtrinsicsRecord(
@@ -270,6 +286,9 @@ def _handeye(overrides: list[str], flags: list[str]) -> int:
                     cfg = _replace(cfg, board_z_flange_m=float(rig.T_flange_board_true[2, 3]))
                 run_handeye(cfg, rig.arm, rig.camera, (rig.T_base_cam_true, rig.intrinsics_true))
             return 0
+        if cfg.backend == "replay":
+            run_handeye(cfg, None, None)
+            return 0
         from video2reward.robot.realsense import RealSenseCamera, RealSenseConfig
         from video2reward.robot.xarm_driver import XArmDriver, XArmDriverConfig
 
@@ -288,6 +307,7 @@ def _handeye(overrides: list[str], flags: list[str]) -> int:
         ArmNotSettledError,
         CalibrationFileError,
         CameraError,
+        FileNotFoundError,
         InvalidCommandError,
         UnreachableError,
         LatchedFaultError,

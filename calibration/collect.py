@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
+import yaml
 from video2reward.calibration.board import BoardDetection, CharucoBoardSpec, detect_board
 from video2reward.calibration.handeye import HandEyeView
 from video2reward.robot.arm import Arm
@@ -204,3 +206,57 @@ def collect_views(
     views = [_visit(arm, camera, spec, target, cfg) for target in pose_set(cfg, facing)]
     size = views[0].detection.image_size
     return CollectRun(views, facing, size, time.monotonic() - t0)
+
+
+RUN_FORMAT_VERSION = 1
+
+
+def save_run(run: CollectRun, directory: str | Path) -> Path:
+    """Images (PNG) and measured joints (views.yaml), to solve again without the robot."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for k, v in enumerate(run.views):
+        if v.image is None:
+            raise ValueError("save_run needs the images: collect with keep_images=True")
+        name = f"view_{k:03d}.png"
+        if not cv2.imwrite(str(d / name), cv2.cvtColor(v.image, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {d / name}")
+        entries.append(
+            {
+                "image": name,
+                "q_rad": [float(a) for a in v.q_rad],
+                "target_p_base_tcp_m": [float(a) for a in v.target.p_base_tcp_m],
+                "target_yaw_rad": float(v.target.yaw_rad),
+            }
+        )
+    doc = {
+        "format_version": RUN_FORMAT_VERSION,
+        "image_size": list(run.image_size),
+        "facing_yaw_rad": float(run.facing_yaw_rad),
+        "views": entries,
+    }
+    (d / "views.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return d
+
+
+def load_run(directory: str | Path, spec: CharucoBoardSpec) -> CollectRun:
+    """A run saved by ``save_run``; the board is detected again in every image."""
+    d = Path(directory)
+    index = d / "views.yaml"
+    if not index.is_file():
+        raise FileNotFoundError(f"{index} not found: not a directory written by save_run")
+    doc = yaml.safe_load(index.read_text())
+    if not isinstance(doc, dict) or doc.get("format_version") != RUN_FORMAT_VERSION:
+        raise ValueError(f"{index}: expected format_version {RUN_FORMAT_VERSION}")
+    views = []
+    for e in doc["views"]:
+        bgr = cv2.imread(str(d / e["image"]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read {d / e['image']}")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        q = np.asarray(e["q_rad"], dtype=float)
+        target = PoseTarget(np.asarray(e["target_p_base_tcp_m"], float), e["target_yaw_rad"])
+        views.append(CollectedView(target, q, fk(q), detect_board(rgb, spec), rgb))
+    w, h = doc["image_size"]
+    return CollectRun(views, float(doc["facing_yaw_rad"]), (int(w), int(h)), 0.0)

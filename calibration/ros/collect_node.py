@@ -71,6 +71,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("yaw_spread_deg", 35.0, "tool yaw spread around the facing yaw", F(5.0, 90.0), True),
     ("margin_m", 0.03, "poses stay this far inside the workspace box", F(0.0, 0.2), True),
     ("reset_speed_mm_s", 100.0, "arm speed between poses", F(1.0, 250.0), True),
+    ("save_dir", "", "save the run here (re-solve: v2r calib handeye backend=replay)", None, True),
     ("frame_timeout_s", 5.0, "no image for this long is an error", F(0.1, 60.0), True),
     ("base_frame", "link_base", "parent frame of the published transform", None, True),
     ("camera_frame", "camera_color_optical_frame", "child frame (OpenCV axes)", None, True),
@@ -174,6 +175,7 @@ def config_from_params(p: dict[str, Any]) -> HandEyeCliConfig:
         facing_yaw_deg=None if math.isnan(yaw) else yaw,
         yaw_spread_deg=p["yaw_spread_deg"],
         margin_m=p["margin_m"],
+        save_dir=p["save_dir"],
     )
 
 

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 import yaml
-from video2reward.calibration.board import CharucoBoardSpec
+from video2reward.calibration.board import BoardMount, CharucoBoardSpec
 from video2reward.calibration.intrinsics import (
     IntrinsicsConfig,
     IntrinsicsError,
@@ -237,7 +237,7 @@ def test_cli_handeye_in_the_twin_writes_a_calibration_close_to_the_truth(tmp_pat
     save_calibration(dataclasses.replace(full_result(), camera=None, extrinsics=None), p)
     shots = tmp_path / "shots"
     rc = v2r(
-        ["calib", "handeye", f"out={p}", "n_views=12", "facing_yaw_deg=-45", f"save_images={shots}"]
+        ["calib", "handeye", f"out={p}", "n_views=12", "facing_yaw_deg=-45", f"save_dir={shots}"]
     )
     assert rc == 0, capsys.readouterr().err
     out = capsys.readouterr().out
@@ -254,6 +254,27 @@ def test_cli_handeye_in_the_twin_writes_a_calibration_close_to_the_truth(tmp_pat
     np.testing.assert_allclose(
         [float(v) for v in shown.group(1).split(",")], [0.8, -0.5, 0.6], atol=2e-3
     )
+
+    # The saved run solves again without arm or camera, to the same answer.
+    p2 = tmp_path / "replayed.yaml"
+    z = BoardMount().T_flange_board(CharucoBoardSpec())[2, 3]
+    rc = v2r(
+        [
+            "calib",
+            "handeye",
+            "backend=replay",
+            f"data={shots}",
+            f"board_z_flange_m={z}",
+            f"out={p2}",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    np.testing.assert_allclose(
+        load_calibration(p2).extrinsics.T_base_cam,
+        load_calibration(p).extrinsics.T_base_cam,
+        atol=1e-9,
+    )
+    assert "replay of" in load_calibration(p2).source
 
     # The saved views also calibrate the intrinsics alone (ChArUco photos from any source).
     assert len(list(shots.glob("view_*.png"))) == 12
