@@ -283,3 +283,20 @@ def test_cli_handeye_in_the_twin_writes_a_calibration_close_to_the_truth(tmp_pat
     assert cal.camera.source == "charuco" and cal.camera.reprojection_rms_px < 0.3
     assert cal.camera.intrinsics.fx == pytest.approx(CameraConfig().intrinsics()["fx"], rel=0.03)
     assert cal.extrinsics is not None and cal.workspace is not None  # other sections kept
+
+
+def test_calibration_core_imports_without_ros():
+    # ROS stays in calibration/ros/: the CLI, the twin rig and the solvers run without rclpy.
+    code = (
+        "import sys, pkgutil, importlib, video2reward.calibration as c\n"
+        "names = [m.name for m in pkgutil.walk_packages(c.__path__, c.__name__ + '.')\n"
+        "         if '.ros' not in m.name]\n"
+        "for n in names: importlib.import_module(n)\n"
+        "print(len(names), 'rclpy' in sys.modules)\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    n, has_rclpy = out.stdout.split()
+    assert int(n) >= 8 and has_rclpy == "False"
