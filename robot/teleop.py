@@ -161,6 +161,18 @@ KEY_HELP = (
     "+/- speed | o home | Enter start | y success | n failure | x discard | q quit"
 )
 
+DEVICE_HELP = {
+    "gamepad": "gamepad: hold LB to move | left stick x/y, right stick z | A gripper | D-pad "
+    "speed | Start start | Y success | X failure | B discard | Back quit",
+    "spacemouse": "SpaceMouse: right button enable/disable | move the cap | left button gripper",
+}
+TERMINAL_HELP = "keys: Enter start | y success | n failure | x discard | space STOP | e enable"
+
+
+def help_text(source: str) -> str:
+    """What the operator can press, for the status line and the node's log."""
+    return KEY_HELP if source == "keyboard" else f"{DEVICE_HELP[source]} || {TERMINAL_HELP}"
+
 
 def decode_keys(data: bytes) -> list[str]:
     """Terminal bytes -> key names (letters lower-cased; arrows and PgUp/PgDn by name)."""
@@ -516,15 +528,20 @@ class SpaceMouseMapper:
 
 
 class EvdevTeleop(TeleopSource):
-    """Gamepad or SpaceMouse through Linux evdev; reads are non-blocking in ``poll``."""
+    """Gamepad or SpaceMouse through Linux evdev; reads are non-blocking in ``poll``.
 
-    def __init__(self, config: TeleopConfig):
+    ``device``: anything with evdev's ``read_one()``/``capabilities()``/``close()`` (found
+    under /dev/input when None).
+    """
+
+    def __init__(self, config: TeleopConfig, device: Any = None):
         super().__init__(config)
-        self.device: Any = None
+        self.device: Any = device
         self.mapper: GamepadMapper | SpaceMouseMapper | None = None
 
     def open(self) -> None:
-        self.device = find_input_device(self.config.source, self.config.device)
+        if self.device is None:
+            self.device = find_input_device(self.config.source, self.config.device)
         e = InputCodes
         if self.config.source == "gamepad":
             ranges = {}
@@ -554,10 +571,56 @@ class EvdevTeleop(TeleopSource):
         return self.mapper.poll()
 
 
-def make_source(config: TeleopConfig, **kwargs: Any) -> TeleopSource:
+# Keyboard events a device source takes from the terminal: a SpaceMouse has no buttons for
+# recording, and space must stop the arm whatever drives it.
+TERMINAL_EVENTS = ("start", "success", "failure", "discard", "home", "quit", "help")
+
+
+class DeviceWithKeys(TeleopSource):
+    """A gamepad or SpaceMouse for motion plus the terminal's keys for recording and stop.
+
+    Motion keys are ignored; ``space`` disables and ``e`` enables the device's motion (a
+    gamepad still needs its dead-man button held).
+    """
+
+    def __init__(self, device: EvdevTeleop, keyboard: KeyboardTeleop):
+        super().__init__(device.config)
+        self.device = device
+        self.keyboard = keyboard
+
+    def open(self) -> None:
+        self.keyboard.open()
+        try:
+            self.device.open()
+        except TeleopDeviceError:
+            self.keyboard.close()
+            raise
+
+    def close(self) -> None:
+        try:
+            self.device.close()
+        finally:
+            self.keyboard.close()
+
+    def poll(self) -> TeleopCommand:
+        keys_cmd = self.keyboard.poll()
+        mapper = self.device.mapper
+        for ev in keys_cmd.events:
+            if ev in ("enable", "disable") and mapper is not None:
+                mapper.state.enabled = ev == "enable"
+        dev = self.device.poll()
+        extra = tuple(ev for ev in keys_cmd.events if ev in TERMINAL_EVENTS)
+        return TeleopCommand(dev.action, dev.enabled, dev.speed, dev.events + extra)
+
+
+def make_source(config: TeleopConfig, with_keys: bool | None = None, **kwargs: Any) -> TeleopSource:
+    """The configured source; a device also reads the terminal's keys when stdin is a tty."""
     if config.source == "keyboard":
         return KeyboardTeleop(config, **kwargs)
-    return EvdevTeleop(config)
+    if with_keys is None:
+        with_keys = sys.stdin.isatty()
+    device = EvdevTeleop(config)
+    return DeviceWithKeys(device, KeyboardTeleop(config, **kwargs)) if with_keys else device
 
 
 # ---------------------------------------------------------------------------- Twist

@@ -39,6 +39,7 @@ from video2reward.robot.teleop import (
     TeleopConfig,
     TeleopDeviceError,
     TeleopSource,
+    help_text,
     make_source,
 )
 
@@ -176,7 +177,7 @@ def run_session(
     period = 1.0 / rate_hz
     tick = 0
     t_next = time.monotonic()
-    message = KEY_HELP
+    message = help_text(source.config.source)
     while max_ticks is None or tick < max_ticks:
         cmd = source.poll()
         quit_now = False
@@ -193,7 +194,7 @@ def run_session(
                 elif ev == "home":
                     robot.home()
                 elif ev == "help":
-                    message = KEY_HELP
+                    message = help_text(source.config.source)
                 elif ev == "quit":
                     quit_now = True
             except (RecorderError, RuntimeError) as e:
@@ -219,7 +220,7 @@ def run_session(
                 robot.idle(period)
         else:
             robot.idle(period)
-        if out is not None:
+        if out is not None and (tick % 3 == 0 or cmd.events):  # ~10 Hz is enough to read
             out.write(f"\r{recorder.status_line()} | {message}\x1b[K")
             out.flush()
         if on_tick is not None:

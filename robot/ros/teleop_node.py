@@ -29,11 +29,11 @@ from std_srvs.srv import SetBool, Trigger
 from video2reward.robot.ros import convert
 from video2reward.robot.ros.params import ParamSpec, declare_all, float_range
 from video2reward.robot.teleop import (
-    KEY_HELP,
     TeleopCommand,
     TeleopConfig,
     TeleopDeviceError,
     action_from_twist,
+    help_text,
     make_source,
 )
 
@@ -82,7 +82,7 @@ class TeleopNode(Node):
             self.create_subscription(Twist, "cmd_vel", self.on_twist, 10)
         self.create_timer(1.0 / self.config.rate_hz, self.tick)
         self.done = False
-        self.get_logger().info(KEY_HELP if p["source"] == "keyboard" else f"source {p['source']}")
+        self.get_logger().info("source twist (cmd_vel)" if self.twist else help_text(p["source"]))
 
     def on_twist(self, msg: Twist) -> None:
         v = np.array([msg.linear.x, msg.linear.y, msg.linear.z])

@@ -266,3 +266,53 @@ def test_v2r_record_teleop_in_a_terminal_records_an_episode(tmp_path):
     assert s.n_episodes == 1 and s.episode_meta(0)[keys.EPISODE_NOTES] == "cli test"
     a = s.episode(0)[keys.ACTION]
     assert (a[:, 0] > 0).sum() >= 15 and s.episode(0)[keys.IMAGE].shape[1:] == (32, 32, 3)
+
+
+class _FakeInputDevice:
+    """The part of evdev's InputDevice that EvdevTeleop uses, fed from a list."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, int, int]] = []
+        self.closed = False
+
+    def read_one(self):
+        if not self.events:
+            return None
+        from types import SimpleNamespace
+
+        t, c, v = self.events.pop(0)
+        return SimpleNamespace(type=t, code=c, value=v)
+
+    def capabilities(self, absinfo: bool = False) -> dict:
+        return {}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_spacemouse_moves_while_terminal_keys_record_and_space_stops():
+    from video2reward.robot.teleop import DeviceWithKeys, EvdevTeleop
+
+    e = InputCodes
+    now = [0.0]
+    cfg = TeleopConfig(source="spacemouse", speed=1.0, deadzone=0.1)
+    dev = _FakeInputDevice()
+    keys_ = ScriptedKeys([(0.1, b"\r"), (0.2, b"w"), (0.3, b" "), (0.4, b"y")], lambda: now[0])
+    src = DeviceWithKeys(
+        EvdevTeleop(cfg, device=dev), KeyboardTeleop(cfg, reader=keys_, clock=lambda: now[0])
+    )
+    with src:
+        dev.events += [(e.EV_KEY, e.BTN_1, 1), (e.EV_REL, e.REL_X, -350)]  # enable, push left
+        c = src.poll()
+        assert c.enabled and c.events == ("enable",)  # the driver gets enabled
+        np.testing.assert_allclose(c.action, [0, 1, 0, -1], atol=1e-6)
+        now[0] = 0.1
+        assert src.poll().events == ("start",)
+        now[0] = 0.2
+        np.testing.assert_allclose(src.poll().action[:3], [0, 1, 0], atol=1e-6)  # w ignored
+        now[0] = 0.3
+        c = src.poll()  # space: the SpaceMouse's motion stops at once
+        assert not c.enabled and not c.action[:3].any()
+        now[0] = 0.4
+        assert src.poll().events == ("success",)
+    assert dev.closed
