@@ -115,3 +115,13 @@ def test_info_and_export_round_trip(videos, tmp_path, capsys):
     assert v2r(["record", "export", str(out), "episode=7"]) == 2  # out of range: clear error
     assert "out of range" in capsys.readouterr().err
     assert v2r(["record", "info", str(tmp_path / "missing.zarr")]) == 2
+
+
+def test_reward_tools_read_the_imported_store(videos, tmp_path):
+    from video2reward.rewards.data import load_episodes
+
+    out = tmp_path / "h.zarr"
+    import_videos(ImportConfig(videos=str(videos), out=str(out), task="push", image_size=32))
+    data = load_episodes(str(out), image_size_px=32)
+    assert [i.kind for i in data.infos] == ["human", "human"]
+    assert [i.notes for i in data.infos] == ["a_wide.mp4", "b_square.mp4"]

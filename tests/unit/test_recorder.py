@@ -272,3 +272,30 @@ def test_episode_left_running_stops_at_max_episode_s_and_the_next_one_records(tm
     assert m0["length"] == 31 and m0[keys.EPISODE_SUCCESS] is False
     assert m0[keys.EPISODE_NOTES] == "forgotten; stopped at max_episode_s"
     assert s.episode_meta(1)["length"] == 3
+
+
+def test_a_commit_cut_by_a_full_disk_is_cut_from_the_index_on_open(tmp_path):
+    """zarr grows meta/episode_ends' shape before writing its chunk; if that chunk write fails
+    the index claims an extra episode ending at the fill value 0. The recorder repairs it."""
+    out = tmp_path / "d.zarr"
+    with Recorder(_cfg(out), INTR) as rec:
+        for _ in range(2):
+            rec.start()
+            for i in range(5):
+                rec.observe(_obs(i))
+            rec.stop(success=True)
+    import zarr
+
+    meta = zarr.open_group(str(out), mode="r+")["meta"]
+    for k in meta.array_keys():  # the commit wrote every meta row, the ends chunk failed
+        meta[k].resize((3,))
+    bad = EpisodeStore.open(out)  # what a reader sees unrepaired: a third episode ending at 0
+    assert bad.n_episodes == 3 and bad.episode_ends[-1] == 0
+    with Recorder(_cfg(out), INTR) as rec:
+        assert rec.repaired_index == 1
+        rec.start()
+        for i in range(4):
+            rec.observe(_obs(i))
+        assert rec.stop() == 2
+    s = EpisodeStore.open(out)
+    assert [s.episode_meta(i)["length"] for i in range(3)] == [5, 5, 4]
