@@ -16,7 +16,8 @@ subset of ROS 2's XML frontend the project's files use and refuses anything else
 Each node is its own process (``<exec> --ros-args -r __node:=NAME -p k:=v ...``). Ctrl-C
 sends SIGINT to every node, then SIGTERM/SIGKILL after a grace period. A node that exits with
 an error (or any node with ``on_exit="shutdown"``) shuts the graph down and the launcher exits
-non-zero, naming it; ``respawn="true"`` restarts a node instead.
+non-zero, naming it; ``respawn="true"`` restarts a node instead. A node with
+``on_exit="shutdown"`` that exits cleanly (0) ends the launch with 0: its work is done.
 """
 
 from __future__ import annotations
@@ -332,7 +333,7 @@ class Launcher:
                 elif rc != 0 or node.shutdown_on_exit:
                     print(f"[v2r launch] {node.name} exited with code {rc}: shutting down",
                           flush=True)
-                    code = 1 if rc == 0 else abs(rc) or 1
+                    code = 0 if rc == 0 else min(abs(rc), 125)  # signal -9 -> 9
                     self._stop.set()
                     break
         self.shutdown()

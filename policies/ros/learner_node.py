@@ -186,7 +186,7 @@ class LearnerNode(Node):
         client = self.triggers[name]
         timeout = self.p["service_timeout_s"]
         if not client.wait_for_service(timeout_sec=timeout):
-            self.get_logger().warn(f"service {client.srv_name} is not available")
+            self.get_logger().warning(f"service {client.srv_name} is not available")
             return False
         t0 = time.monotonic()
         future = client.call_async(Trigger.Request())
@@ -197,7 +197,7 @@ class LearnerNode(Node):
         took = time.monotonic() - t0
         if res is None or not res.success:
             why = res.message if res is not None else f"no answer in {took:.0f} s"
-            self.get_logger().warn(f"{client.srv_name} failed: {why}")
+            self.get_logger().warning(f"{client.srv_name} failed: {why}")
             return False
         if took > 5.0:
             self.get_logger().info(f"{client.srv_name} took {took:.1f} s")
@@ -253,6 +253,14 @@ class LearnerNode(Node):
     def _episode(self) -> bool:
         """One episode; False when inputs stopped (nothing was committed)."""
         p = self.p
+        self.phase = "wait_inputs"
+        with self.lock:
+            image_age = time.monotonic() - self.image[1] if self.image else float("inf")
+            reward_age = time.monotonic() - self.t_last_reward
+        if image_age > p["image_timeout_s"] or reward_age > p["reward_timeout_s"]:
+            self.get_logger().warning("waiting for images and rewards before the next episode",
+                                   throttle_duration_sec=10.0)
+            return False
         self.phase = "reset"
         if not self._call("enable"):
             return False
@@ -264,9 +272,12 @@ class LearnerNode(Node):
         img = self._fresh_image(t_home, p["image_timeout_s"] * 4)
         proprio = self._proprio()
         if img is None or (proprio is None and p["proprio"]):
-            self.get_logger().warn(
+            self.get_logger().warning(
                 "no image or ee pose after home; retrying", throttle_duration_sec=5.0
             )
+            return False
+        if not self._rewards_upto(img[0], p["reward_timeout_s"]):
+            self.get_logger().warning("no reward for the first frame; retrying")
             return False
         self.success_flag = False
         self.phase = "run"

@@ -131,7 +131,12 @@ class RewardNode(Node):
                 msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(s.stamp_ns, 1_000_000_000)
                 msg.header.frame_id = self.stream.method
                 msg.vector.x, msg.vector.y, msg.vector.z = s.reward, s.progress, float(s.success)
-                self.pub.publish(msg)
+                try:
+                    self.pub.publish(msg)
+                except Exception:
+                    if not rclpy.ok():  # shutting down: the publisher's context is gone
+                        return
+                    raise
             self.n_scored += len(scored)
 
     def _diagnostics(self) -> None:

@@ -8,8 +8,9 @@ so the unchanged ``xarm_driver_node`` moves the simulated arm, and it publishes 
 twin's D435-like camera sees on the camera node's topics (``camera/color/image_raw``,
 ``camera/color/camera_info``; wall-clock stamps on a 1/fps grid). The graph downstream is the
 robot's graph. Extra, for simulation only: ``~/reset_task`` (std_srvs/Trigger) re-randomizes
-the task's objects (the learner calls it between episodes, after homing the arm) and
-``~/success`` (std_msgs/Bool, 10 Hz) is the task's success predicate, a sparse signal.
+the task's objects (the learner calls it between episodes, after homing the arm),
+``~/success`` (std_msgs/Bool, 10 Hz) is the task's success predicate, a sparse signal, and
+``~/pause_camera`` (std_srvs/SetBool) freezes the image stream to rehearse a camera stall.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 from video2reward.robot.camera import CameraError, CameraIntrinsics, TwinCamera, TwinCameraConfig
 from video2reward.robot.ros import convert
 from video2reward.robot.ros.params import ParamSpec, declare_all, int_range
@@ -73,6 +74,8 @@ class TwinNode(Node):
         self.info_pub = self.create_publisher(CameraInfo, "camera/color/camera_info", 10)
         self.success_pub = self.create_publisher(Bool, "~/success", 10)
         self.create_service(Trigger, "~/reset_task", self._reset_task)
+        self.create_service(SetBool, "~/pause_camera", self._pause_camera)
+        self._paused = threading.Event()
         self.create_timer(0.1, self._publish_success)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._stream, daemon=True, name="twin-camera")
@@ -94,6 +97,8 @@ class TwinNode(Node):
             except CameraError as e:
                 self.get_logger().error(str(e), throttle_duration_sec=5.0)
                 continue
+            if self._paused.is_set():  # a stalled camera: frames stop, time goes on
+                continue
             try:
                 self.image_pub.publish(convert.image_msg(f.color, f.t_device_s, self.frame_id))
                 self.info_pub.publish(
@@ -114,6 +119,15 @@ class TwinNode(Node):
             self.task.reset_objects(self.rng, self.twin)
             goal = self.task.goal_pos(self.twin)
         res.success, res.message = True, f"{self.task.name}: goal at {np.round(goal, 3).tolist()}"
+        return res
+
+    def _pause_camera(self, req: SetBool.Request, res: SetBool.Response) -> SetBool.Response:
+        if req.data:
+            self._paused.set()
+        else:
+            self._paused.clear()
+        res.success, res.message = True, "camera paused" if req.data else "camera streaming"
+        self.get_logger().warning(res.message)
         return res
 
     def close(self) -> None:

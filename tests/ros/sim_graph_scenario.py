@@ -1,0 +1,227 @@
+"""The simulation graph under faults; run inside a private network namespace by
+tests/ros/test_sim_graph.py (``python sim_graph_scenario.py CKPT OUT RESULT.json``).
+
+Starts ``v2r launch sim.launch.xml`` (twin, driver, reward, learner), watches it from a plain
+rclpy node, kills the reward node, stalls the camera, kills the learner, restarts the graph and
+writes what it saw to RESULT.json for the test to assert on.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus
+from geometry_msgs.msg import Vector3Stamped
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32MultiArray
+from std_srvs.srv import SetBool
+
+LAUNCH = [sys.executable, "-m", "video2reward.cli.main", "launch", "sim.launch.xml"]
+
+
+def stamp_ns(msg: Any) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+class Probe:
+    def __init__(self) -> None:
+        self.node = rclpy.create_node("graph_probe")
+        self.lock = threading.Lock()
+        self.images: list[int] = []
+        self.rewards: list[int] = []
+        self.actions: list[float] = []  # host arrival times
+        self.joints: list[list[float]] = []
+        self.watchdog_stops = 0
+        n = self.node
+        n.create_subscription(
+            Image, "/camera/color/image_raw", lambda m: self._add(self.images, stamp_ns(m)), 100
+        )
+        n.create_subscription(
+            Vector3Stamped, "/reward/reward", lambda m: self._add(self.rewards, stamp_ns(m)), 100
+        )
+        n.create_subscription(
+            Float32MultiArray,
+            "/xarm_driver/action",
+            lambda m: self._add(self.actions, time.monotonic()),
+            100,
+        )
+        n.create_subscription(
+            JointState,
+            "/xarm_driver/joint_states",
+            lambda m: self._add(self.joints, list(m.position[:5])),
+            100,
+        )
+        n.create_subscription(DiagnosticStatus, "/xarm_driver/status", self._status, 10)
+        self.pause = n.create_client(SetBool, "/twin/pause_camera")
+        self._spin = True
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _add(self, lst: list[Any], v: Any) -> None:
+        with self.lock:
+            lst.append(v)
+
+    def _status(self, m: DiagnosticStatus) -> None:
+        for kv in m.values:
+            if kv.key == "watchdog_stops":
+                self.watchdog_stops = max(self.watchdog_stops, int(kv.value))
+
+    def _run(self) -> None:
+        while self._spin:
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def set_pause(self, on: bool) -> bool:
+        self.pause.wait_for_service(timeout_sec=10)
+        f = self.pause.call_async(SetBool.Request(data=on))
+        t_end = time.monotonic() + 10
+        while not f.done() and time.monotonic() < t_end:
+            time.sleep(0.05)
+        return bool(f.done() and f.result().success)
+
+    def action_gap_after(self, t0: float, t1: float) -> float:
+        """Longest time without an action between t0 and t1."""
+        with self.lock:
+            ts = [t for t in self.actions if t0 <= t <= t1]
+        pts = [t0, *ts, t1]
+        return max(b - a for a, b in itertools.pairwise(pts))
+
+    def close(self) -> None:
+        self._spin = False
+        self._thread.join()
+        self.node.destroy_node()
+
+
+def episodes(out: Path) -> int:
+    try:
+        return int(json.loads((out / "state.json").read_text())["episodes"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+def wait_for(pred: Any, timeout_s: float) -> bool:
+    t_end = time.monotonic() + timeout_s
+    while time.monotonic() < t_end:
+        if pred():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def pid_of(node_name: str) -> int | None:
+    out = subprocess.run(
+        ["pgrep", "-f", f"__node:={node_name}( |$)"], capture_output=True, text=True, check=False
+    ).stdout.split()
+    return int(out[0]) if out else None
+
+
+def launch(ckpt: str, out: Path, log: Path, **args: object) -> subprocess.Popen[bytes]:
+    argv = [
+        *LAUNCH,
+        f"reward_ckpt:={ckpt}",
+        f"out:={out}",
+        "episode_steps:=10",
+        *(f"{k}:={v}" for k, v in args.items()),
+    ]
+    return subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def main() -> int:
+    ckpt, out, result_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    r: dict[str, Any] = {}
+    try:
+        scenario(ckpt, out, result_path, r)
+    except Exception:  # recorded for the test's message, with what was seen so far
+        import traceback
+
+        r["error"] = traceback.format_exc()
+        raise
+    finally:
+        result_path.write_text(json.dumps(r, indent=2, default=str))
+    return 0
+
+
+def scenario(ckpt: str, out: Path, result_path: Path, r: dict[str, Any]) -> None:
+    log = result_path.with_suffix(".log")
+    rclpy.init()
+    probe = Probe()
+    graph = launch(ckpt, out, log)
+    try:
+        r["first_episodes"] = wait_for(lambda: episodes(out) >= 2, 180)
+        with probe.lock:
+            r["n_images"], r["n_rewards"] = len(probe.images), len(probe.rewards)
+            r["rewards_match_images"] = set(probe.rewards) <= set(probe.images)
+            joints = list(probe.joints)
+        r["arm_moved_rad"] = max(
+            (max(abs(a - b) for a, b in zip(j, joints[0], strict=True)) for j in joints),
+            default=0.0,
+        )
+        r["checkpoint"] = (out / "agent.pt").exists()
+
+        # 1. the reward node dies mid-episode: commands stop, the watchdog fires, it resumes
+        def streaming() -> bool:  # an episode is running: commands every control period
+            return probe.action_gap_after(time.monotonic() - 0.5, time.monotonic()) < 0.3
+
+        r["streaming_before_reward_kill"] = wait_for(streaming, 60)
+        wd0 = probe.watchdog_stops
+        n0 = episodes(out)
+        pid = pid_of("reward")
+        r["reward_pid_found"] = pid is not None
+        t_kill = time.monotonic()
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(4.0)
+        r["action_gap_after_reward_kill_s"] = probe.action_gap_after(t_kill + 1.5, t_kill + 4.0)
+        r["watchdog_after_reward_kill"] = probe.watchdog_stops > wd0
+        r["resumed_after_reward_kill"] = wait_for(lambda: episodes(out) >= n0 + 1, 120)
+
+        # 2. the camera stalls: commands stop, the watchdog fires, the graph resumes
+        r["streaming_before_stall"] = wait_for(streaming, 60)
+        wd1 = probe.watchdog_stops
+        n1 = episodes(out)
+        r["paused"] = probe.set_pause(True)
+        t_stall = time.monotonic()
+        time.sleep(3.0)
+        r["action_gap_during_stall_s"] = probe.action_gap_after(t_stall + 1.0, t_stall + 3.0)
+        r["unpaused"] = probe.set_pause(False)
+        r["watchdog_after_stall"] = wait_for(lambda: probe.watchdog_stops > wd1, 5)
+        r["resumed_after_stall"] = wait_for(lambda: episodes(out) >= n1 + 1, 120)
+
+        # 3. the learner dies: the launch exits non-zero; nothing committed is lost
+        r["episodes_before_learner_kill"] = episodes(out)
+        pid = pid_of("learner")
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+        r["launch_exit_after_learner_kill"] = graph.wait(timeout=60)
+    finally:
+        if graph.poll() is None:
+            graph.send_signal(signal.SIGINT)
+            graph.wait(timeout=60)
+
+    # 4. restart: the learner resumes from its checkpoint and replay
+    from video2reward.robot.episode_store import EpisodeStore
+
+    store = out / "replay" / "episodes.zarr"
+    r["replay_before_restart"] = EpisodeStore.open(store).n_episodes
+    steps_before = json.loads((out / "state.json").read_text())["agent_steps"]
+    graph = launch(ckpt, out, log, max_episodes=1)
+    r["restart_exit"] = graph.wait(timeout=240)
+    state = json.loads((out / "state.json").read_text())
+    r["replay_after_restart"] = EpisodeStore.open(store).n_episodes
+    r["steps_added_after_restart"] = state["agent_steps"] - steps_before
+    r["train_summary"] = json.loads((out / "train_summary.json").read_text())
+    probe.close()
+    rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
