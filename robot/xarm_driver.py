@@ -150,15 +150,22 @@ class XArmDriver(Arm):
                                       f"{e}") from e
         if not self._api.connected:
             raise ConnectionError(f"cannot reach the xArm controller at {self.config.ip}")
-        self._check(
-            self.api.set_tcp_offset(
-                [0, 0, self.config.tcp_offset_mm, 0, 0, 0], is_radian=True, wait=False
-            ),
-            "set_tcp_offset",
-        )
-        if self.config.use_gripper:
-            self._check(self.api.set_gripper_enable(True), "set_gripper_enable")
-            self._check(self.api.set_gripper_speed(self.config.gripper_speed), "set_gripper_speed")
+        try:
+            self._check(
+                self.api.set_tcp_offset(
+                    [0, 0, self.config.tcp_offset_mm, 0, 0, 0], is_radian=True, wait=False
+                ),
+                "set_tcp_offset",
+            )
+            if self.config.use_gripper:
+                self._check(self.api.set_gripper_enable(True), "set_gripper_enable")
+                self._check(
+                    self.api.set_gripper_speed(self.config.gripper_speed), "set_gripper_speed"
+                )
+        except BaseException:
+            # __exit__ does not run when __enter__ fails: leave nothing connected behind.
+            self._api.disconnect()
+            raise
         self._closing.clear()
         self._monitor = threading.Thread(
             target=self._monitor_loop, name="xarm-monitor", daemon=True

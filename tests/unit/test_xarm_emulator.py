@@ -124,3 +124,29 @@ def test_report_frames_have_declared_length(
     assert len(frame) == length == struct.unpack(">I", frame[:4])[0]
     angles = struct.unpack("<7f", frame[7:35])
     np.testing.assert_allclose(angles[:5], ctrl.twin.joint_pos(), atol=1e-5)
+
+
+def test_pushing_into_an_object_raises_collision_error_and_stops() -> None:
+    from video2reward.sim.model import OBJECT_COLLISION
+    from video2reward.sim.twin import XArm5Twin
+    from video2reward.sim.xarm_emulator import ERR_COLLISION
+
+    wall = (f'<body name="wall" pos="0.35 0 0.06"><geom name="wall" type="box" '
+            f'size="0.05 0.05 0.06" {OBJECT_COLLISION}/></body>')  # top face at z = 0.12 m
+    c = EmulatedController(EmulatorConfig(), XArm5Twin(task_objects_xml=wall))
+    _ready(c, 1)
+    pose = list(c.tcp_pose())
+    for _ in range(40):  # servo straight down at 5 mm / 20 ms
+        pose[2] -= 5.0
+        _servo(c, pose)
+        for _ in range(5):
+            c.tick(0.004)
+        if c.error_code:
+            break
+    assert c.error_code == ERR_COLLISION and c.state == STATE_STOPPED
+    assert c.tcp_pose()[2] > 110.0  # stopped on the wall, not through it
+    q = c.twin.joint_pos()
+    for _ in range(25):
+        c.tick(0.004)
+    assert np.max(np.abs(c.twin.joint_pos() - q)) < 5e-3  # and holds there
+    c.twin.close()
