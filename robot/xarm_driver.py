@@ -393,7 +393,14 @@ class XArmDriver(Arm):
 
     def _monitor_loop(self) -> None:
         period = 1.0 / self.config.monitor_hz
-        while not self._closing.wait(period):
+        deadline_s = self.config.watchdog.deadline_s
+        t_poll = -math.inf
+        while True:
+            # Wake at the watchdog deadline itself (not up to a period later), else every period.
+            gap = self.watchdog.since_last_s()
+            wait = period if gap is None else min(period, max(deadline_s - gap + 1e-3, 1e-3))
+            if self._closing.wait(wait):
+                return
             api = self._api
             if api is None or not api.connected:
                 continue
@@ -403,6 +410,9 @@ class XArmDriver(Arm):
                     self._streaming = False
                     api.set_state(STATE_STOP)
                     self.watchdog_stops += 1
+                if time.monotonic() - t_poll < period:
+                    continue
+                t_poll = time.monotonic()
                 reply = api.get_err_warn_code()
                 # a disconnected SDK answers with a bare code instead of (code, [err, warn])
                 code, err = (reply[0], reply[1][0]) if len(reply) == 2 else (reply[0], 0)

@@ -253,7 +253,8 @@ def test_driver_refuses_nan_and_reports_it(drv: dict[str, Any]) -> None:
 
 def test_driver_watchdog_stops_arm_within_deadline(drv: dict[str, Any]) -> None:
     assert drv["watchdog_stop_s"] is not None
-    assert 0.2 <= drv["watchdog_stop_s"] <= 0.2 + 0.15  # deadline + one monitor period + slack
+    # The monitor wakes at the deadline itself; the slack is for a loaded 2-core machine.
+    assert 0.2 <= drv["watchdog_stop_s"] <= 0.2 + 0.06
     assert drv["watchdog_stops"] == 1
     assert drv["send_after_watchdog"] == "refused"
 
