@@ -23,6 +23,10 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
         "video2reward.sim.demos:main",
         "generate scripted demos in the twin into a zarr store (+ mp4s, summary)",
     ),
+    ("sim", "learn"): (
+        "video2reward.sim.learn:main",
+        "demos -> reward -> ROS 2 learning graph in the twin -> evaluation, end to end",
+    ),
     ("reward", "train"): ("video2reward.rewards.cli:train_main", "train a reward model on videos"),
     ("reward", "score"): (
         "video2reward.rewards.cli:score_main",
