@@ -146,14 +146,16 @@ def test_sigkill_mid_episode_keeps_earlier_episodes_and_a_second_recorder_append
         [sys.executable, str(script), str(out), "2"], stdout=subprocess.PIPE, text=True
     )
     lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line.strip())
-        if line.startswith("midway"):
-            break
-    time.sleep(0.3)  # some chunks of the third episode reach the disk
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=10)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if line.startswith("midway"):
+                break
+        time.sleep(0.3)  # some chunks of the third episode reach the disk
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
     assert lines[1:3] == ["saved 0", "saved 1"]
     before = EpisodeStore.open(out)  # read-only open works on the crashed store
     assert before.n_episodes == 2
@@ -168,12 +170,14 @@ def test_sigkill_mid_episode_keeps_earlier_episodes_and_a_second_recorder_append
     second = subprocess.Popen(
         [sys.executable, str(script), str(out), "1"], stdout=subprocess.PIPE, text=True
     )
-    assert second.stdout is not None
-    first = second.stdout.readline().split()
-    assert first[0] == "recovered" and int(first[1]) >= 8  # at least one flushed chunk dropped
-    assert second.stdout.readline().strip() == "saved 2"
-    second.kill()
-    second.wait(timeout=10)
+    try:
+        assert second.stdout is not None
+        first = second.stdout.readline().split()
+        assert first[0] == "recovered" and int(first[1]) >= 8  # at least one chunk dropped
+        assert second.stdout.readline().strip() == "saved 2"
+    finally:
+        second.kill()  # it records a fourth episode until killed
+        second.wait(timeout=10)
     after = EpisodeStore.open(out)
     assert after.n_episodes == 3
     assert [after.episode_meta(i)["length"] for i in range(3)] == [20, 20, 20]
