@@ -119,8 +119,8 @@ def scenario() -> dict[str, Any]:
         r["n_applied_after_enable"] = len(got["applied"]) - n_applied
         r["estop"] = call("emergency_stop")
         time.sleep(0.6)
-        r["status_level_after_estop"] = int.from_bytes(got["status"][-1].level, "little") \
-            if isinstance(got["status"][-1].level, bytes) else int(got["status"][-1].level)
+        level = got["status"][-1].level  # a byte in rclpy's DiagnosticStatus
+        r["status_level_after_estop"] = ord(level) if isinstance(level, bytes) else int(level)
         r["fault_value"] = {kv.key: kv.value for kv in got["status"][-1].values}["fault"]
         r["enable_in_fault"] = call("enable")
         n = len(got["applied"])
