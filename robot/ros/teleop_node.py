@@ -10,7 +10,8 @@ and nothing while disabled: the driver's watchdog then stops the arm (the dead-m
 enabled calls the driver's ``enable`` (std_srvs/Trigger). Recording keys call the recorder:
 ``recorder/start``, ``recorder/discard`` (Trigger), ``recorder/stop`` (SetBool: success).
 With ``source:=twist`` a geometry_msgs/Twist on ``cmd_vel`` (linear, m/s) is a command for
-``twist_timeout_s``; fresh Twists enable, silence disables.
+``twist_timeout_s``; fresh Twists enable, silence disables; when the node has a terminal, its
+keys add the gripper (g) and the recording keys.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from std_srvs.srv import SetBool, Trigger
 from video2reward.robot.ros import convert
 from video2reward.robot.ros.params import ParamSpec, declare_all, float_range
 from video2reward.robot.teleop import (
+    KeyboardTeleop,
     TeleopCommand,
     TeleopConfig,
     TeleopDeviceError,
@@ -67,7 +69,11 @@ class TeleopNode(Node):
             device=p["device"],
         )
         self.max_step_m, self.twist_timeout_s = p["max_step_m"], p["twist_timeout_s"]
-        self.source = None if self.twist else make_source(self.config)
+        # Twist: the terminal's keys (when there is one) add the gripper and recording keys.
+        if self.twist:
+            self.source = KeyboardTeleop(self.config) if sys.stdin.isatty() else None
+        else:
+            self.source = make_source(self.config)
         if self.source is not None:
             self.source.open()  # TeleopDeviceError: no terminal / device -> clear exit
         self.last_twist: tuple[float, np.ndarray] | None = None
@@ -90,8 +96,9 @@ class TeleopNode(Node):
             self.last_twist = (time.monotonic(), v)
 
     def poll(self) -> TeleopCommand:
-        if self.source is not None:
-            return self.source.poll()
+        keys_cmd = None if self.source is None else self.source.poll()
+        if not self.twist and keys_cmd is not None:
+            return keys_cmd
         fresh = self.last_twist is not None and (
             time.monotonic() - self.last_twist[0] <= self.twist_timeout_s
         )
@@ -99,8 +106,10 @@ class TeleopNode(Node):
             self.last_twist[1] if fresh and self.last_twist else np.zeros(3),
             self.config.rate_hz,
             self.max_step_m,
+            gripper=-1.0 if keys_cmd is None else float(keys_cmd.action[3]),
         )
-        return TeleopCommand(a, fresh, 1.0)
+        events = () if keys_cmd is None else tuple(e for e in keys_cmd.events if e != "enable")
+        return TeleopCommand(a, fresh, 1.0, events)
 
     def call(self, name: str, data: bool | None = None) -> None:
         client = self.stop_client if data is not None else self.clients_[name]

@@ -7,6 +7,7 @@ publishes Twists, serves the driver's ``enable`` service and records the actions
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import sys
 import threading
@@ -34,6 +35,7 @@ def test_twist_becomes_normalized_actions_while_fresh_and_enables_the_driver(ros
     from std_msgs.msg import Float32MultiArray
     from std_srvs.srv import Trigger
 
+    master, slave = pty.openpty()  # the node's terminal: gripper and recording keys
     proc = subprocess.Popen(
         [
             *NODE,
@@ -49,6 +51,7 @@ def test_twist_becomes_normalized_actions_while_fresh_and_enables_the_driver(ros
             "enable:=/drv/enable",
         ],
         env=ros_env,
+        stdin=slave,
     )
     rclpy.init()
     node = rclpy.create_node("teleop_twist_test")
@@ -61,6 +64,14 @@ def test_twist_becomes_normalized_actions_while_fresh_and_enables_the_driver(ros
         return res
 
     node.create_service(Trigger, "/drv/enable", on_enable)
+    starts: list[float] = []
+
+    def on_start(_req: Any, res: Any) -> Any:
+        starts.append(time.monotonic())
+        res.success, res.message = True, "recording"
+        return res
+
+    node.create_service(Trigger, "/recorder/start", on_start)
     node.create_subscription(
         Float32MultiArray,
         "/drv/action",
@@ -79,14 +90,18 @@ def test_twist_becomes_normalized_actions_while_fresh_and_enables_the_driver(ros
         assert not actions  # nothing is sent before a Twist arrives
         msg = Twist()
         msg.linear.x, msg.linear.z = 0.1, -0.4  # m/s
-        for _ in range(20):  # 1 s of Twists at 20 Hz
+        for i in range(20):  # 1 s of Twists at 20 Hz
             pub.publish(msg)
+            if i == 10:
+                os.write(master, b"g\r")  # close the gripper, start recording
             time.sleep(0.05)
         t_last = time.monotonic()
         time.sleep(1.0)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        os.close(master)
+        os.close(slave)
         ex.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
@@ -95,8 +110,10 @@ def test_twist_becomes_normalized_actions_while_fresh_and_enables_the_driver(ros
     assert 12 <= len(sent) <= 30
     # 0.1 m/s at 20 Hz is 5 mm per command = 0.5 of the 10 mm step; -0.4 m/s saturates.
     np.testing.assert_allclose(
-        sent[2:-2], np.tile([0.5, 0.0, -1.0, -1.0], (len(sent) - 4, 1)), atol=1e-6
+        sent[2:-2, :3], np.tile([0.5, 0.0, -1.0], (len(sent) - 4, 1)), atol=1e-6
     )
+    assert sent[0, 3] == -1.0 and sent[-1, 3] == 1.0  # the g key closed the gripper
+    assert len(starts) == 1  # Enter called the recorder's start service
     # Dead-man: the stream stops within twist_timeout_s (+ one period) of the last Twist.
     assert max(t for t, _ in actions) - t_last < 0.3 + 0.1
 
