@@ -18,9 +18,9 @@ frame numbers. Recordings are written with pyrealsense2's own recorder from a
 the same pyrealsense2 version (pinned in pyproject.toml).
 
 Depth: with ``enable_depth`` the pipeline syncs depth to colour and ``rs.align`` maps it onto
-the colour image. Known limit of recordings made here: the playback syncer may pair a colour
-frame with the neighbouring depth frame and skip the first frame; colour-only playback is
-frame-exact.
+the colour image. Measured on recordings made here: every delivered frame carries its own
+depth, but the syncer may drop up to the first two frames at start-up (more often when
+playing non-real-time). Colour-only playback is frame-exact.
 """
 
 from __future__ import annotations
