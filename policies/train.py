@@ -47,6 +47,7 @@ from video2reward.policies.replay import ReplayBuffer, ReplayConfig
 from video2reward.robot import keys
 
 AGENT_FILE = "agent.pt"
+REWARD_MODEL_FILE = "reward_model.pt"  # the online-updated reward model (Rank2Reward)
 STATE_FILE = "state.json"
 REPLAY_DIR = "replay"
 
@@ -201,11 +202,12 @@ PROPRIO_DIM = 4  # ee_pos (3) + gripper (1)
 class EpisodeRewarder:
     """Scores an episode's agent-step frames in one batch with a rewards/ model."""
 
-    def __init__(self, spec: RewardSpec, device: torch.device):
+    def __init__(self, spec: RewardSpec, device: torch.device, resume_from: Path | None = None):
         from video2reward.rewards.base import load_reward_model
 
         self.spec = spec
-        self.model = load_reward_model(spec.ckpt, device)
+        src = resume_from if resume_from is not None and resume_from.exists() else spec.ckpt
+        self.model = load_reward_model(src, device)
         self.can_update = spec.disc_update_every_steps > 0 and hasattr(self.model, "update")
         self.recent: deque[np.ndarray] = deque(maxlen=spec.disc_frames)
         self._rng = np.random.default_rng(0)
@@ -477,7 +479,10 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         seed=cfg.seed,
         task=cfg.task,
     )
-    rewarder = EpisodeRewarder(cfg.reward, device) if cfg.reward.source == "model" else None
+    rewarder = None
+    if cfg.reward.source == "model":
+        resume_from = out / REWARD_MODEL_FILE if cfg.resume else None
+        rewarder = EpisodeRewarder(cfg.reward, device, resume_from)
 
     state = {
         "step": 0,
@@ -515,6 +520,8 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         if learner is not None:
             learner.wait(0)
         agent.save(out / AGENT_FILE)
+        if rewarder is not None and rewarder.can_update:
+            rewarder.model.save(out / REWARD_MODEL_FILE)  # weights only; Adam moments restart
         tmp = out / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(state))
         tmp.replace(out / STATE_FILE)

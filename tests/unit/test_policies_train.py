@@ -142,6 +142,8 @@ def test_learned_reward_replaces_oracle_and_discriminator_updates_online(tmp_pat
         # What the agent trains on is the model's reward, not the oracle's.
         assert stored.sum() == pytest.approx(float(row["return_learned"]), rel=1e-4, abs=1e-4)
         assert stored.sum() != pytest.approx(float(row["return"]), rel=1e-3)
+    # The online-updated discriminator is checkpointed for resume.
+    assert (tmp_path / "run" / "reward_model.pt").exists()
 
 
 def test_frozen_encoder_features_as_observation(tmp_path: Path) -> None:
