@@ -21,7 +21,8 @@ a press and ``hold_repeat_s`` after each auto-repeat: letting go stops within ~0
 
 Keyboard: w/s = +x/-x (away from / towards the base), a/d = +y/-y, r/f = +z/-z (arrows: x/y,
 PgUp/PgDn: z), g = gripper, +/- = speed, Enter = start an episode, y = stop as success,
-n = stop as failure, x = discard, o = home (the twin: a new scene), q = quit.
+n = stop as failure (y/n after stopping relabel the last episode), x = discard, o = home
+(the twin: a new scene), q = quit.
 Gamepad: left stick x/y, right stick z, A gripper, Start = start, Y = success, X = failure,
 B = discard, Back = quit. SpaceMouse: translation drives x/y/z, left button = gripper,
 right button = enable/disable.

@@ -204,9 +204,12 @@ def run_session(
         recorder.observe(robot.observe())
         for ev in cmd.events:
             try:
-                if ev in ("success", "failure"):
+                if ev in ("success", "failure") and recorder.recording:
                     i = recorder.stop(success=ev == "success")
                     message = f"saved episode {i} as {ev}"
+                elif ev in ("success", "failure"):  # after the fact: relabel the last one
+                    i = recorder.mark(ev == "success")
+                    message = f"relabelled episode {i} as {ev}"
                 elif ev == "discard":
                     recorder.discard()
                     message = "discarded"

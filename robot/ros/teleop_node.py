@@ -8,7 +8,8 @@ Publishes ``action`` (std_msgs/Float32MultiArray [dx, dy, dz, gripper] in [-1, 1
 learner's command, so the driver's envelope applies unchanged) at ``rate_hz`` while enabled,
 and nothing while disabled: the driver's watchdog then stops the arm (the dead-man). Turning
 enabled calls the driver's ``enable`` (std_srvs/Trigger). Recording keys call the recorder:
-``recorder/start``, ``recorder/discard`` (Trigger), ``recorder/stop`` (SetBool: success).
+``recorder/start``, ``recorder/discard`` (Trigger), ``recorder/stop`` (SetBool: success;
+when nothing is recording, ``recorder/mark`` relabels the last episode).
 With ``source:=twist`` a geometry_msgs/Twist on ``cmd_vel`` (linear, m/s) is a command for
 ``twist_timeout_s``; fresh Twists enable, silence disables; when the node has a terminal, its
 keys add the gripper (g) and the recording keys.
@@ -83,7 +84,9 @@ class TeleopNode(Node):
             n: self.create_client(Trigger, n)
             for n in ("enable", "home", "recorder/start", "recorder/discard")
         }
-        self.stop_client: Any = self.create_client(SetBool, "recorder/stop")
+        self.label_clients: dict[str, Any] = {
+            n: self.create_client(SetBool, n) for n in ("recorder/stop", "recorder/mark")
+        }
         if self.twist:
             self.create_subscription(Twist, "cmd_vel", self.on_twist, 10)
         self.create_timer(1.0 / self.config.rate_hz, self.tick)
@@ -112,14 +115,17 @@ class TeleopNode(Node):
         return TeleopCommand(a, fresh, 1.0, events)
 
     def call(self, name: str, data: bool | None = None) -> None:
-        client = self.stop_client if data is not None else self.clients_[name]
+        client = self.label_clients[name] if data is not None else self.clients_[name]
         if not client.service_is_ready():
             self.get_logger().warning(f"service {client.srv_name} is not available")
             return
         req = SetBool.Request(data=data) if data is not None else Trigger.Request()
 
         def done(f: Any) -> None:
-            self.get_logger().info(f"{name}: {getattr(f.result(), 'message', '')}")
+            message = getattr(f.result(), "message", "")
+            self.get_logger().info(f"{name}: {message}")
+            if name == "recorder/stop" and "not recording" in message:
+                self.call("recorder/mark", data)  # y/n after the fact relabel the last episode
 
         client.call_async(req).add_done_callback(done)
 

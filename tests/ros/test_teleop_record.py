@@ -177,6 +177,7 @@ def scenario(out: str) -> dict[str, Any]:
         hold(b"d", 0.6)
         r["stop2"] = call(SetBool, "/recorder/stop", SetBool.Request(data=True))
         r["applied"] = applied
+        keys(b"n", 1.5)  # nothing recording: the teleop node relabels the last episode
         keys(b"q", 0.5)
         r["teleop_exit"] = procs["teleop"].wait(timeout=10)
     finally:
@@ -250,7 +251,7 @@ def test_sigkill_mid_episode_keeps_earlier_episodes_and_a_second_recorder_append
     assert "dropped" in res["recorder2_log"] and "rows of a crashed one" in res["recorder2_log"]
     assert res["start2"][0] and res["stop2"][0], (res["start2"], res["stop2"])
     assert store.n_episodes == 3  # the killed episode is gone, the appended one is there
-    assert store.episode_meta(2)[keys.EPISODE_SUCCESS] is True
+    assert store.episode_meta(2)[keys.EPISODE_SUCCESS] is False  # saved True, relabelled by n
     assert store.episode_meta(2)["length"] >= 5
     assert res["teleop_exit"] == 0
 

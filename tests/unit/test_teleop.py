@@ -164,6 +164,7 @@ def test_scripted_keys_drive_the_twin_and_record_two_episodes(tmp_path):
         (2.0, b"\r"),
         *hold_key(b"a", 2.05, 0.1),
         (2.2, b"x"),  # discarded: never in the store
+        (2.3, b"y"),  # nothing recording: relabels the last saved episode (1) as a success
         (2.4, b"q"),
     ]
     reader = ScriptedKeys(script, robot.clock)
@@ -200,7 +201,7 @@ def test_scripted_keys_drive_the_twin_and_record_two_episodes(tmp_path):
 
     s = EpisodeStore.open(tmp_path / "t.zarr")
     assert s.n_episodes == 2
-    assert [s.episode_meta(i)[keys.EPISODE_SUCCESS] for i in range(2)] == [True, False]
+    assert [s.episode_meta(i)[keys.EPISODE_SUCCESS] for i in range(2)] == [True, True]
     assert s.episode_meta(0)["length"] == tick_at(1.0) - tick_at(0.1) + 1
     assert s.episode_meta(1)["length"] == tick_at(1.9) - tick_at(1.2) + 1
     ep0, ep1 = s.episode(0), s.episode(1)
