@@ -112,6 +112,7 @@ class XArmDriver(Arm):
         self._lock = threading.RLock()
         self._state_lock = threading.Lock()
         self._streaming = False
+        self._resetting = False  # a blocking move_to is travelling (runs outside the lock)
         self._t_last_cmd: float | None = None
         self._last_target: np.ndarray | None = None  # chained while streaming, else measured
         self._yaw_rad = 0.0
@@ -146,8 +147,9 @@ class XArmDriver(Arm):
             try:
                 self._api.connect()
             except Exception as e:  # the SDK raises a bare Exception("connect socket failed")
-                raise ConnectionError(f"cannot reach the xArm controller at {self.config.ip}: "
-                                      f"{e}") from e
+                raise ConnectionError(
+                    f"cannot reach the xArm controller at {self.config.ip}: {e}"
+                ) from e
         if not self._api.connected:
             raise ConnectionError(f"cannot reach the xArm controller at {self.config.ip}")
         try:
@@ -173,6 +175,12 @@ class XArmDriver(Arm):
         self._monitor.start()
 
     def close(self) -> None:
+        try:
+            self.stop()  # idempotent: close() alone also leaves the arm stopped
+        finally:
+            self._close_connection()
+
+    def _close_connection(self) -> None:
         self._closing.set()
         if self._monitor is not None:
             self._monitor.join(timeout=2.0)
@@ -183,6 +191,8 @@ class XArmDriver(Arm):
     def enable(self) -> None:
         with self._lock:
             self.fault.check()
+            if self._resetting:
+                raise ArmNotReadyError("a reset move is in progress")
             code, (err, warn) = self.api.get_err_warn_code()
             self._check(code, "get_err_warn_code")
             if err:
@@ -229,25 +239,31 @@ class XArmDriver(Arm):
             raise InvalidCommandError(f"reset target {p.tolist()} is outside the workspace box")
         with self._lock:
             self.fault.check()
+            if self._resetting:
+                raise ArmNotReadyError("a reset move is already in progress")
             self.watchdog.disarm()
             self._streaming = False
             self._check(self.api.motion_enable(True), "motion_enable")
             self._switch_mode(MODE_POSITION)
+            self._resetting = True
         # The blocking move runs without the lock: state reads, error polling and an
-        # emergency stop stay live while the arm travels; send_action is refused meanwhile.
-        x, y, z = p * 1000.0
-        code = self.api.set_position(
-            x,
-            y,
-            z,
-            math.pi,
-            0.0,
-            yaw_rad,
-            is_radian=True,
-            speed=self.config.reset_speed_mm_s,
-            wait=True,
-            timeout=self.config.move_timeout_s,
-        )
+        # emergency stop stay live while the arm travels; send_action and enable are refused.
+        try:
+            x, y, z = p * 1000.0
+            code = self.api.set_position(
+                x,
+                y,
+                z,
+                math.pi,
+                0.0,
+                yaw_rad,
+                is_radian=True,
+                speed=self.config.reset_speed_mm_s,
+                wait=True,
+                timeout=self.config.move_timeout_s,
+            )
+        finally:
+            self._resetting = False
         with self._lock:
             self._check(code, "set_position")
             self.fault.check()  # an e-stop or error that arrived during the move
