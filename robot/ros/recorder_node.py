@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 import sys
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import rclpy
@@ -93,10 +95,13 @@ class RecorderNode(Node):
             (Float32MultiArray, "applied_action", self.on_action),
         ):
             self.create_subscription(typ, topic, cb, 10, callback_group=data)
-        self.create_service(Trigger, "~/start", self.srv_start, callback_group=srv)
-        self.create_service(Trigger, "~/discard", self.srv_discard, callback_group=srv)
-        self.create_service(SetBool, "~/stop", self.srv_stop, callback_group=srv)
-        self.create_service(SetBool, "~/mark", self.srv_mark, callback_group=srv)
+        for name, typ in (
+            ("start", Trigger),
+            ("discard", Trigger),
+            ("stop", SetBool),
+            ("mark", SetBool),
+        ):
+            self.create_service(typ, f"~/{name}", self._service(name), callback_group=srv)
         self.status_pub = self.create_publisher(DiagnosticStatus, "~/status", 10)
         self.create_timer(1.0, self.publish_status)
 
@@ -160,34 +165,27 @@ class RecorderNode(Node):
             )
         )
 
-    def _call(self, res: Trigger.Response | SetBool.Response, fn: str, *args: object) -> None:
-        try:
-            if self.recorder is None:
-                raise RecorderError("no camera_info received yet; is the camera running?")
-            if fn == "start":
-                self.t_first = None
-            out = getattr(self.recorder, fn)(*args)
-            res.success, res.message = True, f"{fn}: {'ok' if out is None else out}"
-        except RecorderError as e:
-            res.success, res.message = False, f"{fn}: {e}"
-        self.get_logger().info(res.message)
-        self.publish_status()
+    def _service(self, name: str) -> Callable[[Any, Any], Any]:
+        """One Recorder method behind a service: Trigger (start: notes) or SetBool (success)."""
 
-    def srv_start(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
-        self._call(res, "start", self.get_parameter("notes").value)
-        return res
+        def cb(req: Any, res: Any) -> Any:
+            try:
+                if self.recorder is None:
+                    raise RecorderError("no camera_info received yet; is the camera running?")
+                if name == "start":
+                    self.t_first = None
+                    args: tuple[object, ...] = (self.get_parameter("notes").value,)
+                else:
+                    args = (bool(req.data),) if isinstance(req, SetBool.Request) else ()
+                out = getattr(self.recorder, name)(*args)
+                res.success, res.message = True, f"{name}: {'ok' if out is None else out}"
+            except RecorderError as e:
+                res.success, res.message = False, f"{name}: {e}"
+            self.get_logger().info(res.message)
+            self.publish_status()
+            return res
 
-    def srv_discard(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
-        self._call(res, "discard")
-        return res
-
-    def srv_stop(self, req: SetBool.Request, res: SetBool.Response) -> SetBool.Response:
-        self._call(res, "stop", bool(req.data))
-        return res
-
-    def srv_mark(self, req: SetBool.Request, res: SetBool.Response) -> SetBool.Response:
-        self._call(res, "mark", bool(req.data))
-        return res
+        return cb
 
     def publish_status(self) -> None:
         if self.recorder is None:
