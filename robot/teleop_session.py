@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import numpy as np
 from video2reward.robot.arm import Arm
-from video2reward.robot.camera import Camera, CameraIntrinsics
+from video2reward.robot.camera import Camera, CameraError, CameraIntrinsics
 from video2reward.robot.recorder import (
     Observation,
     Recorder,
@@ -315,7 +315,7 @@ def _run(overrides: list[str], flags: list[str]) -> int:
     cfg = to_dataclass(TeleopRecordConfig, compose("record_teleop", overrides))
     try:
         saved = record_teleop(cfg)
-    except (TeleopDeviceError, RecorderError, ConnectionError) as e:
+    except (TeleopDeviceError, RecorderError, ConnectionError, CameraError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"{saved} episodes saved to {cfg.out}", file=sys.stderr)
