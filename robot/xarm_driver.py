@@ -424,8 +424,8 @@ class XArmDriver(Arm):
                 if self.watchdog.expired():  # commands stopped arriving: stop and hold
                     self.watchdog.disarm()
                     self._streaming = False
+                    self.watchdog_stops += 1  # counted first: observers may see the stop at once
                     api.set_state(STATE_STOP)
-                    self.watchdog_stops += 1
                 if time.monotonic() - t_poll < period:
                     continue
                 t_poll = time.monotonic()

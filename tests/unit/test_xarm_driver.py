@@ -13,6 +13,7 @@ import math
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -111,6 +112,23 @@ def scenario_driver() -> dict[str, Any]:
     probe = EmulatorProbe()
     r: dict[str, Any] = {}
     with XArmDriver(cfg) as arm:
+        # During a reset move: state stays readable, streaming and enable are refused.
+        mover = threading.Thread(target=arm.move_to, args=(np.array([0.30, 0.10, 0.15]),))
+        mover.start()
+        time.sleep(0.3)
+        xs = []
+        for _ in range(5):
+            xs.append(arm.state().ee_pos_m[0])
+            time.sleep(0.05)
+        during = []
+        for call in (lambda: arm.send_action([0, 0, 0, 0]), arm.enable):
+            try:
+                call()
+                during.append("accepted")
+            except ArmNotReadyError:
+                during.append("refused")
+        mover.join()
+        r["x_during_reset"], r["calls_during_reset"] = xs, during
         s = arm.move_to(np.array([0.40, 0.0, 0.20]), gripper_open_frac=1.0)
         r["reset_pos"] = s.ee_pos_m.tolist()
         probe.call("clear_log")
@@ -227,6 +245,12 @@ def test_sdk_emergency_stop_halts_twin(sdk: dict[str, Any]) -> None:
     assert sdk["estop_state"] == 4
     assert sdk["estop_drift_rad"] < 2e-3
     assert sdk["servo_while_stopped"] != 0  # refused by the stopped controller
+
+
+def test_driver_state_live_and_commands_refused_during_reset(drv: dict[str, Any]) -> None:
+    xs = drv["x_during_reset"]
+    assert all(np.diff(xs) < 0) and xs[-1] - xs[0] < -0.005  # travelling from 0.35 to 0.30 m
+    assert drv["calls_during_reset"] == ["refused", "refused"]
 
 
 def test_driver_reset_and_box_clamp(drv: dict[str, Any]) -> None:
