@@ -126,6 +126,8 @@ class EpisodeStore:
             raise EpisodeStoreError(
                 f"{p} is not an episode store: expected data/ and meta/{keys.EPISODE_ENDS}"
             )
+        if mode == "a":
+            repair_index(root)  # a commit cut short (disk full) left a bogus last end
         store = cls(root, str(p))
         store._check_consistent()
         if mode == "a":
@@ -247,6 +249,12 @@ class EpisodeStore:
         return dropped
 
     def _check_consistent(self) -> None:
+        ends = self.episode_ends
+        if ends.size and (np.any(np.diff(ends) <= 0) or ends[0] <= 0):
+            raise EpisodeStoreError(
+                f"{self.path}: meta/{keys.EPISODE_ENDS} is damaged (a commit was cut short, e.g. "
+                "by a full disk); open it with mode='a' to drop the broken entry"
+            )
         n = self.n_episodes
         for k in (keys.EPISODE_SUCCESS, *_STR_META):
             if k in self._meta and self._meta[k].shape[0] < n:
@@ -378,3 +386,30 @@ class EpisodeWriter:
             self.close()
         else:
             self.discard()
+
+
+def repair_index(
+    where: str | os.PathLike[str] | zarr.Group, expect_episodes: int | None = None
+) -> int:
+    """Cut ``meta/episode_ends`` back to its valid prefix; returns entries dropped.
+
+    zarr's ``append`` grows an array's shape (``.zarray``) before it writes the new chunk. If
+    the chunk write of a commit fails (disk full), the index claims one more episode whose
+    end reads as the fill value 0. Valid ends are strictly increasing and within the data;
+    ``expect_episodes`` (the count known before a failed commit) caps the prefix further.
+    """
+    root = where if isinstance(where, zarr.Group) else zarr.open_group(str(where), mode="r+")
+    if "meta" not in root or keys.EPISODE_ENDS not in root["meta"]:
+        return 0
+    ends_arr = root["meta"][keys.EPISODE_ENDS]
+    ends = np.asarray(ends_arr[:], dtype=np.int64)
+    data = root["data"]
+    n_rows = min((int(data[k].shape[0]) for k in data.array_keys()), default=0)
+    n = 0
+    while n < len(ends) and ends[n] > (ends[n - 1] if n else 0) and ends[n] <= n_rows:
+        n += 1
+    if expect_episodes is not None:
+        n = min(n, expect_episodes)
+    if n < len(ends):
+        ends_arr.resize((n,))
+    return len(ends) - n

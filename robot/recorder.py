@@ -52,7 +52,12 @@ import numpy as np
 import zarr
 from video2reward.robot import keys
 from video2reward.robot.camera import CameraIntrinsics
-from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError, EpisodeWriter
+from video2reward.robot.episode_store import (
+    EpisodeStore,
+    EpisodeStoreError,
+    EpisodeWriter,
+    repair_index,
+)
 
 SOURCES = ("robot", "twin")
 
@@ -563,30 +568,3 @@ class Recorder:
 def store_rows(store: EpisodeStore) -> int:
     """Rows held by the longest data array (committed or not)."""
     return max((int(store.root["data"][k].shape[0]) for k in store.data_keys), default=0)
-
-
-def repair_index(
-    where: str | os.PathLike[str] | zarr.Group, expect_episodes: int | None = None
-) -> int:
-    """Cut ``meta/episode_ends`` back to its valid prefix; returns entries dropped.
-
-    zarr's ``append`` grows an array's shape (``.zarray``) before it writes the new chunk. If
-    the chunk write of a commit fails (disk full), the index claims one more episode whose
-    end reads as the fill value 0. Valid ends are strictly increasing and within the data;
-    ``expect_episodes`` (the count known before a failed commit) caps the prefix further.
-    """
-    root = where if isinstance(where, zarr.Group) else zarr.open_group(str(where), mode="r+")
-    if "meta" not in root or keys.EPISODE_ENDS not in root["meta"]:
-        return 0
-    ends_arr = root["meta"][keys.EPISODE_ENDS]
-    ends = np.asarray(ends_arr[:], dtype=np.int64)
-    data = root["data"]
-    n_rows = min((int(data[k].shape[0]) for k in data.array_keys()), default=0)
-    n = 0
-    while n < len(ends) and ends[n] > (ends[n - 1] if n else 0) and ends[n] <= n_rows:
-        n += 1
-    if expect_episodes is not None:
-        n = min(n, expect_episodes)
-    if n < len(ends):
-        ends_arr.resize((n,))
-    return len(ends) - n

@@ -151,3 +151,17 @@ def test_inconsistent_episode_arrays_are_refused(tmp_path):
             success=True,
         )
     assert store.n_episodes == 1
+
+
+def test_an_index_entry_from_a_cut_commit_is_refused_on_read_and_dropped_on_append(tmp_path):
+    path = tmp_path / "s.zarr"
+    store = EpisodeStore.create(path, fps=10.0)
+    store.append_episode(_episode(4, 1), task="t", success=True)
+    # a full disk during the commit: the index grew, its new chunk never landed (reads as 0)
+    store.root["meta"][keys.EPISODE_ENDS].resize((2,))
+    with pytest.raises(EpisodeStoreError, match="damaged"):
+        EpisodeStore.open(path)
+    repaired = EpisodeStore.open(path, mode="a")
+    assert repaired.n_episodes == 1 and repaired.episode_meta(0)["length"] == 4
+    repaired.append_episode(_episode(2, 5), task="t", success=False)
+    assert EpisodeStore.open(path).n_episodes == 2

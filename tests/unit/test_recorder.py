@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore
+from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
 from video2reward.robot.recorder import (
     Observation,
     Recorder,
@@ -293,8 +293,8 @@ def test_a_commit_cut_by_a_full_disk_is_cut_from_the_index_on_open(tmp_path):
     meta = zarr.open_group(str(out), mode="r+")["meta"]
     for k in meta.array_keys():  # the commit wrote every meta row, the ends chunk failed
         meta[k].resize((3,))
-    bad = EpisodeStore.open(out)  # what a reader sees unrepaired: a third episode ending at 0
-    assert bad.n_episodes == 3 and bad.episode_ends[-1] == 0
+    with pytest.raises(EpisodeStoreError, match="damaged"):  # a reader is told, not misled
+        EpisodeStore.open(out)
     with Recorder(_cfg(out), INTR) as rec:
         assert rec.repaired_index == 1
         rec.start()
