@@ -94,8 +94,13 @@ def resolve_executable(package: str, executable: str) -> list[str]:
     """The command that runs ``executable`` of ``package`` (a console script of this project)."""
     if package != PACKAGE:
         raise LaunchError(f"node pkg={package!r}: v2r launch only runs {PACKAGE} executables")
-    scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")
-               if ep.dist is not None and ep.dist.name == PACKAGE}
+    # Every copy of the distribution on the path counts: a stale egg-info in a source tree
+    # must not hide executables the installed copy has.
+    scripts: dict[str, str] = {}
+    for dist in metadata.distributions():
+        if dist.metadata["Name"] == PACKAGE:
+            for ep in dist.entry_points.select(group="console_scripts"):
+                scripts.setdefault(ep.name, ep.value)
     if executable not in scripts:
         raise LaunchError(f"{PACKAGE} has no executable {executable!r}; it has {sorted(scripts)}")
     script = Path(sysconfig.get_path("scripts")) / executable

@@ -6,7 +6,7 @@
 #   source /opt/ros/humble/setup.bash && bash scripts/setup.sh   # lab: use the sourced ROS
 #
 # Environment knobs:
-#   V2R_EXTRAS   pip extras to install (default: dev,metaworld plus ros when no ROS is sourced)
+#   V2R_EXTRAS   pip extras (default: dev,metaworld,teleop, plus ros when no ROS is sourced)
 #   V2R_PYTHON   interpreter for the venv (default: python3.11, or python3 with ROS sourced)
 # A torch already importable in .venv is kept (install the CUDA build there first on a GPU
 # machine); otherwise the CPU wheel torch==2.13.0 is installed.
@@ -39,11 +39,11 @@ if [ -n "${ROS_DISTRO:-}" ]; then
   # venv sees system site-packages and the PyPI ROS wheels are not installed.
   PY="${V2R_PYTHON:-python3}"
   VENV_FLAGS=(--system-site-packages)
-  EXTRAS="${V2R_EXTRAS:-dev,metaworld}"
+  EXTRAS="${V2R_EXTRAS:-dev,metaworld,teleop}"
 else
   PY="${V2R_PYTHON:-python3.11}"
   VENV_FLAGS=()
-  EXTRAS="${V2R_EXTRAS:-ros,dev,metaworld}"
+  EXTRAS="${V2R_EXTRAS:-ros,dev,metaworld,teleop}"
 fi
 
 if [ ! -x .venv/bin/python ]; then
