@@ -18,11 +18,13 @@ the batch (pairing them with other samples' goals, r = -1), and L1/L2 penalties 
 embedding norms. Augmentation is the trajectory-consistent random resized crop ("rctraj"):
 o_0, g, o_t, o_t+1 of a sample share one crop.
 
-Idle frames are kept in training (``default_trim_after_success = -1``): when every sampled
-transition makes progress (demos cut at success), scaling the embedding up lowers the
-log-mean-exp term without bound faster than the (1 - gamma) start term grows, and the loss
-diverges (seen on 40 trimmed twin demos: loss -1e4 after 200 steps). Frames that look alike
-but lie at different times pin d(o_t) ~ d(o_t+1) and keep the scale bounded.
+Demos are cut 10 frames after their first successful frame (``default_trim_after_success``),
+not 2 as for the other methods. When every sampled transition makes progress (demos cut right
+at success), scaling the embedding up lowers the log-mean-exp term without bound faster than
+the (1 - gamma) start term grows, and the loss diverges (seen on 40 twin reach demos: -1e4
+after 200 steps). A few idle frames that look alike but lie at different times pin
+d(o_t) ~ d(o_t+1) and keep the scale bounded; keeping the whole idle tail (push: 90 of 121
+frames) instead drowns the task in it (held-out Spearman 0.14 vs 0.80 at 10 frames).
 
 RL reward (paper Sec. 5): R(o_t, o_t+1; g) = S(o_t+1; g) - S(o_t; g), S = -||phi(o) - phi(g)||.
 Differences from the official setup, for this machine: the default encoder is the small
@@ -92,7 +94,7 @@ class VIP(GoalDistanceModel):
     method = "vip"
     config_cls = VIPConfig
     config: VIPConfig
-    default_trim_after_success = -1  # see the module docstring
+    default_trim_after_success = 10  # see the module docstring
 
     def __init__(self, config: VIPConfig):
         super().__init__(config)
