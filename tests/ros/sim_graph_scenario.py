@@ -27,6 +27,7 @@ from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import SetBool
 
 LAUNCH = [sys.executable, "-m", "video2reward.cli.main", "launch", "sim.launch.xml"]
+STEPS = 40  # commands per episode: 4 s at 10 Hz, long enough to inject a fault mid-episode
 
 
 def stamp_ns(msg: Any) -> int:
@@ -40,6 +41,7 @@ class Probe:
         self.images: list[int] = []
         self.rewards: list[int] = []
         self.actions: list[float] = []  # host arrival times
+        self.run_start = 0.0  # host time of the first command of the current episode
         self.joints: list[list[float]] = []
         self.watchdog_stops = 0
         n = self.node
@@ -49,12 +51,7 @@ class Probe:
         n.create_subscription(
             Vector3Stamped, "/reward/reward", lambda m: self._add(self.rewards, stamp_ns(m)), 100
         )
-        n.create_subscription(
-            Float32MultiArray,
-            "/xarm_driver/action",
-            lambda m: self._add(self.actions, time.monotonic()),
-            100,
-        )
+        n.create_subscription(Float32MultiArray, "/xarm_driver/action", self._action, 100)
         n.create_subscription(
             JointState,
             "/xarm_driver/joint_states",
@@ -70,6 +67,20 @@ class Probe:
     def _add(self, lst: list[Any], v: Any) -> None:
         with self.lock:
             lst.append(v)
+
+    def _action(self, _m: Float32MultiArray) -> None:
+        now = time.monotonic()
+        with self.lock:
+            if not self.actions or now - self.actions[-1] > 0.4:  # a gap: a new episode began
+                self.run_start = now
+            self.actions.append(now)
+
+    def mid_episode(self) -> bool:
+        """Commands flowing, and the episode began 0.5-1.5 s ago (episodes last 4 s)."""
+        now = time.monotonic()
+        with self.lock:
+            flowing = bool(self.actions) and now - self.actions[-1] < 0.25
+            return flowing and 0.5 < now - self.run_start < 1.5
 
     def _status(self, m: DiagnosticStatus) -> None:
         for kv in m.values:
@@ -129,7 +140,7 @@ def launch(ckpt: str, out: Path, log: Path, **args: object) -> subprocess.Popen[
         *LAUNCH,
         f"reward_ckpt:={ckpt}",
         f"out:={out}",
-        "episode_steps:=10",
+        f"episode_steps:={STEPS}",
         *(f"{k}:={v}" for k, v in args.items()),
     ]
     return subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT)
@@ -168,10 +179,7 @@ def scenario(ckpt: str, out: Path, result_path: Path, r: dict[str, Any]) -> None
         r["checkpoint"] = (out / "agent.pt").exists()
 
         # 1. the reward node dies mid-episode: commands stop, the watchdog fires, it resumes
-        def streaming() -> bool:  # an episode is running: commands every control period
-            return probe.action_gap_after(time.monotonic() - 0.5, time.monotonic()) < 0.3
-
-        r["streaming_before_reward_kill"] = wait_for(streaming, 60)
+        r["streaming_before_reward_kill"] = wait_for(probe.mid_episode, 60)
         wd0 = probe.watchdog_stops
         n0 = episodes(out)
         pid = pid_of("reward")
@@ -181,11 +189,11 @@ def scenario(ckpt: str, out: Path, result_path: Path, r: dict[str, Any]) -> None
             os.kill(pid, signal.SIGKILL)
         time.sleep(4.0)
         r["action_gap_after_reward_kill_s"] = probe.action_gap_after(t_kill + 1.5, t_kill + 4.0)
-        r["watchdog_after_reward_kill"] = probe.watchdog_stops > wd0
+        r["watchdog_after_reward_kill"] = wait_for(lambda: probe.watchdog_stops > wd0, 5)
         r["resumed_after_reward_kill"] = wait_for(lambda: episodes(out) >= n0 + 1, 120)
 
         # 2. the camera stalls: commands stop, the watchdog fires, the graph resumes
-        r["streaming_before_stall"] = wait_for(streaming, 60)
+        r["streaming_before_stall"] = wait_for(probe.mid_episode, 60)
         wd1 = probe.watchdog_stops
         n1 = episodes(out)
         r["paused"] = probe.set_pause(True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,14 +18,7 @@ from video2reward.rewards.rank2reward import Rank2RewardConfig
 from video2reward.rewards.synthetic import synthetic_store
 from video2reward.rewards.train import TrainConfig, train
 
-pytestmark = [
-    pytest.mark.ros,
-    pytest.mark.skipif(
-        shutil.which("unshare") is None
-        or subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False).returncode,
-        reason="needs unprivileged user + network namespaces (unshare -rn)",
-    ),
-]
+pytestmark = [pytest.mark.ros, pytest.mark.netns]
 SCENARIO = Path(__file__).with_name("sim_graph_scenario.py")
 
 
@@ -101,8 +93,8 @@ def test_sim_graph_learns_survives_faults_and_resumes(reward_ckpt: Path, tmp_pat
     assert r["resumed_after_stall"], tail
     # the learner dies: the launch fails loudly; a restart resumes with no replay lost
     assert r["launch_exit_after_learner_kill"] != 0
-    assert r["replay_before_restart"] >= r["episodes_before_learner_kill"] >= 4
+    assert r["replay_before_restart"] >= r["episodes_before_learner_kill"] >= 3
     assert r["restart_exit"] == 0, tail
     assert r["replay_after_restart"] == r["replay_before_restart"] + 1
-    assert r["steps_added_after_restart"] == 10
+    assert r["steps_added_after_restart"] == 40
     assert r["train_summary"]["episodes"] == 1

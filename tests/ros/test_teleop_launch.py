@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pty
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,14 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = [
-    pytest.mark.ros,
-    pytest.mark.skipif(
-        shutil.which("unshare") is None
-        or subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False).returncode,
-        reason="needs unprivileged user + network namespaces (unshare -rn)",
-    ),
-]
+pytestmark = [pytest.mark.ros, pytest.mark.netns]
 LAUNCH = Path(__file__).resolve().parents[2] / "launch" / "teleop_record.launch.xml"
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import pty
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,14 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytestmark = [
-    pytest.mark.ros,
-    pytest.mark.skipif(
-        shutil.which("unshare") is None
-        or subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False).returncode,
-        reason="needs unprivileged user + network namespaces (unshare -rn)",
-    ),
-]
+pytestmark = [pytest.mark.ros, pytest.mark.netns]
 DOMAIN_ID = "67"
 RATE_HZ = 30.0
 
