@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from video2reward.rewards.base import GoalDistanceModel, RewardConfig
+from video2reward.rewards.base import GoalDistanceModel, RewardConfig, RewardError
 from video2reward.rewards.data import VideoDataset, augment
 from video2reward.rewards.encoders import build_encoder
 
@@ -68,10 +68,14 @@ class TCN(GoalDistanceModel):
     def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
         cfg = self.config
         b = cfg.batch_size
-        ep = rng.integers(0, len(data), size=b)
+        usable = np.flatnonzero(data.lengths > cfg.neg_window + 1)  # room for a negative
+        if usable.size == 0:
+            raise RewardError(
+                f"TCN needs videos longer than neg_window+1={cfg.neg_window + 1} frames; "
+                f"the longest has {int(data.lengths.max())}: lower neg_window"
+            )
+        ep = usable[rng.integers(0, usable.size, size=b)]
         n = data.lengths[ep]
-        if (n <= cfg.neg_window + 1).any():
-            raise ValueError(f"TCN needs videos longer than neg_window+1={cfg.neg_window + 1}")
         t = (rng.random(b) * n).astype(np.int64)
         k = rng.integers(1, cfg.pos_window + 1, size=b) * rng.choice([-1, 1], size=b)
         pos = np.clip(t + k, 0, n - 1)
