@@ -376,6 +376,7 @@ class LearnerNode(Node):
             "episodes": len(self.history),
             "agent_steps": self.learner.state["agent_steps"],
             "updates": self.learner.agent.num_updates,
+            "skipped_updates": self.learner.skipped_updates,
             "control_rate_hz": f"{rate:.1f}",
             "latency_p50_ms": f"{np.percentile(lat, 50):.1f}" if lat.size else "nan",
             "latency_p95_ms": f"{np.percentile(lat, 95):.1f}" if lat.size else "nan",
