@@ -203,12 +203,15 @@ class LearnerNode(Node):
             self.get_logger().info(f"{client.srv_name} took {took:.1f} s")
         return True
 
-    def _fresh_image(self, after_ns: int, timeout_s: float) -> tuple[int, float, np.ndarray] | None:
+    def _fresh_image(
+        self, after_ns: int, timeout_s: float, arrived_after: float = 0.0
+    ) -> tuple[int, float, np.ndarray] | None:
+        """The newest image stamped after ``after_ns`` that arrived after ``arrived_after``."""
         t_end = time.monotonic() + timeout_s
         with self.lock:
             while not self.done.is_set():
                 img = self.image
-                if img is not None and img[0] > after_ns:
+                if img is not None and img[0] > after_ns and img[1] >= arrived_after:
                     return img
                 left = t_end - time.monotonic()
                 if left <= 0:
@@ -287,9 +290,13 @@ class LearnerNode(Node):
         period = 1.0 / p["control_hz"]
         t_next = time.monotonic() + period
         while len(stamps) <= p["episode_steps"]:
-            time.sleep(max(0.0, t_next - time.monotonic()))
-            t_next = max(t_next + period, time.monotonic())
-            img = self._fresh_image(stamps[-1], p["image_timeout_s"])
+            # Act on the first image that arrives after each tick's deadline: the command
+            # then answers a frame milliseconds old, not one up to a camera period old.
+            deadline = t_next
+            t_next += period
+            if t_next < time.monotonic() - period:  # fell far behind: restart the schedule
+                t_next = time.monotonic() + period
+            img = self._fresh_image(stamps[-1], p["image_timeout_s"] + period, deadline)
             if img is None:
                 self.get_logger().error("camera stalled: commands stopped, episode dropped")
                 return False
@@ -370,7 +377,9 @@ class LearnerNode(Node):
     def _diagnostics(self) -> None:
         lat = np.asarray(self.latency_ms)
         ticks = np.asarray(self.tick_times)
-        rate = (len(ticks) - 1) / (ticks[-1] - ticks[0]) if len(ticks) > 2 else 0.0
+        gaps = np.diff(ticks)
+        gaps = gaps[gaps < 0.5]  # within episodes: resets between them are not control ticks
+        rate = 1.0 / gaps.mean() if gaps.size else 0.0
         values = {
             "phase": self.phase,
             "episodes": len(self.history),
