@@ -6,9 +6,11 @@
         -r action:=/xarm_driver/action -r home:=/xarm_driver/home -r enable:=/xarm_driver/enable
 
 A control thread acts at ``control_hz`` on the newest image (and ee pose + gripper), publishing
-``action`` (std_msgs/Float32MultiArray). A transition's reward is the sum of the reward node's
-per-frame rewards with stamps in (stamp of o_t, stamp of o_t+1], matched by image stamp, so it
-is exact for potential-based rewards whatever the camera rate (``rewards.stream``). Episodes
+``action`` (std_msgs/Float32MultiArray); ``driver_status`` (the driver's DiagnosticStatus)
+tells it when the driver has stopped the arm, which drops the episode. A transition's reward
+is the sum of the reward node's per-frame rewards with stamps in (stamp of o_t, stamp of
+o_t+1], matched by image stamp, so it is exact for potential-based rewards whatever the
+camera rate (``rewards.stream``). Episodes
 last ``episode_steps``; between them the node calls ``enable``, the optional
 ``reset_task`` (the twin re-randomizes its objects) and ``home`` (std_srvs/Trigger).
 
@@ -143,6 +145,8 @@ class LearnerNode(Node):
         self.create_subscription(PoseStamped, "ee_pose", self._on_pose, 10)
         self.create_subscription(JointState, "joint_states", self._on_joints, 10)
         self.create_subscription(Bool, "success", self._on_success, 10)
+        self.create_subscription(DiagnosticStatus, "driver_status", self._on_driver_status, 10)
+        self.driver_streaming: tuple[float, bool] = (0.0, True)  # (arrival, streaming)
         self.triggers: dict[str, Any] = {
             n: self.create_client(Trigger, n) for n in ("enable", "home", "reset_task")
         }
@@ -177,6 +181,11 @@ class LearnerNode(Node):
         if convert.GRIPPER_JOINT in msg.name:
             pos = msg.position[msg.name.index(convert.GRIPPER_JOINT)]
             self.gripper = float(np.clip(1.0 - pos / convert.GRIPPER_TRAVEL_RAD, 0.0, 1.0))
+
+    def _on_driver_status(self, msg: DiagnosticStatus) -> None:
+        values = {kv.key: kv.value for kv in msg.values}
+        if "streaming" in values:
+            self.driver_streaming = (time.monotonic(), values["streaming"] == "True")
 
     def _on_success(self, msg: Bool) -> None:
         self.success_flag = self.success_flag or bool(msg.data)
@@ -287,6 +296,7 @@ class LearnerNode(Node):
         stamps = [img[0]]
         frames = [img[2]]
         self._publish(self.learner.begin(img[2], proprio), img[0])
+        t_begin = time.monotonic()
         period = 1.0 / p["control_hz"]
         t_next = time.monotonic() + period
         while len(stamps) <= p["episode_steps"]:
@@ -304,6 +314,11 @@ class LearnerNode(Node):
                 reward_lag = time.monotonic() - self.t_last_reward
             if reward_lag > p["reward_timeout_s"]:
                 self.get_logger().error("rewards stopped: commands stopped, episode dropped")
+                return False
+            t_status, streaming = self.driver_streaming
+            if not streaming and t_status > t_begin + 0.6:  # a fresh report, not a stale one
+                self.get_logger().error("the driver stopped the arm (watchdog or fault): "
+                                        "episode dropped")
                 return False
             stamps.append(img[0])
             frames.append(img[2])
