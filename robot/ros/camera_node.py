@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from video2reward.robot.camera import Camera, CameraError, TwinCamera, TwinCameraConfig
@@ -101,10 +102,15 @@ class CameraNode(Node):
             intr, fid = self.camera.intrinsics(), self.p["frame_id"]
             while rclpy.ok() and not self.done.is_set():
                 f = self.camera.read()
-                self.image_pub.publish(convert.image_msg(f.color, f.t_device_s, fid))
-                self.info_pub.publish(convert.camera_info_msg(intr, f.t_device_s, fid))
-                if f.depth_m is not None:
-                    self.depth_pub.publish(convert.depth_msg(f.depth_m, f.t_device_s, fid))
+                try:
+                    self.image_pub.publish(convert.image_msg(f.color, f.t_device_s, fid))
+                    self.info_pub.publish(convert.camera_info_msg(intr, f.t_device_s, fid))
+                    if f.depth_m is not None:
+                        self.depth_pub.publish(convert.depth_msg(f.depth_m, f.t_device_s, fid))
+                except Exception:
+                    if not rclpy.ok():  # Ctrl-C shut the context down under us: just stop
+                        break
+                    raise
                 self.published += 1
         except EOFError:
             self.get_logger().info(f"end of recording after {self.published} frames")
@@ -130,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         while rclpy.ok() and not node.done.is_set():
             rclpy.spin_once(node, timeout_sec=0.1)
         time.sleep(0.2)  # let the reliable writer hand the last frames to the subscribers
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.done.set()

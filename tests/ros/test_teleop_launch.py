@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.ros, pytest.mark.netns]
+# Keys typed into a pty are held for time windows, so under CPU load a run can see fewer
+# held frames than the assertions need; a failed run is retried (at most twice) rather than
+# loosening them. Known issue: make these scenarios event-driven instead of timed.
+pytestmark = [pytest.mark.ros, pytest.mark.netns, pytest.mark.flaky(reruns=2)]
 LAUNCH = Path(__file__).resolve().parents[2] / "launch" / "teleop_record.launch.xml"
 
 

@@ -22,7 +22,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytestmark = [pytest.mark.ros, pytest.mark.netns]
+# Keys typed into a pty are held for time windows, so under CPU load a run can see fewer
+# held frames than the assertions need; a failed run is retried (at most twice) rather than
+# loosening them. Known issue: make these scenarios event-driven instead of timed.
+pytestmark = [pytest.mark.ros, pytest.mark.netns, pytest.mark.flaky(reruns=2)]
 DOMAIN_ID = "67"
 RATE_HZ = 30.0
 
@@ -166,7 +169,8 @@ def scenario(out: str) -> dict[str, Any]:
             if r["start2"][0] or "already recording" in r["start2"][1]:
                 r["start2"] = (True, r["start2"][1])
                 break
-        hold(b"d", 0.6)
+        # long enough for the new recorder's image subscription to match and receive frames
+        hold(b"d", 2.0)
         r["stop2"] = call(SetBool, "/recorder/stop", SetBool.Request(data=True))
         r["applied"] = applied
         keys(b"n", 1.5)  # nothing recording: the teleop node relabels the last episode
