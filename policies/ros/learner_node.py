@@ -157,7 +157,7 @@ class LearnerNode(Node):
 
     # ------------------------------------------------------------------ inputs
     def _on_image(self, msg: Image) -> None:
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = convert.ns_from_stamp(msg.header.stamp)
         try:
             rgb = convert.image_from_msg(msg)
         except ValueError as e:
@@ -168,7 +168,7 @@ class LearnerNode(Node):
             self.new_image.notify_all()
 
     def _on_reward(self, msg: Vector3Stamped) -> None:
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp = convert.ns_from_stamp(msg.header.stamp)
         with self.lock:
             self.rewards.append((stamp, msg.vector.x, msg.vector.y, msg.vector.z))
             self.t_last_reward = time.monotonic()

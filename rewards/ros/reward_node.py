@@ -30,7 +30,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from video2reward.rewards.base import RewardError
 from video2reward.rewards.stream import RewardStream, RewardStreamConfig
-from video2reward.robot.ros.convert import image_from_msg
+from video2reward.robot.ros.convert import image_from_msg, ns_from_stamp, stamp_from_ns
 from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -102,7 +102,7 @@ class RewardNode(Node):
         except ValueError as e:
             self.get_logger().error(f"dropping image: {e}", throttle_duration_sec=5.0)
             return
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp_ns = ns_from_stamp(msg.header.stamp)
         with self._ready:
             if len(self._queue) == self._queue.maxlen:
                 self.n_dropped += 1
@@ -128,7 +128,7 @@ class RewardNode(Node):
                 continue
             for s in scored:
                 msg = Vector3Stamped()
-                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(s.stamp_ns, 1_000_000_000)
+                msg.header.stamp = stamp_from_ns(s.stamp_ns)
                 msg.header.frame_id = self.stream.method
                 msg.vector.x, msg.vector.y, msg.vector.z = s.reward, s.progress, float(s.success)
                 try:

@@ -25,8 +25,17 @@ GRIPPER_TRAVEL_RAD = 0.85  # xarm_ros drive_joint range: 0 open ... 0.85 closed
 
 
 def stamp_from_seconds(t_s: float) -> Time:
-    ns = round(t_s * 1e9)
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    return stamp_from_ns(round(t_s * 1e9))
+
+
+def stamp_from_ns(ns: int) -> Time:
+    sec, nanosec = divmod(int(ns), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def ns_from_stamp(stamp: Time) -> int:
+    """Integer nanoseconds: exact, so stamps can be matched by equality (reward <-> image)."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 def seconds_from_stamp(stamp: Time) -> float:
