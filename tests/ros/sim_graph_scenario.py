@@ -170,7 +170,13 @@ def scenario(ckpt: str, out: Path, result_path: Path, r: dict[str, Any]) -> None
         r["first_episodes"] = wait_for(lambda: episodes(out) >= 2, 180)
         with probe.lock:
             r["n_images"], r["n_rewards"] = len(probe.images), len(probe.rewards)
-            r["rewards_match_images"] = set(probe.rewards) <= set(probe.images)
+            # every reward is stamped with an image's stamp; only images the probe could have
+            # seen count (the reward node may discover the camera a moment before the probe)
+            first = min(probe.images, default=0)
+            seen = set(probe.images)
+            unmatched = [s for s in probe.rewards if s >= first and s not in seen]
+            r["rewards_unmatched"] = unmatched[:10]
+            r["rewards_match_images"] = not unmatched and any(s in seen for s in probe.rewards)
             joints = list(probe.joints)
         r["arm_moved_rad"] = max(
             (max(abs(a - b) for a, b in zip(j, joints[0], strict=True)) for j in joints),

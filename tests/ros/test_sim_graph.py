@@ -77,7 +77,7 @@ def test_sim_graph_learns_survives_faults_and_resumes(reward_ckpt: Path, tmp_pat
     # images flow, rewards come back with their image's stamp, the arm moves, state persists
     assert r["first_episodes"], tail
     assert r["n_images"] > 50 and r["n_rewards"] > 50
-    assert r["rewards_match_images"]
+    assert r["rewards_match_images"], r["rewards_unmatched"]
     assert r["arm_moved_rad"] > 0.02
     assert r["checkpoint"]
     # the reward node dies: no commands while it is gone, the driver's watchdog stops the arm,
