@@ -61,6 +61,7 @@ class RewardSpec:
     disc_update_every_steps: int = 0  # Rank2Reward: one discriminator step per N agent steps
     disc_batch: int = 64  # agent frames per discriminator step
     disc_frames: int = 5000  # recent agent frames kept for discriminator updates
+    goal: str = "none"  # goal image for goal-conditioned models: none | env (env.goal_image())
 
     def __post_init__(self) -> None:
         if self.source not in ("oracle", "model"):
@@ -69,6 +70,8 @@ class RewardSpec:
             raise ValueError("reward.source=model needs reward.ckpt=<run folder or .pt>")
         if not math.isfinite(self.scale) or not math.isfinite(self.success_bonus):
             raise ValueError("reward.scale and reward.success_bonus must be finite")
+        if self.goal not in ("none", "env"):
+            raise ValueError(f"reward.goal must be 'none' or 'env', got {self.goal!r}")
         if self.disc_update_every_steps < 0 or self.disc_batch < 2 or self.disc_frames < 2:
             raise ValueError("need disc_update_every_steps >= 0, disc_batch and disc_frames >= 2")
 
@@ -213,9 +216,11 @@ class EpisodeRewarder:
         self._rng = np.random.default_rng(0)
         self.num_updates = 0
 
-    def episode_rewards(self, frames: np.ndarray, success: np.ndarray) -> np.ndarray:
+    def episode_rewards(
+        self, frames: np.ndarray, success: np.ndarray, goal: np.ndarray | None = None
+    ) -> np.ndarray:
         """frames (T+1, H, W, 3) uint8 -> (T,) rewards for arriving at frames 1..T."""
-        r = self.model.score(frames).reward[1:] * self.spec.scale
+        r = self.model.score(frames, goal=goal).reward[1:] * self.spec.scale
         r = r + self.spec.success_bonus * success.astype(np.float32)
         if self.can_update:
             self.recent.extend(frames[1:])
@@ -460,6 +465,10 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
     embed = frame_embedder(cfg.features_ckpt, device) if cfg.obs == "features" else None
     env = make_env(cfg.task, cfg.image_size, cfg.seed, cfg.control_hz)
     eval_env = make_env(cfg.task, cfg.image_size, cfg.seed + 10_000, cfg.control_hz)
+    if cfg.reward.source == "model" and cfg.reward.goal == "env" and not hasattr(
+        env, "goal_image"
+    ):
+        raise ValueError(f"reward.goal=env: the {cfg.task!r} env has no goal_image(); use none")
     observer, eval_observer = Observer(cfg, embed), Observer(cfg, embed)
     obs0, _ = env.reset(seed=cfg.seed)
     frame_shape = observer.frame(obs0).shape
@@ -580,6 +589,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
             frame = observer.frame(obs)
             stacked = observer.reset(frame)
             images = [obs[keys.OBS_IMAGE]]
+            goal = env.goal_image() if rewarder is not None and cfg.reward.goal == "env" else None
             successes: list[bool] = []
             ep_return, ep_frames, done, aborted = 0.0, 0, False, False
             with replay_lock:
@@ -633,7 +643,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
             learned_return = float("nan")
             if rewarder is not None:
                 try:
-                    r = rewarder.episode_rewards(np.stack(images), np.array(successes))
+                    r = rewarder.episode_rewards(np.stack(images), np.array(successes), goal)
                     with replay_lock:
                         replay.set_episode_rewards(r)
                     learned_return = float(r.sum())

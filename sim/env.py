@@ -125,6 +125,30 @@ class XArm5Env(gym.Env[dict[str, np.ndarray], np.ndarray]):
     def render(self) -> np.ndarray:
         return self.twin.render(self.config.image_size)
 
+    def goal_image(self, size: int | None = None) -> np.ndarray:
+        """This episode's goal as a camera frame, as a user would photograph it for VIP.
+
+        The scripted expert is run from the current state until the task succeeds (or the
+        episode's step budget ends), its frame is rendered, and the state is put back exactly:
+        the episode continues as if nothing happened.
+        """
+        from video2reward.sim.experts import make_policy
+
+        snap, steps = self.twin.snapshot(), self._steps
+        try:
+            expert = make_policy(self, "expert", np.random.default_rng(0))
+            expert.reset()
+            obs = self._obs()
+            for _ in range(self.max_episode_steps):
+                if self.task.success(self.twin):
+                    break
+                self.controller.step(expert(obs), self.dt_s)
+                obs = self._obs()
+            return self.twin.render(size or self.config.image_size)
+        finally:
+            self.twin.restore(snap)
+            self._steps = steps
+
     def close(self) -> None:
         self.twin.close()
 

@@ -70,6 +70,10 @@ class Reach(Task):
         return (
             '<body name="target" pos="0.4 0 0.1">'
             f'<geom name="target" type="sphere" size="0.02" rgba="0.9 0.1 0.1 1" {VISUAL_ONLY}/>'
+            # A thin stand down through the table top (which hides the rest): without it a
+            # floating sphere's distance along the camera ray is ambiguous by ~10 cm in one view.
+            '<geom name="target_stand" type="cylinder" fromto="0 0 -0.3 0 0 -0.018" size="0.004"'
+            f' rgba="0.2 0.2 0.22 1" {VISUAL_ONLY}/>'
             "</body>"
         )
 

@@ -144,6 +144,19 @@ class XArm5Twin:
         mujoco.mj_forward(self.model, self.data)
         self.time_s = 0.0
 
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, float, float]:
+        """Everything a later :meth:`restore` needs to continue exactly from here."""
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        state = np.empty(mujoco.mj_stateSize(self.model, spec))
+        mujoco.mj_getState(self.model, self.data, state, spec)
+        return state, self._q_cmd.copy(), self._g_cmd, self.time_s
+
+    def restore(self, snap: tuple[np.ndarray, np.ndarray, float, float]) -> None:
+        state, q_cmd, g_cmd, time_s = snap
+        mujoco.mj_setState(self.model, self.data, state, mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(self.model, self.data)
+        self._q_cmd, self._g_cmd, self.time_s = q_cmd.copy(), g_cmd, time_s
+
     def joint_pos(self) -> np.ndarray:
         return self.data.qpos[self._arm_qadr].copy()
 

@@ -154,3 +154,29 @@ def test_frozen_encoder_features_as_observation(tmp_path: Path) -> None:
     feats = store.episode(0)["features"]
     assert feats.shape[1:] == (8,) and feats.dtype == np.float32 and np.isfinite(feats).all()
     assert "img" not in store.data_keys  # features replace pixels in the replay
+
+
+def test_goal_conditioned_reward_scores_against_the_episode_goal_image(tmp_path: Path) -> None:
+    import torch
+    from video2reward.policies.train import EpisodeRewarder, RewardSpec
+
+    ckpt = _reward_ckpt(tmp_path, "vip")
+    spec = RewardSpec(source="model", ckpt=str(ckpt), goal="env")
+    rewarder = EpisodeRewarder(spec, torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    goal = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    ok = np.zeros(5, bool)
+    with_goal = rewarder.episode_rewards(frames, ok, goal)
+    expected = rewarder.model.score(frames, goal=goal).reward[1:]
+    np.testing.assert_allclose(with_goal, expected, rtol=1e-6)
+    assert not np.allclose(with_goal, rewarder.episode_rewards(frames, ok, None))
+
+    # the twin renders a goal per episode; an env without goal images is refused up front
+    summary = train(tiny(tmp_path / "twin", task="reach", reward=spec, num_train_frames=60,
+                         num_seed_frames=60, num_eval_episodes=0))  # fmt: skip
+    assert summary["frames"] >= 60
+    learned = [float(r["return_learned"]) for r in rows(tmp_path / "twin" / "train.csv")]
+    assert learned and np.isfinite(learned).all()
+    with pytest.raises(ValueError, match="goal_image"):
+        train(tiny(tmp_path / "toy", reward=spec))
