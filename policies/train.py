@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, NonFiniteError, Policy
@@ -83,7 +84,8 @@ class TrainConfig:
     seed: int = 0
     obs: str = "pixels"  # "pixels" (conv encoder) or "features" (frozen reward-model encoder)
     features_ckpt: str = ""  # reward-model run whose encoder embeds frames, for obs=features
-    image_size: int = 84  # rendered square image, pixels
+    image_size: int = 84  # rendered square image, pixels (what reward models and videos see)
+    agent_image_size: int = 0  # pixels the agent sees, downsized from image_size; 0 = the same
     proprio: bool = True  # concatenate ee_pos (3) + gripper (1) to the features
     frame_stack: int = 3  # frames per observation (paper: 3)
     action_repeat: int = 2  # frames per agent step (paper: 2)
@@ -133,6 +135,11 @@ class TrainConfig:
             raise ValueError("num_seed_frames, num_eval_episodes and threads must be >= 0")
         if not 17 <= self.image_size <= 480:
             raise ValueError(f"image_size must be in [17, 480], got {self.image_size}")
+        if self.agent_image_size and not 17 <= self.agent_image_size <= self.image_size:
+            raise ValueError(
+                f"agent_image_size must be 0 or in [17, image_size={self.image_size}], "
+                f"got {self.agent_image_size}"
+            )
 
 
 # --------------------------------------------------------------------------- environment
@@ -181,6 +188,9 @@ class Observer:
         img = obs[keys.OBS_IMAGE]
         if self.embed is not None:
             return self.embed(img)
+        s = self.cfg.agent_image_size
+        if s and s != img.shape[0]:  # area averaging: a small target stays visible
+            img = cv2.resize(img, (s, s), interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(img.transpose(2, 0, 1))
 
     def proprio(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:

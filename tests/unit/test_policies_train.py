@@ -180,3 +180,18 @@ def test_goal_conditioned_reward_scores_against_the_episode_goal_image(tmp_path:
     assert learned and np.isfinite(learned).all()
     with pytest.raises(ValueError, match="goal_image"):
         train(tiny(tmp_path / "toy", reward=spec))
+
+
+def test_agent_sees_a_downsized_frame_while_rewards_see_the_render(tmp_path: Path) -> None:
+    import cv2
+
+    train(tiny(tmp_path / "run", image_size=40, agent_image_size=20, num_train_frames=100))
+    ep = EpisodeStore.open(tmp_path / "run" / REPLAY_DIR / STORE_NAME).episode(0)
+    assert ep[keys.IMAGE].shape[1:] == (20, 20, 3)
+    # the stored frame is the area average of the 40 px render, so the target stays visible
+    env = PointReachEnv(image_size=40, seed=0)
+    obs, _ = env.reset(seed=0)  # episode 0 of a seed-0 run
+    expected = cv2.resize(obs[keys.OBS_IMAGE], (20, 20), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(ep[keys.IMAGE][0], expected)
+    with pytest.raises(ValueError, match="agent_image_size"):
+        tiny(tmp_path / "bad", image_size=40, agent_image_size=64)
