@@ -11,7 +11,9 @@ paper's third sum, which uses all future frames as goals) is a goal with target 
 the loss is the mean squared error (official ``loss_type='mse'``). Targets are divided by
 ``distance_scale_steps`` during training only, for a well-scaled regression; d is in steps.
 The official model is a ViViT over the stacked (s, g) pair; here a shared image encoder embeds
-s and g and an MLP reads [e_s, e_g, |e_s - e_g|].
+s and g and an MLP reads [e_s, e_g, |e_s - e_g|]. One addition, on by default and off with
+``other_goal_fraction=0``: a quarter of each batch pairs s with a goal frame from another demo
+(another scene), regressed to twice the longest demo, so that the distance depends on the goal.
 
 HOLD-C learns an embedding with the single-view time-contrastive loss of the official
 ``holdc_utils.tc_loss``: all frames in a batch of clips are anchors; positives are frames of the
@@ -66,11 +68,19 @@ class HoldRConfig(RewardConfig):
     distance_scale_steps: float = 20.0  # targets are divided by this while training
     success_bonus: float = 0.0  # sparse bonus added when within success_threshold steps
     success_threshold: float = 1.0  # steps
+    # Not in the paper: this fraction of each batch pairs a frame with a goal from another
+    # demo (another scene), regressed to ``other_goal_steps`` x the longest demo. With 0 (the
+    # paper) the head never sees a wrong goal, learns to ignore g, and a goal from another task
+    # still yields a rising reward (the counterfactual-goal check fails).
+    other_goal_fraction: float = 0.25
+    other_goal_steps: float = 2.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.hidden_dim < 1 or self.distance_scale_steps <= 0:
             raise ValueError("hidden_dim and distance_scale_steps must be > 0")
+        if not 0.0 <= self.other_goal_fraction < 1.0 or self.other_goal_steps <= 0:
+            raise ValueError("need 0 <= other_goal_fraction < 1 and other_goal_steps > 0")
         _check_bonus(self.success_bonus, self.success_threshold)
 
 
@@ -106,11 +116,20 @@ class HoldR(RewardModel):
         n = data.lengths[ep]
         t = (rng.random(b) * n).astype(np.int64)
         k = t + (rng.random(b) * (n - t)).astype(np.int64)  # any future frame, k >= t
-        x = data.frames_tensor(np.repeat(ep, 2), np.stack([t, k], 1).reshape(-1), self.device)
+        target = (k - t).astype(np.float32)
+        ep_goal = ep.copy()
+        if self.config.other_goal_fraction and len(data) > 1:
+            other = rng.random(b) < self.config.other_goal_fraction
+            shift = rng.integers(1, len(data), size=b)  # any other demo
+            ep_goal = np.where(other, (ep + shift) % len(data), ep)
+            k = np.where(other, (rng.random(b) * data.lengths[ep_goal]).astype(np.int64), k)
+            far = self.config.other_goal_steps * float(data.lengths.max())
+            target = np.where(other, far, target).astype(np.float32)
+        x = data.frames_tensor(np.stack([ep, ep_goal], 1).reshape(-1),
+                               np.stack([t, k], 1).reshape(-1), self.device)
         s = data.size_px
         x = augment(x.view(b, 2, 3, s, s), self.config.augment, rng, self.config.crop_scale_min)
-        target = torch.as_tensor((k - t).astype(np.float32), device=self.device)
-        return {"frames": x, "target_steps": target}
+        return {"frames": x, "target_steps": torch.as_tensor(target, device=self.device)}
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         x = batch["frames"]

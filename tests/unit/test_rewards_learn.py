@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 SIZE = 40
 
 # Per method: enough steps on 40 px blob videos for progress to follow time (~2-4 s each).
-STEPS = {"vip": 60, "uvd": 60, "tcn": 60, "hold_r": 60, "hold_c": 40, "rank2reward": 150}
+STEPS = {"vip": 60, "uvd": 60, "tcn": 60, "hold_r": 100, "hold_c": 40, "rank2reward": 150}
 EXTRA = {"uvd": {"min_interval": 6}, "hold_c": {"clip_frames": 10}}
 
 
@@ -123,3 +123,20 @@ def test_loaded_model_scores_like_trained(demos_path, heldout, tmp_path):
     frames = heldout.episode(0)
     np.testing.assert_allclose(again.score(frames).reward, model.score(frames).reward,
                                rtol=1e-5, atol=1e-7)
+
+
+def test_hold_r_pairs_some_frames_with_another_demos_goal_as_far(heldout):
+    cls = method_class("hold_r")
+    model = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=400,
+                               other_goal_fraction=0.25, other_goal_steps=2.0))
+    batch = model.sample_batch(heldout, np.random.default_rng(0))
+    target = batch["target_steps"].numpy()
+    far = 2.0 * heldout.lengths.max()
+    other = target == far
+    assert 0.15 < other.mean() < 0.35  # about the requested fraction
+    same = target[~other]
+    assert same.min() >= 0 and same.max() <= heldout.lengths.max() - 1  # k - t within one demo
+    # with the paper's setting every goal is a later frame of the same demo
+    paper = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=400,
+                               other_goal_fraction=0.0))
+    assert (paper.sample_batch(heldout, np.random.default_rng(0))["target_steps"] < far).all()
