@@ -16,8 +16,9 @@ Rewards. ``reward.source=oracle`` uses the env's dense oracle reward (summed ove
 frames). ``reward.source=model`` scores each finished episode's agent-step frames in one batch
 with a ``rewards/`` checkpoint (the reward for arriving at frame t, so potential-difference
 rewards such as VIP's span one agent step) before the episode enters the replay; a Rank2Reward
-model's discriminator is updated online on recent agent frames every
-``reward.disc_update_every_steps`` agent steps, as in its paper. Stored rewards are not
+model's discriminator is updated online on recent agent frames, ``reward.disc_steps`` steps
+every ``reward.disc_update_every_steps`` agent steps (the official code: 20 every 2000, after
+the seed frames). Stored rewards are not
 recomputed after later discriminator updates. ``reward.success_bonus`` adds a sparse term.
 
 Learner. ``learner=thread`` runs updates in a background thread on a snapshot-synchronised
@@ -59,7 +60,8 @@ class RewardSpec:
     ckpt: str = ""  # reward-model run folder or .pt, for source=model
     scale: float = 1.0  # multiplies the reward (oracle or model)
     success_bonus: float = 0.0  # added on every step where info["success"] (sparse term)
-    disc_update_every_steps: int = 0  # Rank2Reward: one discriminator step per N agent steps
+    disc_update_every_steps: int = 0  # Rank2Reward: a burst of discriminator steps every N
+    disc_steps: int = 1  # discriminator steps per burst (official code: 20 every 2000 steps)
     disc_batch: int = 64  # agent frames per discriminator step
     disc_frames: int = 5000  # recent agent frames kept for discriminator updates
     goal: str = "none"  # goal image for goal-conditioned models: none | env (env.goal_image())
@@ -75,6 +77,8 @@ class RewardSpec:
             raise ValueError(f"reward.goal must be 'none' or 'env', got {self.goal!r}")
         if self.disc_update_every_steps < 0 or self.disc_batch < 2 or self.disc_frames < 2:
             raise ValueError("need disc_update_every_steps >= 0, disc_batch and disc_frames >= 2")
+        if self.disc_steps < 1:
+            raise ValueError(f"reward.disc_steps must be >= 1, got {self.disc_steps}")
 
 
 @dataclass(frozen=True)
@@ -241,9 +245,13 @@ class EpisodeRewarder:
             return {}
         if len(self.recent) < self.spec.disc_batch:
             return {}
-        pick = self._rng.integers(0, len(self.recent), self.spec.disc_batch)
-        self.num_updates += 1
-        return dict(self.model.update(np.stack([self.recent[i] for i in pick])))
+        sums: dict[str, float] = {}
+        for _ in range(self.spec.disc_steps):
+            pick = self._rng.integers(0, len(self.recent), self.spec.disc_batch)
+            self.num_updates += 1
+            for k, v in self.model.update(np.stack([self.recent[i] for i in pick])).items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        return {k: v / self.spec.disc_steps for k, v in sums.items()}
 
 
 def frame_embedder(ckpt: str, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:

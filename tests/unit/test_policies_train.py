@@ -132,9 +132,10 @@ def test_learned_reward_replaces_oracle_and_discriminator_updates_online(tmp_pat
     from video2reward.policies.train import RewardSpec
 
     ckpt = _reward_ckpt(tmp_path, "rank2reward")
-    spec = RewardSpec(source="model", ckpt=str(ckpt), disc_update_every_steps=5, disc_batch=8)
+    spec = RewardSpec(source="model", ckpt=str(ckpt), disc_update_every_steps=10, disc_steps=2,
+                      disc_batch=8)
     summary = train(tiny(tmp_path / "run", reward=spec, num_eval_episodes=0))
-    assert summary["reward_model_updates"] >= 5
+    assert summary["reward_model_updates"] >= 6 and summary["reward_model_updates"] % 2 == 0
     train_rows = rows(tmp_path / "run" / "train.csv")
     store = EpisodeStore.open(tmp_path / "run" / REPLAY_DIR / STORE_NAME)
     for i, row in enumerate(train_rows):
