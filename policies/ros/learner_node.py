@@ -32,10 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Vector3Stamped
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float32MultiArray
@@ -43,6 +41,7 @@ from std_srvs.srv import Trigger
 from video2reward.policies.drqv2 import DrQV2Config, NonFiniteError
 from video2reward.policies.online import OnlineConfig, OnlineLearner
 from video2reward.robot.ros import convert
+from video2reward.robot.ros.node_main import run_node
 from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
 
 F, I = float_range, int_range
@@ -446,28 +445,11 @@ def _plot(path: Path, hist: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    try:
-        node = LearnerNode()
-    except (ValueError, FileNotFoundError) as e:
-        print(f"learner_node: {e}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=3)
-    executor.add_node(node)
-    code = 0
-    try:
-        while rclpy.ok() and not node.done.is_set():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        code = 1 if getattr(node, "error", None) is not None else 0
-        node.close()
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return code
-
+    return run_node(
+        "learner_node", LearnerNode, argv, errors=(ValueError, FileNotFoundError), threads=3,
+        until=lambda n: n.done.is_set(), cleanup=lambda n: n.close(),
+        exit_code=lambda n: 1 if getattr(n, "error", None) is not None else 0,
+    )  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())

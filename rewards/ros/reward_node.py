@@ -31,6 +31,7 @@ from sensor_msgs.msg import Image
 from video2reward.rewards.base import RewardError
 from video2reward.rewards.stream import RewardStream, RewardStreamConfig
 from video2reward.robot.ros.convert import image_from_msg, ns_from_stamp, stamp_from_ns
+from video2reward.robot.ros.node_main import run_node
 from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -176,22 +177,8 @@ class RewardNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    try:
-        node = RewardNode()
-    except (ValueError, RewardError) as e:  # bad parameters or checkpoint: say which and exit
-        print(f"reward_node: {e}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
-
+    # bad parameters or checkpoint: say which and exit 2
+    return run_node("reward_node", RewardNode, argv, errors=(ValueError, RewardError))
 
 if __name__ == "__main__":
     sys.exit(main())

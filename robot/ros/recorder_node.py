@@ -25,11 +25,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float32MultiArray
@@ -37,6 +35,7 @@ from std_srvs.srv import SetBool, Trigger
 from video2reward.robot.episode_store import EpisodeStoreError
 from video2reward.robot.recorder import Observation, Recorder, RecorderConfig, RecorderError
 from video2reward.robot.ros import convert
+from video2reward.robot.ros.node_main import run_node
 from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
 
 PARAMS: tuple[ParamSpec, ...] = (
@@ -214,27 +213,14 @@ class RecorderNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=sys.argv if argv is None else argv)
-    try:
-        node = RecorderNode()
-    except ValueError as e:
-        print(f"recorder node: {e}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        while rclpy.ok() and not node.fatal:
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
+    def close(node: RecorderNode) -> None:
         if node.recorder is not None:
             node.recorder.close()  # an episode still running is discarded, the rest is safe
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 2 if node.fatal else 0
 
+    return run_node(
+        "recorder node", RecorderNode, argv, threads=2, until=lambda n: bool(n.fatal),
+        cleanup=close, exit_code=lambda n: 2 if n.fatal else 0,
+    )  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())

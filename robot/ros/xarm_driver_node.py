@@ -17,16 +17,15 @@ import sys
 import time
 from collections.abc import Callable
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import Trigger
 from video2reward.robot.ros import convert
+from video2reward.robot.ros.node_main import run_node
 from video2reward.robot.ros.params import ParamSpec, declare_all, float_range
 from video2reward.robot.safety import (
     EnvelopeConfig,
@@ -179,23 +178,13 @@ class XArmDriverNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=sys.argv if argv is None else argv)
-    node = XArmDriverNode()
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
+    def stop(node: XArmDriverNode) -> None:
         try:
             node.driver.stop()  # the arm is left stopped whatever ended the node
         finally:
             node.driver.close()
-            node.destroy_node()
-            rclpy.try_shutdown()
-    return 0
 
+    return run_node("xarm_driver_node", XArmDriverNode, argv, errors=(), threads=2, cleanup=stop)
 
 if __name__ == "__main__":
     sys.exit(main())
