@@ -96,7 +96,8 @@ def test_cli_trains_and_reports_config_errors(
 ) -> None:
     out = tmp_path / "cli"
     args = ["rl", "train", "task=toy", "agent=cpu", f"out={out}", "image_size=24",
-            "num_train_frames=100", "num_seed_frames=50", "eval_every_frames=100",
+            "agent_image_size=0", "num_train_frames=100", "num_seed_frames=50",
+            "eval_every_frames=100",
             "num_eval_episodes=1", "agent.batch_size=16", "agent.hidden_dim=32",
             "progress_bar=false", "video=false"]  # fmt: skip
     assert v2r(args) == 0
