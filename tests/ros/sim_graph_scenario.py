@@ -230,7 +230,9 @@ def scenario(ckpt: str, out: Path, result_path: Path, r: dict[str, Any]) -> None
     graph = launch(ckpt, out, log, max_episodes=1)
     r["restart_exit"] = graph.wait(timeout=240)
     state = json.loads((out / "state.json").read_text())
-    r["replay_after_restart"] = EpisodeStore.open(store).n_episodes
+    replay = EpisodeStore.open(store)
+    r["replay_after_restart"] = replay.n_episodes
+    r["last_episode_rows"] = replay.episode_meta(replay.n_episodes - 1)["length"]
     r["steps_added_after_restart"] = state["agent_steps"] - steps_before
     r["train_summary"] = json.loads((out / "train_summary.json").read_text())
     probe.close()
