@@ -117,7 +117,7 @@ class HoldR(RewardModel):
         t = (rng.random(b) * n).astype(np.int64)
         k = t + (rng.random(b) * (n - t)).astype(np.int64)  # any future frame, k >= t
         target = (k - t).astype(np.float32)
-        ep_goal: np.ndarray = np.asarray(ep)  # np.where below makes a new array
+        ep_goal: np.ndarray = np.asarray(ep).copy()
         if self.config.other_goal_fraction and len(data) > 1:
             other = rng.random(b) < self.config.other_goal_fraction
             shift = rng.integers(1, len(data), size=b)  # any other demo

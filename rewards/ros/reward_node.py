@@ -22,6 +22,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
+import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Vector3Stamped
 from rclpy.node import Node
@@ -29,12 +30,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from video2reward.rewards.base import RewardError
 from video2reward.rewards.stream import RewardStream, RewardStreamConfig
-from video2reward.robot.ros.convert import (
-    image_from_msg,
-    ns_from_stamp,
-    publish_unless_shutdown,
-    stamp_from_ns,
-)
+from video2reward.robot.ros.convert import image_from_msg, ns_from_stamp, stamp_from_ns
 from video2reward.robot.ros.node_main import run_node
 from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
 
@@ -136,8 +132,12 @@ class RewardNode(Node):
                 msg.header.stamp = stamp_from_ns(s.stamp_ns)
                 msg.header.frame_id = self.stream.method
                 msg.vector.x, msg.vector.y, msg.vector.z = s.reward, s.progress, float(s.success)
-                if not publish_unless_shutdown((self.pub, msg)):
-                    return
+                try:
+                    self.pub.publish(msg)
+                except Exception:
+                    if not rclpy.ok():  # shutting down: the publisher's context is gone
+                        return
+                    raise
             self.n_scored += len(scored)
 
     def _diagnostics(self) -> None:

@@ -102,14 +102,15 @@ class CameraNode(Node):
             intr, fid = self.camera.intrinsics(), self.p["frame_id"]
             while rclpy.ok() and not self.done.is_set():
                 f = self.camera.read()
-                msgs = [
-                    (self.image_pub, convert.image_msg(f.color, f.t_device_s, fid)),
-                    (self.info_pub, convert.camera_info_msg(intr, f.t_device_s, fid)),
-                ]
-                if f.depth_m is not None:
-                    msgs.append((self.depth_pub, convert.depth_msg(f.depth_m, f.t_device_s, fid)))
-                if not convert.publish_unless_shutdown(*msgs):
-                    break
+                try:
+                    self.image_pub.publish(convert.image_msg(f.color, f.t_device_s, fid))
+                    self.info_pub.publish(convert.camera_info_msg(intr, f.t_device_s, fid))
+                    if f.depth_m is not None:
+                        self.depth_pub.publish(convert.depth_msg(f.depth_m, f.t_device_s, fid))
+                except Exception:
+                    if not rclpy.ok():  # Ctrl-C shut the context down under us: just stop
+                        break
+                    raise
                 self.published += 1
         except EOFError:
             self.get_logger().info(f"end of recording after {self.published} frames")

@@ -11,10 +11,8 @@ float64 can carry (~0.2 us at 2026 epoch values), which is finer than any camera
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import CameraInfo, Image, JointState
@@ -38,20 +36,6 @@ def stamp_from_ns(ns: int) -> Time:
 def ns_from_stamp(stamp: Time) -> int:
     """Integer nanoseconds: exact, so stamps can be matched by equality (reward <-> image)."""
     return stamp.sec * 1_000_000_000 + stamp.nanosec
-
-
-def publish_unless_shutdown(*items: tuple[Any, Any]) -> bool:
-    """Publish each (publisher, message) in turn; False, raising nothing, when Ctrl-C has shut
-    the context down under a publishing thread (a publish then fails, and used to abort the
-    process). Any other failure is raised."""
-    try:
-        for pub, msg in items:
-            pub.publish(msg)
-    except Exception:
-        if rclpy.ok():
-            raise
-        return False
-    return True
 
 
 def seconds_from_stamp(stamp: Time) -> float:

@@ -99,11 +99,15 @@ class TwinNode(Node):
                 continue
             if self._paused.is_set():  # a stalled camera: frames stop, time goes on
                 continue
-            if not convert.publish_unless_shutdown(
-                (self.image_pub, convert.image_msg(f.color, f.t_device_s, self.frame_id)),
-                (self.info_pub, convert.camera_info_msg(self.intr, f.t_device_s, self.frame_id)),
-            ):
-                return
+            try:
+                self.image_pub.publish(convert.image_msg(f.color, f.t_device_s, self.frame_id))
+                self.info_pub.publish(
+                    convert.camera_info_msg(self.intr, f.t_device_s, self.frame_id)
+                )
+            except Exception:
+                if not rclpy.ok():  # shutting down: the publishers' context is gone
+                    return
+                raise
 
     def _publish_success(self) -> None:
         with self.lock:

@@ -25,14 +25,13 @@ from geometry_msgs.msg import Vector3Stamped
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import SetBool
-from video2reward.robot.ros.convert import ns_from_stamp
 
 LAUNCH = [sys.executable, "-m", "video2reward.cli.main", "launch", "sim.launch.xml"]
 STEPS = 40  # commands per episode: 4 s at 10 Hz, long enough to inject a fault mid-episode
 
 
 def stamp_ns(msg: Any) -> int:
-    return ns_from_stamp(msg.header.stamp)
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
 class Probe:
