@@ -377,6 +377,28 @@ class RunLog:
             self.tb.close()
 
 
+def reward_tracking(rows: list[dict[str, str]], window: int = 100) -> dict[str, np.ndarray]:
+    """Training episodes -> windowed success rate and corr(learned return, env return).
+
+    The correlation tells whether a learned reward tracks the task in the twin (where the env
+    return, oracle + success bonus, is known): ~0 means the agent optimises something else.
+    Returns arrays over window ends: frames, success, corr (NaN without learned returns).
+    """
+    frames = np.array([float(r["frames"]) for r in rows])
+    success = np.array([r["success"] == "True" for r in rows], np.float64)
+    env_ret = np.array([float(r["return"]) for r in rows])
+    learned = np.array([float(r.get("return_learned") or "nan") for r in rows])
+    ends = np.arange(min(window, len(rows)), len(rows) + 1, max(1, window // 4))
+    corr = np.full(len(ends), np.nan)
+    for k, e in enumerate(ends):
+        x, y = learned[e - window : e], env_ret[e - window : e]
+        if np.isfinite(x).all() and len(x) > 2 and x.std() > 0 and y.std() > 0:
+            corr[k] = float(np.corrcoef(x, y)[0, 1])
+    win_success = np.array([success[max(0, e - window) : e].mean() for e in ends])
+    return {"frames": frames[ends - 1] if len(ends) else frames[:0], "success": win_success,
+            "corr": corr}  # fmt: skip
+
+
 def plot_curve(out: Path) -> Path | None:
     path = out / "eval.csv"
     if not path.exists():
@@ -390,13 +412,27 @@ def plot_curve(out: Path) -> Path | None:
         rows = list(csv.DictReader(f))
     if not rows:
         return None
+    train_rows: list[dict[str, str]] = []
+    if (out / "train.csv").exists():
+        with (out / "train.csv").open() as f:
+            train_rows = list(csv.DictReader(f))
     frames = [int(r["frames"]) for r in rows]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, axes = plt.subplots(1, 3 if train_rows else 2, figsize=(15 if train_rows else 10, 3.5))
+    a1, a2 = axes[0], axes[1]
     a1.plot(frames, [float(r["success_rate"]) for r in rows], marker="o")
     a1.set(xlabel="env frames", ylabel="eval success rate", ylim=(-0.05, 1.05))
     a2.plot(frames, [float(r["return_oracle"]) for r in rows], marker="o")
     a2.set(xlabel="env frames", ylabel="eval oracle return")
-    for a in (a1, a2):
+    if train_rows:
+        t = reward_tracking(train_rows)
+        a3 = axes[2]
+        a3.plot(t["frames"], t["success"], label="training success (100-episode mean)")
+        if np.isfinite(t["corr"]).any():
+            a3.plot(t["frames"], t["corr"], label="corr(learned, env return), 100 episodes")
+        a3.axhline(0.0, color="grey", lw=0.8)
+        a3.set(xlabel="env frames", ylim=(-1.05, 1.05), title="training episodes")
+        a3.legend(fontsize=7, loc="lower right")
+    for a in axes:
         a.grid(alpha=0.3)
     fig.suptitle(out.name)
     fig.tight_layout()

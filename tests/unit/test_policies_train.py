@@ -13,7 +13,13 @@ from video2reward.cli.main import main as v2r
 from video2reward.policies.drqv2 import DrQV2Config
 from video2reward.policies.replay import STORE_NAME
 from video2reward.policies.toy_env import PointReachEnv
-from video2reward.policies.train import REPLAY_DIR, TrainConfig, make_task_env, train
+from video2reward.policies.train import (
+    REPLAY_DIR,
+    TrainConfig,
+    make_task_env,
+    reward_tracking,
+    train,
+)
 from video2reward.robot import keys
 from video2reward.robot.episode_store import EpisodeStore
 
@@ -48,6 +54,25 @@ def test_train_writes_logs_video_curve_checkpoint_and_replay(tmp_path: Path, lea
     store = EpisodeStore.open(run / REPLAY_DIR / STORE_NAME)
     assert store.n_episodes == len(rows(run / "train.csv"))
     assert store.episode(0)[keys.IMAGE].shape[1:] == (24, 24, 3)
+
+
+def test_reward_tracking_windows_success_and_learned_vs_env_correlation() -> None:
+    # 8 episodes, window 4 -> windows end at episodes 4, 5, 6, 7, 8 (step 1)
+    env = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    learned = [0.0, 2.0, 4.0, 6.0, 5.0, 3.0, 1.0, -1.0]  # tracks, then anti-tracks
+    ok = [False, False, True, True, True, True, False, False]
+    train_rows = [
+        {"frames": str(50 * (i + 1)), "return": str(e), "return_learned": str(lr),
+         "success": str(s)} for i, (e, lr, s) in enumerate(zip(env, learned, ok, strict=True))
+    ]  # fmt: skip
+    t = reward_tracking(train_rows, window=4)
+    assert t["frames"].tolist() == [200, 250, 300, 350, 400]
+    assert t["success"].tolist() == [0.5, 0.75, 1.0, 0.75, 0.5]
+    assert t["corr"][0] == pytest.approx(1.0)
+    assert t["corr"][-1] == pytest.approx(-1.0)
+    assert np.isfinite(t["corr"]).all()
+    oracle_rows = [{**r, "return_learned": "nan"} for r in train_rows]
+    assert np.isnan(reward_tracking(oracle_rows, window=4)["corr"]).all()
 
 
 def test_resume_continues_from_checkpoint_and_restores_replay(tmp_path: Path) -> None:
