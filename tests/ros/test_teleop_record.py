@@ -128,6 +128,12 @@ def scenario(out: str) -> dict[str, Any]:
         os.write(master, data)
         time.sleep(pause_s)
 
+    def wait_status(text: str, timeout_s: float = 15.0) -> None:
+        """Wait for the recorder to report ``text`` (a loaded machine may save slowly)."""
+        deadline = time.monotonic() + timeout_s
+        while not any(text in m for m in status) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     def hold(key: bytes, duration_s: float) -> None:  # press + auto-repeat, as a terminal does
         for _ in range(int(duration_s * RATE_HZ)):
             keys(key, 1.0 / RATE_HZ)
@@ -141,14 +147,19 @@ def scenario(out: str) -> dict[str, Any]:
             time.sleep(0.1)
         keys(b"e", 0.5)  # enable -> the driver's enable service
         keys(b"\r", 0.4)  # start episode 0
+        wait_status("recording ep 0")
         hold(b"w", 1.0)  # +x
         keys(b"", 0.4)
         keys(b"y", 1.0)  # success
+        wait_status("saved ep 0")
         keys(b"\r", 0.4)  # episode 1
+        wait_status("recording ep 1")
         hold(b"r", 0.7)  # +z
         keys(b"g", 0.4)  # close the gripper
         keys(b"n", 1.0)  # failure
+        wait_status("saved ep 1")
         keys(b"\r", 0.4)  # episode 2: killed mid-way
+        wait_status("recording ep 2")
         hold(b"a", 1.2)  # several chunks of the doomed episode reach the disk
         procs["recorder"].send_signal(signal.SIGKILL)
         r["recorder_exit"] = procs["recorder"].wait(timeout=10)
