@@ -64,6 +64,10 @@ def data_for(task: str, root: Path, n_train: int, n_heldout: int) -> tuple[Path,
 
 
 MW_TASKS = ("reach-v3", "push-v3", "drawer-open-v3")
+# Meta-World's reach-v3 and push-v3 share one scene (puck included), so a reach goal is nearly a
+# push goal: their counterfactual goals come from drawer-open-v3.
+MW_COUNTERFACTUAL = {"reach-v3": "drawer-open-v3", "push-v3": "drawer-open-v3",
+                     "drawer-open-v3": "reach-v3"}  # fmt: skip
 
 
 def metaworld_data_for(task: str, root: Path, n_train: int, n_heldout: int) -> tuple[Path, Path]:
@@ -110,10 +114,8 @@ def main() -> int:
     results: list[dict[str, Any]] = []
     for task in args.tasks:
         train, heldout = sets[task]
-        # Counterfactual goals: another task's held-out episodes. Meta-World's reach-v3 and
-        # push-v3 share one scene (puck included), so a reach goal is nearly a push goal: there
-        # the counterfactual task is drawer-open-v3 (and reach-v3 for drawer-open-v3).
-        prefer = (["drawer-open-v3"] if task != "drawer-open-v3" else ["reach-v3"]) if mw else []
+        # Counterfactual goals: another task's held-out episodes (MW_COUNTERFACTUAL first).
+        prefer = [MW_COUNTERFACTUAL[task]] if task in MW_COUNTERFACTUAL else []
         others = [t for t in [*prefer, *args.tasks] if t != task and t in sets]
         cf = [f"cf_data={sets[others[0]][1]}"] if others else []
         for method in args.methods:

@@ -390,13 +390,14 @@ def reward_tracking(rows: list[dict[str, str]], window: int = 100) -> dict[str, 
     learned = np.array([float(r.get("return_learned") or "nan") for r in rows])
     ends = np.arange(min(window, len(rows)), len(rows) + 1, max(1, window // 4))
     corr = np.full(len(ends), np.nan)
+    win_success = np.empty(len(ends))
     for k, e in enumerate(ends):
-        x, y = learned[e - window : e], env_ret[e - window : e]
+        w = slice(max(0, e - window), e)
+        x, y = learned[w], env_ret[w]
+        win_success[k] = success[w].mean()
         if np.isfinite(x).all() and len(x) > 2 and x.std() > 0 and y.std() > 0:
             corr[k] = float(np.corrcoef(x, y)[0, 1])
-    win_success = np.array([success[max(0, e - window) : e].mean() for e in ends])
-    return {"frames": frames[ends - 1] if len(ends) else frames[:0], "success": win_success,
-            "corr": corr}  # fmt: skip
+    return {"frames": frames[ends - 1], "success": win_success, "corr": corr}
 
 
 def plot_curve(out: Path) -> Path | None:
