@@ -28,6 +28,10 @@ from std_srvs.srv import SetBool
 
 LAUNCH = [sys.executable, "-m", "video2reward.cli.main", "launch", "sim.launch.xml"]
 STEPS = 40  # commands per episode: 4 s at 10 Hz, long enough to inject a fault mid-episode
+# A fault is injected again (on a later episode) only when the driver turns out to have been
+# stopped already when it hit, so that the fault could not be what stopped it: a loaded machine
+# can delay the learner past the watchdog deadline just before the fault.
+FAULT_ATTEMPTS = 3
 
 
 def stamp_ns(msg: Any) -> int:
@@ -41,6 +45,9 @@ class Probe:
         self.images: list[int] = []
         self.rewards: list[int] = []
         self.actions: list[float] = []  # host arrival times
+        self.applied: list[float] = []  # ...of commands the driver reports it actually sent
+        self.refused: list[tuple[float, int]] = []  # (arrival, watchdog_stops) of refused ones
+        self.streaming = False  # the driver's latest status
         self.run_start = 0.0  # host time of the first command of the current episode
         self.joints: list[list[float]] = []
         self.watchdog_stops = 0
@@ -52,6 +59,12 @@ class Probe:
             Vector3Stamped, "/reward/reward", lambda m: self._add(self.rewards, stamp_ns(m)), 100
         )
         n.create_subscription(Float32MultiArray, "/xarm_driver/action", self._action, 100)
+        n.create_subscription(
+            Float32MultiArray,
+            "/xarm_driver/applied_action",
+            lambda _m: self._add(self.applied, time.monotonic()),
+            100,
+        )
         n.create_subscription(
             JointState,
             "/xarm_driver/joint_states",
@@ -76,16 +89,30 @@ class Probe:
             self.actions.append(now)
 
     def mid_episode(self) -> bool:
-        """Commands flowing, and the episode began 0.5-1.5 s ago (episodes last 4 s)."""
+        """Commands flowing and the driver sending them (one sent in the last 0.2 s, well within
+        its 0.5 s watchdog deadline, none refused this episode), and the episode began 0.5-1.5 s
+        ago (episodes last 4 s)."""
         now = time.monotonic()
         with self.lock:
             flowing = bool(self.actions) and now - self.actions[-1] < 0.25
-            return flowing and 0.5 < now - self.run_start < 1.5
+            sending = bool(self.applied) and now - self.applied[-1] < 0.2 and self.streaming
+            refused = any(t >= self.run_start for t, _ in self.refused)
+            return flowing and sending and not refused and 0.5 < now - self.run_start < 1.5
+
+    def stopped_before(self, t0: float, t1: float, wd0: int) -> bool:
+        """The driver refused commands between t0 and t1 while reporting no watchdog stop past
+        wd0: it had stopped before t0 (a stop already counted in wd0)."""
+        with self.lock:
+            return any(t0 <= t <= t1 and stops <= wd0 for t, stops in self.refused)
 
     def _status(self, m: DiagnosticStatus) -> None:
-        for kv in m.values:
-            if kv.key == "watchdog_stops":
-                self.watchdog_stops = max(self.watchdog_stops, int(kv.value))
+        values = {kv.key: kv.value for kv in m.values}
+        with self.lock:
+            stops = int(values.get("watchdog_stops", 0))
+            self.watchdog_stops = max(self.watchdog_stops, stops)
+            self.streaming = values.get("streaming") == "True"
+            if m.message.startswith("action not sent"):
+                self.refused.append((time.monotonic(), stops))
 
     def _run(self) -> None:
         while self._spin:
@@ -119,12 +146,12 @@ def episodes(out: Path) -> int:
         return 0
 
 
-def wait_for(pred: Any, timeout_s: float) -> bool:
+def wait_for(pred: Any, timeout_s: float, period_s: float = 0.2) -> bool:
     t_end = time.monotonic() + timeout_s
     while time.monotonic() < t_end:
         if pred():
             return True
-        time.sleep(0.2)
+        time.sleep(period_s)
     return False
 
 
@@ -144,6 +171,58 @@ def launch(ckpt: str, out: Path, log: Path, **args: object) -> subprocess.Popen[
         *(f"{k}:={v}" for k, v in args.items()),
     ]
     return subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+
+
+def reward_kill(probe: Probe, out: Path) -> dict[str, Any]:
+    """SIGKILL the reward node mid-episode; what followed."""
+    r: dict[str, Any] = {}
+    n0 = episodes(out)
+    pid = pid_of("reward")  # looked up first: the kill follows the check at once
+    r["reward_pid_found"] = pid is not None
+    r["streaming_before_reward_kill"] = wait_for(probe.mid_episode, 120, 0.02)
+    wd0 = probe.watchdog_stops
+    t_kill = time.monotonic()
+    if not (pid and r["streaming_before_reward_kill"]):
+        return r
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(4.0)  # the window the gap is measured in
+    r["action_gap_after_reward_kill_s"] = probe.action_gap_after(t_kill + 1.5, t_kill + 4.0)
+    r["watchdog_after_reward_kill"] = wait_for(lambda: probe.watchdog_stops > wd0, 15)
+    r["resumed_after_reward_kill"] = wait_for(lambda: episodes(out) >= n0 + 1, 120)
+    r["driver_streaming_at_reward_kill"] = not probe.stopped_before(t_kill, t_kill + 4.0, wd0)
+    return r
+
+
+def camera_stall(probe: Probe, out: Path) -> dict[str, Any]:
+    """Pause the twin's camera mid-episode for 3 s; what followed."""
+    r: dict[str, Any] = {}
+    n1 = episodes(out)
+    probe.pause.wait_for_service(timeout_sec=10)
+    r["streaming_before_stall"] = wait_for(probe.mid_episode, 120, 0.02)
+    if not r["streaming_before_stall"]:
+        return r
+    wd1 = probe.watchdog_stops
+    t_request = time.monotonic()
+    r["paused"] = probe.set_pause(True)
+    t_stall = time.monotonic()
+    time.sleep(3.0)  # the window the gap is measured in
+    r["action_gap_during_stall_s"] = probe.action_gap_after(t_stall + 1.0, t_stall + 3.0)
+    r["unpaused"] = probe.set_pause(False)
+    r["watchdog_after_stall"] = wait_for(lambda: probe.watchdog_stops > wd1, 15)
+    r["resumed_after_stall"] = wait_for(lambda: episodes(out) >= n1 + 1, 120)
+    r["driver_streaming_at_stall"] = not probe.stopped_before(t_request, t_stall + 3.0, wd1)
+    return r
+
+
+def retried(fault: Any, valid_key: str) -> dict[str, Any]:
+    """Run ``fault`` again while its result says the driver was already stopped when it hit
+    (``valid_key`` False), at most FAULT_ATTEMPTS times; the last result, with earlier ones."""
+    earlier: list[dict[str, Any]] = []
+    while True:
+        r = fault()
+        if r.get(valid_key) is not False or len(earlier) + 1 >= FAULT_ATTEMPTS:
+            return {**r, f"{valid_key}_earlier_attempts": earlier}
+        earlier.append(r)
 
 
 def main() -> int:
@@ -185,30 +264,9 @@ def scenario(ckpt: str, out: Path, result_path: Path, r: dict[str, Any]) -> None
         r["checkpoint"] = (out / "agent.pt").exists()
 
         # 1. the reward node dies mid-episode: commands stop, the watchdog fires, it resumes
-        r["streaming_before_reward_kill"] = wait_for(probe.mid_episode, 60)
-        wd0 = probe.watchdog_stops
-        n0 = episodes(out)
-        pid = pid_of("reward")
-        r["reward_pid_found"] = pid is not None
-        t_kill = time.monotonic()
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-        time.sleep(4.0)
-        r["action_gap_after_reward_kill_s"] = probe.action_gap_after(t_kill + 1.5, t_kill + 4.0)
-        r["watchdog_after_reward_kill"] = wait_for(lambda: probe.watchdog_stops > wd0, 5)
-        r["resumed_after_reward_kill"] = wait_for(lambda: episodes(out) >= n0 + 1, 120)
-
+        r.update(retried(lambda: reward_kill(probe, out), "driver_streaming_at_reward_kill"))
         # 2. the camera stalls: commands stop, the watchdog fires, the graph resumes
-        r["streaming_before_stall"] = wait_for(probe.mid_episode, 60)
-        wd1 = probe.watchdog_stops
-        n1 = episodes(out)
-        r["paused"] = probe.set_pause(True)
-        t_stall = time.monotonic()
-        time.sleep(3.0)
-        r["action_gap_during_stall_s"] = probe.action_gap_after(t_stall + 1.0, t_stall + 3.0)
-        r["unpaused"] = probe.set_pause(False)
-        r["watchdog_after_stall"] = wait_for(lambda: probe.watchdog_stops > wd1, 5)
-        r["resumed_after_stall"] = wait_for(lambda: episodes(out) >= n1 + 1, 120)
+        r.update(retried(lambda: camera_stall(probe, out), "driver_streaming_at_stall"))
 
         # 3. the learner dies: the launch exits non-zero; nothing committed is lost
         r["episodes_before_learner_kill"] = episodes(out)

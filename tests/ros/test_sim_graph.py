@@ -83,11 +83,14 @@ def test_sim_graph_learns_survives_faults_and_resumes(reward_ckpt: Path, tmp_pat
     # the reward node dies: no commands while it is gone, the driver's watchdog stops the arm,
     # and learning resumes once the launcher has respawned it
     assert r["streaming_before_reward_kill"] and r["reward_pid_found"]
+    # ...into a driver that was sending commands (else the kill was retried, at most twice)
+    assert r["driver_streaming_at_reward_kill"], r
     assert r["action_gap_after_reward_kill_s"] >= 2.0, r
     assert r["watchdog_after_reward_kill"], r
     assert r["resumed_after_reward_kill"], tail
     # a camera stall stops the arm the same way
     assert r["streaming_before_stall"] and r["paused"] and r["unpaused"]
+    assert r["driver_streaming_at_stall"], r
     assert r["action_gap_during_stall_s"] >= 1.5, r
     assert r["watchdog_after_stall"], r
     assert r["resumed_after_stall"], tail
