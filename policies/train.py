@@ -31,6 +31,7 @@ the paper's loop, bit-reproducible for a given seed on one thread.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import threading
@@ -65,6 +66,7 @@ class RewardSpec:
     disc_batch: int = 64  # agent frames per discriminator step
     disc_frames: int = 5000  # recent agent frames kept for discriminator updates
     goal: str = "none"  # goal image for goal-conditioned models: none | env (env.goal_image())
+    alpha: float | None = None  # Rank2Reward: weight of the discriminator term (None: the ckpt's)
 
     def __post_init__(self) -> None:
         if self.source not in ("oracle", "model"):
@@ -79,6 +81,8 @@ class RewardSpec:
             raise ValueError("need disc_update_every_steps >= 0, disc_batch and disc_frames >= 2")
         if self.disc_steps < 1:
             raise ValueError(f"reward.disc_steps must be >= 1, got {self.disc_steps}")
+        if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"reward.alpha must be a finite number >= 0, got {self.alpha}")
 
 
 @dataclass(frozen=True)
@@ -225,6 +229,10 @@ class EpisodeRewarder:
         self.spec = spec
         src = resume_from if resume_from is not None and resume_from.exists() else spec.ckpt
         self.model = load_reward_model(src, device)
+        if spec.alpha is not None:
+            if not hasattr(self.model.config, "alpha"):
+                raise ValueError(f"reward.alpha applies to Rank2Reward, not {self.model.method}")
+            self.model.config = dataclasses.replace(self.model.config, alpha=spec.alpha)
         self.can_update = spec.disc_update_every_steps > 0 and hasattr(self.model, "update")
         self.recent: deque[np.ndarray] = deque(maxlen=spec.disc_frames)
         self._rng = np.random.default_rng(0)

@@ -173,6 +173,30 @@ def test_learned_reward_replaces_oracle_and_discriminator_updates_online(tmp_pat
     assert (tmp_path / "run" / "reward_model.pt").exists()
 
 
+def test_reward_alpha_overrides_the_discriminator_weight(tmp_path: Path) -> None:
+    import torch
+    from video2reward.policies.train import EpisodeRewarder, RewardSpec
+
+    ckpt = _reward_ckpt(tmp_path, "rank2reward")
+    rewarder = EpisodeRewarder(RewardSpec(source="model", ckpt=str(ckpt), alpha=0.25),
+                               torch.device("cpu"))
+    model = rewarder.model
+    with torch.no_grad():  # D(s) = sigmoid(2) everywhere: log-odds 2, so alpha shows
+        model.disc_head[-1].bias.fill_(2.0)
+    frames = np.random.default_rng(0).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        p = torch.sigmoid(model.logits(torch.as_tensor(frames).permute(0, 3, 1, 2).float(),
+                                       None))
+    expected = (torch.log(p) + 0.25 * 2.0).numpy()[1:]
+    got = rewarder.episode_rewards(frames, np.zeros(8, bool))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="alpha"):
+        RewardSpec(source="model", ckpt=str(ckpt), alpha=float("nan"))
+    with pytest.raises(ValueError, match="Rank2Reward"):
+        EpisodeRewarder(RewardSpec(source="model", ckpt=str(_reward_ckpt(tmp_path, "vip")),
+                                   alpha=0.5), torch.device("cpu"))
+
+
 def test_frozen_encoder_features_as_observation(tmp_path: Path) -> None:
     ckpt = _reward_ckpt(tmp_path, "vip")
     summary = train(tiny(tmp_path / "run", obs="features", features_ckpt=str(ckpt)))
