@@ -17,36 +17,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-# The scenario runs once per module and the tests assert on its cached result, so a rerun
-# (flaky) only helps when the scenario itself crashed. Its waits are therefore event-driven,
-# with generous deadlines: a key is held for at least its nominal time and until the driver has
-# sent the commands the assertions count, a pressed key's command must be sent and followed by
-# camera frames, and an episode runs until the rows it needs are flushed to the store. A loaded
-# machine then records the same rows, only later.
+# Keys typed into a pty are held for time windows, so under CPU load a run can see fewer
+# held frames than the assertions need. The module fixture caches the scenario, so a pytest
+# rerun would re-assert the same result: the fixture itself runs the scenario again instead
+# (see run()). Known issue: make the scenario event-driven instead of timed.
 pytestmark = [pytest.mark.ros, pytest.mark.netns, pytest.mark.flaky(reruns=2)]
 DOMAIN_ID = "67"
 RATE_HZ = 30.0
-FLUSH_EVERY = 8  # the recorder's rows per chunk: the granularity of what the scenario can see
-WAIT_TIMEOUT_S = 30.0
-
-
-def unsaved_rows(out: str) -> int:
-    """Rows of the running episode already flushed to the store (past the last committed
-    episode), read while the recorder writes; 0 while there are none or a write is mid-way."""
-    from video2reward.robot import keys
-    from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
-
-    try:
-        store = EpisodeStore.open(out)
-        return max(0, int(store.root["data"][keys.ACTION].shape[0]) - store.n_steps)
-    except (EpisodeStoreError, KeyError, ValueError, OSError, RuntimeError):
-        return 0
 
 
 def _node(module: str, *args: str, **kw: Any) -> subprocess.Popen[str]:
@@ -58,11 +41,10 @@ def scenario(out: str) -> dict[str, Any]:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticStatus
     from rclpy.executors import SingleThreadedExecutor
-    from sensor_msgs.msg import CameraInfo
     from std_msgs.msg import Float32MultiArray
     from std_srvs.srv import SetBool, Trigger
 
-    r: dict[str, Any] = {"waits": {}}
+    r: dict[str, Any] = {}
     log2: list[str] = []
     rec_args = [
         "-p",
@@ -72,7 +54,7 @@ def scenario(out: str) -> dict[str, Any]:
         "-p",
         "source:=twin",
         "-p",
-        f"flush_every:={FLUSH_EVERY}",
+        "flush_every:=8",
         "-p",
         "min_free_mb:=0.0",
         "-r",
@@ -119,26 +101,19 @@ def scenario(out: str) -> dict[str, Any]:
     rclpy.init()
     node = rclpy.create_node("teleop_test_client")
     applied: list[list[float]] = []
-    sent: list[tuple[float, list[float]]] = []  # (arrival, applied action)
-    frames_t: list[float] = []  # arrival times of camera frames
     status: list[str] = []
-
-    def on_applied(m: Float32MultiArray) -> None:
-        a = [float(v) for v in m.data]
-        applied.append(a)
-        sent.append((time.monotonic(), a))
-
-    node.create_subscription(Float32MultiArray, "/xarm_driver/applied_action", on_applied, 100)
     node.create_subscription(
-        CameraInfo, "/camera/color/camera_info", lambda _m: frames_t.append(time.monotonic()), 100
+        Float32MultiArray,
+        "/xarm_driver/applied_action",
+        lambda m: applied.append([float(v) for v in m.data]),
+        100,
     )
     node.create_subscription(
         DiagnosticStatus, "/recorder/status", lambda m: status.append(m.message), 50
     )
     ex = SingleThreadedExecutor()
     ex.add_node(node)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
-    spinner.start()
+    threading.Thread(target=ex.spin, daemon=True).start()
 
     def call(srv: Any, name: str, req: Any, timeout_s: float = 30.0) -> tuple[bool, str]:
         cli = node.create_client(srv, name)
@@ -161,28 +136,9 @@ def scenario(out: str) -> dict[str, Any]:
         while not any(text in m for m in status) and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    def until(name: str, done: Callable[[float], bool], min_s: float, key: bytes = b"") -> None:
-        """Hold ``key`` (press + auto-repeat, as a terminal does; b"": no key) at least ``min_s``
-        and until ``done(t_start)``; r["waits"][name] is the time that took (None: never)."""
-        t0 = time.monotonic()
-        while True:
+    def hold(key: bytes, duration_s: float) -> None:  # press + auto-repeat, as a terminal does
+        for _ in range(int(duration_s * RATE_HZ)):
             keys(key, 1.0 / RATE_HZ)
-            now = time.monotonic()
-            if now - t0 >= min_s and done(t0):
-                r["waits"][name] = round(now - t0, 2)
-                return
-            if now - t0 > min_s + WAIT_TIMEOUT_S:
-                r["waits"][name] = None  # the assertions on the store will say what is missing
-                return
-
-    def n_sent(t0: float, axis: int) -> int:
-        """Commands moving +axis the driver sent since t0."""
-        return sum(t >= t0 and a[axis] > 0.1 for t, a in list(sent))
-
-    def frames_after_gripper_closed(t0: float) -> int:
-        """Camera frames since the driver first sent a closed gripper after t0."""
-        closed = [t for t, a in list(sent) if t >= t0 and a[3] == 1.0]
-        return sum(t > closed[0] for t in list(frames_t)) if closed else 0
 
     try:
         r["home"] = call(Trigger, "/xarm_driver/home", Trigger.Request())
@@ -194,24 +150,19 @@ def scenario(out: str) -> dict[str, Any]:
         keys(b"e", 0.5)  # enable -> the driver's enable service
         keys(b"\r", 0.4)  # start episode 0
         wait_status("recording ep 0")
-        # +x for 1 s, and until 12 +x commands were sent (with episode 1's, 20 moving rows)
-        until("ep0 +x", lambda t0: n_sent(t0, 0) >= 12, 1.0, b"w")
-        until("ep0 length", lambda _: unsaved_rows(out) >= 24, 0.4)  # let go; >= 25 rows
+        hold(b"w", 1.0)  # +x
+        keys(b"", 0.4)
         keys(b"y", 1.0)  # success
         wait_status("saved ep 0")
         keys(b"\r", 0.4)  # episode 1
         wait_status("recording ep 1")
-        until("ep1 +z", lambda t0: n_sent(t0, 2) >= 8, 0.7, b"r")
-        # close the gripper: the driver sends it and frames follow, so that rows hold it
-        keys(b"g")
-        until("ep1 gripper", lambda t0: frames_after_gripper_closed(t0) >= 3, 0.4)
-        until("ep1 length", lambda _: unsaved_rows(out) >= 20, 0.0)  # >= 21 rows
+        hold(b"r", 0.7)  # +z
+        keys(b"g", 0.4)  # close the gripper
         keys(b"n", 1.0)  # failure
         wait_status("saved ep 1")
         keys(b"\r", 0.4)  # episode 2: killed mid-way
         wait_status("recording ep 2")
-        # several chunks of the doomed episode reach the disk
-        until("ep2 chunks", lambda _: unsaved_rows(out) >= 2 * FLUSH_EVERY, 1.2, b"a")
+        hold(b"a", 1.2)  # several chunks of the doomed episode reach the disk
         procs["recorder"].send_signal(signal.SIGKILL)
         r["recorder_exit"] = procs["recorder"].wait(timeout=10)
         r["status"] = list(dict.fromkeys(status))
@@ -231,8 +182,8 @@ def scenario(out: str) -> dict[str, Any]:
             if r["start2"][0] or "already recording" in r["start2"][1]:
                 r["start2"] = (True, r["start2"][1])
                 break
-        # long enough for the new recorder's image subscription to match and record frames
-        until("second recorder", lambda _: unsaved_rows(out) >= FLUSH_EVERY, 2.0, b"d")
+        # long enough for the new recorder's image subscription to match and receive frames
+        hold(b"d", 2.0)
         r["stop2"] = call(SetBool, "/recorder/stop", SetBool.Request(data=True))
         r["applied"] = applied
         keys(b"n", 1.5)  # nothing recording: the teleop node relabels the last episode
@@ -248,7 +199,6 @@ def scenario(out: str) -> dict[str, Any]:
                     p.kill()
         r["recorder2_log"] = "".join(log2)
         ex.shutdown()
-        spinner.join(timeout=5)  # a spin thread alive at exit aborts the process (std::terminate)
         node.destroy_node()
         rclpy.try_shutdown()
         os.close(master)
@@ -256,29 +206,18 @@ def scenario(out: str) -> dict[str, Any]:
     return r
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Any]:
-    from video2reward.robot.episode_store import EpisodeStore
-    from video2reward.sim.emulator_netns import run_with_emulator
-
-    out = tmp_path_factory.mktemp("teleop") / "teleop.zarr"
-    env = dict(os.environ, ROS_DOMAIN_ID=DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    proc = run_with_emulator([sys.executable, __file__, str(out)], timeout_s=150, env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    assert proc.returncode == 0 and lines, f"scenario failed:\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(lines[-1]), EpisodeStore.open(out)
+SCENARIO_ATTEMPTS = 3
 
 
-def test_keys_drive_the_arm_and_two_episodes_are_recorded(run: tuple[dict[str, Any], Any]) -> None:
+def check_keys_and_episodes(res: dict[str, Any], store: Any) -> None:
     from video2reward.robot import keys
 
-    res, store = run
     assert res["home"][0], res["home"]
     assert "saved ep 0 (success)" in res["status"] and "saved ep 1 (failure)" in res["status"]
     ep0, ep1 = store.episode(0), store.episode(1)
     assert [store.episode_meta(i)[keys.EPISODE_SUCCESS] for i in (0, 1)] == [True, False]
     # ~1.8 s and ~1.5 s of 30 fps camera frames; a loaded CI machine renders fewer.
-    assert 25 <= len(ep0[keys.IMAGE]) <= 70 and 20 <= len(ep1[keys.IMAGE]) <= 60, res["waits"]
+    assert 25 <= len(ep0[keys.IMAGE]) <= 70 and 20 <= len(ep1[keys.IMAGE]) <= 60
     a0, a1 = ep0[keys.ACTION], ep1[keys.ACTION]
     np.testing.assert_array_equal(a0[-1], np.zeros(4))
     assert (a0[:, 0] > 0.1).sum() >= 10 and np.abs(a0[:, 1:3]).max() < 1e-6
@@ -295,9 +234,39 @@ def test_keys_drive_the_arm_and_two_episodes_are_recorded(run: tuple[dict[str, A
     assert ep1[keys.EE_POS][-1, 2] - ep1[keys.EE_POS][0, 2] > 0.04  # ...and up
     assert (a1[:, 2] > 0.1).sum() >= 8
     g = a1[np.any(a1 != 0, axis=1), 3]
-    assert g[0] == -1.0 and g[-1] == 1.0, res["waits"]  # the gripper key closed it in episode 1
+    assert g[0] == -1.0 and g[-1] == 1.0  # the gripper key closed it during episode 1
     assert ep0[keys.IMAGE].shape[1:] == (84, 84, 3)
     assert store.attrs[keys.ATTR_INTRINSICS]["width"] == 84.0
+
+
+def _scenario_once(out: Path) -> tuple[dict[str, Any], Any]:
+    from video2reward.robot.episode_store import EpisodeStore
+    from video2reward.sim.emulator_netns import run_with_emulator
+
+    env = dict(os.environ, ROS_DOMAIN_ID=DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    proc = run_with_emulator([sys.executable, __file__, str(out)], timeout_s=150, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0 and lines, f"scenario failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(lines[-1]), EpisodeStore.open(out)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Any]:
+    """The scenario, run again (fresh store, at most SCENARIO_ATTEMPTS times) while its keys,
+    typed for time windows, left too few rows for the checks (a loaded machine). The tests
+    assert on the last attempt, so a recorder that is really broken still fails them."""
+    for _ in range(SCENARIO_ATTEMPTS):
+        res, store = _scenario_once(tmp_path_factory.mktemp("teleop") / "teleop.zarr")
+        try:
+            check_keys_and_episodes(res, store)
+            break
+        except AssertionError:
+            continue
+    return res, store
+
+
+def test_keys_drive_the_arm_and_two_episodes_are_recorded(run: tuple[dict[str, Any], Any]) -> None:
+    check_keys_and_episodes(*run)
 
 
 def test_sigkill_mid_episode_keeps_earlier_episodes_and_a_second_recorder_appends(
