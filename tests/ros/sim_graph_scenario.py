@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,7 @@ def camera_stall(probe: Probe, out: Path) -> dict[str, Any]:
     return r
 
 
-def retried(fault: Any, valid_key: str) -> dict[str, Any]:
+def retried(fault: Callable[[], dict[str, Any]], valid_key: str) -> dict[str, Any]:
     """Run ``fault`` again while its result says the driver was already stopped when it hit
     (``valid_key`` False), at most FAULT_ATTEMPTS times; the last result, with earlier ones."""
     earlier: list[dict[str, Any]] = []
