@@ -21,6 +21,11 @@ redrawn. The official mixup option is not implemented.
 
 Goal-conditioned variant (``goal_conditioned=true``): u(s, g) reads [e_s, e_g], trained with g =
 the demo's last frame; scoring uses the given goal or the training demos' medoid last frame.
+Trained on its own goals only (the official code), the ranker learns to ignore g: a goal from
+another task still gives a rising progress (twin reach: counterfactual Spearman 1.0). So, not in
+the paper and off with ``other_goal_fraction=0``: that fraction of each batch pairs the frames
+with another demo's last frame (another scene), and neither frame is progress toward it
+(per-frame form: both labels 0; Bradley-Terry form: target 1/2, no order).
 
 Discriminator: D(s) = sigmoid(w(s)) separates expert frames (label 1; a bank of training-demo
 frames kept in the checkpoint) from agent frames (label 0) with balanced BCE; ``update`` takes
@@ -57,6 +62,9 @@ class Rank2RewardConfig(RewardConfig):
     augment: str = "shift"  # the official code uses DrQ-v2's random shift
     rank_loss: str = "per_frame"  # "per_frame" (official code) or "bradley_terry" (paper)
     goal_conditioned: bool = False
+    # goal_conditioned only: fraction of pairs given another demo's goal, labelled "no
+    # progress" (see the module docstring; 0 = the official code)
+    other_goal_fraction: float = 0.25
     hidden_dim: int = 256
     alpha: float = 1.0  # weight of the discriminator log-odds in the reward
     prob_eps: float = 1e-6  # probabilities are clipped to [eps, 1 - eps] before logs
@@ -71,22 +79,33 @@ class Rank2RewardConfig(RewardConfig):
             )
         if not 0 < self.prob_eps < 0.5:
             raise ValueError("prob_eps must be in (0, 0.5)")
+        if not 0.0 <= self.other_goal_fraction < 1.0:
+            raise ValueError(f"other_goal_fraction must be in [0, 1), got "
+                             f"{self.other_goal_fraction}")
         if self.alpha < 0 or self.disc_lr <= 0 or self.expert_bank_frames < 1:
             raise ValueError("alpha must be >= 0, disc_lr > 0, expert_bank_frames >= 1")
 
 
-def per_frame_rank_loss(u_i: torch.Tensor, u_j: torch.Tensor, i_later: torch.Tensor
-                        ) -> torch.Tensor:
-    """Official form: each logit is a classifier of "this frame is the later one"."""
+def per_frame_rank_loss(u_i: torch.Tensor, u_j: torch.Tensor, i_later: torch.Tensor,
+                        wrong_goal: torch.Tensor | None = None) -> torch.Tensor:
+    """Official form: each logit is a classifier of "this frame is the later one".
+
+    Pairs marked ``wrong_goal`` (goal from another demo) label both frames 0.
+    """
+    y_i, y_j = i_later.float(), 1.0 - i_later.float()
+    if wrong_goal is not None:
+        y_i, y_j = y_i * ~wrong_goal, y_j * ~wrong_goal
+    return 0.5 * (F.binary_cross_entropy_with_logits(u_i, y_i)
+                  + F.binary_cross_entropy_with_logits(u_j, y_j))
+
+
+def bradley_terry_loss(u_i: torch.Tensor, u_j: torch.Tensor, i_later: torch.Tensor,
+                       wrong_goal: torch.Tensor | None = None) -> torch.Tensor:
+    """Paper form: P(i later than j) = sigmoid(u_i - u_j); a wrong goal's target is 1/2."""
     y = i_later.float()
-    return 0.5 * (F.binary_cross_entropy_with_logits(u_i, y)
-                  + F.binary_cross_entropy_with_logits(u_j, 1.0 - y))
-
-
-def bradley_terry_loss(u_i: torch.Tensor, u_j: torch.Tensor, i_later: torch.Tensor
-                       ) -> torch.Tensor:
-    """Paper form: P(i later than j) = sigmoid(u_i - u_j)."""
-    return F.binary_cross_entropy_with_logits(u_i - u_j, i_later.float())
+    if wrong_goal is not None:
+        y = torch.where(wrong_goal, torch.full_like(y, 0.5), y)
+    return F.binary_cross_entropy_with_logits(u_i - u_j, y)
 
 
 def reward_from_probs(p: torch.Tensor, d: torch.Tensor, alpha: float, eps: float) -> torch.Tensor:
@@ -137,7 +156,7 @@ class Rank2Reward(RewardModel):
 
     def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
         b = self.config.batch_size
-        ep = rng.integers(0, len(data), size=b)
+        ep: np.ndarray = np.asarray(rng.integers(0, len(data), size=b))
         n = data.lengths[ep]
         i = (rng.random(b) * n).astype(np.int64)
         j = (rng.random(b) * n).astype(np.int64)
@@ -146,12 +165,21 @@ class Rank2Reward(RewardModel):
             if not tie.any():
                 break
             j[tie] = (rng.random(int(tie.sum())) * n[tie]).astype(np.int64)
-        cols = [i, j, n - 1] if self.config.goal_conditioned else [i, j]
+        wrong: np.ndarray = np.zeros(b, dtype=bool)
+        ep_goal: np.ndarray = np.asarray(ep).copy()
+        if self.config.goal_conditioned and self.config.other_goal_fraction and len(data) > 1:
+            wrong = np.asarray(rng.random(b) < self.config.other_goal_fraction)
+            ep_goal = np.where(wrong, (ep + rng.integers(1, len(data), size=b)) % len(data), ep)
+        cols: list[tuple[np.ndarray, np.ndarray]] = [(ep, i), (ep, j)]
+        if self.config.goal_conditioned:
+            cols.append((ep_goal, data.lengths[ep_goal] - 1))
         k = len(cols)
-        x = data.frames_tensor(np.repeat(ep, k), np.stack(cols, 1).reshape(-1), self.device)
+        eps, ts = (np.stack(c, 1).reshape(-1) for c in zip(*cols, strict=True))
         s = data.size_px
-        x = augment(x.view(b, k, 3, s, s), self.config.augment, rng, self.config.crop_scale_min)
-        return {"frames": x, "i_later": torch.as_tensor(i > j, device=self.device)}
+        x = data.frames_tensor(eps, ts, self.device).view(b, k, 3, s, s)
+        x = augment(x, self.config.augment, rng, self.config.crop_scale_min)
+        return {"frames": x, "i_later": torch.as_tensor(i > j, device=self.device),
+                "wrong_goal": torch.as_tensor(wrong, device=self.device)}
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         x = batch["frames"]
@@ -163,12 +191,13 @@ class Rank2Reward(RewardModel):
             u_j = self.ranker(torch.cat([e[:, 1], e[:, 2]], -1)).squeeze(-1)
         else:
             u_i, u_j = self.ranker(e[:, 0]).squeeze(-1), self.ranker(e[:, 1]).squeeze(-1)
-        y = batch["i_later"]
+        y, wrong = batch["i_later"], batch["wrong_goal"]
         if self.config.rank_loss == "per_frame":
-            loss = per_frame_rank_loss(u_i, u_j, y)
+            loss = per_frame_rank_loss(u_i, u_j, y, wrong)
         else:
-            loss = bradley_terry_loss(u_i, u_j, y)
-        acc = ((u_i > u_j) == y).float().mean()
+            loss = bradley_terry_loss(u_i, u_j, y, wrong)
+        right = ~wrong
+        acc = ((u_i > u_j) == y)[right].float().mean() if right.any() else torch.zeros(())
         return loss, {"loss": loss.item(), "rank_accuracy": acc.item()}
 
     # -- discriminator

@@ -28,7 +28,7 @@ from video2reward.rewards.data import (
     read_video,
 )
 from video2reward.rewards.encoders import ResNet, load_torchvision_weights
-from video2reward.rewards.evaluate import auroc
+from video2reward.rewards.evaluate import auroc, goal_frame, time_spearman
 from video2reward.rewards.hold import HoldCConfig, hold_reward, tc_loss
 from video2reward.rewards.rank2reward import (
     Rank2Reward,
@@ -120,6 +120,15 @@ def test_rank_losses_hand_cases():
     assert float(bradley_terry_loss(two, zero, yes)) == pytest.approx(math.log1p(math.exp(-2)))
     assert float(per_frame_rank_loss(two, zero, yes)) == pytest.approx(
         0.5 * (math.log1p(math.exp(-2)) + math.log(2)))
+    # A goal from another demo: neither frame is progress toward it (per-frame labels 0,
+    # Bradley-Terry target 1/2); the flag acts per pair.
+    wrong, right = torch.tensor([True]), torch.tensor([False])
+    assert float(per_frame_rank_loss(two, zero, yes, wrong)) == pytest.approx(
+        0.5 * (math.log1p(math.exp(2)) + math.log(2)))
+    assert float(per_frame_rank_loss(two, zero, yes, right)) == pytest.approx(
+        float(per_frame_rank_loss(two, zero, yes)))
+    assert float(bradley_terry_loss(two, zero, yes, wrong)) == pytest.approx(
+        0.5 * (math.log1p(math.exp(-2)) + math.log1p(math.exp(2))))
     # Bradley-Terry is blind to a shared shift; the per-frame form is not.
     assert float(bradley_terry_loss(two + 5, zero + 5, yes)) == pytest.approx(
         float(bradley_terry_loss(two, zero, yes)))
@@ -423,3 +432,47 @@ def test_demos_are_trimmed_after_first_success_and_spearman_uses_task_frames():
     assert np.array_equal(cut.episode(0), data.episode(0)[:7])
     assert data.trimmed(-1) is data
     assert [_task_frames(data, i) for i in range(2)] == [5, 12]
+    assert np.array_equal(goal_frame(data, 0), data.episode(0)[4])  # the success frame
+    assert np.array_equal(goal_frame(data, 1), data.episode(1)[-1])  # unlabelled: the last
+
+
+class _CentroidDistanceModel:
+    """Progress = minus the distance between the bright pixels' centroids of frame and goal:
+    just what evaluate() asks of a goal-conditioned model."""
+
+    method = "centroid_distance"
+    uses_goal = True
+
+    @staticmethod
+    def _centroid(img):
+        ys, xs = np.nonzero(img[..., 0] > 128)
+        return np.array([xs.mean(), ys.mean()])
+
+    def score(self, frames, goal=None):
+        g = self._centroid(frames[-1] if goal is None else goal)
+        d = np.array([np.linalg.norm(self._centroid(f) - g) for f in frames], np.float32)
+        return base.ScoreResult(reward=-d, progress=-d, method=self.method)
+
+
+def test_evaluate_scores_against_the_success_frame_not_the_last_frame():
+    """The twin's push expert lifts the tool after success: the goal is the success frame."""
+    from video2reward.rewards.evaluate import evaluate
+    from video2reward.robot.episode_store import EpisodeStore
+
+    store = EpisodeStore.in_memory(fps=10.0)
+    for y in (8, 20):
+        # a disc slides right for 10 frames (success on the last), then back left (the
+        # lifted tool) for 8 more
+        xs = [*range(4, 24, 2), *range(20, 4, -2)]
+        frames = np.zeros((len(xs), 32, 32, 3), np.uint8)
+        for f, x in zip(frames, xs, strict=True):
+            cv2.circle(f, (x, y), 3, (255, 255, 255), -1)
+        success = np.zeros(len(xs), bool)
+        success[9:] = True
+        store.append_episode({"img": frames, "success": success}, task="reach", success=True)
+    data = dataset_from_store(store, 32)
+    m = evaluate(_CentroidDistanceModel(), data)  # type: ignore[arg-type]
+    assert m["spearman"] == pytest.approx(1.0)  # rises up to the success frame
+    last_goal = [time_spearman(_CentroidDistanceModel().score(data.episode(i), data.episode(i)[-1])
+                               .progress[:10]) for i in range(2)]
+    assert max(last_goal) < 0.5  # against the last frame the same episodes look like failures

@@ -140,3 +140,17 @@ def test_hold_r_pairs_some_frames_with_another_demos_goal_as_far(heldout):
     paper = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=400,
                                other_goal_fraction=0.0))
     assert (paper.sample_batch(heldout, np.random.default_rng(0))["target_steps"] < far).all()
+
+
+def test_goal_conditioned_rank2reward_reads_the_goal(demos_path, heldout, tmp_path):
+    """Trained with other demos' goals as 'no progress', a wrong goal gives no rising progress."""
+    cls = method_class("rank2reward")
+    cfg = cls.config_cls(image_size_px=SIZE, embed_dim=16, steps=150, goal_conditioned=True)
+    model = train(cfg, TrainConfig(data=str(demos_path), out=str(tmp_path / "gc"),
+                                   progress_bar=False, device="cpu"))
+    batch = model.sample_batch(heldout, np.random.default_rng(0))
+    assert batch["frames"].shape[1] == 3 and 0 < batch["wrong_goal"].float().mean() < 0.5
+    cf = dataset_from_store(synthetic_store(3, 0, size_px=SIZE, length=20, task="push"), SIZE)
+    m = evaluate(model, heldout, cf)
+    assert m["spearman"] > 0.6
+    assert m["counterfactual"]["passed"], m["counterfactual"]
