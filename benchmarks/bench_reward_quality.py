@@ -59,7 +59,9 @@ def data_for(task: str, root: Path, n_train: int, n_heldout: int) -> tuple[Path,
     if not heldout.exists():
         log = root / f"{task}_heldout.log"
         demos(task, heldout, n_heldout, 5000, "expert", False, log)
-        demos(task, heldout, n_heldout, 5000, "failed", True, log)  # same scenes, failing
+        # The same scenes, failing: appended episode i gets seed + (episodes stored) + i, so
+        # seed 5000 - n_heldout puts failure i on expert i's scene (same notes "seed=N").
+        demos(task, heldout, n_heldout, 5000 - n_heldout, "failed", True, log)
     return train, heldout
 
 

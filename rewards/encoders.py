@@ -50,6 +50,23 @@ class ConvEncoder(nn.Module):
         return self.fc(h.flatten(1))
 
 
+class Normalized(nn.Module):
+    """``scale * net(x) / ||net(x)||``: embeddings on a sphere of radius ``scale``.
+
+    Time-contrastive losses (TCN, HOLD-C) compare squared distances with a fixed margin; on an
+    unbounded embedding the network meets any margin by growing the scale and the loss stops
+    teaching (seen on 50 twin push demos: HOLD-C's loss was 0 from step 25 on).
+    """
+
+    def __init__(self, net: nn.Module, scale: float = 1.0):
+        super().__init__()
+        self.net = net
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.net(x), dim=-1) * self.scale
+
+
 # ----------------------------------------------------------------------------- ResNet
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)

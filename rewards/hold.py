@@ -42,7 +42,7 @@ from video2reward.rewards.base import (
     to_tensor,
 )
 from video2reward.rewards.data import VideoDataset, augment
-from video2reward.rewards.encoders import build_encoder
+from video2reward.rewards.encoders import Normalized, build_encoder
 
 
 def _check_bonus(success_bonus: float, success_threshold: float) -> None:
@@ -177,6 +177,8 @@ class HoldCConfig(RewardConfig):
     pos_radius: int = 2  # clip steps (official: 2)
     neg_radius: int = 4  # clip steps (official: 2 * pos_radius)
     margin: float = 0.2  # official pos_neg_margin
+    # L2-normalise the embedding (see the module docstring; False = the official model)
+    normalize: bool = False
     success_bonus: float = 0.0
     success_threshold: float = 0.0  # embedding distance
 
@@ -221,8 +223,9 @@ class HoldC(GoalDistanceModel):
 
     def __init__(self, config: HoldCConfig):
         super().__init__(config)
-        self.encoder = build_encoder(config.encoder, config.image_size_px, config.embed_dim,
-                                     config.pretrained_path)
+        enc = build_encoder(config.encoder, config.image_size_px, config.embed_dim,
+                            config.pretrained_path)
+        self.encoder = Normalized(enc) if config.normalize else enc
 
     def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
         cfg = self.config

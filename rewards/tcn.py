@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from video2reward.rewards.base import GoalDistanceModel, RewardConfig, RewardError
 from video2reward.rewards.data import VideoDataset, augment
-from video2reward.rewards.encoders import build_encoder
+from video2reward.rewards.encoders import Normalized, build_encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,7 +62,7 @@ class TCN(GoalDistanceModel):
         super().__init__(config)
         backbone = build_encoder(config.encoder, config.image_size_px, config.embed_dim,
                                  config.pretrained_path)
-        self.encoder = _Normalised(backbone, config.alpha)
+        self.encoder = Normalized(backbone, config.alpha)
 
     def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
         cfg = self.config
@@ -110,12 +109,3 @@ class TCN(GoalDistanceModel):
         cfg = self.config
         return -cfg.reward_a * d.pow(2) - cfg.reward_b * torch.sqrt(cfg.reward_c + d.pow(2))
 
-
-class _Normalised(torch.nn.Module):
-    def __init__(self, net: torch.nn.Module, alpha: float):
-        super().__init__()
-        self.net = net
-        self.alpha = alpha
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x), dim=-1) * self.alpha
