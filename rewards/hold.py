@@ -17,10 +17,12 @@ s and g and an MLP reads [e_s, e_g, |e_s - e_g|]. One addition, on by default an
 
 HOLD-C learns an embedding with the single-view time-contrastive loss of the official
 ``holdc_utils.tc_loss``: all frames in a batch of clips are anchors; positives are frames of the
-same clip within ``pos_radius`` steps; negatives are frames farther than ``neg_radius`` or from
-other clips, chosen by semi-hard mining (the closest negative farther than the positive, else
+same clip within ``pos_radius`` steps; negatives are frames of the same clip farther than
+``neg_radius``, chosen by semi-hard mining (the closest negative farther than the positive, else
 the farthest negative), on squared Euclidean distances with ``margin`` (official 2 / 4 / 0.2);
 the summed hinge is divided by the number of positive pairs. d(s, g) = ||phi(s) - phi(g)||.
+The official loss can also take other clips' frames as negatives, but its batches hold one clip
+per device, so it never does; ``cross_clip_negatives=true`` turns that on (see its comment).
 
 Reward for both (paper Eq. 2): r_t = -max(0, d(s_t, g) - d(g, g)) / T, T the mean demo length,
 plus an optional sparse bonus ``success_bonus`` when d(s_t, g) - d(g, g) < ``success_threshold``.
@@ -42,7 +44,8 @@ from video2reward.rewards.base import (
     to_tensor,
 )
 from video2reward.rewards.data import VideoDataset, augment
-from video2reward.rewards.encoders import Normalized, build_encoder
+from video2reward.rewards.encoders import build_encoder
+from video2reward.rewards.tcn import sample_clips, tc_loss
 
 
 def _check_bonus(success_bonus: float, success_threshold: float) -> None:
@@ -177,8 +180,11 @@ class HoldCConfig(RewardConfig):
     pos_radius: int = 2  # clip steps (official: 2)
     neg_radius: int = 4  # clip steps (official: 2 * pos_radius)
     margin: float = 0.2  # official pos_neg_margin
-    # L2-normalise the embedding (see the module docstring; False = the official model)
-    normalize: bool = False
+    # Frames of other clips as negatives too. The official loss runs on one clip per device
+    # (batch 1), so its negatives are frames of the same video; across clips, the same phase
+    # of another demo becomes a negative and the embedding learns to tell scenes apart
+    # (twin push held-out Spearman 0.70 with, 0.99 without).
+    cross_clip_negatives: bool = False
     success_bonus: float = 0.0
     success_threshold: float = 0.0  # embedding distance
 
@@ -193,29 +199,6 @@ class HoldCConfig(RewardConfig):
         _check_bonus(self.success_bonus, self.success_threshold)
 
 
-def tc_loss(emb: torch.Tensor, timesteps: torch.Tensor, sequence_ids: torch.Tensor,
-            pos_radius: int, neg_radius: int, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Time-contrastive triplet loss with semi-hard negatives; returns (loss, #positive pairs)."""
-    d = torch.cdist(emb, emb).pow(2)  # squared pairwise distances (N, N)
-    same = sequence_ids[:, None] == sequence_ids[None, :]
-    dt = (timesteps[:, None] - timesteps[None, :]).abs()
-    pos = same & (dt <= pos_radius)
-    pos.fill_diagonal_(False)
-    neg = (~same) | (dt > neg_radius)
-    # For anchor i and positive j: semi-hard negative = min over k in neg(i) with d[i,k] > d[i,j];
-    # if none exists, the farthest negative of i.
-    big = torch.finfo(d.dtype).max
-    d_ik = d[:, None, :]  # (i, 1, k)
-    cand = neg[:, None, :] & (d_ik > d[:, :, None])  # (i, j, k)
-    semi = torch.where(cand, d_ik.expand_as(cand), torch.full_like(d_ik, big).expand_as(cand))
-    semi_min = semi.min(-1).values  # (i, j)
-    hardest = torch.where(neg, d, torch.full_like(d, -big)).max(-1).values  # (i,)
-    negatives = torch.where(cand.any(-1), semi_min, hardest[:, None].expand_as(semi_min))
-    hinge = torch.clamp(margin + d - negatives, min=0.0) * pos.float()
-    n_pos = pos.sum()
-    return hinge.sum() / n_pos.clamp_min(1), n_pos
-
-
 class HoldC(GoalDistanceModel):
     method = "hold_c"
     config_cls = HoldCConfig
@@ -223,21 +206,14 @@ class HoldC(GoalDistanceModel):
 
     def __init__(self, config: HoldCConfig):
         super().__init__(config)
-        enc = build_encoder(config.encoder, config.image_size_px, config.embed_dim,
-                            config.pretrained_path)
-        self.encoder = Normalized(enc) if config.normalize else enc
+        self.encoder = build_encoder(config.encoder, config.image_size_px, config.embed_dim,
+                                     config.pretrained_path)
 
     def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
         cfg = self.config
         b, k = cfg.batch_size, cfg.clip_frames
-        ep = rng.integers(0, len(data), size=b)
-        n = data.lengths[ep]
-        stride = np.maximum(1, n // k)
-        start = (rng.random(b) * np.maximum(1, n - stride * (k - 1))).astype(np.int64)
-        t = np.minimum(start[:, None] + stride[:, None] * np.arange(k)[None], n[:, None] - 1)
-        x = data.frames_tensor(np.repeat(ep, k), t.reshape(-1), self.device)
-        s = data.size_px
-        x = augment(x.view(b, k, 3, s, s), cfg.augment, rng, cfg.crop_scale_min)
+        x, _ = sample_clips(data, rng, b, k, self.device)
+        x = augment(x, cfg.augment, rng, cfg.crop_scale_min)
         steps = torch.arange(k, device=self.device).repeat(b)  # clip steps (stride units)
         seq = torch.arange(b, device=self.device).repeat_interleave(k)
         return {"frames": x, "timesteps": steps, "sequence_ids": seq}
@@ -247,7 +223,7 @@ class HoldC(GoalDistanceModel):
         e = self.encoder(x.flatten(0, 1).contiguous(memory_format=torch.channels_last))
         cfg = self.config
         loss, n_pos = tc_loss(e, batch["timesteps"], batch["sequence_ids"], cfg.pos_radius,
-                              cfg.neg_radius, cfg.margin)
+                              cfg.neg_radius, cfg.margin, cfg.cross_clip_negatives)
         return loss, {"loss": loss.item(), "positives": float(n_pos)}
 
     def reward_from_distance(self, d: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from video2reward.rewards.data import (
 )
 from video2reward.rewards.encoders import ResNet, load_torchvision_weights
 from video2reward.rewards.evaluate import auroc, goal_frame, time_spearman
-from video2reward.rewards.hold import HoldCConfig, hold_reward, tc_loss
+from video2reward.rewards.hold import HoldCConfig, hold_reward
 from video2reward.rewards.rank2reward import (
     Rank2Reward,
     Rank2RewardConfig,
@@ -38,7 +38,7 @@ from video2reward.rewards.rank2reward import (
     reward_from_probs,
 )
 from video2reward.rewards.synthetic import blob_episode, synthetic_store
-from video2reward.rewards.tcn import triplet_loss
+from video2reward.rewards.tcn import tc_loss
 from video2reward.rewards.uvd import decompose, kernel_smooth
 from video2reward.rewards.vip import VIPConfig, vip_loss
 
@@ -78,18 +78,27 @@ def test_vip_loss_agrees_with_official_formula_and_is_stable():
     assert math.isfinite(float(big))  # exp would overflow without logsumexp
 
 
-def test_triplet_loss_hand_cases():
-    a, p = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]])
-    assert float(triplet_loss(a, p, torch.tensor([[2.0, 0.0]]), 2.0)) == 0.0  # 1 - 4 + 2 < 0
-    assert float(triplet_loss(a, p, torch.tensor([[1.0, 1.0]]), 2.0)) == pytest.approx(1.0)
+def test_tc_loss_hand_case():
+    """One anchor, one positive, two negatives: the semi-hard one (farther than the positive,
+    closest of those) is used."""
+    emb = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.5], [3.0, 0.0]])  # t = 0, 1, 4, 6
+    t, seq = torch.tensor([0, 1, 4, 6]), torch.zeros(4, dtype=torch.long)
+    loss, n_pos = tc_loss(emb, t, seq, pos_radius=1, neg_radius=2, margin=2.0)
+    # pairs (0,1) and (1,0): anchor 0 -> negatives {3: 2.25, 4: 9}, semi-hard 2.25 > 1:
+    # 2 + 1 - 2.25 = 0.75; anchor 1 -> negatives {3: 3.25, 4: 4}: 2 + 1 - 3.25 < 0 -> 0
+    assert int(n_pos) == 2 and float(loss) == pytest.approx(0.75 / 2)
+    # a clip shorter than the negative window: no negatives, no pairs, a finite zero loss
+    short, n_short = tc_loss(emb, torch.tensor([0, 1, 2, 3]), seq, 1, 5, 2.0)
+    assert int(n_short) == 0 and float(short) == 0.0
 
 
-def _tc_loss_loops(emb, t, seq, pos_r, neg_r, margin):
+def _tc_loss_loops(emb, t, seq, pos_r, neg_r, margin, cross_clip=True):
     n = len(emb)
     d = ((emb[:, None] - emb[None]) ** 2).sum(-1)
     total, count = 0.0, 0
     for i in range(n):
-        negs = [k for k in range(n) if seq[k] != seq[i] or abs(t[k] - t[i]) > neg_r]
+        negs = [k for k in range(n) if (cross_clip and seq[k] != seq[i])
+                or (seq[k] == seq[i] and abs(t[k] - t[i]) > neg_r)]
         for j in range(n):
             if j == i or seq[j] != seq[i] or abs(t[j] - t[i]) > pos_r:
                 continue
@@ -109,6 +118,12 @@ def test_hold_c_tc_loss_matches_loop_reference():
     ours, n_pos = tc_loss(torch.tensor(emb), torch.tensor(t), torch.tensor(seq), 1, 2, 0.2)
     assert int(n_pos) == count
     assert float(ours) == pytest.approx(ref, rel=1e-6)
+    # negatives from the anchor's own clip only (HOLD-C's default, the official one-clip batch)
+    ref_own, _ = _tc_loss_loops(emb, t, seq, 1, 2, 0.2, cross_clip=False)
+    own, _ = tc_loss(torch.tensor(emb), torch.tensor(t), torch.tensor(seq), 1, 2, 0.2,
+                     cross_clip_negatives=False)
+    assert float(own) == pytest.approx(ref_own, rel=1e-6)
+    assert ref_own != pytest.approx(ref)
 
 
 def test_rank_losses_hand_cases():
