@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_reward_quality.py [--tasks reach push] \
         [--methods vip tcn hold_r hold_c rank2reward uvd] [--out runs/reward_quality] \
-        [--threads 2] [--set vip:method.steps=1200 ...]
+        [--threads 2] [--seeds 0 1 2] [--set vip:method.steps=1200 ...]
 
 For each task: 50 scripted expert demos to train on (seeds 1000+), a held-out set of 10 expert
 episodes and 10 failed ones on the same 10 scenes (seeds 5000+, paired by scene so goal-
@@ -95,6 +95,9 @@ def main() -> int:
     ap.add_argument("--train-episodes", type=int, default=None, help="default: 50 twin, 40 MW")
     ap.add_argument("--heldout-episodes", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="train each method once per seed (method.seed); rows per seed, then "
+                         "mean and min over seeds")
     ap.add_argument("--set", nargs="*", default=[], metavar="METHOD:KEY=VALUE",
                     help="extra overrides for one method's training, e.g. vip:method.steps=900")
     args = ap.parse_args()
@@ -121,41 +124,81 @@ def main() -> int:
         others = [t for t in [*prefer, *args.tasks] if t != task and t in sets]
         cf = [f"cf_data={sets[others[0]][1]}"] if others else []
         for method in args.methods:
-            run_dir = args.out / f"{task}_{method}"
-            if not (run_dir / "train_summary.json").exists():
-                print(f"training {method} on {task} ...", flush=True)
-                argv = [*V2R, "reward", "train", f"method={method}", f"data={train}",
-                        f"out={run_dir}", f"threads={args.threads}", "progress_bar=false",
-                        *extra.get(method, [])]  # fmt: skip
-                run(argv, args.threads, args.out / f"{task}_{method}.log")
-            run([*V2R, "reward", "eval", f"ckpt={run_dir}", f"data={heldout}", *cf],
-                args.threads, args.out / f"{task}_{method}_eval.log")  # fmt: skip
-            m = json.loads((run_dir / "eval" / "metrics.json").read_text())
-            t = json.loads((run_dir / "train_summary.json").read_text())
-            cfc = m.get("counterfactual")
-            row = {
-                "task": task, "method": method, "spearman": m["spearman"],
-                "auroc": m["auroc"], "counterfactual": None if cfc is None else cfc["passed"],
-                "train_cpu_s": t.get("train_cpu_s"), "train_s": t.get("train_time_s"),
-            }  # fmt: skip
-            good = row["spearman"] >= BAR and row["auroc"] >= BAR
-            row["meets_bar"] = good and row["counterfactual"] is not False
-            results.append(row)
-            print(_fmt_row(row), flush=True)
+            for seed in args.seeds:
+                name = f"{task}_{method}" + (f"_s{seed}" if seed else "")
+                row = train_and_eval(args, name, method, seed, train, heldout, cf,
+                                     extra.get(method, []))
+                row.update(task=task, method=method, seed=seed)
+                results.append(row)
+                print(_fmt_row(row), flush=True)
 
-    print(f"\n{'task':<15} {'method':<12} {'spearman':>9} {'auroc':>7} {'counterf.':>10} "
-          f"{'train s':>8}  bar")  # fmt: skip
+    print(f"\n{'task':<15} {'method':<12} {'seed':>4} {'spearman':>9} {'auroc':>7} "
+          f"{'counterf.':>10} {'train s':>8}  bar")  # fmt: skip
     for row in results:
         print(_fmt_row(row))
-    (args.out / "summary.json").write_text(json.dumps(results, indent=2))
+    summary: dict[str, Any] = {"runs": results}
+    if len(args.seeds) > 1:
+        summary["over_seeds"] = _over_seeds(results)
+        print(f"\nover seeds {args.seeds}: Spearman mean / min, AUROC mean / min, "
+              "counterfactual passes, runs meeting the bar")
+        for r in summary["over_seeds"]:
+            print(f"{r['task']:<15} {r['method']:<12} {r['spearman_mean']:.3f} / "
+                  f"{r['spearman_min']:.3f}  {r['auroc_mean']:.3f} / {r['auroc_min']:.3f}  "
+                  f"{r['counterfactual_passed']}  {r['runs_meeting_bar']}/{r['runs']}")
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nsummary: {args.out / 'summary.json'}")
     return 0
 
 
+def train_and_eval(args: argparse.Namespace, name: str, method: str, seed: int, train: Path,
+                   heldout: Path, cf: list[str], extra: list[str]) -> dict[str, Any]:
+    """Train one run (unless finished) and evaluate it; one result row."""
+    run_dir = args.out / name
+    if not (run_dir / "train_summary.json").exists():
+        print(f"training {name} ...", flush=True)
+        argv = [*V2R, "reward", "train", f"method={method}", f"data={train}", f"out={run_dir}",
+                f"threads={args.threads}", "progress_bar=false", f"+method.seed={seed}",
+                *extra]  # fmt: skip
+        run(argv, args.threads, args.out / f"{name}.log")
+    run([*V2R, "reward", "eval", f"ckpt={run_dir}", f"data={heldout}", *cf], args.threads,
+        args.out / f"{name}_eval.log")
+    m = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    t = json.loads((run_dir / "train_summary.json").read_text())
+    cfc = m.get("counterfactual")
+    row = {
+        "spearman": m["spearman"], "auroc": m["auroc"],
+        "counterfactual": None if cfc is None else cfc["passed"],
+        "train_cpu_s": t.get("train_cpu_s"), "train_s": t.get("train_time_s"),
+    }  # fmt: skip
+    good = row["spearman"] >= BAR and row["auroc"] >= BAR
+    row["meets_bar"] = good and row["counterfactual"] is not False
+    return row
+
+
+def _over_seeds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["task"], r["method"]), []).append(r)
+    out = []
+    for (task, method), rows in groups.items():
+        rho = [r["spearman"] for r in rows]
+        auc = [r["auroc"] for r in rows]
+        cfs = [r["counterfactual"] for r in rows if r["counterfactual"] is not None]
+        out.append({
+            "task": task, "method": method, "runs": len(rows),
+            "spearman_mean": sum(rho) / len(rho), "spearman_min": min(rho),
+            "auroc_mean": sum(auc) / len(auc), "auroc_min": min(auc),
+            "counterfactual_passed": f"{sum(cfs)}/{len(cfs)}" if cfs else "-",
+            "runs_meeting_bar": sum(r["meets_bar"] for r in rows),
+        })  # fmt: skip
+    return out
+
+
 def _fmt_row(r: dict[str, Any]) -> str:
     cf = {None: "-", True: "pass", False: "FAIL"}[r["counterfactual"]]
-    return (f"{r['task']:<15} {r['method']:<12} {r['spearman']:9.3f} {r['auroc']:7.3f} {cf:>10} "
-            f"{r['train_s'] or 0:8.0f}  {'yes' if r['meets_bar'] else 'NO'}")  # fmt: skip
+    return (f"{r['task']:<15} {r['method']:<12} {r['seed']:4d} {r['spearman']:9.3f} "
+            f"{r['auroc']:7.3f} {cf:>10} {r['train_s'] or 0:8.0f}  "
+            f"{'yes' if r['meets_bar'] else 'NO'}")  # fmt: skip
 
 
 if __name__ == "__main__":
