@@ -51,12 +51,8 @@ class ConvEncoder(nn.Module):
 
 
 class Normalized(nn.Module):
-    """``scale * net(x) / ||net(x)||``: embeddings on a sphere of radius ``scale``.
-
-    Time-contrastive losses (TCN, HOLD-C) compare squared distances with a fixed margin; on an
-    unbounded embedding the network meets any margin by growing the scale and the loss stops
-    teaching (seen on 50 twin push demos: HOLD-C's loss was 0 from step 25 on).
-    """
+    """``scale * net(x) / ||net(x)||``: embeddings on a sphere of radius ``scale`` (TCN's, as in
+    kekeblom/tcn), so a triplet margin keeps its meaning instead of being met by scaling up."""
 
     def __init__(self, net: nn.Module, scale: float = 1.0):
         super().__init__()
