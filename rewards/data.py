@@ -109,6 +109,10 @@ class VideoDataset:
             videos.append(ep)
         return VideoDataset(videos, self.infos, self.size_px)
 
+    def other_episodes(self, ep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """For each episode index in ep, a uniformly drawn different one (needs >= 2 episodes)."""
+        return (ep + rng.integers(1, len(self), size=len(ep))) % len(self)
+
     def frames_tensor(self, ep: np.ndarray, t: np.ndarray, device: torch.device) -> torch.Tensor:
         """Frames t of episodes ep (same shapes) -> (N, 3, S, S) float32 in [0, 255]."""
         t = np.minimum(t, self.lengths[ep] - 1)

@@ -123,8 +123,7 @@ class HoldR(RewardModel):
         ep_goal: np.ndarray = np.asarray(ep).copy()
         if self.config.other_goal_fraction and len(data) > 1:
             other = rng.random(b) < self.config.other_goal_fraction
-            shift = rng.integers(1, len(data), size=b)  # any other demo
-            ep_goal = np.where(other, (ep + shift) % len(data), ep)
+            ep_goal = np.where(other, data.other_episodes(ep, rng), ep)
             k = np.where(other, (rng.random(b) * data.lengths[ep_goal]).astype(np.int64), k)
             far = self.config.other_goal_steps * float(data.lengths.max())
             target = np.where(other, far, target).astype(np.float32)

@@ -166,10 +166,10 @@ class Rank2Reward(RewardModel):
                 break
             j[tie] = (rng.random(int(tie.sum())) * n[tie]).astype(np.int64)
         wrong: np.ndarray = np.zeros(b, dtype=bool)
-        ep_goal: np.ndarray = np.asarray(ep).copy()
+        ep_goal = ep
         if self.config.goal_conditioned and self.config.other_goal_fraction and len(data) > 1:
             wrong = np.asarray(rng.random(b) < self.config.other_goal_fraction)
-            ep_goal = np.where(wrong, (ep + rng.integers(1, len(data), size=b)) % len(data), ep)
+            ep_goal = np.where(wrong, data.other_episodes(ep, rng), ep)
         cols: list[tuple[np.ndarray, np.ndarray]] = [(ep, i), (ep, j)]
         if self.config.goal_conditioned:
             cols.append((ep_goal, data.lengths[ep_goal] - 1))
