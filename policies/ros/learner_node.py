@@ -445,8 +445,12 @@ def _plot(path: Path, hist: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # One executor thread: callbacks only store the newest message, and control and updates have
+    # threads of their own. With rclpy's MultiThreadedExecutor (3 threads, one callback group)
+    # the spin loop kept a core at 100% re-polling ready callbacks, starving the control thread:
+    # commands came 0.3-1 s apart and the driver's watchdog dropped every episode.
     return run_node(
-        "learner_node", LearnerNode, argv, errors=(ValueError, FileNotFoundError), threads=3,
+        "learner_node", LearnerNode, argv, errors=(ValueError, FileNotFoundError), threads=1,
         until=lambda n: n.done.is_set(), cleanup=lambda n: n.close(),
         exit_code=lambda n: 1 if getattr(n, "error", None) is not None else 0,
     )  # fmt: skip

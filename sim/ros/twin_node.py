@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"twin_node: {e}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
-    executor = MultiThreadedExecutor(num_threads=2)
+    executor = SingleThreadedExecutor()  # quick callbacks; the camera streams from its own thread
     executor.add_node(node)
     try:
         executor.spin()

@@ -242,9 +242,17 @@ def main() -> int:
 
 
 def scenario(ckpt: str, out: Path, result_path: Path, r: dict[str, Any]) -> None:
-    log = result_path.with_suffix(".log")
     rclpy.init()
     probe = Probe()
+    try:
+        _scenario(probe, ckpt, out, result_path, r)
+    finally:
+        probe.close()  # a spin thread alive at exit aborts the process (std::terminate)
+        rclpy.try_shutdown()
+
+
+def _scenario(probe: Probe, ckpt: str, out: Path, result_path: Path, r: dict[str, Any]) -> None:
+    log = result_path.with_suffix(".log")
     graph = launch(ckpt, out, log)
     try:
         r["first_episodes"] = wait_for(lambda: episodes(out) >= 2, 180)
@@ -294,8 +302,6 @@ def scenario(ckpt: str, out: Path, result_path: Path, r: dict[str, Any]) -> None
     r["last_episode_rows"] = replay.episode_meta(replay.n_episodes - 1)["length"]
     r["steps_added_after_restart"] = state["agent_steps"] - steps_before
     r["train_summary"] = json.loads((out / "train_summary.json").read_text())
-    probe.close()
-    rclpy.try_shutdown()
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def test_twist_becomes_normalized_actions_while_fresh_and_enables_the_driver(ros
     pub = node.create_publisher(Twist, "/cmd_vel", 10)
     ex = SingleThreadedExecutor()
     ex.add_node(node)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
     try:
         deadline = time.monotonic() + 30
         while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
@@ -103,6 +104,7 @@ def test_twist_becomes_normalized_actions_while_fresh_and_enables_the_driver(ros
         os.close(master)
         os.close(slave)
         ex.shutdown()
+        spinner.join(timeout=5)  # a spin thread alive at exit aborts the process (std::terminate)
         node.destroy_node()
         rclpy.try_shutdown()
     assert len(enables) == 1  # one off -> on transition
