@@ -202,6 +202,10 @@ class XArmDriver(Arm):
                 self.api.clean_warn()
             self._check(self.api.motion_enable(True), "motion_enable")
             self._switch_mode(MODE_SERVO)
+            # The stream restarts with the next command. Without this, a stream that went quiet
+            # while these SDK calls ran (they can outlast the deadline) tripped the watchdog the
+            # moment enable returned, stopping the arm it had just enabled.
+            self.watchdog.disarm()
             self._streaming = True
             self._t_last_cmd = None
             self._last_target = None

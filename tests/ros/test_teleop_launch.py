@@ -98,7 +98,7 @@ def test_launch_file_records_a_keyboard_episode_in_the_twin(tmp_path: Path) -> N
     assert s.n_episodes == 1 and s.episode_meta(0)[keys.EPISODE_SUCCESS] is True
     assert s.episode_meta(0)[keys.EPISODE_NOTES] == "launch test"
     ep = s.episode(0)
-    assert ep[keys.EE_POS][-1, 0] - ep[keys.EE_POS][0, 0] > 0.05  # +x from the w key
+    assert ep[keys.EE_POS][-1, 0] - ep[keys.EE_POS][0, 0] > 0.05, "".join(log[-60:])  # +x (w key)
     assert (ep[keys.ACTION][:, 0] > 0.1).sum() >= 15
     # The camera sees the twin it simulates: the arm moved in the images too.
     diff = np.abs(ep[keys.IMAGE][0].astype(int) - ep[keys.IMAGE][-1].astype(int)).mean()

@@ -170,6 +170,20 @@ def scenario_driver() -> dict[str, Any]:
             r["send_after_watchdog"] = "refused"
         arm.enable()
         arm.send_action([0, 0, 0, 0])
+        # enable() restarts the watchdog: commands that stopped while enable ran must not stop
+        # the arm it just enabled. Holding the driver's lock stands in for enable's SDK round
+        # trips outlasting the deadline (the monitor cannot fire meanwhile).
+        stops = arm.watchdog_stops
+        with arm._lock:
+            time.sleep(0.3)
+            arm.enable()
+        time.sleep(0.05)
+        r["stops_after_slow_enable"] = arm.watchdog_stops - stops
+        try:
+            arm.send_action([0, 0, 0, 0])
+            r["send_after_slow_enable"] = "sent"
+        except ArmNotReadyError:
+            r["send_after_slow_enable"] = "refused"
         # A controller error (collision) latches a fault; nothing moves until reset_fault.
         probe.call("inject_error", code=31)
         time.sleep(0.15)
@@ -281,6 +295,11 @@ def test_driver_watchdog_stops_arm_within_deadline(drv: dict[str, Any]) -> None:
     assert 0.2 <= drv["watchdog_stop_s"] <= 0.2 + 0.06
     assert drv["watchdog_stops"] == 1
     assert drv["send_after_watchdog"] == "refused"
+
+
+def test_driver_enable_restarts_the_watchdog(drv: dict[str, Any]) -> None:
+    assert drv["stops_after_slow_enable"] == 0
+    assert drv["send_after_slow_enable"] == "sent"
 
 
 def test_driver_controller_error_latches_until_reset(drv: dict[str, Any]) -> None:
