@@ -202,13 +202,7 @@ class XArmDriver(Arm):
                 self.api.clean_warn()
             self._check(self.api.motion_enable(True), "motion_enable")
             self._switch_mode(MODE_SERVO)
-            # The stream restarts with the next command. Without this, a stream that went quiet
-            # while these SDK calls ran (they can outlast the deadline) tripped the watchdog the
-            # moment enable returned, stopping the arm it had just enabled.
-            self.watchdog.disarm()
-            self._streaming = True
-            self._t_last_cmd = None
-            self._last_target = None
+            self._start_stream()
 
     # ------------------------------------------------------------------ commands
     def send_action(self, action: object) -> SafeCommand:
@@ -275,10 +269,18 @@ class XArmDriver(Arm):
             if gripper_open_frac is not None and self.config.use_gripper:
                 self._wait_gripper(self.set_gripper(gripper_open_frac))
             self._switch_mode(MODE_SERVO)
-            self._streaming = True
-            self._t_last_cmd = None
-            self._last_target = None
+            self._start_stream()
         return self.state()
+
+    def _start_stream(self) -> None:
+        """Servo mode is on: accept commands, the watchdog arming with the first one. (Disarmed
+        here: a stream that went quiet while enable's SDK calls ran, which can outlast the
+        deadline, tripped the watchdog the moment enable returned, stopping the arm it had just
+        enabled.) Call with the lock held."""
+        self.watchdog.disarm()
+        self._streaming = True
+        self._t_last_cmd = None
+        self._last_target = None
 
     def set_gripper(self, open_frac: float) -> float:
         if not math.isfinite(open_frac):
