@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,24 +146,23 @@ def scenario(out: str) -> dict[str, Any]:
         while not any(text in m for m in status) and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    def hold(key: bytes, duration_s: float, frames: int, cap_s: float = 30.0) -> None:
-        """Press + auto-repeat, as a terminal does, for at least ``duration_s`` and until
-        ``frames`` camera frames have gone by (a slow renderer makes the hold longer)."""
+    def for_frames(each: Callable[[], None], duration_s: float, frames: int, cap_s: float) -> None:
+        """Call ``each`` for at least ``duration_s`` and until ``frames`` camera frames have gone
+        by (a slow renderer makes it longer), at most ``cap_s``."""
         first = frames_seen[0]
         t0 = time.monotonic()
         while time.monotonic() - t0 < cap_s and (
             time.monotonic() - t0 < duration_s or frames_seen[0] - first < frames
         ):
-            keys(key, 1.0 / RATE_HZ)
+            each()
 
-    def settle(duration_s: float, frames: int, cap_s: float = 15.0) -> None:
-        """No key for at least ``duration_s`` and ``frames`` camera frames."""
-        first = frames_seen[0]
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < cap_s and (
-            time.monotonic() - t0 < duration_s or frames_seen[0] - first < frames
-        ):
-            time.sleep(0.01)
+    def hold(key: bytes, duration_s: float, frames: int) -> None:
+        """Press + auto-repeat, as a terminal does."""
+        for_frames(lambda: keys(key, 1.0 / RATE_HZ), duration_s, frames, cap_s=30.0)
+
+    def settle(duration_s: float, frames: int) -> None:
+        """No key."""
+        for_frames(lambda: time.sleep(0.01), duration_s, frames, cap_s=15.0)
 
     try:
         r["home"] = call(Trigger, "/xarm_driver/home", Trigger.Request())
