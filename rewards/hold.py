@@ -11,9 +11,22 @@ paper's third sum, which uses all future frames as goals) is a goal with target 
 the loss is the mean squared error (official ``loss_type='mse'``). Targets are divided by
 ``distance_scale_steps`` during training only, for a well-scaled regression; d is in steps.
 The official model is a ViViT over the stacked (s, g) pair; here a shared image encoder embeds
-s and g and an MLP reads [e_s, e_g, |e_s - e_g|]. One addition, on by default and off with
-``other_goal_fraction=0``: a quarter of each batch pairs s with a goal frame from another demo
-(another scene), regressed to twice the longest demo, so that the distance depends on the goal.
+s and g and an MLP reads [e_s, e_g, |e_s - e_g|]. Two additions, each a quarter of a batch by
+default (both 0 = the paper):
+- wrong goals (``other_goal_fraction``): s paired with a frame of another demo (another scene),
+  regressed to twice the longest demo, so that the distance depends on the goal;
+- at-goal pairs (``at_goal_fraction``, data with per-step success labels only): a frame from
+  the first successful one to the end of the recording, paired with that first successful
+  frame and regressed to 0 steps. The task's goal is a set of states (block on the disc), not
+  one frame, and the held-out success episodes of twin push spend 90 steps in that set after
+  the expert lifts its tool. Trained only on frames up to the goal, the head reads such a frame,
+  which has passed the goal frame, as another scene's: progress -1 on seed 1, push AUROC 0.39
+  (0.91, 0.79 on seeds 0, 2). With at-goal pairs: 0.98 (0.94, 0.94). Reach seed 0 then misses
+  the counterfactual check (Spearman 0.94 > 0.5): a push goal gives a flat progress of -2.2
+  that rises by 0.04 over an episode (1.03 with the true goal), which ranks as monotonic.
+HOLD-R therefore reads whole recorded episodes (``default_trim_after_success = -1``): the
+regression pairs and wrong goals use frames up to ``KEEP_AFTER_SUCCESS`` after the first
+successful one (as the other methods' demos are cut), the rest feeds the at-goal pairs only.
 
 HOLD-C learns an embedding with the single-view time-contrastive loss of the official
 ``holdc_utils.tc_loss``: all frames in a batch of clips are anchors; positives are frames of the
@@ -74,11 +87,13 @@ class HoldRConfig(RewardConfig):
     # Not in the paper: this fraction of each batch pairs a frame with a goal from another
     # demo (another scene), regressed to ``other_goal_steps`` x the longest demo. With 0 (the
     # paper) the head never sees a wrong goal, learns to ignore g, and a goal from another task
-    # still yields a rising reward (the counterfactual-goal check fails). The cost: frames the
-    # demos never show (twin push, the tool lifted after success) can read as a wrong goal
-    # (push seed 1: AUROC 0.39 with, 0.98 without; reach counterfactual Spearman 0.95 without).
+    # still yields a rising reward (twin reach: counterfactual Spearman 0.95, check fails).
     other_goal_fraction: float = 0.25
     other_goal_steps: float = 2.0
+    # Not in the paper either: this fraction of each batch pairs a frame at or after the first
+    # successful one with that frame, regressed to 0 (see the module docstring). Needs success
+    # labels per step (the recorder and twin write them); without them it draws nothing.
+    at_goal_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,12 +101,27 @@ class HoldRConfig(RewardConfig):
             raise ValueError("hidden_dim and distance_scale_steps must be > 0")
         if not 0.0 <= self.other_goal_fraction < 1.0 or self.other_goal_steps <= 0:
             raise ValueError("need 0 <= other_goal_fraction < 1 and other_goal_steps > 0")
+        if not 0.0 <= self.at_goal_fraction or self.other_goal_fraction + self.at_goal_fraction >= 1:
+            raise ValueError("need at_goal_fraction >= 0 and other_goal_fraction + "
+                             "at_goal_fraction < 1")
         _check_bonus(self.success_bonus, self.success_threshold)
+
+
+KEEP_AFTER_SUCCESS = 2  # HOLD-R's regression pairs end this many frames after first success
+
+
+def goal_cut(data: VideoDataset) -> np.ndarray:
+    """Per episode, the frames HOLD-R regresses over: up to KEEP_AFTER_SUCCESS after the first
+    successful frame, or the whole episode when success is not labelled per step."""
+    first = np.array([info.first_success for info in data.infos])
+    return np.where(first >= 0, np.minimum(data.lengths, first + KEEP_AFTER_SUCCESS + 1),
+                    data.lengths)
 
 
 class HoldR(RewardModel):
     method = "hold_r"
     config_cls = HoldRConfig
+    default_trim_after_success = -1  # whole episodes: the tail feeds the at-goal pairs
     config: HoldRConfig
     default_goal: torch.Tensor
     distance_ref: torch.Tensor
@@ -116,19 +146,30 @@ class HoldR(RewardModel):
         return self.head(h).squeeze(-1) * self.config.distance_scale_steps
 
     def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
-        b = self.config.batch_size
+        cfg = self.config
+        b = cfg.batch_size
+        cut = goal_cut(data)
         ep = rng.integers(0, len(data), size=b)
-        n = data.lengths[ep]
+        n = cut[ep]
         t = (rng.random(b) * n).astype(np.int64)
         k = t + (rng.random(b) * (n - t)).astype(np.int64)  # any future frame, k >= t
         target = (k - t).astype(np.float32)
         ep_goal: np.ndarray = np.asarray(ep).copy()
-        if self.config.other_goal_fraction and len(data) > 1:
-            other = rng.random(b) < self.config.other_goal_fraction
+        kind = rng.random(b)  # < other_goal_fraction: wrong goal; next at_goal_fraction: at goal
+        if cfg.other_goal_fraction and len(data) > 1:
+            other = kind < cfg.other_goal_fraction
             ep_goal = np.where(other, data.other_episodes(ep, rng), ep)
-            k = np.where(other, (rng.random(b) * data.lengths[ep_goal]).astype(np.int64), k)
-            far = self.config.other_goal_steps * float(data.lengths.max())
+            k = np.where(other, (rng.random(b) * cut[ep_goal]).astype(np.int64), k)
+            far = cfg.other_goal_steps * float(cut.max())
             target = np.where(other, far, target).astype(np.float32)
+        if cfg.at_goal_fraction:
+            first = np.array([info.first_success for info in data.infos])[ep]
+            at_goal = ((kind >= cfg.other_goal_fraction)
+                       & (kind < cfg.other_goal_fraction + cfg.at_goal_fraction) & (first >= 0))
+            after = first + (rng.random(b) * (data.lengths[ep] - first)).astype(np.int64)
+            t = np.where(at_goal, after, t)
+            k = np.where(at_goal, first, k)
+            target = np.where(at_goal, 0.0, target).astype(np.float32)
         x = data.frames_tensor(np.stack([ep, ep_goal], 1).reshape(-1),
                                np.stack([t, k], 1).reshape(-1), self.device)
         s = data.size_px
@@ -150,6 +191,7 @@ class HoldR(RewardModel):
     def calibrate(self, data: VideoDataset) -> None:
         was_training = self.training
         self.eval()
+        data = data.trimmed(KEEP_AFTER_SUCCESS)  # demos end at the goal, as in training pairs
         self.default_goal.copy_(to_tensor(medoid_last_frame(data)[None], self.device))
         ep = np.arange(len(data))
         first = self.embed_frames(data.frames_tensor(ep, np.zeros_like(ep), self.device))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -140,6 +141,47 @@ def test_hold_r_pairs_some_frames_with_another_demos_goal_as_far(heldout):
     paper = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=400,
                                other_goal_fraction=0.0))
     assert (paper.sample_batch(heldout, np.random.default_rng(0))["target_steps"] < far).all()
+
+
+def test_hold_r_pairs_frames_after_success_with_the_success_frame_at_zero(heldout):
+    """At-goal pairs: a frame from the first success on, against that frame, target 0 steps;
+    regression pairs and wrong goals stop KEEP_AFTER_SUCCESS frames after it."""
+    from video2reward.rewards.data import VideoDataset
+    from video2reward.rewards.hold import KEEP_AFTER_SUCCESS, goal_cut
+
+    first, cut = 8, 8 + KEEP_AFTER_SUCCESS + 1  # every 20-frame episode first succeeds at 8
+    videos = [heldout.episode(i).copy() for i in range(len(heldout))]
+    for v in videos:  # each frame carries its index in pixel (0, 0), read back below
+        v[:, 0, 0, 0] = np.arange(len(v))
+    infos = [dataclasses.replace(info, first_success=first) for info in heldout.infos]
+    labelled = VideoDataset(videos, infos, heldout.size_px)
+    assert (goal_cut(labelled) == cut).all()
+    assert (goal_cut(heldout) == heldout.lengths).all()  # no labels: whole episodes
+
+    cls = method_class("hold_r")
+    model = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=4000, augment="none",
+                               other_goal_fraction=0.25, at_goal_fraction=0.25))
+    batch = model.sample_batch(labelled, np.random.default_rng(0))
+    target = batch["target_steps"].numpy()
+    s_idx, g_idx = batch["frames"][:, :, 0, 0, 0].round().long().numpy().T
+    wrong = target == 2.0 * cut
+    at_goal = ~wrong & ((s_idx > g_idx) | ((target == 0) & (g_idx == first)))
+    assert 0.2 < wrong.mean() < 0.3 and 0.2 < ((s_idx > g_idx) & ~wrong).mean() < 0.3
+    assert (g_idx[wrong] < cut).all()  # wrong goals also come from the cut demos
+    assert (target[at_goal] == 0).all() and (g_idx[at_goal] == first).all()
+    assert s_idx[at_goal].max() == 19  # ... up to the end of the recording
+    regress = ~wrong & ~at_goal
+    assert (g_idx[regress] < cut).all()
+    np.testing.assert_array_equal(target[regress], g_idx[regress] - s_idx[regress])
+
+    # without per-step success labels there is no goal set: no at-goal pairs, whole episodes
+    unlabelled = VideoDataset(videos, heldout.infos, heldout.size_px)
+    plain = model.sample_batch(unlabelled, np.random.default_rng(0))
+    target = plain["target_steps"].numpy()
+    s_idx, g_idx = plain["frames"][:, :, 0, 0, 0].round().long().numpy().T
+    regress = target != 2.0 * heldout.lengths.max()
+    assert 0.7 < regress.mean() < 0.8 and g_idx[regress].max() == 19
+    np.testing.assert_array_equal(target[regress], g_idx[regress] - s_idx[regress])
 
 
 def test_goal_conditioned_rank2reward_reads_the_goal(demos_path, heldout, tmp_path):
