@@ -101,7 +101,7 @@ class HoldRConfig(RewardConfig):
             raise ValueError("hidden_dim and distance_scale_steps must be > 0")
         if not 0.0 <= self.other_goal_fraction < 1.0 or self.other_goal_steps <= 0:
             raise ValueError("need 0 <= other_goal_fraction < 1 and other_goal_steps > 0")
-        if not 0.0 <= self.at_goal_fraction or self.other_goal_fraction + self.at_goal_fraction >= 1:
+        if self.at_goal_fraction < 0 or self.other_goal_fraction + self.at_goal_fraction >= 1:
             raise ValueError("need at_goal_fraction >= 0 and other_goal_fraction + "
                              "at_goal_fraction < 1")
         _check_bonus(self.success_bonus, self.success_threshold)
