@@ -19,7 +19,9 @@ Metrics (``metrics.json``) and plots (``curves.png``):
 - ``counterfactual``: goal-conditioned models score the held-out expert episodes again with a
   goal from another task (``cf_data``'s goal frames; without it, each episode's own first
   frame). A sound reward is then lower and not monotonic: it passes when the mean Spearman
-  drops to <= 0.5 and the final progress is lower than with the true goal.
+  drops to <= 0.5 and the final progress is lower than with the true goal. ``rise`` and
+  ``rise_true_goal`` (mean progress gained from the first frame to the first successful one)
+  say how much it still climbs: Spearman ranks a flat curve with a 0.04 drift as monotonic.
 
 An episode's goal frame is the scene at the moment the task is done: its first successful
 frame when the data labels success per step, else its last frame. That is the goal image a
@@ -75,7 +77,7 @@ def evaluate(
     fail = [i for i, info in enumerate(data.infos) if not info.success]
     curves: dict[str, list[dict[str, np.ndarray]]] = {"expert": [], "failed": [], "cf": []}
 
-    rho, rho_nog, final_true = [], [], []
+    rho, rho_nog, final_true, rise_true = [], [], [], []
     for i in experts:
         frames = data.episode(i)
         n = _task_frames(data, i)
@@ -83,6 +85,7 @@ def evaluate(
         out = model.score(frames, goal)
         rho.append(time_spearman(out.progress[:n]))
         final_true.append(final_score(out.progress))
+        rise_true.append(float(out.progress[n - 1] - out.progress[0]))
         nog = model.score(frames) if model.uses_goal else out
         rho_nog.append(time_spearman(nog.progress[:n]))
         curves["expert"].append({"progress": out.progress, "reward": out.reward})
@@ -118,7 +121,7 @@ def evaluate(
     }
 
     if model.uses_goal and experts:
-        rho_cf, final_cf = [], []
+        rho_cf, final_cf, rise_cf = [], [], []
         for n, i in enumerate(experts):
             frames = data.episode(i)
             if cf_data is not None:
@@ -127,8 +130,10 @@ def evaluate(
             else:
                 cf = frames[0]
             out = model.score(frames, cf)
-            rho_cf.append(time_spearman(out.progress[: _task_frames(data, i)]))
+            k = _task_frames(data, i)
+            rho_cf.append(time_spearman(out.progress[:k]))
             final_cf.append(final_score(out.progress))
+            rise_cf.append(float(out.progress[k - 1] - out.progress[0]))
             curves["cf"].append({"progress": out.progress, "reward": out.reward})
         cf_rho = float(np.mean(rho_cf))
         metrics["counterfactual"] = {
@@ -136,6 +141,8 @@ def evaluate(
             "spearman": cf_rho,
             "final_progress": float(np.mean(final_cf)),
             "final_progress_true_goal": float(np.mean(final_true)),
+            "rise": float(np.mean(rise_cf)),
+            "rise_true_goal": float(np.mean(rise_true)),
             "passed": bool(cf_rho <= CF_MAX_SPEARMAN and np.mean(final_cf) < np.mean(final_true)),
         }
 

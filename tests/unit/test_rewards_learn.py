@@ -81,6 +81,7 @@ def test_evaluate_metrics_and_plots(demos_path, heldout, tmp_path):
     assert 0.0 <= m["auroc"] <= 1.0 and -1.0 <= m["spearman"] <= 1.0
     assert m["counterfactual"]["goal_source"] == "other_task"
     assert m["counterfactual"]["spearman"] < m["spearman"]
+    assert m["counterfactual"]["rise"] < m["counterfactual"]["rise_true_goal"]
     assert (tmp_path / "eval" / "curves.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["method"] == "vip"
 
