@@ -64,6 +64,8 @@ class VideoDataset:
         self.lengths = np.array([len(v) for v in resized], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         self.frames = np.concatenate(resized)  # (sum T, S, S, 3) uint8
+        # first successful frame per episode, -1 where success is not labelled per step
+        self.first_success = np.array([i.first_success for i in self.infos], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.infos)
@@ -101,13 +103,16 @@ class VideoDataset:
         """
         if keep_after_success < 0:
             return self
-        videos = []
-        for i, info in enumerate(self.infos):
-            ep = self.episode(i)
-            if info.first_success >= 0:
-                ep = ep[: max(3, info.first_success + keep_after_success + 1)]
-            videos.append(ep)
+        cut = self.cut_lengths(keep_after_success)
+        videos = [self.episode(i)[: cut[i]] for i in range(len(self))]
         return VideoDataset(videos, self.infos, self.size_px)
+
+    def cut_lengths(self, keep_after_success: int) -> np.ndarray:
+        """Episode lengths once cut ``keep_after_success`` frames after the first successful
+        frame (at least 3 frames); whole lengths where success is not labelled."""
+        first = self.first_success
+        cut = np.minimum(self.lengths, np.maximum(3, first + keep_after_success + 1))
+        return np.where(first >= 0, cut, self.lengths)
 
     def other_episodes(self, ep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """For each episode index in ep, a uniformly drawn different one (needs >= 2 episodes)."""

@@ -110,14 +110,6 @@ class HoldRConfig(RewardConfig):
 KEEP_AFTER_SUCCESS = 2  # HOLD-R's regression pairs end this many frames after first success
 
 
-def goal_cut(data: VideoDataset) -> np.ndarray:
-    """Per episode, the frames HOLD-R regresses over: up to KEEP_AFTER_SUCCESS after the first
-    successful frame, or the whole episode when success is not labelled per step."""
-    first = np.array([info.first_success for info in data.infos])
-    return np.where(first >= 0, np.minimum(data.lengths, first + KEEP_AFTER_SUCCESS + 1),
-                    data.lengths)
-
-
 class HoldR(RewardModel):
     method = "hold_r"
     config_cls = HoldRConfig
@@ -148,7 +140,7 @@ class HoldR(RewardModel):
     def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
         cfg = self.config
         b = cfg.batch_size
-        cut = goal_cut(data)
+        cut = data.cut_lengths(KEEP_AFTER_SUCCESS)  # the frames regressed over
         ep = rng.integers(0, len(data), size=b)
         n = cut[ep]
         t = (rng.random(b) * n).astype(np.int64)
@@ -163,7 +155,7 @@ class HoldR(RewardModel):
             far = cfg.other_goal_steps * float(cut.max())
             target = np.where(other, far, target).astype(np.float32)
         if cfg.at_goal_fraction:
-            first = np.array([info.first_success for info in data.infos])[ep]
+            first = data.first_success[ep]
             at_goal = ((kind >= cfg.other_goal_fraction)
                        & (kind < cfg.other_goal_fraction + cfg.at_goal_fraction) & (first >= 0))
             after = first + (rng.random(b) * (data.lengths[ep] - first)).astype(np.int64)

@@ -148,7 +148,7 @@ def test_hold_r_pairs_frames_after_success_with_the_success_frame_at_zero(heldou
     """At-goal pairs: a frame from the first success on, against that frame, target 0 steps;
     regression pairs and wrong goals stop KEEP_AFTER_SUCCESS frames after it."""
     from video2reward.rewards.data import VideoDataset
-    from video2reward.rewards.hold import KEEP_AFTER_SUCCESS, goal_cut
+    from video2reward.rewards.hold import KEEP_AFTER_SUCCESS
 
     first, cut = 8, 8 + KEEP_AFTER_SUCCESS + 1  # every 20-frame episode first succeeds at 8
     videos = [heldout.episode(i).copy() for i in range(len(heldout))]
@@ -156,8 +156,9 @@ def test_hold_r_pairs_frames_after_success_with_the_success_frame_at_zero(heldou
         v[:, 0, 0, 0] = np.arange(len(v))
     infos = [dataclasses.replace(info, first_success=first) for info in heldout.infos]
     labelled = VideoDataset(videos, infos, heldout.size_px)
-    assert (goal_cut(labelled) == cut).all()
-    assert (goal_cut(heldout) == heldout.lengths).all()  # no labels: whole episodes
+    assert (labelled.cut_lengths(KEEP_AFTER_SUCCESS) == cut).all()
+    # no labels: whole episodes
+    assert (heldout.cut_lengths(KEEP_AFTER_SUCCESS) == heldout.lengths).all()
 
     cls = method_class("hold_r")
     model = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=4000, augment="none",
