@@ -29,7 +29,7 @@ from video2reward.rewards.data import (
 )
 from video2reward.rewards.encoders import ResNet, load_torchvision_weights
 from video2reward.rewards.evaluate import auroc, goal_frame, time_spearman
-from video2reward.rewards.hold import HoldCConfig, hold_reward
+from video2reward.rewards.hold import HoldCConfig, HoldRConfig, hold_reward
 from video2reward.rewards.rank2reward import (
     Rank2Reward,
     Rank2RewardConfig,
@@ -392,6 +392,10 @@ def test_bad_input_errors(tmp_path, small_data):
         VIPConfig(gamma=1.5)
     with pytest.raises(ValueError, match="neg_radius"):
         HoldCConfig(pos_radius=3, neg_radius=2)
+    with pytest.raises(ValueError, match="at_goal_fraction"):
+        HoldRConfig(other_goal_fraction=0.5, at_goal_fraction=0.5)  # no regression pairs left
+    with pytest.raises(ValueError, match="at_goal_fraction"):
+        HoldRConfig(at_goal_fraction=-0.1)
 
 
 def test_rank2reward_discriminator_update_separates_agent_frames(small_data):
