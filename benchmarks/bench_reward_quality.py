@@ -9,9 +9,10 @@ episodes and 10 failed ones on the same 10 scenes (seeds 5000+, paired by scene 
 conditioned methods get a same-scene goal image), then every method is trained with
 ``v2r reward train`` and scored with ``v2r reward eval``, using the other task's held-out
 episodes as counterfactual goals. Prints one table (value-order Spearman, AUROC success vs
-failure, counterfactual check, training CPU seconds) and writes ``summary.json``. Data and
-runs are kept in ``--out``; an existing store or finished run is reused, so a rerun only does
-what is missing (delete a run folder to retrain it).
+failure, counterfactual check, "pass/flat" where it passes by a flat curve, training CPU
+seconds) and writes ``summary.json``. Data and runs are kept in ``--out``; an existing store
+or finished run is reused, so a rerun only does what is missing (delete a run folder to
+retrain it).
 
 ``--suite metaworld`` runs the same matrix on Meta-World videos (reach-v3, push-v3,
 drawer-open-v3; ``rewards/metaworld_videos.py``): 40 scripted expert demos on the environment's
@@ -168,6 +169,7 @@ def train_and_eval(args: argparse.Namespace, name: str, method: str, seed: int, 
     row = {
         "spearman": m["spearman"], "auroc": m["auroc"],
         "counterfactual": None if cfc is None else cfc["passed"],
+        "counterfactual_by": None if cfc is None else cfc.get("passed_by"),
         "train_cpu_s": t.get("train_cpu_s"), "train_s": t.get("train_time_s"),
     }  # fmt: skip
     good = row["spearman"] >= BAR and row["auroc"] >= BAR
@@ -196,6 +198,7 @@ def _over_seeds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _fmt_row(r: dict[str, Any]) -> str:
     cf = {None: "-", True: "pass", False: "FAIL"}[r["counterfactual"]]
+    cf = "pass/flat" if r.get("counterfactual_by") == "flat" else cf
     return (f"{r['task']:<15} {r['method']:<12} {r['seed']:4d} {r['spearman']:9.3f} "
             f"{r['auroc']:7.3f} {cf:>10} {r['train_s'] or 0:8.0f}  "
             f"{'yes' if r['meets_bar'] else 'NO'}")  # fmt: skip

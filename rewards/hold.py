@@ -21,9 +21,10 @@ default (both 0 = the paper):
   one frame, and the held-out success episodes of twin push spend 90 steps in that set after
   the expert lifts its tool. Trained only on frames up to the goal, the head reads such a frame,
   which has passed the goal frame, as another scene's: progress -1 on seed 1, push AUROC 0.39
-  (0.91, 0.79 on seeds 0, 2). With at-goal pairs: 0.98 (0.94, 0.94). Reach seed 0 then misses
-  the counterfactual check (Spearman 0.94 > 0.5): a push goal gives a flat progress of -2.2
-  that rises by 0.04 over an episode (1.03 with the true goal), which ranks as monotonic.
+  (0.91, 0.79 on seeds 0, 2). With at-goal pairs: 0.98 (0.94, 0.94). On reach seed 0 a push
+  goal then gives a flat progress of -2.2 that rises by 0.04 over an episode (1.03 with the
+  true goal); Spearman ranks that as monotonic (0.94), and the counterfactual check passes it
+  as flat (``rewards/evaluate.py``).
 HOLD-R therefore reads whole recorded episodes (``default_trim_after_success = -1``): the
 regression pairs and wrong goals use frames up to ``KEEP_AFTER_SUCCESS`` after the first
 successful one (as the other methods' demos are cut), the rest feeds the at-goal pairs only.

@@ -187,6 +187,26 @@ def test_auroc_matches_pairwise_count():
     assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
 
 
+def test_counterfactual_check_passes_a_falling_or_flat_curve_and_fails_a_rising_one():
+    from video2reward.rewards.evaluate import counterfactual_verdict
+
+    true = {"final_progress_true_goal": 1.0, "rise_true_goal": 1.0}
+    # HOLD-R reach seed 0 with a push goal: flat at -2.2, rising 0.04, Spearman 0.94
+    assert counterfactual_verdict({**true, "final_progress": -2.2, "spearman": 0.94,
+                                   "rise": 0.04}) == "flat"
+    assert counterfactual_verdict({**true, "final_progress": 0.2, "spearman": -0.3,
+                                   "rise": -0.2}) == "spearman"
+    # VIP push seed 1 with a reach goal: still climbs by 0.39 of the true goal's 0.93
+    assert counterfactual_verdict({"final_progress_true_goal": 0.5, "rise_true_goal": 0.93,
+                                   "final_progress": 0.4, "spearman": 0.58, "rise": 0.39}) is None
+    # never higher than with the true goal, however it is shaped
+    assert counterfactual_verdict({**true, "final_progress": 1.5, "spearman": -0.5,
+                                   "rise": 0.0}) is None
+    # a true goal that itself gives no rise cannot vouch for a flat curve
+    assert counterfactual_verdict({"final_progress_true_goal": 1.0, "rise_true_goal": -0.1,
+                                   "final_progress": 0.0, "spearman": 0.9, "rise": -0.2}) is None
+
+
 # ----------------------------------------------------------------------------- encoders
 def _torchvision_resnet_keys(depth: int) -> dict[str, tuple[int, ...]]:
     """torchvision.models.resnet{18,50}'s state-dict keys and shapes, written out by hand."""
