@@ -26,6 +26,12 @@ after 200 steps). A few idle frames that look alike but lie at different times p
 d(o_t) ~ d(o_t+1) and keep the scale bounded; keeping the whole idle tail (push: 90 of 121
 frames) instead drowns the task in it (held-out Spearman 0.14 vs 0.80 at 10 frames).
 
+Batch size (twin push, seeds 0-2, 600 steps; Spearman / AUROC / counterfactual Spearman): at
+the official 32, 0.97 / 0.95 / -0.28, 0.99 / 0.92 / 0.58 (fails: a reach goal still raises
+progress) and 0.87 / 0.92 / -0.18; at 64, 0.99 / 1.00 / -0.28, 0.97 / 1.00 / 0.37 and
+0.98 / 0.98 / -0.12. 1500 steps at 32 (1.25x the samples of 600 at 64) fix seed 2 but not
+seed 1 (counterfactual 0.68), so it is the log-mean-exp estimate, not the sample count.
+
 RL reward (paper Sec. 5): R(o_t, o_t+1; g) = S(o_t+1; g) - S(o_t; g), S = -||phi(o) - phi(g)||.
 Differences from the official setup, for this machine: the default encoder is the small
 DrQ-v2 conv net at 84 px trained from scratch for ``steps`` (the paper pre-trains a ResNet-50 on
@@ -49,6 +55,10 @@ from video2reward.rewards.encoders import build_encoder
 class VIPConfig(RewardConfig):
     method: str = "vip"
     lr: float = 3e-4  # official 1e-4 for a ResNet over 10k+ steps; the small conv net takes more
+    # The official config uses 32. The TD term is a log-mean-exp over the batch, a biased
+    # estimate of log E[exp(.)] that gets better with more samples; 64 is what made twin push
+    # meet the bar on every seed (module docstring).
+    batch_size: int = 64
     gamma: float = 0.98  # discount of the implicit value function (paper)
     num_negatives: int = 0  # shuffled-negative terms (official option, default 0)
     l1_weight: float = 0.0  # weight of mean ||phi||_1 (official config: 0)
