@@ -37,6 +37,9 @@ from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Time-based objectives stop this many frames after an episode's first successful frame
+# (RewardModel.default_trim_after_success); HOLD-R and TCN read the rest as at-goal frames.
+KEEP_AFTER_SUCCESS = 2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,7 +57,7 @@ from video2reward.rewards.base import (
     medoid_last_frame,
     to_tensor,
 )
-from video2reward.rewards.data import VideoDataset, augment
+from video2reward.rewards.data import KEEP_AFTER_SUCCESS, VideoDataset, augment
 from video2reward.rewards.encoders import build_encoder
 from video2reward.rewards.tcn import sample_clips, tc_loss
 
@@ -108,7 +108,6 @@ class HoldRConfig(RewardConfig):
         _check_bonus(self.success_bonus, self.success_threshold)
 
 
-KEEP_AFTER_SUCCESS = 2  # HOLD-R's regression pairs end this many frames after first success
 
 
 class HoldR(RewardModel):
@@ -250,7 +249,7 @@ class HoldC(GoalDistanceModel):
     def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
         cfg = self.config
         b, k = cfg.batch_size, cfg.clip_frames
-        x, _ = sample_clips(data, rng, b, k, self.device)
+        x, _, _ = sample_clips(data, rng, b, k, self.device)
         x = augment(x, cfg.augment, rng, cfg.crop_scale_min)
         steps = torch.arange(k, device=self.device).repeat(b)  # clip steps (stride units)
         seq = torch.arange(b, device=self.device).repeat_interleave(k)

@@ -21,13 +21,23 @@ and windows 4 / 8 frames gives push 0.94 and reach 1.00; with negatives from the
 video only, push 0.96 but a push goal still raises progress on reach (counterfactual Spearman
 0.65: nothing static in a video, such as the reach target, is ever contrasted).
 
-Clip length (twin push, Spearman over seeds 0-2; 16-frame clips: 0.94 / 0.86 / 0.90): 32-frame
-clips give 0.94 / 0.97 / 0.97 (reach 0.97 / 0.95 / 1.00). Capping the clip at the shortest
-video in the batch, which repeats no frame and changes about a fifth of the batches by 1-3
-frames (3 of 50 push demos are shorter than 32), gives 0.89 / 0.88 / 0.94. A sampling change
-that small moving a seed by up to 0.09 says TCN's push value order is noisy at this budget,
-so neither is kept as a fix. On 20-frame synthetic videos, padded 32-frame clips (12 repeats
-of the last frame) drop Spearman to 0.54 (tests/unit/test_rewards_learn.py needs > 0.6).
+Windows and at-goal frames (twin push, seeds 0-4, Spearman / AUROC). Twin demos reach the
+goal in 30-45 frames. With windows of 4 / 8 frames over 16-frame clips, progress stayed within
+~0.1 over the first half of an episode: the loss orders frames only up to the negative window,
+and beyond it every frame is just "far". Spearman 0.94 / 0.86 / 0.90 / 0.92 / 0.82. Windows of
+6 / 12 frames over 24-frame clips (``pos_window``, ``neg_window``, ``clip_frames``) order more
+of an episode. 8 / 16 over 32-frame clips read 0.95-0.98 but a reach goal then raised progress
+on push seed 1 (counterfactual Spearman 0.66).
+The other half is the AUROC (0.91 / 0.91 / 0.96 / 0.82 / 0.88 at 4 / 8): held-out push
+successes run ~90 steps past success with the tool lifted, which no training frame showed, so
+progress fell from 1 to ~0.5 there. ``at_goal_frames`` (4) adds to each clip frames from the
+first successful one to the end of the recording, all at the first success's time, so they
+are positives of the goal frame: AUROC 1.00 on all five seeds at 4 / 8 windows (Spearman
+0.87-0.95). Both together (the defaults): Spearman 0.94 / 0.95 / 0.98 / 0.91 / 0.94, AUROC
+1.00 / 0.99 / 1.00 / 0.99 / 0.97, counterfactual passing on every seed. Unlabelled videos
+(no per-step success) repeat their last frame instead. TCN therefore reads whole episodes
+(``default_trim_after_success = -1``); clips stride over the frames up to
+``KEEP_AFTER_SUCCESS`` after the first success, as the other methods' demos are cut.
 
 Reward (paper Sec. IV-B, with the goal embedding in place of the demo frame being imitated):
 r_t = -a d_t^2 - b sqrt(c + d_t^2), d_t = ||f(o_t) - f(g)||, a Huber-like shaping.
@@ -42,7 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 from video2reward.rewards.base import GoalDistanceModel, RewardConfig, RewardError
-from video2reward.rewards.data import VideoDataset, augment
+from video2reward.rewards.data import KEEP_AFTER_SUCCESS, VideoDataset, augment
 from video2reward.rewards.encoders import Normalized, build_encoder
 
 
@@ -51,12 +61,15 @@ class TCNConfig(RewardConfig):
     method: str = "tcn"
     augment: str = "shift"
     batch_size: int = 4  # clips per batch, one video each
-    clip_frames: int = 16  # frames per clip, evenly strided over the whole video
-    pos_window: int = 4  # frames: positives within this distance of the anchor
-    neg_window: int = 8  # frames: negatives farther than this from the anchor
+    clip_frames: int = 24  # frames per clip, evenly strided over the video (up to the goal)
+    pos_window: int = 6  # frames: positives within this distance of the anchor
+    neg_window: int = 12  # frames: negatives farther than this from the anchor
     margin: float = 0.2  # triplet margin on squared distances (kekeblom/tcn: 2.0, see above)
     alpha: float = 10.0  # embedding norm after L2 normalisation (kekeblom/tcn)
     cross_clip_negatives: bool = True  # frames of the batch's other videos are negatives too
+    # Frames added to each clip from the first successful frame to the end of the recording,
+    # all at the time of that first success (module docstring); needs per-step success labels.
+    at_goal_frames: int = 4
     reward_a: float = 1.0  # weight of the squared distance in the reward
     reward_b: float = 1.0  # weight of the sqrt term
     reward_c: float = 1e-3  # inside the sqrt, keeps its gradient finite at d = 0
@@ -70,20 +83,24 @@ class TCNConfig(RewardConfig):
             raise ValueError(f"clip_frames must be >= 3, got {self.clip_frames}")
         if self.margin <= 0 or self.alpha <= 0:
             raise ValueError("margin and alpha must be > 0")
+        if self.at_goal_frames < 0:
+            raise ValueError(f"at_goal_frames must be >= 0, got {self.at_goal_frames}")
 
 
 def sample_clips(data: VideoDataset, rng: np.random.Generator, clips: int, frames: int,
-                 device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
-    """``clips`` random videos, ``frames`` frames each, evenly strided over the video from a
-    random offset -> (clips, frames, 3, S, S) float frames and their (clips, frames) indices."""
+                 device: torch.device, lengths: np.ndarray | None = None,
+                 ) -> tuple[torch.Tensor, np.ndarray]:
+    """``clips`` random videos, ``frames`` frames each, evenly strided over the video (its
+    first ``lengths[i]`` frames if given) from a random offset -> (clips, frames, 3, S, S)
+    float frames, their (clips, frames) indices and the (clips,) episode indices."""
     ep = rng.integers(0, len(data), size=clips)
-    n = data.lengths[ep]
+    n = (data.lengths if lengths is None else lengths)[ep]
     stride = np.maximum(1, n // frames)
     start = (rng.random(clips) * np.maximum(1, n - stride * (frames - 1))).astype(np.int64)
     t = np.minimum(start[:, None] + stride[:, None] * np.arange(frames)[None], n[:, None] - 1)
     x = data.frames_tensor(np.repeat(ep, frames), t.reshape(-1), device)
     s = data.size_px
-    return x.view(clips, frames, 3, s, s), t
+    return x.view(clips, frames, 3, s, s), t, ep
 
 
 def tc_loss(emb: torch.Tensor, timesteps: torch.Tensor, sequence_ids: torch.Tensor,
@@ -118,6 +135,7 @@ class TCN(GoalDistanceModel):
     method = "tcn"
     config_cls = TCNConfig
     config: TCNConfig
+    default_trim_after_success = -1  # whole episodes: clips end KEEP_AFTER_SUCCESS after it
 
     def __init__(self, config: TCNConfig):
         super().__init__(config)
@@ -127,16 +145,33 @@ class TCN(GoalDistanceModel):
 
     def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
         cfg = self.config
-        if int(data.lengths.max()) <= cfg.neg_window + 1:
+        cut = data.cut_lengths(KEEP_AFTER_SUCCESS)  # the frames a clip strides over
+        if int(cut.max()) <= cfg.neg_window + 1:
             raise RewardError(
                 f"TCN needs videos longer than neg_window+1={cfg.neg_window + 1} frames; "
-                f"the longest has {int(data.lengths.max())}: lower neg_window"
+                f"the longest has {int(cut.max())}: lower neg_window"
             )
-        x, t = sample_clips(data, rng, cfg.batch_size, cfg.clip_frames, self.device)
+        x, t, ep = sample_clips(data, rng, cfg.batch_size, cfg.clip_frames, self.device, cut)
+        if cfg.at_goal_frames:
+            # Frames from the first success to the end, at its time; unlabelled episodes repeat
+            # their last frame at its time.
+            first = data.first_success[ep]
+            labelled = first >= 0
+            rest = np.where(labelled, data.lengths[ep] - first, 1)
+            t0 = np.where(labelled, first, cut[ep] - 1)
+            k = cfg.at_goal_frames
+            after = t0[:, None] + (rng.random((len(ep), k)) * rest[:, None]).astype(np.int64)
+            xa = data.frames_tensor(np.repeat(ep, k), after.reshape(-1), self.device)
+            x = torch.cat([x, xa.view(len(ep), k, *x.shape[2:])], 1)
+            t = np.concatenate([t, np.repeat(t0[:, None], k, 1)], 1)
         x = augment(x, cfg.augment, rng, cfg.crop_scale_min)
-        seq = torch.arange(cfg.batch_size, device=self.device).repeat_interleave(cfg.clip_frames)
+        seq = torch.arange(cfg.batch_size, device=self.device).repeat_interleave(x.shape[1])
         return {"frames": x, "timesteps": torch.as_tensor(t.reshape(-1), device=self.device),
                 "sequence_ids": seq}
+
+    @torch.no_grad()
+    def calibrate(self, data: VideoDataset) -> None:
+        super().calibrate(data.trimmed(KEEP_AFTER_SUCCESS))  # demos end at the goal
 
     def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         x = batch["frames"]

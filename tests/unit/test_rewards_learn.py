@@ -186,6 +186,38 @@ def test_hold_r_pairs_frames_after_success_with_the_success_frame_at_zero(heldou
     np.testing.assert_array_equal(target[regress], g_idx[regress] - s_idx[regress])
 
 
+def test_tcn_at_goal_frames_sit_at_the_first_success_time(heldout):
+    """TCN clips stride over the frames up to KEEP_AFTER_SUCCESS after the first success, and
+    at-goal frames come from the first success to the end, all at the first success's time."""
+    from video2reward.rewards.data import KEEP_AFTER_SUCCESS, VideoDataset
+
+    first, cut = 8, 8 + KEEP_AFTER_SUCCESS + 1
+    videos = [heldout.episode(i).copy() for i in range(len(heldout))]
+    for v in videos:  # each frame carries its index in pixel (0, 0)
+        v[:, 0, 0, 0] = np.arange(len(v))
+    infos = [dataclasses.replace(info, first_success=first) for info in heldout.infos]
+    labelled = VideoDataset(videos, infos, heldout.size_px)
+
+    cls = method_class("tcn")
+    cfg = cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=200, clip_frames=6,
+                         pos_window=1, neg_window=2, augment="none", at_goal_frames=3)
+    batch = cls(cfg).sample_batch(labelled, np.random.default_rng(0))
+    idx = batch["frames"][:, :, 0, 0, 0].round().long().numpy()  # (clips, 6 + 3)
+    t = batch["timesteps"].numpy().reshape(idx.shape)
+    np.testing.assert_array_equal(t[:, :6], idx[:, :6])  # clip frames at their own time
+    assert idx[:, :6].max() == cut - 1
+    assert (t[:, 6:] == first).all()  # at-goal frames at the first success's time ...
+    assert idx[:, 6:].min() == first and idx[:, 6:].max() == 19  # ... from it to the end
+    assert np.ptp(batch["sequence_ids"].numpy().reshape(idx.shape), axis=1).max() == 0
+
+    # without labels: whole episodes, the extra frames repeat the last one at its time
+    plain = cls(cfg).sample_batch(VideoDataset(videos, heldout.infos, heldout.size_px),
+                                  np.random.default_rng(0))
+    idx = plain["frames"][:, :, 0, 0, 0].round().long().numpy()
+    assert idx[:, :6].max() == 19 and (idx[:, 6:] == 19).all()
+    assert (plain["timesteps"].numpy().reshape(idx.shape)[:, 6:] == 19).all()
+
+
 def test_goal_conditioned_rank2reward_reads_the_goal(demos_path, heldout, tmp_path):
     """Trained with other demos' goals as 'no progress', a wrong goal gives no rising progress."""
     cls = method_class("rank2reward")
