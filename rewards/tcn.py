@@ -15,11 +15,12 @@ scaled by ``alpha`` (as in kekeblom/tcn), the loss is the mean over pairs of
 max(0, ||f(a) - f(p)||^2 + margin - ||f(a) - f(n)||^2).
 
 Settings, measured on 50 twin demos (held-out Spearman of progress against time; counterfactual
-check): kekeblom/tcn's sampler (one random triplet per sample, margin 2) reaches zero loss within
-200 steps and gives push 0.56. The semi-hard loss with margin 0.2 (HOLD-C's official margin)
-and windows 4 / 8 frames gives push 0.94 and reach 1.00; with negatives from the anchor's own
-video only, push 0.96 but a push goal still raises progress on reach (counterfactual Spearman
-0.65: nothing static in a video, such as the reach target, is ever contrasted).
+check): kekeblom/tcn's sampler (one random triplet per sample, margin 2) reaches zero loss
+within 200 steps and gives push 0.56. The semi-hard loss with margin 0.2 (HOLD-C's official
+margin) and windows 4 / 8 frames gives push 0.94 and reach 1.00 (seed 0); with negatives from
+the anchor's own video only, push 0.96 but a push goal still raises progress on reach
+(counterfactual Spearman 0.65: nothing static in a video, such as the reach target, is ever
+contrasted).
 
 Windows and at-goal frames (twin push, seeds 0-4, Spearman / AUROC). Twin demos reach the
 goal in 30-45 frames. With windows of 4 / 8 frames over 16-frame clips, progress stayed within
