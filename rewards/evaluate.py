@@ -19,13 +19,15 @@ Metrics (``metrics.json``) and plots (``curves.png``):
 - ``counterfactual``: goal-conditioned models score the held-out expert episodes again with a
   goal from another task (``cf_data``'s goal frames; without it, each episode's own first
   frame). A sound reward then stops leading along the demo. ``rise`` and ``rise_true_goal``
-  are the mean progress gained from the first frame to the first successful one. The check
-  passes when the final progress is lower than with the true goal and the curve is either
-  not monotonic (mean Spearman <= 0.5) or flat (``rise`` at most a tenth of
-  ``rise_true_goal``; ``passed_by`` says which). Spearman alone ranks a flat curve with a
-  small drift as monotonic: HOLD-R on twin reach, scored with a push goal, sits at -2.2 and
-  rises 0.04 against 1.03 with the true goal, Spearman 0.94; summed over an episode such a
-  reward gives the agent 4% of the true goal's push.
+  are the mean progress gained from the first frame to the first successful one; ``climb``
+  and ``climb_true_goal`` the same from a straight-line fit over those frames, counted per
+  episode only where it climbs (so a falling episode cannot offset a rising one, and a dip
+  at the last frame does not hide a climb). The check passes when the final progress is lower
+  than with the true goal and the curve is either not monotonic (mean Spearman <= 0.5) or
+  flat (``climb`` at most a tenth of ``climb_true_goal``); ``passed_by`` says which.
+  Spearman alone ranks a flat curve with a small drift as monotonic: HOLD-R on twin reach,
+  scored with a push goal, sits at -2.2 and rises 0.04 against 1.03 with the true goal
+  (Spearman 0.94), i.e. its progress climbs 4% as much.
 
 An episode's goal frame is the scene at the moment the task is done: its first successful
 frame when the data labels success per step, else its last frame. That is the goal image a
@@ -49,7 +51,7 @@ from video2reward.rewards.base import RewardModel
 from video2reward.rewards.data import VideoDataset
 
 CF_MAX_SPEARMAN = 0.5  # counterfactual-goal check: mean Spearman must fall to this or below,
-CF_MAX_RISE_FRACTION = 0.1  # or the progress rise to this fraction of the true goal's
+CF_MAX_CLIMB_FRACTION = 0.1  # or the progress climb to this fraction of the true goal's
 
 
 def auroc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
@@ -68,6 +70,15 @@ def time_spearman(progress: np.ndarray) -> float:
     return float(spearmanr(progress, np.arange(len(progress))).statistic)
 
 
+def climb(progress: np.ndarray) -> float:
+    """How much progress climbs over a curve: a least-squares line's rise from the first to the
+    last frame, 0 when it falls."""
+    if len(progress) < 2:
+        return 0.0
+    slope = np.polyfit(np.arange(len(progress)), np.asarray(progress, float), 1)[0]
+    return float(max(0.0, slope * (len(progress) - 1)))
+
+
 def final_score(progress: np.ndarray) -> float:
     k = max(3, int(np.ceil(0.1 * len(progress))))
     return float(np.mean(progress[-k:]))
@@ -82,7 +93,7 @@ def evaluate(
     fail = [i for i, info in enumerate(data.infos) if not info.success]
     curves: dict[str, list[dict[str, np.ndarray]]] = {"expert": [], "failed": [], "cf": []}
 
-    rho, rho_nog, final_true, rise_true = [], [], [], []
+    rho, rho_nog, final_true, rise_true, climb_true = [], [], [], [], []
     for i in experts:
         frames = data.episode(i)
         n = _task_frames(data, i)
@@ -91,6 +102,7 @@ def evaluate(
         rho.append(time_spearman(out.progress[:n]))
         final_true.append(final_score(out.progress))
         rise_true.append(float(out.progress[n - 1] - out.progress[0]))
+        climb_true.append(climb(out.progress[:n]))
         nog = model.score(frames) if model.uses_goal else out
         rho_nog.append(time_spearman(nog.progress[:n]))
         curves["expert"].append({"progress": out.progress, "reward": out.reward})
@@ -126,7 +138,7 @@ def evaluate(
     }
 
     if model.uses_goal and experts:
-        rho_cf, final_cf, rise_cf = [], [], []
+        rho_cf, final_cf, rise_cf, climb_cf = [], [], [], []
         for n, i in enumerate(experts):
             frames = data.episode(i)
             if cf_data is not None:
@@ -139,18 +151,22 @@ def evaluate(
             rho_cf.append(time_spearman(out.progress[:k]))
             final_cf.append(final_score(out.progress))
             rise_cf.append(float(out.progress[k - 1] - out.progress[0]))
+            climb_cf.append(climb(out.progress[:k]))
             curves["cf"].append({"progress": out.progress, "reward": out.reward})
-        cfm = {
-            "goal_source": "other_task" if cf_data is not None else "own_first_frame",
+        figures = {
             "spearman": float(np.mean(rho_cf)),
             "final_progress": float(np.mean(final_cf)),
             "final_progress_true_goal": float(np.mean(final_true)),
             "rise": float(np.mean(rise_cf)),
             "rise_true_goal": float(np.mean(rise_true)),
+            "climb": float(np.mean(climb_cf)),
+            "climb_true_goal": float(np.mean(climb_true)),
         }
-        cfm["passed_by"] = counterfactual_verdict(cfm)
-        cfm["passed"] = cfm["passed_by"] is not None
-        metrics["counterfactual"] = cfm
+        by = counterfactual_verdict(figures)
+        metrics["counterfactual"] = {
+            "goal_source": "other_task" if cf_data is not None else "own_first_frame",
+            **figures, "passed": by is not None, "passed_by": by,
+        }
 
     metrics = _finite_or_none(metrics)
     if out_dir is not None:
@@ -167,7 +183,8 @@ def counterfactual_verdict(cf: dict[str, float]) -> str | None:
         return None
     if cf["spearman"] <= CF_MAX_SPEARMAN:
         return "spearman"
-    if cf["rise_true_goal"] > 0 and cf["rise"] <= CF_MAX_RISE_FRACTION * cf["rise_true_goal"]:
+    if (cf["climb_true_goal"] > 0
+            and cf["climb"] <= CF_MAX_CLIMB_FRACTION * cf["climb_true_goal"]):
         return "flat"
     return None
 

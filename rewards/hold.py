@@ -108,8 +108,6 @@ class HoldRConfig(RewardConfig):
         _check_bonus(self.success_bonus, self.success_threshold)
 
 
-
-
 class HoldR(RewardModel):
     method = "hold_r"
     config_cls = HoldRConfig

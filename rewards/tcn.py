@@ -27,8 +27,8 @@ goal in 30-45 frames. With windows of 4 / 8 frames over 16-frame clips, progress
 ~0.1 over the first half of an episode: the loss orders frames only up to the negative window,
 and beyond it every frame is just "far". Spearman 0.94 / 0.86 / 0.90 / 0.92 / 0.82. Windows of
 6 / 12 frames over 24-frame clips (``pos_window``, ``neg_window``, ``clip_frames``) order more
-of an episode. 8 / 16 over 32-frame clips read 0.95-0.98 but a reach goal then raised progress
-on push seed 1 (counterfactual Spearman 0.66).
+of an episode. 8 / 16 over 32-frame clips with at-goal frames read 0.97-0.99, but a reach goal
+then raised progress on push seed 1 (counterfactual Spearman 0.66).
 The other half is the AUROC (0.91 / 0.91 / 0.96 / 0.82 / 0.88 at 4 / 8): held-out push
 successes run ~90 steps past success with the tool lifted, which no training frame showed, so
 progress fell from 1 to ~0.5 there. ``at_goal_frames`` (4) adds to each clip frames from the
@@ -62,14 +62,15 @@ class TCNConfig(RewardConfig):
     method: str = "tcn"
     augment: str = "shift"
     batch_size: int = 4  # clips per batch, one video each
-    clip_frames: int = 24  # frames per clip, evenly strided over the video (up to the goal)
+    clip_frames: int = 24  # frames per clip, strided over the video up to just after the goal
     pos_window: int = 6  # frames: positives within this distance of the anchor
     neg_window: int = 12  # frames: negatives farther than this from the anchor
     margin: float = 0.2  # triplet margin on squared distances (kekeblom/tcn: 2.0, see above)
     alpha: float = 10.0  # embedding norm after L2 normalisation (kekeblom/tcn)
     cross_clip_negatives: bool = True  # frames of the batch's other videos are negatives too
     # Frames added to each clip from the first successful frame to the end of the recording,
-    # all at the time of that first success (module docstring); needs per-step success labels.
+    # all at the time of that first success (module docstring). Episodes without per-step
+    # success labels (e.g. plain videos) add copies of their last frame, at its time.
     at_goal_frames: int = 4
     reward_a: float = 1.0  # weight of the squared distance in the reward
     reward_b: float = 1.0  # weight of the sqrt term
@@ -90,7 +91,7 @@ class TCNConfig(RewardConfig):
 
 def sample_clips(data: VideoDataset, rng: np.random.Generator, clips: int, frames: int,
                  device: torch.device, lengths: np.ndarray | None = None,
-                 ) -> tuple[torch.Tensor, np.ndarray]:
+                 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """``clips`` random videos, ``frames`` frames each, evenly strided over the video (its
     first ``lengths[i]`` frames if given) from a random offset -> (clips, frames, 3, S, S)
     float frames, their (clips, frames) indices and the (clips,) episode indices."""

@@ -51,7 +51,9 @@ class TrainConfig:
     agent_updates: int = 200  # discriminator updates on agent_data
     # Cut demos this many frames after their first successful frame when the data has
     # per-step success labels (scripted demos idle after success); -1 keeps whole episodes;
-    # None takes the method's default (RewardModel.default_trim_after_success).
+    # None takes the method's default (RewardModel.default_trim_after_success). HOLD-R and TCN
+    # keep whole episodes by default and still stop their time-based samples 2 frames after
+    # the first success (data.KEEP_AFTER_SUCCESS); the frames after it feed their at-goal terms.
     trim_after_success: int | None = None
     progress_bar: bool = True
 
@@ -134,9 +136,12 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
         saved = {k: v for k, v in dict(state.get("config", {})).items() if k != "steps"}
         wanted = {k: v for k, v in dataclasses.asdict(model_cfg).items() if k != "steps"}
         if saved != wanted:
+            diff = ", ".join(f"{k}: {saved.get(k, '(unset)')} -> {wanted.get(k, '(unset)')}"
+                             for k in sorted(saved.keys() | wanted.keys())
+                             if saved.get(k) != wanted.get(k))
             raise CheckpointError(
-                f"{state_path} was trained with a different config (only steps may change "
-                "on resume); use a new out= folder or resume=false"
+                f"{state_path} was trained with a different config ({diff}; only steps may "
+                "change on resume); use a new out= folder or resume=false"
             )
         model.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])

@@ -188,23 +188,34 @@ def test_auroc_matches_pairwise_count():
 
 
 def test_counterfactual_check_passes_a_falling_or_flat_curve_and_fails_a_rising_one():
-    from video2reward.rewards.evaluate import counterfactual_verdict
+    from video2reward.rewards.evaluate import climb, counterfactual_verdict
 
-    true = {"final_progress_true_goal": 1.0, "rise_true_goal": 1.0}
-    # HOLD-R reach seed 0 with a push goal: flat at -2.2, rising 0.04, Spearman 0.94
+    t = np.arange(30, dtype=float)
+    assert climb(t / 29) == pytest.approx(1.0)  # a straight rise from 0 to 1
+    assert climb(-t) == 0.0  # falling: no climb
+    rise_then_dip = np.concatenate([t[:29] / 28, [0.0]])  # climbs, drops at the last frame
+    assert climb(rise_then_dip) > 0.7 and rise_then_dip[-1] - rise_then_dip[0] == 0.0
+
+    true = {"final_progress_true_goal": 1.0, "climb_true_goal": 1.0}
+    # HOLD-R reach seed 0 with a push goal: flat at -2.2, climbing 0.04, Spearman 0.94
     assert counterfactual_verdict({**true, "final_progress": -2.2, "spearman": 0.94,
-                                   "rise": 0.04}) == "flat"
+                                   "climb": 0.04}) == "flat"
     assert counterfactual_verdict({**true, "final_progress": 0.2, "spearman": -0.3,
-                                   "rise": -0.2}) == "spearman"
-    # VIP push seed 1 with a reach goal: still climbs by 0.39 of the true goal's 0.93
-    assert counterfactual_verdict({"final_progress_true_goal": 0.5, "rise_true_goal": 0.93,
-                                   "final_progress": 0.4, "spearman": 0.58, "rise": 0.39}) is None
+                                   "climb": 0.0}) == "spearman"
+    # the boundaries pass: Spearman 0.5, a climb of exactly a tenth
+    assert counterfactual_verdict({**true, "final_progress": 0.2, "spearman": 0.5,
+                                   "climb": 0.5}) == "spearman"
+    assert counterfactual_verdict({**true, "final_progress": 0.2, "spearman": 0.9,
+                                   "climb": 0.1}) == "flat"
+    # VIP push seed 1 at batch 32 with a reach goal: still climbs, in order
+    assert counterfactual_verdict({"final_progress_true_goal": 0.5, "climb_true_goal": 0.93,
+                                   "final_progress": 0.4, "spearman": 0.58, "climb": 0.39}) is None
     # never higher than with the true goal, however it is shaped
     assert counterfactual_verdict({**true, "final_progress": 1.5, "spearman": -0.5,
-                                   "rise": 0.0}) is None
-    # a true goal that itself gives no rise cannot vouch for a flat curve
-    assert counterfactual_verdict({"final_progress_true_goal": 1.0, "rise_true_goal": -0.1,
-                                   "final_progress": 0.0, "spearman": 0.9, "rise": -0.2}) is None
+                                   "climb": 0.0}) is None
+    # a true goal that itself gives no climb cannot vouch for a flat curve
+    assert counterfactual_verdict({"final_progress_true_goal": 1.0, "climb_true_goal": 0.0,
+                                   "final_progress": 0.0, "spearman": 0.9, "climb": 0.0}) is None
 
 
 # ----------------------------------------------------------------------------- encoders

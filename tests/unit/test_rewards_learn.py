@@ -67,7 +67,7 @@ def test_training_resumes_from_its_checkpoint(demos_path, tmp_path):
     steps = [int(r.split(",")[0]) for r in (out / "metrics.csv").read_text().splitlines()[1:]]
     assert steps[-4:] == [6, 7, 8, 9]  # continued, not restarted
     other = cls.config_cls(image_size_px=SIZE, embed_dim=16, steps=12)
-    with pytest.raises(ValueError, match="different config"):
+    with pytest.raises(ValueError, match=r"different config \(embed_dim: 8 -> 16;"):
         train(other, TrainConfig(data=str(demos_path), out=str(out), progress_bar=False))
 
 
@@ -147,8 +147,7 @@ def test_hold_r_pairs_some_frames_with_another_demos_goal_as_far(heldout):
 def test_hold_r_pairs_frames_after_success_with_the_success_frame_at_zero(heldout):
     """At-goal pairs: a frame from the first success on, against that frame, target 0 steps;
     regression pairs and wrong goals stop KEEP_AFTER_SUCCESS frames after it."""
-    from video2reward.rewards.data import VideoDataset
-    from video2reward.rewards.hold import KEEP_AFTER_SUCCESS
+    from video2reward.rewards.data import KEEP_AFTER_SUCCESS, VideoDataset
 
     first, cut = 8, 8 + KEEP_AFTER_SUCCESS + 1  # every 20-frame episode first succeeds at 8
     videos = [heldout.episode(i).copy() for i in range(len(heldout))]
@@ -216,6 +215,33 @@ def test_tcn_at_goal_frames_sit_at_the_first_success_time(heldout):
     idx = plain["frames"][:, :, 0, 0, 0].round().long().numpy()
     assert idx[:, :6].max() == 19 and (idx[:, 6:] == 19).all()
     assert (plain["timesteps"].numpy().reshape(idx.shape)[:, 6:] == 19).all()
+
+    # labelled and unlabelled episodes in one batch, one of them first succeeding at its last
+    # frame: each clip follows its own episode
+    mixed_infos = [dataclasses.replace(info, first_success=f)
+                   for info, f in zip(heldout.infos, [first, -1, 19] * len(videos), strict=False)]
+    mixed = VideoDataset(videos, mixed_infos, heldout.size_px)
+    rng = np.random.default_rng(1)
+    batch = cls(cfg).sample_batch(mixed, rng)
+    ep = np.random.default_rng(1).integers(0, len(mixed), size=cfg.batch_size)  # same draws
+    idx = batch["frames"][:, :, 0, 0, 0].round().long().numpy()
+    t = batch["timesteps"].numpy().reshape(idx.shape)
+    f = mixed.first_success[ep]
+    assert (t[f == first, 6:] == first).all() and (idx[f == first, 6:] >= first).all()
+    assert (idx[f == -1, 6:] == 19).all() and (t[f == -1, 6:] == 19).all()
+    assert (idx[f == 19, 6:] == 19).all() and (t[f == 19, 6:] == 19).all()
+    assert {first, -1, 19} <= set(f.tolist())
+
+    # at_goal_frames=0 on whole recordings samples exactly what the clips of demos cut
+    # KEEP_AFTER_SUCCESS frames after success gave before at-goal frames existed
+    from video2reward.rewards.tcn import sample_clips
+
+    none = cls(dataclasses.replace(cfg, at_goal_frames=0))
+    new = none.sample_batch(labelled, np.random.default_rng(2))
+    old_x, old_t, _ = sample_clips(labelled.trimmed(KEEP_AFTER_SUCCESS), np.random.default_rng(2),
+                                   cfg.batch_size, cfg.clip_frames, none.device)
+    assert torch.equal(new["frames"], old_x)
+    np.testing.assert_array_equal(new["timesteps"].numpy(), old_t.reshape(-1))
 
 
 def test_goal_conditioned_rank2reward_reads_the_goal(demos_path, heldout, tmp_path):
