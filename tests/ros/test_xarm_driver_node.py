@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -35,9 +36,10 @@ def scenario() -> dict[str, Any]:
     from video2reward.sim.xarm_emulator import EmulatorProbe
 
     r: dict[str, Any] = {}
+    node_err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (read back, closed below)
     node_proc = subprocess.Popen(
         [sys.executable, "-m", "video2reward.robot.ros.xarm_driver_node", "--ros-args",
-         "-p", "watchdog_deadline_s:=0.3", "-p", "state_rate_hz:=50.0"],
+         "-p", "watchdog_deadline_s:=0.3", "-p", "state_rate_hz:=50.0"], stderr=node_err,
     )
     probe = EmulatorProbe()
     rclpy.init()
@@ -129,6 +131,9 @@ def scenario() -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             node_proc.kill()
             r["node_exit"] = "killed"
+        node_err.seek(0)
+        r["node_stderr_tail"] = node_err.read()[-3000:]
+        node_err.close()
         r["final_ctrl_state"] = probe.call("state")["state"]
         ex.shutdown()
         spinner.join(timeout=5)  # a spin thread alive at exit aborts the process (std::terminate)
@@ -186,7 +191,7 @@ def test_emergency_stop_latches_until_cleared(res: dict[str, Any]) -> None:
 
 
 def test_node_shutdown_leaves_arm_stopped(res: dict[str, Any]) -> None:
-    assert res["node_exit"] == 0
+    assert res["node_exit"] == 0, res["node_stderr_tail"]
     assert res["final_ctrl_state"] == 4
 
 
