@@ -117,6 +117,21 @@ class VideoDataset:
         cut = np.minimum(self.lengths, np.maximum(3, first + keep_after_success + 1))
         return np.where(first >= 0, cut, self.lengths)
 
+    def sample_at_goal(self, ep: np.ndarray, rng: np.random.Generator, size: int | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Where each episode's goal set starts (its first successful frame, else its last
+        frame) and frames drawn uniformly from there to the end of the recording, ``size`` per
+        episode (shape ep.shape, or ep.shape + (size,))."""
+        first = self.first_success[ep]
+        start = np.where(first >= 0, first, self.lengths[ep] - 1)
+        span = self.lengths[ep] - start
+        if size is not None:
+            start_, span_ = start[:, None], span[:, None]
+        else:
+            start_, span_ = start, span
+        shape = ep.shape if size is None else (*ep.shape, size)
+        return start, start_ + (rng.random(shape) * span_).astype(np.int64)
+
     def other_episodes(self, ep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """For each episode index in ep, a uniformly drawn different one (needs >= 2 episodes)."""
         return (ep + rng.integers(1, len(self), size=len(ep))) % len(self)

@@ -153,10 +153,10 @@ class HoldR(RewardModel):
             far = cfg.other_goal_steps * float(cut.max())
             target = np.where(other, far, target).astype(np.float32)
         if cfg.at_goal_fraction:
-            first = data.first_success[ep]
             at_goal = ((kind >= cfg.other_goal_fraction)
-                       & (kind < cfg.other_goal_fraction + cfg.at_goal_fraction) & (first >= 0))
-            after = first + (rng.random(b) * (data.lengths[ep] - first)).astype(np.int64)
+                       & (kind < cfg.other_goal_fraction + cfg.at_goal_fraction)
+                       & (data.first_success[ep] >= 0))
+            first, after = data.sample_at_goal(ep, rng)
             t = np.where(at_goal, after, t)
             k = np.where(at_goal, first, k)
             target = np.where(at_goal, 0.0, target).astype(np.float32)

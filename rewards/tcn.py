@@ -157,12 +157,8 @@ class TCN(GoalDistanceModel):
         if cfg.at_goal_frames:
             # Frames from the first success to the end, at its time; unlabelled episodes repeat
             # their last frame at its time.
-            first = data.first_success[ep]
-            labelled = first >= 0
-            rest = np.where(labelled, data.lengths[ep] - first, 1)
-            t0 = np.where(labelled, first, cut[ep] - 1)
             k = cfg.at_goal_frames
-            after = t0[:, None] + (rng.random((len(ep), k)) * rest[:, None]).astype(np.int64)
+            t0, after = data.sample_at_goal(ep, rng, k)
             xa = data.frames_tensor(np.repeat(ep, k), after.reshape(-1), self.device)
             x = torch.cat([x, xa.view(len(ep), k, *x.shape[2:])], 1)
             t = np.concatenate([t, np.repeat(t0[:, None], k, 1)], 1)
