@@ -144,17 +144,25 @@ def test_hold_r_pairs_some_frames_with_another_demos_goal_as_far(heldout):
     assert (paper.sample_batch(heldout, np.random.default_rng(0))["target_steps"] < far).all()
 
 
+def _frame_indexed(heldout, first: int):
+    """heldout's videos with each frame's index written into pixel (0, 0) (read back from a
+    batch), and a dataset of them labelled as first succeeding at frame ``first``."""
+    from video2reward.rewards.data import VideoDataset
+
+    videos = [heldout.episode(i).copy() for i in range(len(heldout))]
+    for v in videos:
+        v[:, 0, 0, 0] = np.arange(len(v))
+    infos = [dataclasses.replace(info, first_success=first) for info in heldout.infos]
+    return videos, VideoDataset(videos, infos, heldout.size_px)
+
+
 def test_hold_r_pairs_frames_after_success_with_the_success_frame_at_zero(heldout):
     """At-goal pairs: a frame from the first success on, against that frame, target 0 steps;
     regression pairs and wrong goals stop KEEP_AFTER_SUCCESS frames after it."""
     from video2reward.rewards.data import KEEP_AFTER_SUCCESS, VideoDataset
 
     first, cut = 8, 8 + KEEP_AFTER_SUCCESS + 1  # every 20-frame episode first succeeds at 8
-    videos = [heldout.episode(i).copy() for i in range(len(heldout))]
-    for v in videos:  # each frame carries its index in pixel (0, 0), read back below
-        v[:, 0, 0, 0] = np.arange(len(v))
-    infos = [dataclasses.replace(info, first_success=first) for info in heldout.infos]
-    labelled = VideoDataset(videos, infos, heldout.size_px)
+    videos, labelled = _frame_indexed(heldout, first)
     assert (labelled.cut_lengths(KEEP_AFTER_SUCCESS) == cut).all()
     # no labels: whole episodes
     assert (heldout.cut_lengths(KEEP_AFTER_SUCCESS) == heldout.lengths).all()
@@ -191,11 +199,7 @@ def test_tcn_at_goal_frames_sit_at_the_first_success_time(heldout):
     from video2reward.rewards.data import KEEP_AFTER_SUCCESS, VideoDataset
 
     first, cut = 8, 8 + KEEP_AFTER_SUCCESS + 1
-    videos = [heldout.episode(i).copy() for i in range(len(heldout))]
-    for v in videos:  # each frame carries its index in pixel (0, 0)
-        v[:, 0, 0, 0] = np.arange(len(v))
-    infos = [dataclasses.replace(info, first_success=first) for info in heldout.infos]
-    labelled = VideoDataset(videos, infos, heldout.size_px)
+    videos, labelled = _frame_indexed(heldout, first)
 
     cls = method_class("tcn")
     cfg = cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=200, clip_frames=6,
