@@ -6,8 +6,18 @@
     record(cmd.applied_action)                  # what was actually commanded, normalized
 
 Pure numpy, shared by the MuJoCo twin's controller and the xArm driver, so the twin and the
-robot clip identically. A command is refused (raises) when it is malformed; it is clamped when
-it is well-formed but would leave the envelope. Nothing is ever passed through unchecked.
+robot clip identically. A command is refused (raises) when it is malformed (NaN/inf, wrong
+shape, or a component beyond +-1.5: far outside the action space, an upstream bug rather than a
+saturated policy); it is clamped when it is well-formed but would leave the envelope. Nothing is
+ever passed through unchecked.
+
+The guarantee is about the *measured* tool, not only the target. A position servo that tracks
+a moving target overshoots it when the target stops or reverses, so targets (1) stay inside the
+box shrunk by ``margin_m``, (2) decelerate towards each face within the remaining distance
+(``max_accel_m_s2``), and (3) gain speed by at most ``max_accel_m_s2`` per second on each axis
+(slowing down is free), which turns a full-speed reversal into a stop and a ramp and caps the
+first command after an enable. How the
+defaults were measured: docs/safety.md.
 """
 
 from __future__ import annotations
@@ -22,6 +32,9 @@ from video2reward.robot.keys import ACTION_DIM
 
 # UFACTORY's guidance for servo-cartesian (mode 1): steps under 10 mm per command.
 MAX_STEP_LIMIT_M = 0.010
+# Actions live in [-1, 1]. Values a little beyond are clipped (exploration noise, rounding);
+# anything beyond this is refused: 1e30 in a slot is an upstream bug, not a request to saturate.
+ACTION_REFUSE_ABS = 1.5
 
 
 class InvalidCommandError(ValueError):
@@ -65,6 +78,18 @@ class WorkspaceBox:
     def clip(self, p: np.ndarray) -> np.ndarray:
         return np.clip(np.asarray(p, dtype=float), self.lo, self.hi)
 
+    def outside_m(self, p: np.ndarray) -> float:
+        """How far ``p`` lies outside the box (0 inside), metres: the largest per-axis excess."""
+        p = np.asarray(p, dtype=float)
+        return float(max(0.0, np.max(self.lo - p), np.max(p - self.hi)))
+
+    def shrunk(self, margin_m: float) -> WorkspaceBox:
+        """The box with every face moved ``margin_m`` inwards."""
+        return WorkspaceBox(
+            lo_m=tuple(float(v) for v in self.lo + margin_m),  # type: ignore[arg-type]
+            hi_m=tuple(float(v) for v in self.hi - margin_m),  # type: ignore[arg-type]
+        )
+
 
 @dataclass(frozen=True)
 class EnvelopeConfig:
@@ -76,6 +101,17 @@ class EnvelopeConfig:
     # When streaming, targets chain from the previous target (so consecutive servo targets
     # differ by at most max_step_m) but never lead the measured tool by more than this.
     max_lead_m: float = 0.02
+    # Targets stay this far inside every face: room for the position servo's overshoot. Sized
+    # from the emulated controller's worst measured overshoot with braking on (docs/safety.md).
+    margin_m: float = 0.003
+    # Per-axis limit on how fast the commanded speed grows (m/s^2), and the deceleration
+    # targets brake with towards a face: a reversal stops, then ramps up, and a stream starts
+    # from rest. 2 m/s^2: 0 -> 0.25 m/s in 0.125 s (4 commands at 30 Hz).
+    max_accel_m_s2: float = 2.0
+    # The first command after an enable or stop has no previous one to time; it is taken as
+    # one period of this length after rest, so its step is max_accel * start_period_s^2 at most
+    # (2.2 mm at 30 Hz defaults) instead of a full 10 mm jump.
+    start_period_s: float = 1.0 / 30.0
 
     def __post_init__(self) -> None:
         if not 0 < self.max_step_m <= MAX_STEP_LIMIT_M:
@@ -90,6 +126,21 @@ class EnvelopeConfig:
                              f"({self.gripper_min}, {self.gripper_max})")
         if not self.max_step_m <= self.max_lead_m <= 0.1:
             raise ValueError(f"max_lead_m must be in [max_step_m, 0.1], got {self.max_lead_m}")
+        extent = float(np.min(self.box.hi - self.box.lo))
+        if not 0.0 <= self.margin_m < extent / 2:
+            raise ValueError(
+                f"margin_m must be in [0, {extent / 2:.4f}) (half the box's smallest side), "
+                f"got {self.margin_m}"
+            )
+        if not 0.1 <= self.max_accel_m_s2 <= 50.0:
+            raise ValueError(f"max_accel_m_s2 must be in [0.1, 50], got {self.max_accel_m_s2}")
+        if not 0.001 <= self.start_period_s <= 1.0:
+            raise ValueError(f"start_period_s must be in [0.001, 1] s, got {self.start_period_s}")
+
+    @property
+    def target_box(self) -> WorkspaceBox:
+        """Where targets may go: the workspace box less the margin on every face."""
+        return self.box.shrunk(self.margin_m)
 
 
 @dataclass(frozen=True)
@@ -98,10 +149,13 @@ class SafeCommand:
     gripper_target: float  # xArm Gripper units, inside the gripper range
     applied_action: np.ndarray  # (4,) float32 in [-1, 1]: the motion actually commanded
     clamped: bool  # True when the box, the step or the speed limit cut the request
+    # (3,) m/s, the commanded target velocity (step / dt); pass it back as v_last_m_s
+    velocity_m_s: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
 
 def validate_action(action: object) -> np.ndarray:
-    """Refuse anything that is not ACTION_DIM finite numbers; clip values to [-1, 1]."""
+    """Refuse anything that is not ACTION_DIM finite numbers within +-ACTION_REFUSE_ABS; clip
+    the rest to [-1, 1]."""
     try:
         a = np.asarray(action, dtype=np.float64)
     except (TypeError, ValueError) as e:
@@ -110,6 +164,11 @@ def validate_action(action: object) -> np.ndarray:
         raise InvalidCommandError(f"action must have shape ({ACTION_DIM},), got {a.shape}")
     if not np.all(np.isfinite(a)):
         raise InvalidCommandError(f"action contains NaN or inf: {a.tolist()}")
+    if np.any(np.abs(a) > ACTION_REFUSE_ABS):
+        raise InvalidCommandError(
+            f"action {a.tolist()} has a component beyond +-{ACTION_REFUSE_ABS}: actions are "
+            "normalized to [-1, 1]; this looks like an upstream bug, not a saturated command"
+        )
     return np.clip(a, -1.0, 1.0)
 
 
@@ -129,6 +188,7 @@ class SafetyEnvelope:
         action: object,
         dt_s: float | None = None,
         p_last_target: np.ndarray | None = None,
+        v_last_m_s: np.ndarray | None = None,
     ) -> SafeCommand:
         """Turn a normalized action into a target inside the envelope (raises if malformed).
 
@@ -137,37 +197,68 @@ class SafetyEnvelope:
         never differ by more than ``max_step_m`` (UFACTORY's servo guidance), and the target
         is pulled back to within ``max_lead_m`` of the measured tool (a blocked arm does not
         accumulate a far-away target). Without it the step is taken from the measured tool.
+
+        ``dt_s`` (time since the previous command, or ``start_period_s`` for the first one)
+        turns on the rate limits: the speed cap, braking towards the faces, and with
+        ``v_last_m_s`` (the previous command's ``velocity_m_s``; zeros after a stop) the
+        per-axis acceleration limit that bounds reversals.
         """
         a = validate_action(action)
         p_now = self._finite3(p_base_tcp_now, "current tool position")
         ref = p_now if p_last_target is None else self._finite3(p_last_target, "last target")
         c = self.config
+        inner = c.target_box
         step = c.max_step_m
-        if dt_s is not None and dt_s > 0:
-            step = min(step, c.max_speed_m_s * dt_s)
-        delta = a[:3] * step
+        timed = dt_s is not None and dt_s > 0
+        if timed:
+            step = min(step, c.max_speed_m_s * float(dt_s))  # type: ignore[arg-type]
+        delta = a[:3] * c.max_step_m
+        delta = self._cap_norm(delta, step)
+        if timed:
+            dt = float(dt_s)  # type: ignore[arg-type]
+            acc = c.max_accel_m_s2
+            if v_last_m_s is not None:
+                # Start and reversal limit: speed grows by at most acc*dt per axis, so a stream
+                # starts from rest and a reversal goes through a stop and ramps up again.
+                # Slowing down is never limited: a stop request stops the target at once.
+                v0 = self._finite3(v_last_m_s, "last velocity")
+                v_min = np.minimum(0.0, v0 - acc * dt)
+                v_max = np.maximum(0.0, v0 + acc * dt)
+                delta = np.clip(delta, v_min * dt, v_max * dt)
+            # Braking: moving at v for dt and then decelerating at acc must stop before the
+            # face, v*dt + v^2/(2 acc) <= d, so v <= acc*(sqrt(dt^2 + 2d/acc) - dt). Applied
+            # after the acceleration limit: the box wins over smoothness.
+            d_hi = np.maximum(inner.hi - ref, 0.0)
+            d_lo = np.maximum(ref - inner.lo, 0.0)
+            v_hi = acc * (np.sqrt(dt * dt + 2.0 * d_hi / acc) - dt)
+            v_lo = acc * (np.sqrt(dt * dt + 2.0 * d_lo / acc) - dt)
+            delta = np.clip(delta, -v_lo * dt, v_hi * dt)
+            delta = self._cap_norm(delta, step)
         # The box is applied to the *current* position too: a tool outside (after a manual jog)
         # is only ever commanded back towards the box.
-        target = c.box.clip(ref + delta)
+        target = inner.clip(ref + delta)
         if p_last_target is not None:
             lead = target - p_now
             lead_norm = float(np.linalg.norm(lead))
             if lead_norm > c.max_lead_m:
-                target = c.box.clip(p_now + lead * (c.max_lead_m / lead_norm))
+                target = inner.clip(p_now + lead * (c.max_lead_m / lead_norm))
         # Box clip and lead projection both keep a point of the box and ball where it is, so
         # they never lengthen the step; re-entry from outside the box is capped here.
-        moved = target - ref
-        norm = float(np.linalg.norm(moved))
-        if norm > step:
-            target = ref + moved * (step / norm)
-            moved = target - ref
+        moved = self._cap_norm(target - ref, step)
+        target = ref + moved
         applied = np.empty(ACTION_DIM, dtype=np.float32)
         applied[:3] = moved / c.max_step_m
         applied[3] = a[3]
         # Compared with the full-step request, so a speed cut also counts as clamped.
         requested = a[:3] * c.max_step_m
         clamped = bool(np.any(np.abs(moved - requested) > 1e-9))
-        return SafeCommand(target, self.gripper_from_action(a[3]), applied, clamped)
+        velocity = moved / float(dt_s) if timed else np.zeros(3)  # type: ignore[arg-type]
+        return SafeCommand(target, self.gripper_from_action(a[3]), applied, clamped, velocity)
+
+    @staticmethod
+    def _cap_norm(v: np.ndarray, limit: float) -> np.ndarray:
+        n = float(np.linalg.norm(v))
+        return v * (limit / n) if n > limit else v
 
     @staticmethod
     def _finite3(p: np.ndarray, what: str) -> np.ndarray:

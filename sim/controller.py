@@ -6,7 +6,9 @@
 
 An action is a normalized delta end-effector command in [-1, 1]^4: dx, dy, dz scaled by the
 envelope's ``max_step_m`` and a gripper command (-1 open ... +1 closed). The target is the
-*measured* tool position plus the delta, clipped to the workspace box, then solved with the
+*measured* tool position plus the delta, limited by the same envelope the xArm driver runs
+(margin inside the box, braking towards its faces, speed and per-axis acceleration limits from
+the previous command's velocity), then solved with the
 closed-form tool-down IK inside the joint limits. A target the arm cannot reach is pulled back
 along the step towards the current position until it can: clamped, never passed through.
 """
@@ -29,6 +31,19 @@ class CartesianController:
         self.twin = twin
         self.envelope = envelope
         self.yaw_rad = yaw_rad
+        self._v_last = np.zeros(3)  # previous command's target velocity, m/s
+
+    def reset(self) -> None:
+        """Forget the previous command (episode reset): the next one starts from rest."""
+        self._v_last = np.zeros(3)
+
+    @property
+    def last_velocity_m_s(self) -> np.ndarray:
+        return self._v_last.copy()
+
+    def set_last_velocity(self, v_m_s: np.ndarray) -> None:
+        """Restore the previous command's velocity (snapshot/restore of an episode)."""
+        self._v_last = np.asarray(v_m_s, dtype=float).copy()
 
     def tcp_pos(self) -> np.ndarray:
         """Measured tool-centre point from the joint encoders, base frame, metres."""
@@ -58,12 +73,15 @@ class CartesianController:
     def step(self, action: object, duration_s: float) -> SafeCommand:
         """Validate, clip, solve and execute one command over ``duration_s`` of physics."""
         p_now = self.tcp_pos()
-        cmd = self.envelope.apply(p_now, action)  # raises before anything moves
+        # raises before anything moves
+        cmd = self.envelope.apply(p_now, action, dt_s=duration_s, v_last_m_s=self._v_last)
         p_goal, q_goal = self.solve(p_now, cmd.p_base_target)
         if not np.allclose(p_goal, cmd.p_base_target):
             applied = cmd.applied_action.copy()
             applied[:3] = (p_goal - p_now) / self.envelope.config.max_step_m
-            cmd = SafeCommand(p_goal, cmd.gripper_target, applied, True)
+            velocity = (p_goal - p_now) / duration_s
+            cmd = SafeCommand(p_goal, cmd.gripper_target, applied, True, velocity)
+        self._v_last = cmd.velocity_m_s
         open_frac = (cmd.gripper_target - 0.0) / 850.0
         self.twin.servo(q_goal, open_frac, duration_s)
         return cmd

@@ -9,7 +9,8 @@
 
 One step is one command at ``control_hz`` (10 Hz default, up to 30 Hz), with physics substeps
 in between. A NaN/inf or wrongly shaped action raises ``InvalidCommandError`` before anything
-moves, as the real driver refuses it.
+moves, as the real driver refuses it; so does a component beyond +-1.5. The envelope is the
+driver's: targets keep ``envelope.margin_m`` inside the workspace box and brake towards it.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ class XArm5Env(gym.Env[dict[str, np.ndarray], np.ndarray]):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         self.task.reset(self._rng, self.twin)
+        self.controller.reset()
         self.twin.hold(0.05)  # let contacts settle before the first frame
         self.twin.time_s = 0.0
         self._steps = 0
@@ -135,6 +137,7 @@ class XArm5Env(gym.Env[dict[str, np.ndarray], np.ndarray]):
         from video2reward.sim.experts import make_policy
 
         snap, steps = self.twin.snapshot(), self._steps
+        v_last = self.controller.last_velocity_m_s
         try:
             expert = make_policy(self, "expert", np.random.default_rng(0))
             expert.reset()
@@ -148,6 +151,7 @@ class XArm5Env(gym.Env[dict[str, np.ndarray], np.ndarray]):
         finally:
             self.twin.restore(snap)
             self._steps = steps
+            self.controller.set_last_velocity(v_last)
 
     def close(self) -> None:
         self.twin.close()

@@ -101,7 +101,9 @@ def test_collection_through_the_xarm_driver_and_emulator_recovers_the_camera():
     assert proc.returncode == 0 and lines, f"scenario failed:\n{proc.stdout}\n{proc.stderr}"
     r = json.loads(lines[-1])
     assert "outside the workspace box" in r["refused"]  # the driver's envelope, not ours
-    np.testing.assert_allclose(r["jog_mm"], [30.0, 0.0, -20.0], atol=1.5)
+    # 3 steps in x and 2 down; each burst re-enables, and the envelope starts a stream from
+    # rest: the first step is 2.2 mm (max_accel * start_period^2), the rest 10 mm each.
+    np.testing.assert_allclose(r["jog_mm"], [22.2, 0.0, -12.2], atol=1.5)
     assert r["fault"] is None
     assert r["n_motion_commands"] >= 10  # every pose went to the controller as a move
     assert r["views_seen"] >= 7  # the lattice corners farthest from the camera may miss

@@ -175,7 +175,8 @@ def test_jogging_through_the_arm_records_corners_and_respects_the_jog_box():
     np.testing.assert_allclose(corners[0], [0.35, 0.0, 0.20], atol=2e-3)
     # 3 x 10 mm in x and 2 x 10 mm down (the twin's servo lags each step by a little).
     np.testing.assert_allclose(corners[1] - corners[0], [0.03, 0.0, -0.02], atol=3e-3)
-    assert corners[2][1] == pytest.approx(-0.2, abs=2e-3)  # 30 steps asked, stopped at the box
+    # 30 steps asked, stopped at the box less the envelope's margin
+    assert corners[2][1] == pytest.approx(-0.2 + EnvelopeConfig().margin_m, abs=2e-3)
     assert any("clamped" in s for s in said)
     assert any("unknown command 'bogus'" in s for s in said)
 

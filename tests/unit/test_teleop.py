@@ -209,7 +209,11 @@ def test_scripted_keys_drive_the_twin_and_record_two_episodes(tmp_path):
     np.testing.assert_array_equal(a0[-1], np.zeros(4))  # final observation, no command
     moving = a0[:, 0] > 0
     assert 15 <= moving.sum() <= 22  # ~0.6 s of +x at 30 Hz (+ the hold window)
-    np.testing.assert_allclose(a0[moving, 0], 0.5, atol=1e-5)  # speed 0.5, never clamped here
+    # Speed 0.5, never clamped except by the envelope's start ramp (it gains at most
+    # max_accel_m_s2 per second: 2.2 mm, then 4.4 mm, then the full 5 mm steps).
+    ramp = a0[moving, 0]
+    np.testing.assert_allclose(ramp[:2], [0.222222, 0.444444], atol=1e-5)
+    np.testing.assert_allclose(ramp[2:], 0.5, atol=1e-5)
     assert not a0[:, 1:3].any()
     # The commands actually sent moved the arm along +x: each asks 0.5 * 10 mm from the
     # measured tool, which the servo tracks to ~80 % within one 33 ms tick.

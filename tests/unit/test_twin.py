@@ -36,8 +36,10 @@ def test_commands_outside_the_box_are_clamped_to_the_box():
     for direction in ([1, 1, 1], [-1, -1, -1]):
         for _ in range(40):
             _, _, _, _, info = env.step(np.array([*direction, 0.0], np.float32))
-        corner = box.hi if direction[0] > 0 else box.lo
+        inner = env.config.envelope.target_box  # the box less the margin
+        corner = inner.hi if direction[0] > 0 else inner.lo
         np.testing.assert_allclose(env.controller.tcp_pos(), corner, atol=2e-3)
+        assert box.contains(env.controller.tcp_pos())
         assert info["clamped"]
         np.testing.assert_allclose(info["applied_action"][:3], 0.0, atol=0.2)
     env.close()
