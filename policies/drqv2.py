@@ -22,7 +22,18 @@ Proprioception (``proprio_dim > 0``) is concatenated to the trunk output of acto
 
 CPU speed (see benchmarks/bench_drqv2.py): channels_last convs, one fused pad + grid_sample for
 obs and next obs, fused Adam, no critic weight gradients during the actor step, foreach Polyak
-update. Run under tcmalloc (FACTS.md) for another ~2x.
+update. Run under tcmalloc (glibc returns every block over 32 MB to the OS, so large activations
+page-fault on every step) for another ~2x.
+
+GPU (CUDA): an update never waits for the device. Batches are staged through pinned memory on a
+copy stream (:meth:`DrQV2Agent.to_device`, called ahead for the next batch), the optimizers skip
+a step whose loss is NaN/inf on the device (fused Adam's ``found_inf``, as AMP's grad scaler
+does) instead of reading the loss back, and metrics are read back only when ``log=True``: one
+device-to-host copy. Random draws (shifts, noise) come from CPU generators and are moved to the
+device, so a seed draws the same augmentations on every device and a checkpoint's RNG state
+loads anywhere. Reproducibility: on the CPU an update is bit-identical after a resume; on CUDA
+it is only with ``deterministic=True`` (deterministic cuDNN/cuBLAS, slower), and never across
+devices (different kernels round differently).
 """
 
 from __future__ import annotations
@@ -37,9 +48,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from video2reward.compute.device import Staged, Stager, WeightHandoff, host_scalars
 from video2reward.policies.replay import Batch, NonFiniteError
 
-__all__ = ["DrQV2Agent", "DrQV2Config", "NonFiniteError", "Policy", "random_shift", "sample_action"]
+__all__ = [
+    "DrQV2Agent",
+    "DrQV2Config",
+    "NonFiniteError",
+    "Policy",
+    "random_shift",
+    "sample_action",
+    "set_deterministic",
+]
 
 CHECKPOINT_VERSION = 1
 
@@ -101,6 +121,27 @@ class DrQV2Config:
         return (1.0 - mix) * self.stddev_init + mix * self.stddev_final
 
 
+# --------------------------------------------------------------------------- randomness
+def _gen_device(generator: torch.Generator | None) -> torch.device:
+    return torch.device("cpu") if generator is None else generator.device
+
+
+def set_deterministic(on: bool = True) -> None:
+    """Deterministic kernels (cuDNN, cuBLAS, scatter/index ops) for bit-reproducible CUDA runs.
+
+    Process-wide and slower; the CPU kernels used here are deterministic already. cuBLAS also
+    needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the environment before CUDA starts (set here
+    when absent, which only helps if CUDA has not been used yet).
+    """
+    import os
+
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
+
+
 # --------------------------------------------------------------------------- augmentation
 _GRID_CACHE: dict[tuple[int, int, int, torch.dtype, str], Tensor] = {}
 
@@ -134,7 +175,11 @@ def random_shift(
     if pad == 0:
         return x
     if shifts_px is None:
-        shifts_px = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator, device=x.device)
+        # Drawn where the generator lives (PyTorch refuses a CPU generator for a CUDA tensor),
+        # then moved: the same seed shifts the same way on every device.
+        shifts_px = torch.randint(
+            0, 2 * pad + 1, (n, 2), generator=generator, device=_gen_device(generator)
+        ).to(x.device, non_blocking=True)
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     scale = torch.tensor([2.0 / (w + 2 * pad), 2.0 / (h + 2 * pad)], dtype=x.dtype, device=x.device)
     grid = _base_grid(h, w, pad, x.dtype, x.device) + (shifts_px.to(x.dtype) * scale).view(
@@ -239,7 +284,10 @@ def sample_action(
     The clamp passes gradients straight through to ``mean`` (as the official code does), so
     the actor still learns when its mean saturates.
     """
-    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype) * std
+    noise = torch.randn(
+        mean.shape, generator=generator, dtype=mean.dtype, device=_gen_device(generator)
+    ).to(mean.device, non_blocking=True)
+    noise = noise * std
     if clip is not None:
         noise = noise.clamp(-clip, clip)
     x = mean + noise
@@ -269,41 +317,60 @@ class Policy:
         self.pixels = isinstance(encoder, Encoder)
         self.generator = generator
         self.device = next(actor.parameters()).device
+        # sync_from may run on a training thread's CUDA stream; acting waits for its copy.
+        self.handoff = WeightHandoff(self.device)
 
-    @torch.inference_mode()
     def act(
         self, obs: np.ndarray, proprio: np.ndarray | None, step: int, eval_mode: bool
     ) -> np.ndarray:
-        o = torch.as_tensor(obs, device=self.device).unsqueeze(0)
-        if not self.pixels and not torch.isfinite(o).all():
+        """One action in [-1, 1]^A (float32, on the host). Non-finite input is refused."""
+        if not self.pixels and not np.isfinite(obs).all():
             raise NonFiniteError("non-finite observation passed to act()")
         p = None
         if self.proprio_dim:
             if proprio is None:
                 raise ValueError(f"agent expects proprio of size {self.proprio_dim}")
-            p = torch.as_tensor(proprio, dtype=torch.float32, device=self.device).view(1, -1)
-            if not torch.isfinite(p).all():
+            p = np.asarray(proprio, np.float32).reshape(1, -1)
+            if not np.isfinite(p).all():
                 raise NonFiniteError("non-finite proprioception passed to act()")
+        action = self.act_tensor(torch.as_tensor(obs), p, step, eval_mode)
+        return action.cpu().numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def act_tensor(
+        self, obs: Tensor, proprio: np.ndarray | Tensor | None, step: int, eval_mode: bool
+    ) -> Tensor:
+        """:meth:`act` up to the read-back: the action (A,) on the policy's device."""
+        self.handoff.acquire()
+        o = obs.to(self.device, non_blocking=True).unsqueeze(0)
+        p = None if proprio is None else torch.as_tensor(proprio).to(self.device).view(1, -1)
         mean = self.actor(self.encoder(o.float()), p)
         if eval_mode:
             action = mean
         elif step < self.cfg.num_expl_steps:
-            action = torch.rand(mean.shape, generator=self.generator) * 2.0 - 1.0
+            u = torch.rand(mean.shape, generator=self.generator, device=_gen_device(self.generator))
+            action = u.to(mean.device, non_blocking=True) * 2.0 - 1.0
         else:
             action = sample_action(mean, self.cfg.stddev(step), None, self.generator)
-        return action[0].cpu().numpy().astype(np.float32)
+        return action[0]
 
     @torch.no_grad()
     def sync_from(self, agent: DrQV2Agent) -> None:
-        """Copy the agent's current encoder and actor weights into this policy (in place)."""
+        """Copy the agent's current encoder and actor weights into this policy (in place).
+
+        On CUDA the copy is queued on the caller's stream (the learner's); the next
+        :meth:`act` waits for it. Call it under the lock that guards acting."""
         for mine, theirs in ((self.encoder, agent.encoder), (self.actor, agent.actor)):
             torch._foreach_copy_(list(mine.parameters()), list(theirs.parameters()))
             for b_mine, b_theirs in zip(mine.buffers(), theirs.buffers(), strict=True):
                 b_mine.copy_(b_theirs)
+        self.handoff.publish()
 
 
 # --------------------------------------------------------------------------- agent
-class _TensorBatch(NamedTuple):
+class DeviceBatch(NamedTuple):
+    """A :class:`~video2reward.policies.replay.Batch` on the agent's device."""
+
     obs: Tensor
     action: Tensor
     reward: Tensor  # (B, 1)
@@ -339,6 +406,8 @@ class DrQV2Agent:
         self.action_dim = int(action_dim)
         self.proprio_dim = int(proprio_dim)
         self.device = torch.device(device)
+        if self.device.type not in ("cpu", "cuda", "meta"):  # meta: shapes only, no update
+            raise ValueError(f"DrQ-v2 runs on cpu or cuda, got device {self.device}")
         self.pixels = len(obs_shape) == 3
         torch.manual_seed(seed)  # parameter init only; sampling uses the generators below
         self.encoder: nn.Module
@@ -364,10 +433,16 @@ class DrQV2Agent:
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), **opt_kw)
         # Separate generators so that acting (another thread, eval episodes) never changes
         # which augmentation/noise the next update draws: resume reproduces updates exactly.
+        # CPU generators on every device: draws are moved to the device (a few hundred
+        # numbers per update), and their state loads into an agent on any device.
         self._update_gen = torch.Generator().manual_seed(seed + 1)
         self._act_gen = torch.Generator().manual_seed(seed + 2)
         self.policy = Policy(cfg, self.encoder, self.actor, self.proprio_dim, self._act_gen)
+        self._stager = Stager(self.device)
         self.num_updates = 0
+        # Updates whose critic or actor step was skipped for a NaN/inf loss; kept on the device
+        # and read back only by logging and checkpoints.
+        self._skipped = torch.zeros((), device=self.device)
 
     # ----------------------------------------------------------------- acting
     def act(
@@ -386,30 +461,38 @@ class DrQV2Agent:
             torch.Generator().manual_seed(seed),
         )
 
-    # ----------------------------------------------------------------- learning
-    def _to_tensors(self, batch: Batch) -> _TensorBatch:
-        def t(x: np.ndarray) -> Tensor:
-            v = torch.as_tensor(x, device=self.device)
-            if v.is_floating_point() and not torch.isfinite(v).all():
-                raise NonFiniteError("replay batch holds NaN/inf; the update is skipped")
-            return v
+    @property
+    def skipped_updates(self) -> int:
+        """Updates whose optimizer steps were skipped for a NaN/inf loss (reads the device)."""
+        return int(self._skipped.item())
 
+    # ----------------------------------------------------------------- learning
+    def to_device(self, batch: Batch) -> Staged:
+        """Check a replay batch on the host and start its copy to the device.
+
+        Raises :class:`NonFiniteError` if a float array holds NaN/inf (the replay refuses those
+        on the way in; this guards batches built elsewhere), so nothing NaN is ever trained on.
+        On CUDA the copy runs on a copy stream: call this for the next batch while the current
+        update computes, then pass the result to :meth:`update`.
+        """
         with_p = (
             self.proprio_dim > 0 and batch.proprio is not None and batch.next_proprio is not None
         )
         if self.proprio_dim and not with_p:
             raise ValueError(f"agent expects proprio of size {self.proprio_dim} in the batch")
-        return _TensorBatch(
-            obs=t(batch.obs),
-            action=t(batch.action).float(),
-            reward=t(batch.reward).view(-1, 1).float(),
-            discount=t(batch.discount).view(-1, 1).float(),
-            next_obs=t(batch.next_obs),
-            proprio=t(batch.proprio) if batch.proprio is not None and with_p else None,
-            next_proprio=(
-                t(batch.next_proprio) if batch.next_proprio is not None and with_p else None
-            ),
-        )
+        arrays = [
+            batch.obs,
+            np.asarray(batch.action, np.float32),
+            np.asarray(batch.reward, np.float32).reshape(-1, 1),
+            np.asarray(batch.discount, np.float32).reshape(-1, 1),
+            batch.next_obs,
+            np.asarray(batch.proprio, np.float32) if with_p else None,
+            np.asarray(batch.next_proprio, np.float32) if with_p else None,
+        ]
+        for a in arrays:
+            if a is not None and a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise NonFiniteError("replay batch holds NaN/inf; the update is skipped")
+        return self._stager(*arrays)
 
     def _encode_pair(self, obs: Tensor, next_obs: Tensor) -> tuple[Tensor, Tensor]:
         if not self.pixels:
@@ -424,13 +507,17 @@ class DrQV2Agent:
             next_h = self.encoder(both[n:])
         return h, next_h
 
-    def update(self, batch: Batch, step: int) -> dict[str, float]:
+    def update(self, batch: Batch | Staged, step: int, *, log: bool = True) -> dict[str, float]:
         """One critic (+encoder) step, one actor step, one target update. ``step``: agent steps.
 
-        Raises :class:`NonFiniteError` (nothing is changed) if the batch holds NaN/inf; a
-        non-finite loss skips the optimizer steps and is reported as ``nonfinite_loss=1``.
+        ``batch`` is a replay batch or what :meth:`to_device` made of one. Raises
+        :class:`NonFiniteError` (nothing is changed) if the batch holds NaN/inf. A NaN/inf loss
+        skips that optimizer step on the device (counted in ``skipped_updates``). Metrics are
+        read back from the device only when ``log`` is true (else ``{}``): the only host
+        synchronisation of an update.
         """
-        obs, action, reward, discount, next_obs, p, next_p = self._to_tensors(batch)
+        staged = self.to_device(batch) if isinstance(batch, Batch) else batch
+        obs, action, reward, discount, next_obs, p, next_p = DeviceBatch._make(staged.ready())
         std = self.cfg.stddev(step)
 
         h, next_h = self._encode_pair(obs, next_obs)
@@ -444,15 +531,11 @@ class DrQV2Agent:
             target_q = reward + discount * torch.min(tq1, tq2)
         q1, q2 = self.critic(h, p, action)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
-        if not torch.isfinite(critic_loss):
-            return {"nonfinite_loss": 1.0, "critic_loss": float(critic_loss)}
         if self.encoder_opt is not None:
             self.encoder_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
-        self.critic_opt.step()
-        if self.encoder_opt is not None:
-            self.encoder_opt.step()
+        critic_bad = self._step_unless_nonfinite(critic_loss, self.critic_opt, self.encoder_opt)
 
         # Actor: maximise min Q on detached features; no gradients for critic weights.
         h = h.detach()
@@ -464,11 +547,9 @@ class DrQV2Agent:
         finally:
             self.critic.requires_grad_(True)
         actor_loss = -torch.min(aq1, aq2).mean()
-        if not torch.isfinite(actor_loss):
-            return {"nonfinite_loss": 1.0, "actor_loss": float(actor_loss)}
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
-        self.actor_opt.step()
+        actor_bad = self._step_unless_nonfinite(actor_loss, self.actor_opt)
 
         # Target critic: Polyak average, tau per update.
         with torch.no_grad():
@@ -478,18 +559,38 @@ class DrQV2Agent:
                 self.cfg.critic_target_tau,
             )
         self.num_updates += 1
+        self._skipped += torch.maximum(critic_bad, actor_bad)
+        if not log:
+            return {}
         log_prob = _normal_log_prob(pi_action.detach(), mean.detach(), std).sum(-1)
-        return {
-            "critic_loss": float(critic_loss.detach()),
-            "critic_q1": float(q1.detach().mean()),
-            "critic_q2": float(q2.detach().mean()),
-            "critic_target_q": float(target_q.mean()),
-            "actor_loss": float(actor_loss.detach()),
-            "actor_logprob": float(log_prob.mean()),
-            "actor_ent": self.action_dim * (0.5 + 0.5 * math.log(2 * math.pi) + math.log(std)),
-            "batch_reward": float(reward.mean()),
-            "stddev": std,
+        on_device: dict[str, Tensor | float] = {
+            "critic_loss": critic_loss.detach(),
+            "critic_q1": q1.detach().mean(),
+            "critic_q2": q2.detach().mean(),
+            "critic_target_q": target_q.mean(),
+            "actor_loss": actor_loss.detach(),
+            "actor_logprob": log_prob.mean(),
+            "batch_reward": reward.mean(),
+            "skipped_updates": self._skipped,
         }
+        metrics = host_scalars(on_device)  # one device-to-host copy
+        metrics["actor_ent"] = self.action_dim * (0.5 + 0.5 * math.log(2 * math.pi) + math.log(std))
+        metrics["stddev"] = std
+        return metrics
+
+    def _step_unless_nonfinite(self, loss: Tensor, *opts: torch.optim.Optimizer | None) -> Tensor:
+        """Step the optimizers unless ``loss`` is NaN/inf, decided on the device.
+
+        Fused Adam skips its whole step (weights, moments and step count) when its
+        ``found_inf`` is non-zero, the mechanism AMP's GradScaler uses; so the host never waits
+        for the loss. Returns the 0/1 flag as a device tensor.
+        """
+        bad = (~torch.isfinite(loss.detach())).float()
+        for opt in opts:
+            if opt is not None:
+                opt.found_inf = bad  # type: ignore[attr-defined]
+                opt.step()
+        return bad
 
     # ----------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -511,6 +612,7 @@ class DrQV2Agent:
             "update_gen": self._update_gen.get_state(),
             "act_gen": self._act_gen.get_state(),
             "num_updates": self.num_updates,
+            "skipped_updates": self.skipped_updates,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -530,9 +632,12 @@ class DrQV2Agent:
         self.critic_opt.load_state_dict(state["critic_opt"])
         if self.encoder_opt is not None:
             self.encoder_opt.load_state_dict(state["encoder_opt"])
-        self._update_gen.set_state(state["update_gen"])
-        self._act_gen.set_state(state["act_gen"])
+        # Generator states are CPU byte tensors; a state loaded with map_location=<device>
+        # would hold them on that device, which Generator.set_state refuses.
+        self._update_gen.set_state(state["update_gen"].cpu())
+        self._act_gen.set_state(state["act_gen"].cpu())
         self.num_updates = int(state["num_updates"])
+        self._skipped.fill_(float(state.get("skipped_updates", 0)))
 
     def save(self, path: str | Path) -> None:
         """Write atomically (tmp + rename), so a crash never leaves a half-written checkpoint."""
@@ -543,4 +648,6 @@ class DrQV2Agent:
         tmp.replace(p)
 
     def load(self, path: str | Path) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        """Load a checkpoint saved on any device: read to the CPU, then copied into this
+        agent's tensors (weights and optimizer state move to its device; RNG stays CPU)."""
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

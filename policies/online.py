@@ -28,7 +28,7 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
+from video2reward.compute.device import check_device_name, resolve_device
 from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, NonFiniteError
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
 from video2reward.policies.train import PROPRIO_DIM, LearnerThread
@@ -64,17 +64,14 @@ class OnlineConfig:
             raise ValueError("frame_stack and checkpoint_every_episodes must be >= 1")
         if self.replay_capacity_steps < 100:
             raise ValueError("replay_capacity_steps must be >= 100")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        check_device_name(self.device)
 
 
 class OnlineLearner:
     def __init__(self, config: OnlineConfig):
         self.config = c = config
         self.out = Path(c.out)
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if c.device == "auto" else c.device
-        )
+        self.device = resolve_device(c.device)
         obs_shape = (3 * c.frame_stack, c.image_size, c.image_size)
         proprio_dim = PROPRIO_DIM if c.proprio else 0
         self.agent = DrQV2Agent(

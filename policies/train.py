@@ -45,7 +45,14 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, NonFiniteError, Policy
+from video2reward.compute.device import Staged, check_device_name, resolve_device, training_stream
+from video2reward.policies.drqv2 import (
+    DrQV2Agent,
+    DrQV2Config,
+    NonFiniteError,
+    Policy,
+    set_deterministic,
+)
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
 from video2reward.robot import keys
 
@@ -107,7 +114,8 @@ class TrainConfig:
     learner: str = "sync"  # "sync" or "thread" (updates off the acting thread)
     max_learner_lag_updates: int = 4  # thread learner: owed updates before acting waits
     threads: int = 1  # torch intra-op threads; 1 when the CPU is shared (FACTS.md), 0 = default
-    device: str = "auto"  # auto (CUDA if available), cpu, cuda
+    device: str = "auto"  # auto (CUDA when available, else CPU), cpu, cuda or cuda:N
+    deterministic: bool = False  # bit-reproducible CUDA kernels (slower); the CPU always is
     resume: bool = False  # continue from out/agent.pt + out/replay
     video: bool = True  # mp4 of the first evaluation episode at each evaluation
     progress_bar: bool = True
@@ -126,8 +134,7 @@ class TrainConfig:
             raise ValueError("obs=features needs features_ckpt=<reward-model run>")
         if self.learner not in ("sync", "thread"):
             raise ValueError(f"learner must be 'sync' or 'thread', got {self.learner!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        check_device_name(self.device)
         for name in (
             "frame_stack",
             "action_repeat",
@@ -279,7 +286,14 @@ def frame_embedder(ckpt: str, device: torch.device) -> Callable[[np.ndarray], np
 
 # --------------------------------------------------------------------------- learner thread
 class LearnerThread(threading.Thread):
-    """Runs ``agent.update`` off the acting thread; acting uses a synchronised policy copy."""
+    """Runs ``agent.update`` off the acting thread; acting uses a synchronised policy copy.
+
+    On CUDA the updates run on this thread's own stream, so acting never queues behind them;
+    the next batch is sampled and its copy started while the current update computes, and the
+    policy copy made after each update is handed to acting through an event
+    (:class:`~video2reward.compute.device.WeightHandoff`). Metrics are read back from the
+    device every ``log_every`` updates only.
+    """
 
     def __init__(
         self,
@@ -290,14 +304,16 @@ class LearnerThread(threading.Thread):
         policy_lock: threading.Lock,
         batch_size: int,
         threads: int,
+        log_every: int = 100,
     ):
         super().__init__(name="drqv2-learner", daemon=True)
         self.agent, self.replay, self.replay_lock = agent, replay, replay_lock
         self.policy, self.policy_lock = policy, policy_lock
-        self.batch_size, self.threads = batch_size, threads
+        self.batch_size, self.threads, self.log_every = batch_size, threads, log_every
         self.cv = threading.Condition()
         self.owed: deque[int] = deque()  # agent steps of requested updates
-        self.metrics: dict[str, float] = {}
+        self.metrics: dict[str, float] = {}  # of the last logged update
+        self._fresh = False  # metrics not yet taken by take_metrics()
         self.nonfinite = 0
         self.error: BaseException | None = None
         self._stopping = False
@@ -316,6 +332,12 @@ class LearnerThread(threading.Thread):
             if self.error is not None:
                 raise RuntimeError("learner thread failed") from self.error
 
+    def take_metrics(self) -> dict[str, float]:
+        """The metrics of a logged update once (``{}`` until the next logged update)."""
+        with self.cv:
+            fresh, self._fresh = self._fresh, False
+            return dict(self.metrics) if fresh else {}
+
     def stop(self) -> None:
         self.wait(0)
         with self.cv:
@@ -327,30 +349,50 @@ class LearnerThread(threading.Thread):
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
-            while True:
-                with self.cv:
-                    while not self.owed and not self._stopping:
-                        self.cv.wait()
-                    if not self.owed:
-                        return
-                    step = self.owed[0]
-                with self.replay_lock:
-                    batch = self.replay.sample(self.batch_size)
-                try:
-                    m = self.agent.update(batch, step)
-                except NonFiniteError:
-                    self.nonfinite += 1
-                    m = {}
-                with self.policy_lock:
-                    self.policy.sync_from(self.agent)
-                with self.cv:
-                    self.owed.popleft()
-                    self.metrics = m or self.metrics
-                    self.cv.notify_all()
+            with training_stream(self.agent.device):
+                self._loop()
         except BaseException as e:  # reported to the acting thread on its next call
             with self.cv:
                 self.error = e
                 self.cv.notify_all()
+
+
+    def _stage(self) -> Staged | None:
+        """Sample a batch and start its copy to the device (``None``: refused as NaN/inf)."""
+        with self.replay_lock:
+            batch = self.replay.sample(self.batch_size)
+        try:
+            return self.agent.to_device(batch)
+        except NonFiniteError:
+            self.nonfinite += 1
+            return None
+
+    def _loop(self) -> None:
+        staged: Staged | None = None
+        have_next = False  # staged holds the batch for the next owed update
+        while True:
+            with self.cv:
+                while not self.owed and not self._stopping:
+                    self.cv.wait()
+                if not self.owed:
+                    return
+                step = self.owed[0]
+            if not have_next:
+                staged = self._stage()
+            m: dict[str, float] = {}
+            if staged is not None:
+                log = (self.agent.num_updates + 1) % self.log_every == 0
+                m = self.agent.update(staged, step, log=log)
+            with self.policy_lock:
+                self.policy.sync_from(self.agent)
+            with self.cv:
+                self.owed.popleft()
+                if m:
+                    self.metrics, self._fresh = m, True
+                have_next = bool(self.owed)
+                self.cv.notify_all()
+            if have_next:  # prefetch: copy the next batch while this update computes
+                staged = self._stage()
 
 
 # --------------------------------------------------------------------------- logging
@@ -460,12 +502,6 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
 
 
 # --------------------------------------------------------------------------- the loop
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def evaluate(
     cfg: TrainConfig,
     env: Any,
@@ -523,7 +559,9 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        set_deterministic()
 
     embed = frame_embedder(cfg.features_ckpt, device) if cfg.obs == "features" else None
     env = make_env(cfg.task, cfg.image_size, cfg.seed, cfg.control_hz)
@@ -578,7 +616,14 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
     if cfg.learner == "thread":
         policy = agent.policy_snapshot(seed=cfg.seed + 3 + int(state["step"]))
         learner = LearnerThread(
-            agent, replay, replay_lock, policy, policy_lock, cfg.agent.batch_size, cfg.threads
+            agent,
+            replay,
+            replay_lock,
+            policy,
+            policy_lock,
+            cfg.agent.batch_size,
+            cfg.threads,
+            cfg.log_every_updates,
         )
         learner.start()
 
@@ -691,14 +736,18 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                     if learner is not None:
                         learner.request(step)
                         learner.wait(cfg.max_learner_lag_updates)
-                        metrics = learner.metrics
+                        metrics = learner.take_metrics()
                     else:
                         try:
-                            metrics = agent.update(replay.sample(cfg.agent.batch_size), step)
+                            metrics = agent.update(
+                                replay.sample(cfg.agent.batch_size),
+                                step,
+                                log=(agent.num_updates + 1) % cfg.log_every_updates == 0,
+                            )
                         except NonFiniteError as e:
                             state["nonfinite"] = int(state["nonfinite"]) + 1
                             tqdm.write(f"update at step {step} skipped: {e}")
-                    if metrics and (agent.num_updates % cfg.log_every_updates == 0):
+                    if metrics:
                         log.scalars("update", metrics, int(state["frames"]))
             if aborted:
                 state["episode"] = episode + 1

@@ -1,0 +1,1 @@
+"""Shared compute plumbing: devices, host-to-device staging, CUDA streams."""
