@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from video2reward.compute.device import from_host, resolve_device
 
 if TYPE_CHECKING:
     from video2reward.rewards.data import VideoDataset
@@ -66,7 +67,7 @@ class CheckpointError(RewardError):
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device("auto")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,8 +172,12 @@ def resize_frames(frames: np.ndarray, size_px: int) -> np.ndarray:
 
 def to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
     """(T, H, W, 3) uint8 -> (T, 3, H, W) float32 in [0, 255], channels_last on ``device``."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).to(device)
-    return x.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
+    return hwc_to_input(from_host(frames, device))
+
+
+def hwc_to_input(frames: torch.Tensor) -> torch.Tensor:
+    """(T, H, W, 3) uint8 tensor -> (T, 3, H, W) float32 in [0, 255], channels_last, where it is."""
+    return frames.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
 
 
 # ----------------------------------------------------------------------------- the interface
@@ -203,8 +208,11 @@ class RewardModel(nn.Module, ABC):
         """Draw one training batch (tensors on this model's device)."""
 
     @abstractmethod
-    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The method's objective on one batch: (scalar loss, metrics for logging)."""
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The method's objective on one batch: (scalar loss, metrics for logging).
+
+        Metrics are detached 0-d tensors, left on the device: the training loop reads them
+        back only on logging steps (one copy), so a GPU step never waits for the host."""
 
     def calibrate(self, data: VideoDataset) -> None:
         """After training: fix progress scale / default goal from the training demos."""

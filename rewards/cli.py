@@ -78,12 +78,12 @@ def _required(cfg: DictConfig, *names: str) -> None:
 
 
 def _device(name: str) -> Any:
-    import torch
-    from video2reward.rewards.base import default_device
+    from video2reward.compute.device import resolve_device
 
-    if name not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
-    return default_device() if name == "auto" else torch.device(name)
+    try:
+        return resolve_device(name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def read_video_arg(spec: str, episode: int = 0) -> Any:

@@ -31,12 +31,17 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from video2reward.rewards.base import RewardError, check_frames, resize_frames
+from video2reward.compute.device import from_host
+from video2reward.rewards.base import RewardError, check_frames, hwc_to_input, resize_frames
 from video2reward.robot import keys
 from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Datasets up to this size are copied once to the training device (uint8) and batches are
+# gathered there; larger ones are gathered on the host and copied per batch.
+DEVICE_FRAMES_MAX_BYTES = 4 << 30
+
 # Time-based objectives stop this many frames after an episode's first successful frame
 # (RewardModel.default_trim_after_success); HOLD-R and TCN read the rest as at-goal frames.
 KEEP_AFTER_SUCCESS = 2
@@ -69,6 +74,7 @@ class VideoDataset:
         self.frames = np.concatenate(resized)  # (sum T, S, S, 3) uint8
         # first successful frame per episode, -1 where success is not labelled per step
         self.first_success = np.array([i.first_success for i in self.infos], dtype=np.int64)
+        self._on_device: dict[str, torch.Tensor] = {}  # frames_on's copies, by device
 
     def __len__(self) -> int:
         return len(self.infos)
@@ -138,9 +144,25 @@ class VideoDataset:
 
     def frames_tensor(self, ep: np.ndarray, t: np.ndarray, device: torch.device) -> torch.Tensor:
         """Frames t of episodes ep (same shapes) -> (N, 3, S, S) float32 in [0, 255]."""
-        t = np.minimum(t, self.lengths[ep] - 1)
-        x = torch.from_numpy(self.frames[self.starts[ep] + t]).to(device)
-        return x.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
+        idx = self.starts[ep] + np.minimum(t, self.lengths[ep] - 1)
+        frames = self.frames_on(device)
+        if frames is None:  # too large to keep on the device: gather here, copy the batch
+            return hwc_to_input(from_host(self.frames[idx], device))
+        return hwc_to_input(frames[from_host(idx, device)])
+
+    def frames_on(self, device: torch.device) -> torch.Tensor | None:
+        """All frames as a uint8 tensor on ``device`` (kept after the first call), so training
+        batches are gathered where they are used; ``None`` above DEVICE_FRAMES_MAX_BYTES.
+        On the CPU this is a view of the numpy array (no copy)."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return torch.from_numpy(self.frames)
+        if self.frames.nbytes > DEVICE_FRAMES_MAX_BYTES:
+            return None
+        key = str(device)
+        if key not in self._on_device:
+            self._on_device[key] = torch.from_numpy(self.frames).to(device)
+        return self._on_device[key]
 
 
 # ----------------------------------------------------------------------------- readers
@@ -291,7 +313,7 @@ def random_resized_crop_traj(
     ch = np.clip(np.sqrt(area / aspect), 0.05, 1.0)
     cx = rng.uniform(-(1 - cw), 1 - cw)
     cy = rng.uniform(-(1 - ch), 1 - ch)
-    boxes = torch.tensor(np.stack([cx, cy, cw, ch], 1), dtype=torch.float32, device=x.device)
+    boxes = from_host(np.stack([cx, cy, cw, ch], 1).astype(np.float32), x.device)
     grid = _crop_grid(boxes, k, (h, w))
     out = F.grid_sample(x.reshape(b * k, c, h, w), grid, mode="bilinear",
                         padding_mode="border", align_corners=False)
@@ -304,7 +326,7 @@ def random_shift(x: torch.Tensor, rng: np.random.Generator, pad_px: int = 4) -> 
     sx = rng.integers(-pad_px, pad_px + 1, size=b) * 2.0 / w
     sy = rng.integers(-pad_px, pad_px + 1, size=b) * 2.0 / h
     ones = np.ones(b)
-    boxes = torch.tensor(np.stack([sx, sy, ones, ones], 1), dtype=torch.float32, device=x.device)
+    boxes = from_host(np.stack([sx, sy, ones, ones], 1).astype(np.float32), x.device)
     grid = _crop_grid(boxes, k, (h, w))
     out = F.grid_sample(x.reshape(b * k, c, h, w), grid, mode="nearest",
                         padding_mode="border", align_corners=False)

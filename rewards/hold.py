@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from video2reward.compute.device import from_host
 from video2reward.rewards.base import (
     GoalDistanceModel,
     RewardConfig,
@@ -164,9 +165,9 @@ class HoldR(RewardModel):
                                np.stack([t, k], 1).reshape(-1), self.device)
         s = data.size_px
         x = augment(x.view(b, 2, 3, s, s), self.config.augment, rng, self.config.crop_scale_min)
-        return {"frames": x, "target_steps": torch.as_tensor(target, device=self.device)}
+        return {"frames": x, "target_steps": from_host(target, self.device)}
 
-    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = batch["frames"]
         b = x.shape[0]
         e = self.encoder(x.flatten(0, 1).contiguous(memory_format=torch.channels_last))
@@ -175,7 +176,7 @@ class HoldR(RewardModel):
         scale = self.config.distance_scale_steps
         loss = ((pred - batch["target_steps"]) / scale).pow(2).mean()
         mae = (pred - batch["target_steps"]).abs().mean()
-        return loss, {"loss": loss.item(), "mae_steps": mae.item()}
+        return loss, {"loss": loss.detach(), "mae_steps": mae.detach()}
 
     @torch.no_grad()
     def calibrate(self, data: VideoDataset) -> None:
@@ -253,13 +254,13 @@ class HoldC(GoalDistanceModel):
         seq = torch.arange(b, device=self.device).repeat_interleave(k)
         return {"frames": x, "timesteps": steps, "sequence_ids": seq}
 
-    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = batch["frames"]
         e = self.encoder(x.flatten(0, 1).contiguous(memory_format=torch.channels_last))
         cfg = self.config
         loss, n_pos = tc_loss(e, batch["timesteps"], batch["sequence_ids"], cfg.pos_radius,
                               cfg.neg_radius, cfg.margin, cfg.cross_clip_negatives)
-        return loss, {"loss": loss.item(), "positives": float(n_pos)}
+        return loss, {"loss": loss.detach(), "positives": n_pos}
 
     def reward_from_distance(self, d: torch.Tensor) -> torch.Tensor:
         cfg = self.config  # d(g, g) = 0 for an embedding distance

@@ -44,10 +44,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from video2reward.compute.device import from_host, host_scalars
 from video2reward.rewards.base import (
     RewardConfig,
     RewardModel,
     check_frames,
+    hwc_to_input,
     medoid_last_frame,
     resize_frames,
     to_tensor,
@@ -178,10 +180,10 @@ class Rank2Reward(RewardModel):
         s = data.size_px
         x = data.frames_tensor(eps, ts, self.device).view(b, k, 3, s, s)
         x = augment(x, self.config.augment, rng, self.config.crop_scale_min)
-        return {"frames": x, "i_later": torch.as_tensor(i > j, device=self.device),
-                "wrong_goal": torch.as_tensor(wrong, device=self.device)}
+        return {"frames": x, "i_later": from_host(i > j, self.device),
+                "wrong_goal": from_host(wrong, self.device)}
 
-    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = batch["frames"]
         b, k = x.shape[:2]
         flat = x.flatten(0, 1).contiguous(memory_format=torch.channels_last)
@@ -197,8 +199,9 @@ class Rank2Reward(RewardModel):
         else:
             loss = bradley_terry_loss(u_i, u_j, y, wrong)
         right = ~wrong
-        acc = ((u_i > u_j) == y)[right].float().mean() if right.any() else torch.zeros(())
-        return loss, {"loss": loss.item(), "rank_accuracy": acc.item()}
+        # Mean over the right-goal pairs, 0 when there are none (no host read to branch on).
+        acc = (((u_i > u_j) == y) & right).sum() / right.sum().clamp_min(1)
+        return loss, {"loss": loss.detach(), "rank_accuracy": acc.detach()}
 
     # -- discriminator
     def disc_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,11 +217,12 @@ class Rank2Reward(RewardModel):
             self._disc_opt = torch.optim.Adam(params, lr=self.config.disc_lr)
         n = len(frames)
         pick = self._disc_rng.integers(0, self.expert_bank.shape[0], size=n)
-        expert = to_tensor(self.expert_bank[torch.as_tensor(pick)].cpu().numpy(), self.device)
+        # The bank lives on the model's device: index it there (no round trip via the host).
+        expert = hwc_to_input(self.expert_bank[from_host(pick, self.expert_bank.device)])
         agent = to_tensor(resize_frames(frames, self.config.image_size_px), self.device)
         x = torch.stack([expert, agent], 1)  # (N, 2, 3, S, S)
         x = augment(x, "shift", self._disc_rng).flatten(0, 1)
-        labels = torch.tensor([1.0, 0.0], device=self.device).repeat(n)
+        labels = (torch.arange(2 * n, device=self.device) % 2 == 0).float()  # expert 1, agent 0
         was_training = self.training
         self.train()
         with torch.enable_grad():
@@ -230,7 +234,7 @@ class Rank2Reward(RewardModel):
             self._disc_opt.step()
         self.train(was_training)
         acc = ((logits > 0).float() == labels).float().mean()
-        return {"disc_loss": loss.item(), "disc_accuracy": acc.item()}
+        return host_scalars({"disc_loss": loss.detach(), "disc_accuracy": acc})
 
     # -- calibration and scoring
     @torch.no_grad()

@@ -15,7 +15,9 @@ rate; the learner therefore sums the rewards of the frames in (o_t, o_t+1]. Per-
 Rank2Reward's discriminator separates expert frames from the agent's. Agent frames are kept in
 a ring buffer; a background thread trains a *copy* of the model on them and swaps the new
 discriminator weights into the scoring model under a lock held only for the copy, so scoring
-never waits for a training step.
+never waits for a training step. On CUDA the trainer runs on a stream of its own (scoring
+stays on the default stream and never queues behind a training step), and scoring waits on an
+event for the swapped-in weights to be copied.
 """
 
 from __future__ import annotations
@@ -31,14 +33,20 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from video2reward.rewards.base import RewardError, RewardModel, default_device, load_reward_model
+from video2reward.compute.device import (
+    WeightHandoff,
+    check_device_name,
+    resolve_device,
+    training_stream,
+)
+from video2reward.rewards.base import RewardError, RewardModel, load_reward_model
 
 
 @dataclass(frozen=True)
 class RewardStreamConfig:
     ckpt: str = ""  # run folder or .pt of a trained reward model (required)
     goal_image: str = ""  # optional goal image (PNG/JPG) for goal-conditioned methods
-    device: str = "auto"  # "auto" (CUDA when available, else CPU), "cpu" or "cuda"
+    device: str = "auto"  # auto (CUDA when available, else CPU), cpu, cuda or cuda:N
     success_progress: float = 0.9  # progress at or above which the model calls a frame success
     online_updates: bool = True  # Rank2Reward: train the discriminator on agent frames
     disc_period_s: float = 1.0  # seconds between discriminator steps
@@ -50,8 +58,7 @@ class RewardStreamConfig:
     def __post_init__(self) -> None:
         if not self.ckpt:
             raise ValueError("ckpt is required: the run folder or .pt of a trained reward model")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        check_device_name(self.device)
         if not 0.0 < self.disc_period_s <= 3600:
             raise ValueError(f"disc_period_s must be in (0, 3600], got {self.disc_period_s}")
         if self.disc_batch < 2 or self.disc_min_frames < self.disc_batch:
@@ -81,10 +88,12 @@ class RewardStream:
     def __init__(self, config: RewardStreamConfig, model: RewardModel | None = None):
         self.config = config
         torch.set_num_threads(config.torch_threads)
-        device = default_device() if config.device == "auto" else torch.device(config.device)
-        if config.device == "cuda" and not torch.cuda.is_available():
-            raise RewardError("device=cuda but CUDA is not available")
+        try:
+            device = resolve_device(config.device)
+        except ValueError as e:
+            raise RewardError(str(e)) from e
         self.model = model if model is not None else load_reward_model(config.ckpt, device)
+        self._handoff = WeightHandoff(self.model.device)
         self.goal = _read_goal(config.goal_image) if config.goal_image else None
         self._prev: np.ndarray | None = None
         self._lock = threading.Lock()  # guards the scoring model's weights
@@ -128,6 +137,7 @@ class RewardStream:
             imgs = np.concatenate([self._prev[None], imgs])
             lead = 1
         with self._lock:
+            self._handoff.acquire()
             out = self.model.score(imgs, goal=goal)
         self._prev = imgs[-1]
         if self._trainer is not None:
@@ -140,6 +150,10 @@ class RewardStream:
 
     # ------------------------------------------------------------ online discriminator
     def _train_loop(self) -> None:
+        with training_stream(self.model.device):
+            self._train()
+
+    def _train(self) -> None:
         trainee = copy.deepcopy(self.model)
         rng = np.random.default_rng(0)
         update: Any = trainee.update
@@ -156,6 +170,7 @@ class RewardStream:
             }
             with self._lock:
                 self.model.load_state_dict(disc, strict=False)
+                self._handoff.publish()
                 self.version += 1
             self.disc_metrics = dict(metrics)
 

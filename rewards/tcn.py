@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from video2reward.compute.device import from_host
 from video2reward.rewards.base import GoalDistanceModel, RewardConfig, RewardError
 from video2reward.rewards.data import KEEP_AFTER_SUCCESS, VideoDataset, augment
 from video2reward.rewards.encoders import Normalized, build_encoder
@@ -164,20 +165,20 @@ class TCN(GoalDistanceModel):
             t = np.concatenate([t, np.repeat(t0[:, None], k, 1)], 1)
         x = augment(x, cfg.augment, rng, cfg.crop_scale_min)
         seq = torch.arange(cfg.batch_size, device=self.device).repeat_interleave(x.shape[1])
-        return {"frames": x, "timesteps": torch.as_tensor(t.reshape(-1), device=self.device),
+        return {"frames": x, "timesteps": from_host(t.reshape(-1), self.device),
                 "sequence_ids": seq}
 
     @torch.no_grad()
     def calibrate(self, data: VideoDataset) -> None:
         super().calibrate(data.trimmed(KEEP_AFTER_SUCCESS))  # demos end at the goal
 
-    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = batch["frames"]
         e = self.encoder(x.flatten(0, 1).contiguous(memory_format=torch.channels_last))
         cfg = self.config
         loss, n_pos = tc_loss(e, batch["timesteps"], batch["sequence_ids"], cfg.pos_window,
                               cfg.neg_window, cfg.margin, cfg.cross_clip_negatives)
-        return loss, {"loss": loss.item(), "positives": float(n_pos)}
+        return loss, {"loss": loss.detach(), "positives": n_pos}
 
     def reward_from_distance(self, d: torch.Tensor) -> torch.Tensor:
         cfg = self.config

@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from video2reward.compute.device import check_device_name, host_scalars, resolve_device
 from video2reward.rewards.base import (
     CheckpointError,
     RewardConfig,
     RewardModel,
     build_model,
-    default_device,
 )
 from video2reward.rewards.data import load_episodes
 
@@ -46,7 +46,7 @@ class TrainConfig:
     ckpt_every: int = 250  # steps between resumable checkpoints
     threads: int = 0  # torch threads; 0 keeps torch's default, 1 when sharing the CPU
     resume: bool = True  # continue from out/train_state.pt when it exists
-    device: str = "auto"  # "auto" (CUDA if available), "cpu" or "cuda"
+    device: str = "auto"  # auto (CUDA when available, else CPU), cpu, cuda or cuda:N
     agent_data: str = ""  # Rank2Reward only: agent episodes to pre-fit the discriminator on
     agent_updates: int = 200  # discriminator updates on agent_data
     # Cut demos this many frames after their first successful frame when the data has
@@ -66,14 +66,9 @@ class TrainConfig:
             raise ValueError("log_every and ckpt_every must be >= 1")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+        check_device_name(self.device)
         if self.max_episodes is not None and self.max_episodes < 1:
             raise ValueError("max_episodes must be >= 1")
-
-
-def _resolve_device(name: str) -> torch.device:
-    return default_device() if name == "auto" else torch.device(name)
 
 
 class _Logs:
@@ -121,7 +116,7 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     data = load_episodes(cfg.data, model_cfg.image_size_px, cfg.max_episodes).demos()
     torch.manual_seed(model_cfg.seed)
     model = build_model(model_cfg, device)
@@ -132,7 +127,7 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
     start, elapsed_s, cpu_s = 0, 0.0, 0.0
     state_path = out / STATE_NAME
     if cfg.resume and state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         saved = {k: v for k, v in dict(state.get("config", {})).items() if k != "steps"}
         wanted = {k: v for k, v in dataclasses.asdict(model_cfg).items() if k != "steps"}
         if saved != wanted:
@@ -165,6 +160,19 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
 
         bar = tqdm(total=steps, initial=start, desc=f"train {model.method}", unit="step")
     model.train()
+    # NaN/inf losses are flagged on the device and read back with the logged metrics (and
+    # before every checkpoint): a GPU step never waits for the host.
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+    checked = start  # steps before this one are known to have finite losses
+
+    def check_finite(step: int) -> None:
+        nonlocal checked
+        if bool(nonfinite):
+            raise FloatingPointError(
+                f"loss became NaN/inf between steps {checked} and {step}; lower lr"
+            )
+        checked = step + 1
+
     try:
         for step in range(start, steps):
             batch = model.sample_batch(data, rng)
@@ -172,17 +180,22 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_value = loss.item()
-            if not np.isfinite(loss_value):
-                raise FloatingPointError(f"loss became {loss_value} at step {step}; lower lr")
+            nonfinite |= ~torch.isfinite(loss.detach())
             if step % cfg.log_every == 0 or step == steps - 1:
-                logs.write(step, {**metrics, "time_s": time.monotonic() - t0})
+                values = host_scalars({**metrics, "_nonfinite": nonfinite})
+                if values.pop("_nonfinite"):
+                    check_finite(step)
+                checked = step + 1
+                logs.write(step, {**values, "time_s": time.monotonic() - t0})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{values.get('loss', float('nan')):.4f}")
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}")
             if (step + 1) % cfg.ckpt_every == 0 and step + 1 < steps:
+                check_finite(step)
                 _save_state(state_path, model, opt, step + 1, time.monotonic() - t0,
                             time.process_time() - c0)
+        check_finite(steps - 1)
     finally:
         if bar is not None:
             bar.close()

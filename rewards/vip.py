@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from video2reward.compute.device import from_host
 from video2reward.rewards.base import GoalDistanceModel, RewardConfig
 from video2reward.rewards.data import VideoDataset, augment
 from video2reward.rewards.encoders import build_encoder
@@ -82,7 +83,7 @@ def vip_loss(
     e0: torch.Tensor, eg: torch.Tensor, es0: torch.Tensor, es1: torch.Tensor,
     reward: torch.Tensor, gamma: float, num_negatives: int = 0,
     generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The VIP objective on embeddings (B, D) of o_0, g, o_t, o_t+1; reward (B,)."""
 
     def value(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -96,8 +97,8 @@ def vip_loss(
         perm = torch.randperm(es0.shape[0], generator=generator).to(es0.device)
         vn, vn1 = value(es0[perm], eg), value(es1[perm], eg)
         loss = loss + log_mean_exp(-(-1.0 + gamma * vn1 - vn))
-    return loss, {"vip_loss": loss.item(), "start_term": start_term.item(),
-                  "td_term": td_term.item(), "v0": v0.mean().item()}
+    return loss, {"vip_loss": loss.detach(), "start_term": start_term.detach(),
+                  "td_term": td_term.detach(), "v0": v0.mean().detach()}
 
 
 class VIP(GoalDistanceModel):
@@ -126,10 +127,10 @@ class VIP(GoalDistanceModel):
         x = data.frames_tensor(np.repeat(ep, 4), idx.reshape(-1), self.device)
         s = data.size_px
         x = augment(x.view(b, 4, 3, s, s), self.config.augment, rng, self.config.crop_scale_min)
-        reward = torch.as_tensor((t == goal).astype(np.float32) - 1.0, device=self.device)
+        reward = from_host((t == goal).astype(np.float32) - 1.0, self.device)
         return {"frames": x, "reward": reward}
 
-    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = batch["frames"]
         b = x.shape[0]
         emb = self.encoder(x.flatten(0, 1).contiguous(memory_format=torch.channels_last))
@@ -140,7 +141,7 @@ class VIP(GoalDistanceModel):
             l1 = torch.linalg.vector_norm(emb, ord=1, dim=-1).mean()
             l2 = torch.linalg.vector_norm(emb, ord=2, dim=-1).mean()
             loss = loss + self.config.l1_weight * l1 + self.config.l2_weight * l2
-        metrics["loss"] = loss.item()
+        metrics["loss"] = loss.detach()
         return loss, metrics
 
     def reward_from_distance(self, d: torch.Tensor) -> torch.Tensor:

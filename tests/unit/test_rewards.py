@@ -57,7 +57,7 @@ def test_vip_loss_matches_hand_computation():
     td = [1.0, -(-1 - 0.98 * 4 + 5)]
     expected = 0.02 * 5 + math.log((math.exp(td[0]) + math.exp(td[1])) / 2)
     assert float(loss) == pytest.approx(expected, abs=1e-5)
-    assert m["start_term"] == pytest.approx(0.1, abs=1e-6)
+    assert float(m["start_term"]) == pytest.approx(0.1, abs=1e-6)
 
 
 def test_vip_loss_agrees_with_official_formula_and_is_stable():
