@@ -24,6 +24,7 @@ there are no streams and nothing waits. On CUDA the rules are the ones PyTorch d
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -40,6 +41,7 @@ __all__ = [
     "from_host",
     "host_scalars",
     "resolve_device",
+    "set_deterministic",
     "training_stream",
 ]
 
@@ -92,6 +94,20 @@ def host_scalars(values: dict[str, Tensor | float]) -> dict[str, float]:
     read = torch.stack(list(tensors.values())).tolist() if tensors else []
     out = dict(zip(tensors, read, strict=True))
     return {k: out[k] if k in out else float(v) for k, v in values.items()}
+
+
+def set_deterministic(on: bool = True) -> None:
+    """Deterministic kernels (cuDNN, cuBLAS, scatter/index ops) for bit-reproducible CUDA runs.
+
+    Process-wide and slower. The CPU kernels this project uses are deterministic already.
+    cuBLAS also needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` before CUDA starts: it is set here
+    when absent, which is in time only if nothing has used CUDA yet.
+    """
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
 
 
 class Staged(NamedTuple):

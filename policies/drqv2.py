@@ -58,7 +58,6 @@ __all__ = [
     "Policy",
     "random_shift",
     "sample_action",
-    "set_deterministic",
 ]
 
 CHECKPOINT_VERSION = 1
@@ -124,22 +123,6 @@ class DrQV2Config:
 # --------------------------------------------------------------------------- randomness
 def _gen_device(generator: torch.Generator | None) -> torch.device:
     return torch.device("cpu") if generator is None else generator.device
-
-
-def set_deterministic(on: bool = True) -> None:
-    """Deterministic kernels (cuDNN, cuBLAS, scatter/index ops) for bit-reproducible CUDA runs.
-
-    Process-wide and slower; the CPU kernels used here are deterministic already. cuBLAS also
-    needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` in the environment before CUDA starts (set here
-    when absent, which only helps if CUDA has not been used yet).
-    """
-    import os
-
-    if on:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(on)
-    torch.backends.cudnn.deterministic = on
-    torch.backends.cudnn.benchmark = False
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -361,7 +344,9 @@ class Policy:
         On CUDA the copy is queued on the caller's stream (the learner's); the next
         :meth:`act` waits for it. Call it under the lock that guards acting."""
         for mine, theirs in ((self.encoder, agent.encoder), (self.actor, agent.actor)):
-            torch._foreach_copy_(list(mine.parameters()), list(theirs.parameters()))
+            params: list[Tensor] = list(mine.parameters())
+            if params:  # the features agent's encoder is an Identity: nothing to copy
+                torch._foreach_copy_(params, list(theirs.parameters()))
             for b_mine, b_theirs in zip(mine.buffers(), theirs.buffers(), strict=True):
                 b_mine.copy_(b_theirs)
         self.handoff.publish()

@@ -45,13 +45,18 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from video2reward.compute.device import Staged, check_device_name, resolve_device, training_stream
+from video2reward.compute.device import (
+    Staged,
+    check_device_name,
+    resolve_device,
+    set_deterministic,
+    training_stream,
+)
 from video2reward.policies.drqv2 import (
     DrQV2Agent,
     DrQV2Config,
     NonFiniteError,
     Policy,
-    set_deterministic,
 )
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
 from video2reward.robot import keys

@@ -217,6 +217,20 @@ class RewardModel(nn.Module, ABC):
     def calibrate(self, data: VideoDataset) -> None:
         """After training: fix progress scale / default goal from the training demos."""
 
+    def set_bf16(self, on: bool = True) -> None:
+        """bf16 autocast of ResNet encoders' conv trunks on CUDA (tensor cores; the embedding
+        head and everything after it stay fp32). Raises RewardError off CUDA or for other
+        encoders."""
+        from video2reward.rewards.encoders import ResNet
+
+        resnets = [m for m in self.modules() if isinstance(m, ResNet)]
+        if on and self.device.type != "cuda":
+            raise RewardError(f"bf16 is for CUDA devices; this model is on {self.device}")
+        if on and not resnets:
+            raise RewardError(f"bf16 is for ResNet encoders; this model has {self.config.encoder}")
+        for m in resnets:
+            m.bf16 = on
+
     # -- scoring
     @property
     def device(self) -> torch.device:

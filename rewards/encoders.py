@@ -138,6 +138,8 @@ class ResNet(nn.Module):
 
     def __init__(self, depth: int, out_dim: int | None = None):
         super().__init__()
+        # bf16 autocast of the conv trunk on CUDA (RewardModel.set_bf16); the head stays fp32.
+        self.bf16 = False
         if depth not in _RESNET_LAYOUT:
             raise ValueError(f"ResNet depth must be one of {sorted(_RESNET_LAYOUT)}, got {depth}")
         block, counts = _RESNET_LAYOUT[depth]
@@ -179,6 +181,10 @@ class ResNet(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bf16 and x.is_cuda:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                h = self.features(x)
+            return self.fc(h.float())
         return self.fc(self.features(x))
 
 

@@ -47,6 +47,7 @@ class RewardStreamConfig:
     ckpt: str = ""  # run folder or .pt of a trained reward model (required)
     goal_image: str = ""  # optional goal image (PNG/JPG) for goal-conditioned methods
     device: str = "auto"  # auto (CUDA when available, else CPU), cpu, cuda or cuda:N
+    bf16: bool = False  # CUDA only: score under bf16 autocast (ResNet encoders)
     success_progress: float = 0.9  # progress at or above which the model calls a frame success
     online_updates: bool = True  # Rank2Reward: train the discriminator on agent frames
     disc_period_s: float = 1.0  # seconds between discriminator steps
@@ -94,6 +95,8 @@ class RewardStream:
             raise RewardError(str(e)) from e
         self.model = model if model is not None else load_reward_model(config.ckpt, device)
         self._handoff = WeightHandoff(self.model.device)
+        if config.bf16:
+            self.model.set_bf16(True)
         self.goal = _read_goal(config.goal_image) if config.goal_image else None
         self._prev: np.ndarray | None = None
         self._lock = threading.Lock()  # guards the scoring model's weights

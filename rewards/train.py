@@ -25,7 +25,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from video2reward.compute.device import check_device_name, host_scalars, resolve_device
+from video2reward.compute.device import (
+    check_device_name,
+    host_scalars,
+    resolve_device,
+    set_deterministic,
+)
 from video2reward.rewards.base import (
     CheckpointError,
     RewardConfig,
@@ -47,6 +52,8 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 keeps torch's default, 1 when sharing the CPU
     resume: bool = True  # continue from out/train_state.pt when it exists
     device: str = "auto"  # auto (CUDA when available, else CPU), cpu, cuda or cuda:N
+    bf16: bool = False  # CUDA only: bf16 autocast of the forward pass (ResNet encoders)
+    deterministic: bool = False  # bit-reproducible CUDA kernels (slower); the CPU always is
     agent_data: str = ""  # Rank2Reward only: agent episodes to pre-fit the discriminator on
     agent_updates: int = 200  # discriminator updates on agent_data
     # Cut demos this many frames after their first successful frame when the data has
@@ -117,9 +124,12 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        set_deterministic()
     data = load_episodes(cfg.data, model_cfg.image_size_px, cfg.max_episodes).demos()
     torch.manual_seed(model_cfg.seed)
     model = build_model(model_cfg, device)
+    model.set_bf16(cfg.bf16)  # refuses bf16 off CUDA before any work
     trim = cfg.trim_after_success
     data = data.trimmed(model.default_trim_after_success if trim is None else trim)
     opt = torch.optim.Adam(model.parameters(), lr=model_cfg.lr)

@@ -43,7 +43,8 @@ PARAMS: tuple[ParamSpec, ...] = (
         None,
         True,
     ),
-    ("device", "auto", "auto (CUDA when available) | cpu | cuda", None, True),
+    ("device", "auto", "auto (CUDA when available) | cpu | cuda | cuda:N", None, True),
+    ("bf16", False, "CUDA only: bf16 autocast of ResNet encoders when scoring", None, True),
     (
         "success_progress",
         0.9,
@@ -63,6 +64,7 @@ _STREAM_FIELDS = (
     "ckpt",
     "goal_image",
     "device",
+    "bf16",
     "success_progress",
     "online_updates",
     "disc_period_s",

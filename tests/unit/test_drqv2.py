@@ -212,3 +212,17 @@ def test_learns_toy_pixel_reach_in_under_a_minute() -> None:
     )
     assert ret1 > 0.5 * ret0  # returns are negative distances: at least halved
     assert succ1 >= 0.5 > succ0
+
+
+def test_policy_copy_of_a_features_agent_syncs() -> None:
+    # The features agent's encoder is an Identity (no parameters): syncing its copy used to
+    # raise in torch._foreach_copy_ with an empty list.
+    agent = DrQV2Agent(SMALL, (12,), action_dim=4)
+    snap = agent.policy_snapshot(seed=1)
+    with torch.no_grad():
+        next(agent.actor.parameters()).add_(1.0)
+    snap.sync_from(agent)
+    obs = np.ones(12, np.float32)
+    np.testing.assert_array_equal(
+        snap.act(obs, None, step=100, eval_mode=True), agent.act(obs, None, 100, True)
+    )
