@@ -56,6 +56,7 @@ __all__ = [
     "DrQV2Config",
     "NonFiniteError",
     "Policy",
+    "bc_loss",
     "random_shift",
     "sample_action",
 ]
@@ -83,6 +84,12 @@ class DrQV2Config:
     shift_pad_px: int = 4  # random-shift padding, pixels (paper: 4 at 84x84)
     channels_last: bool = True  # NHWC convs: faster with oneDNN on CPU
     weight_decay: float = 0.0  # kept for ablations; the paper uses none
+    # Behaviour cloning on demonstration rows (batch.is_demo), as TD3+BC writes it: the actor
+    # loss gains bc_weight * mean|Q| * ||pi(s) - a_demo||^2 (scaled by |Q| so the weight does
+    # not depend on the reward's scale; TD3+BC's alpha=2.5 is bc_weight=0.4), decaying linearly
+    # to 0 over bc_decay_steps agent steps as ROT anneals it (0: constant). 0 = the paper.
+    bc_weight: float = 0.0
+    bc_decay_steps: int = 0
 
     def __post_init__(self) -> None:
         positive = {
@@ -113,6 +120,17 @@ class DrQV2Config:
             )
         if self.num_expl_steps < 0 or self.shift_pad_px < 0 or self.weight_decay < 0:
             raise ValueError("num_expl_steps, shift_pad_px and weight_decay must be >= 0")
+        if not (math.isfinite(self.bc_weight) and self.bc_weight >= 0) or self.bc_decay_steps < 0:
+            raise ValueError(
+                f"need bc_weight >= 0 and bc_decay_steps >= 0, got {self.bc_weight}, "
+                f"{self.bc_decay_steps}"
+            )
+
+    def bc_weight_at(self, step: int) -> float:
+        """The behaviour-cloning weight at agent step ``step`` (linear decay to 0)."""
+        if not self.bc_decay_steps:
+            return self.bc_weight
+        return self.bc_weight * max(0.0, 1.0 - step / self.bc_decay_steps)
 
     def stddev(self, step: int) -> float:
         """Linear exploration stddev schedule; ``step`` counts agent steps, not frames."""
@@ -278,6 +296,13 @@ def sample_action(
     return x - x.detach() + clamped
 
 
+def bc_loss(mean: Tensor, action: Tensor, is_demo: Tensor) -> Tensor:
+    """Squared distance of the actor's mean action to the recorded one, averaged over the
+    demonstration rows only (0 without any): online rows get no BC gradient."""
+    sq = ((mean - action) ** 2).sum(-1)
+    return (sq * is_demo).sum() / is_demo.sum().clamp_min(1.0)
+
+
 def _normal_log_prob(x: Tensor, mean: Tensor, std: float) -> Tensor:
     return -((x - mean) ** 2) / (2 * std**2) - math.log(std) - 0.5 * math.log(2 * math.pi)
 
@@ -363,6 +388,7 @@ class DeviceBatch(NamedTuple):
     next_obs: Tensor
     proprio: Tensor | None
     next_proprio: Tensor | None
+    is_demo: Tensor | None  # (B,) 1.0 on demonstration rows
 
 
 class DrQV2Agent:
@@ -473,6 +499,7 @@ class DrQV2Agent:
             batch.next_obs,
             np.asarray(batch.proprio, np.float32) if with_p else None,
             np.asarray(batch.next_proprio, np.float32) if with_p else None,
+            None if batch.is_demo is None else np.asarray(batch.is_demo, np.float32),
         ]
         for a in arrays:
             if a is not None and a.dtype.kind == "f" and not np.isfinite(a).all():
@@ -502,7 +529,9 @@ class DrQV2Agent:
         synchronisation of an update.
         """
         staged = self.to_device(batch) if isinstance(batch, Batch) else batch
-        obs, action, reward, discount, next_obs, p, next_p = DeviceBatch._make(staged.ready())
+        obs, action, reward, discount, next_obs, p, next_p, is_demo = DeviceBatch._make(
+            staged.ready()
+        )
         std = self.cfg.stddev(step)
 
         h, next_h = self._encode_pair(obs, next_obs)
@@ -531,7 +560,13 @@ class DrQV2Agent:
             aq1, aq2 = self.critic(h, p, pi_action)
         finally:
             self.critic.requires_grad_(True)
-        actor_loss = -torch.min(aq1, aq2).mean()
+        min_q = torch.min(aq1, aq2)
+        actor_loss = -min_q.mean()
+        bc_weight = self.cfg.bc_weight_at(step)
+        bc: Tensor | None = None
+        if bc_weight > 0 and is_demo is not None:
+            bc = bc_loss(mean, action, is_demo)
+            actor_loss = actor_loss + bc_weight * min_q.detach().abs().mean() * bc
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         actor_bad = self._step_unless_nonfinite(actor_loss, self.actor_opt)
@@ -558,6 +593,9 @@ class DrQV2Agent:
             "batch_reward": reward.mean(),
             "skipped_updates": self._skipped,
         }
+        if bc is not None:
+            on_device["actor_bc"] = bc.detach()
+            on_device["bc_weight"] = bc_weight
         metrics = host_scalars(on_device)  # one device-to-host copy
         metrics["actor_ent"] = self.action_dim * (0.5 + 0.5 * math.log(2 * math.pi) + math.log(std))
         metrics["stddev"] = std

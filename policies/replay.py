@@ -51,6 +51,7 @@ class Batch(NamedTuple):
     next_obs: np.ndarray  # like obs, m steps later
     proprio: np.ndarray | None  # (B, P) float32 at obs (not stacked)
     next_proprio: np.ndarray | None
+    is_demo: np.ndarray | None = None  # (B,) float32, 1 for demonstration rows (BC term)
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,14 @@ from video2reward.compute.device import (
     set_deterministic,
     training_stream,
 )
+from video2reward.policies.demos import demo_replay, load_demo_episodes, sample_mixed
 from video2reward.policies.drqv2 import (
     DrQV2Agent,
     DrQV2Config,
     NonFiniteError,
     Policy,
 )
-from video2reward.policies.replay import ReplayBuffer, ReplayConfig
+from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
 from video2reward.robot import keys
 
 AGENT_FILE = "agent.pt"
@@ -72,13 +73,28 @@ class RewardSpec:
     source: str = "oracle"  # "oracle" (the env's dense reward) or "model" (a rewards/ checkpoint)
     ckpt: str = ""  # reward-model run folder or .pt, for source=model
     scale: float = 1.0  # multiplies the reward (oracle or model)
-    success_bonus: float = 0.0  # added on every step where info["success"] (sparse term)
+    success_bonus: float = 0.0  # added on every step the success call says is successful
+    # Who calls success during learning: "model" (the reward model's progress at or above
+    # success_progress), "oracle" (the twin's predicate: evaluation-only information, so the
+    # run's summary says oracle_in_learning) or "none". "auto": model with a reward model,
+    # oracle for the oracle-reward baseline.
+    success: str = "auto"
+    # Progress at which the model calls success; None: calibrated on the demonstrations
+    # (demos.path; the 10th percentile of their last frames' progress), else 0.9 as the
+    # reward node does.
+    success_progress: float | None = None
     disc_update_every_steps: int = 0  # Rank2Reward: a burst of discriminator steps every N
     disc_steps: int = 1  # discriminator steps per burst (official code: 20 every 2000 steps)
     disc_batch: int = 64  # agent frames per discriminator step
     disc_frames: int = 5000  # recent agent frames kept for discriminator updates
     goal: str = "none"  # goal image for goal-conditioned models: none | env (env.goal_image())
     alpha: float | None = None  # Rank2Reward: weight of the discriminator term (None: the ckpt's)
+
+    @property
+    def success_source(self) -> str:
+        if self.success != "auto":
+            return self.success
+        return "model" if self.source == "model" else "oracle"
 
     def __post_init__(self) -> None:
         if self.source not in ("oracle", "model"):
@@ -87,6 +103,14 @@ class RewardSpec:
             raise ValueError("reward.source=model needs reward.ckpt=<run folder or .pt>")
         if not math.isfinite(self.scale) or not math.isfinite(self.success_bonus):
             raise ValueError("reward.scale and reward.success_bonus must be finite")
+        if self.success not in ("auto", "model", "oracle", "none"):
+            raise ValueError(
+                f"reward.success must be auto, model, oracle or none, got {self.success!r}"
+            )
+        if self.success == "model" and self.source != "model":
+            raise ValueError("reward.success=model needs a reward model (reward.source=model)")
+        if self.success_progress is not None and not math.isfinite(self.success_progress):
+            raise ValueError("reward.success_progress must be finite")
         if self.goal not in ("none", "env"):
             raise ValueError(f"reward.goal must be 'none' or 'env', got {self.goal!r}")
         if self.disc_update_every_steps < 0 or self.disc_batch < 2 or self.disc_frames < 2:
@@ -95,6 +119,21 @@ class RewardSpec:
             raise ValueError(f"reward.disc_steps must be >= 1, got {self.disc_steps}")
         if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha >= 0):
             raise ValueError(f"reward.alpha must be a finite number >= 0, got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """Demonstrations with actions in replay (policies/demos.py)."""
+
+    path: str = ""  # episode store with actions ('' = no demonstrations)
+    max_episodes: int = 0  # the first N successful episodes (0 = all)
+    fraction: float = 0.5  # share of every batch drawn from them (RLPD's symmetric sampling)
+
+    def __post_init__(self) -> None:
+        if self.max_episodes < 0:
+            raise ValueError(f"demos.max_episodes must be >= 0, got {self.max_episodes}")
+        if not 0.0 <= self.fraction < 1.0:
+            raise ValueError(f"demos.fraction must be in [0, 1), got {self.fraction}")
 
 
 @dataclass(frozen=True)
@@ -126,11 +165,24 @@ class TrainConfig:
     progress_bar: bool = True
     log_every_updates: int = 100  # TensorBoard rows of update metrics
     reward: RewardSpec = field(default_factory=RewardSpec)
+    demos: DemoSpec = field(default_factory=DemoSpec)
     agent: DrQV2Config = field(default_factory=DrQV2Config)
+
+    @property
+    def oracle_in_learning(self) -> bool:
+        """Whether learning sees the twin's oracle reward or success predicate."""
+        return self.reward.source == "oracle" or self.reward.success_source == "oracle"
 
     def __post_init__(self) -> None:
         if isinstance(self.reward, dict):
             object.__setattr__(self, "reward", RewardSpec(**self.reward))
+        if isinstance(self.demos, dict):
+            object.__setattr__(self, "demos", DemoSpec(**self.demos))
+        if self.demos.path and self.reward.source != "model":
+            raise ValueError(
+                "demos need a learned reward to relabel them (reward.source=model); the "
+                "oracle-reward baseline runs without demonstrations"
+            )
         if isinstance(self.agent, dict):
             object.__setattr__(self, "agent", DrQV2Config(**self.agent))
         if self.obs not in ("pixels", "features"):
@@ -246,19 +298,46 @@ class EpisodeRewarder:
                 raise ValueError(f"reward.alpha applies to Rank2Reward, not {self.model.method}")
             self.model.config = dataclasses.replace(self.model.config, alpha=spec.alpha)
         self.can_update = spec.disc_update_every_steps > 0 and hasattr(self.model, "update")
+        self.success_progress = 0.9 if spec.success_progress is None else spec.success_progress
         self.recent: deque[np.ndarray] = deque(maxlen=spec.disc_frames)
         self._rng = np.random.default_rng(0)
         self.num_updates = 0
 
     def episode_rewards(
-        self, frames: np.ndarray, success: np.ndarray, goal: np.ndarray | None = None
-    ) -> np.ndarray:
-        """frames (T+1, H, W, 3) uint8 -> (T,) rewards for arriving at frames 1..T."""
-        r = self.model.score(frames, goal=goal).reward[1:] * self.spec.scale
-        r = r + self.spec.success_bonus * success.astype(np.float32)
-        if self.can_update:
+        self,
+        frames: np.ndarray,
+        oracle_success: np.ndarray | None = None,
+        goal: np.ndarray | None = None,
+        *,
+        agent_frames: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """frames (T+1, H, W, 3) uint8 -> (T,) rewards for arriving at frames 1..T and the
+        (T,) success calls the bonus used (``reward.success``: the model's progress against
+        ``success_progress``, the twin's ``oracle_success``, or none). The one relabelling
+        path of agent episodes and demonstrations (``agent_frames=False``: not kept for the
+        discriminator)."""
+        out = self.model.score(frames, goal=goal)
+        source = self.spec.success_source
+        if source == "model":
+            success = out.progress[1:] >= self.success_progress
+        elif source == "oracle":
+            if oracle_success is None:
+                raise ValueError("reward.success=oracle needs the twin's success per step")
+            success = np.asarray(oracle_success, bool)
+        else:
+            success = np.zeros(len(frames) - 1, bool)
+        r = out.reward[1:] * self.spec.scale + self.spec.success_bonus * success
+        if self.can_update and agent_frames:
             self.recent.extend(frames[1:])
-        return np.asarray(r, np.float32)
+        return np.asarray(r, np.float32), success
+
+    def calibrate_success(self, demo_images: list[np.ndarray]) -> float:
+        """Set ``success_progress`` to the 10th percentile of the demos' last-frame progress
+        (unless the spec fixes it); returns it."""
+        if self.spec.success_progress is None and demo_images:
+            last = [float(self.model.score(img).progress[-1]) for img in demo_images]
+            self.success_progress = float(np.quantile(last, 0.1))
+        return self.success_progress
 
     def maybe_update(self, step: int) -> dict[str, float]:
         if not self.can_update or step % self.spec.disc_update_every_steps:
@@ -310,11 +389,14 @@ class LearnerThread(threading.Thread):
         batch_size: int,
         threads: int,
         log_every: int = 100,
+        demos: ReplayBuffer | None = None,
+        demo_fraction: float = 0.0,
     ):
         super().__init__(name="drqv2-learner", daemon=True)
         self.agent, self.replay, self.replay_lock = agent, replay, replay_lock
         self.policy, self.policy_lock = policy, policy_lock
         self.batch_size, self.threads, self.log_every = batch_size, threads, log_every
+        self.demos, self.demo_fraction = demos, demo_fraction
         self.cv = threading.Condition()
         self.owed: deque[int] = deque()  # agent steps of requested updates
         self.metrics: dict[str, float] = {}  # of the last logged update
@@ -365,7 +447,9 @@ class LearnerThread(threading.Thread):
     def _stage(self) -> Staged | None:
         """Sample a batch and start its copy to the device (``None``: refused as NaN/inf)."""
         with self.replay_lock:
-            batch = self.replay.sample(self.batch_size)
+            batch: Batch = sample_mixed(
+                self.replay, self.demos, self.batch_size, self.demo_fraction
+            )
         try:
             return self.agent.to_device(batch)
         except NonFiniteError:
@@ -506,6 +590,43 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
     imageio.mimwrite(str(path), big, fps=fps, macro_block_size=1)  # type: ignore[arg-type]
 
 
+# --------------------------------------------------------------------------- demonstrations
+def _demo_buffer(
+    cfg: TrainConfig,
+    rewarder: EpisodeRewarder,
+    observer: Observer,
+    replay_cfg: ReplayConfig,
+    proprio_dim: int,
+) -> tuple[ReplayBuffer, int]:
+    """The demos as the agent would have recorded them: frames through the observer, rewards
+    and success calls through the rewarder (after calibrating its success threshold on them)."""
+    if cfg.reward.goal == "env":
+        raise ValueError("demos with reward.goal=env: recorded demos have no env goal image")
+    demos = load_demo_episodes(cfg.demos.path, cfg.action_repeat, cfg.demos.max_episodes)
+    size = cfg.image_size
+
+    def rendered(images: np.ndarray) -> np.ndarray:  # the size the env renders for the reward
+        if images.shape[1] == size:
+            return images
+        return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in images])
+
+    views = [rendered(d.images) for d in demos]
+    thr = rewarder.calibrate_success(views)
+    by_id = {id(d): v for d, v in zip(demos, views, strict=True)}
+    buffer = demo_replay(
+        demos,
+        replay_cfg,
+        lambda img: observer.frame({keys.OBS_IMAGE: rendered(img[None])[0]}),
+        lambda d: rewarder.episode_rewards(by_id[id(d)], agent_frames=False)[0],
+        proprio_dim,
+    )
+    print(
+        f"demos: {len(demos)} episodes, {len(buffer)} transitions from {cfg.demos.path}, "
+        f"{cfg.demos.fraction:.0%} of every batch; success called at progress >= {thr:.3f}"
+    )
+    return buffer, len(demos)
+
+
 # --------------------------------------------------------------------------- the loop
 def evaluate(
     cfg: TrainConfig,
@@ -598,6 +719,15 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
     if cfg.reward.source == "model":
         resume_from = out / REWARD_MODEL_FILE if cfg.resume else None
         rewarder = EpisodeRewarder(cfg.reward, device, resume_from)
+    # The oracle success bonus of the baseline (reward.source=oracle); a learned reward adds
+    # its bonus when the episode is relabelled.
+    oracle_bonus = cfg.reward.success_bonus if rewarder is None else 0.0
+    demo_buffer, n_demos = None, 0
+    if cfg.demos.path and rewarder is not None:
+        demo_buffer, n_demos = _demo_buffer(cfg, rewarder, observer, replay.cfg, proprio_dim)
+    if cfg.oracle_in_learning:
+        print("note: learning uses the twin's oracle (reward or success): an evaluation-only "
+              "baseline, recorded as oracle_in_learning in summary.json")
 
     state = {
         "step": 0,
@@ -629,6 +759,8 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
             cfg.agent.batch_size,
             cfg.threads,
             cfg.log_every_updates,
+            demo_buffer,
+            cfg.demos.fraction,
         )
         learner.start()
 
@@ -709,7 +841,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                 replay.start_episode(frame, observer.proprio(obs))
             while not done:
                 a = act(stacked, observer.proprio(obs), step, False)
-                res = repeat_step(env, a, cfg.action_repeat, cfg.reward.success_bonus)
+                res = repeat_step(env, a, cfg.action_repeat, oracle_bonus)
                 obs, frame = res.obs, observer.frame(res.obs)
                 reward = res.reward * cfg.reward.scale
                 try:
@@ -745,7 +877,9 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                     else:
                         try:
                             metrics = agent.update(
-                                replay.sample(cfg.agent.batch_size),
+                                sample_mixed(
+                                    replay, demo_buffer, cfg.agent.batch_size, cfg.demos.fraction
+                                ),
                                 step,
                                 log=(agent.num_updates + 1) % cfg.log_every_updates == 0,
                             )
@@ -758,9 +892,12 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                 state["episode"] = episode + 1
                 continue
             learned_return = float("nan")
+            called = np.array(successes, bool)  # what learning is told (oracle: the baseline)
             if rewarder is not None:
                 try:
-                    r = rewarder.episode_rewards(np.stack(images), np.array(successes), goal)
+                    r, called = rewarder.episode_rewards(
+                        np.stack(images), np.array(successes), goal
+                    )
                     with replay_lock:
                         replay.set_episode_rewards(r)
                     learned_return = float(r.sum())
@@ -772,7 +909,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                     state["episode"] = episode + 1
                     continue
             with replay_lock:
-                replay.end_episode(success=any(successes))
+                replay.end_episode(success=bool(called.any()))
             state["episode"] = episode + 1
             state["wall_s"] = time.monotonic() - t_start
             frames = int(state["frames"])
@@ -784,7 +921,8 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                     "episode": episode,
                     "return": round(ep_return, 4),
                     "return_learned": learned_return,
-                    "success": any(successes),
+                    "success": any(successes),  # the twin's predicate: evaluation only
+                    "success_called": bool(called.any()),  # what learning was told
                     "episode_frames": ep_frames,
                     "fps": round(ep_frames / max(time.monotonic() - t_ep, 1e-6), 1),
                     "updates": agent.num_updates,
@@ -817,6 +955,10 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         "final_eval": last_eval,
         "nonfinite": state["nonfinite"],
         "reward_model_updates": rewarder.num_updates if rewarder is not None else 0,
+        # Learning saw the twin's oracle reward or success predicate: never a headline figure.
+        "oracle_in_learning": cfg.oracle_in_learning,
+        "demo_episodes": n_demos,
+        "success_progress": rewarder.success_progress if rewarder is not None else None,
         "curve": str(png) if png else None,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

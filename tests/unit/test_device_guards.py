@@ -99,8 +99,9 @@ def test_random_shift_draws_with_its_generator_then_moves_to_the_images_device()
 def test_agent_augmentation_and_staging_run_on_a_second_device() -> None:
     agent = DrQV2Agent(SMALL, OBS, action_dim=4, proprio_dim=3, device=META)
     staged = agent.to_device(make_batch(np.random.default_rng(0)))
-    obs, *_, next_obs, _p, _next_p = staged.ready()
-    assert all(t is not None and t.device == META for t in staged.tensors)
+    obs, *_, next_obs, _p, _next_p, is_demo = staged.ready()
+    assert is_demo is None  # no demonstration rows in a plain replay batch
+    assert all(t.device == META for t in staged.tensors if t is not None)
     with GeneratorRule():
         h, next_h = agent._encode_pair(obs, next_obs)  # the update's random shift
     assert h.device == META and next_h.device == META

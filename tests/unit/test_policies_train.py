@@ -188,7 +188,7 @@ def test_reward_alpha_overrides_the_discriminator_weight(tmp_path: Path) -> None
         p = torch.sigmoid(model.logits(torch.as_tensor(frames).permute(0, 3, 1, 2).float(),
                                        None))
     expected = (torch.log(p) + 0.25 * 2.0).numpy()[1:]
-    got = rewarder.episode_rewards(frames, np.zeros(8, bool))
+    got, _ = rewarder.episode_rewards(frames, np.zeros(8, bool))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="alpha"):
         RewardSpec(source="model", ckpt=str(ckpt), alpha=float("nan"))
@@ -218,10 +218,10 @@ def test_goal_conditioned_reward_scores_against_the_episode_goal_image(tmp_path:
     frames = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     goal = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
     ok = np.zeros(5, bool)
-    with_goal = rewarder.episode_rewards(frames, ok, goal)
+    with_goal, _ = rewarder.episode_rewards(frames, ok, goal)
     expected = rewarder.model.score(frames, goal=goal).reward[1:]
     np.testing.assert_allclose(with_goal, expected, rtol=1e-6)
-    assert not np.allclose(with_goal, rewarder.episode_rewards(frames, ok, None))
+    assert not np.allclose(with_goal, rewarder.episode_rewards(frames, ok, None)[0])
 
     # the twin renders a goal per episode; an env without goal images is refused up front
     summary = train(tiny(tmp_path / "twin", task="reach", reward=spec, num_train_frames=60,

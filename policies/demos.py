@@ -1,0 +1,169 @@
+"""Demonstrations with actions in the learner's replay (RLPD's symmetric sampling).
+
+    demos = load_demo_episodes("runs/main/demos.zarr", action_repeat=2, max_episodes=50)
+    buffer = demo_replay(demos, replay_cfg, frame_fn, proprio_fn, rewarder)   # relabelled
+    batch = sample_mixed(online_replay, buffer, 256, demo_fraction=0.5)       # 128 + 128 rows
+
+Any episode store whose episodes carry the applied actions (``v2r sim demos``, ``v2r record
+teleop``, an imported dataset with actions) seeds a demo buffer. Each update draws a fixed
+share of its batch from it (Ball et al. 2023, "Efficient Online RL with Offline Data": half),
+and the DrQ-v2 actor adds a behaviour-cloning term on those rows only (``DrQV2Config.bc_weight``).
+
+Demo transitions are rewarded by the same reward model as the agent's own episodes, through the
+same function (:meth:`~video2reward.policies.train.EpisodeRewarder.episode_rewards`) on the same
+agent-step frames: a demo is relabelled exactly as it would be had the agent played it. Stores
+of videos without actions (human videos, ``v2r record import`` of plain mp4) train reward models
+only; handing one to the learner is an error that says so.
+
+Agent steps from recorded rows: with ``action_repeat`` k, agent step i goes from row k*i to row
+k*(i+1) with the action recorded at row k*i (the recorder's row t holds the observation before
+command t and the command applied after it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
+from video2reward.robot import keys
+from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
+
+__all__ = ["DemoEpisode", "DemoError", "demo_replay", "load_demo_episodes", "sample_mixed"]
+
+
+class DemoError(ValueError):
+    """A demonstration store the learner cannot use: no actions, wrong shapes, NaN."""
+
+
+@dataclass(frozen=True)
+class DemoEpisode:
+    """One demonstration at agent-step resolution (n agent steps, n + 1 observations)."""
+
+    images: np.ndarray  # (n + 1, H, W, 3) uint8, the observation at each agent step
+    proprio: np.ndarray  # (n + 1, 4) float32, ee_pos (3) + gripper (1)
+    actions: np.ndarray  # (n, 4) float32, in [-1, 1]
+    source: str  # "store.zarr#index"
+
+
+def load_demo_episodes(
+    path: str | Path,
+    action_repeat: int,
+    max_episodes: int = 0,
+    image_hw: tuple[int, int] | None = None,
+) -> list[DemoEpisode]:
+    """The successful episodes of a store (kind expert/teleop, or any labelled successful),
+    cut into agent steps. ``image_hw``: the size the learner renders; square frames of another
+    size are resized later by the caller's frame function, other shapes are refused."""
+    p = Path(path)
+    if not p.exists():
+        raise DemoError(f"demonstration store {p} does not exist")
+    try:
+        store = EpisodeStore.open(p)
+    except EpisodeStoreError as e:
+        raise DemoError(f"demonstration store {p} is unreadable: {e}") from e
+    if keys.ACTION not in store.data_keys:
+        raise DemoError(
+            f"{p} holds no actions ({keys.ACTION!r}): videos without actions train the reward "
+            "model only (v2r reward train); the learner needs demonstrations recorded with "
+            "actions (v2r sim demos, v2r record teleop)"
+        )
+    for k in (keys.IMAGE, keys.EE_POS, keys.GRIPPER):
+        if k not in store.data_keys:
+            raise DemoError(f"{p} has no {k!r} array; the learner needs images and proprio")
+    chosen = [
+        i for i in range(store.n_episodes) if store.episode_meta(i)[keys.EPISODE_SUCCESS]
+    ]
+    if max_episodes:
+        chosen = chosen[:max_episodes]
+    if not chosen:
+        raise DemoError(f"{p} has no successful episodes to learn from")
+    out = []
+    for i in chosen:
+        ep = store.episode(i, [keys.IMAGE, keys.EE_POS, keys.GRIPPER, keys.ACTION])
+        src = f"{p}#{i}"
+        img, act = np.asarray(ep[keys.IMAGE]), np.asarray(ep[keys.ACTION], np.float32)
+        if img.ndim != 4 or img.shape[-1] != 3 or img.dtype != np.uint8:
+            raise DemoError(f"{src}: images must be (T, H, W, 3) uint8, got {img.dtype}{img.shape}")
+        if img.shape[1] != img.shape[2]:
+            raise DemoError(f"{src}: images are {img.shape[2]}x{img.shape[1]}; the learner "
+                            "takes square frames (the centre crop the twin and import make)")
+        if image_hw is not None and img.shape[1] < min(image_hw):
+            raise DemoError(f"{src}: images are {img.shape[1]} px, smaller than the "
+                            f"{image_hw[0]} px the learner renders")
+        if act.ndim != 2 or act.shape[1] != keys.ACTION_DIM or len(act) != len(img):
+            raise DemoError(f"{src}: actions must be ({len(img)}, {keys.ACTION_DIM}), "
+                            f"got {act.shape}")  # fmt: skip
+        if not np.isfinite(act).all():
+            bad = int(np.argwhere(~np.isfinite(act))[0, 0])
+            raise DemoError(f"{src}: action at step {bad} is not finite (NaN/inf)")
+        proprio = np.concatenate(
+            [np.asarray(ep[keys.EE_POS], np.float32), np.asarray(ep[keys.GRIPPER], np.float32)],
+            axis=1,
+        )
+        if not np.isfinite(proprio).all():
+            raise DemoError(f"{src}: ee_pos/gripper hold NaN/inf")
+        rows = np.arange(0, len(img), action_repeat)
+        if rows[-1] != len(img) - 1:
+            rows = np.append(rows, len(img) - 1)  # the last observation ends the last step
+        if len(rows) < 2:
+            continue
+        out.append(DemoEpisode(img[rows], proprio[rows],
+                               np.clip(act[rows[:-1]], -1.0, 1.0), src))  # fmt: skip
+    if not out:
+        raise DemoError(f"{p}: every successful episode is shorter than one agent step")
+    return out
+
+
+def demo_replay(
+    demos: list[DemoEpisode],
+    cfg: ReplayConfig,
+    frame: Callable[[np.ndarray], np.ndarray],
+    rewards: Callable[[DemoEpisode], np.ndarray],
+    proprio_dim: int,
+) -> ReplayBuffer:
+    """An in-memory replay of the demos: ``frame`` turns an (H, W, 3) image into what the
+    agent stores (the online path's function), ``rewards`` gives each episode's n rewards."""
+    frames0 = frame(demos[0].images[0])
+    steps = sum(len(d.actions) + 1 for d in demos)
+    buf = ReplayBuffer(
+        ReplayConfig(max(steps, 2), cfg.frame_stack, cfg.nstep, cfg.discount),
+        frames0.shape,
+        keys.ACTION_DIM,
+        proprio_dim,
+        task="demos",
+    )
+    for d in demos:
+        r = np.asarray(rewards(d), np.float32)
+        if r.shape != (len(d.actions),):
+            raise ValueError(f"{d.source}: need {len(d.actions)} rewards, got {r.shape}")
+        p = d.proprio if proprio_dim else [None] * len(d.images)
+        buf.start_episode(frame(d.images[0]), p[0])
+        for t, a in enumerate(d.actions):
+            buf.add(a, 0.0, frame(d.images[t + 1]), p[t + 1])
+        buf.set_episode_rewards(r)
+        buf.end_episode(success=True)
+    return buf
+
+
+def sample_mixed(
+    online: ReplayBuffer, demos: ReplayBuffer | None, batch_size: int, demo_fraction: float
+) -> Batch:
+    """``round(batch_size * demo_fraction)`` demo rows first, then online rows, with the
+    ``is_demo`` flags; all online rows when there are no demos."""
+    n_demo = round(batch_size * demo_fraction)
+    if demos is None or n_demo == 0:
+        return online.sample(batch_size)
+    parts = [demos.sample(n_demo)]
+    if batch_size - n_demo:
+        parts.append(online.sample(batch_size - n_demo))
+    flags = np.zeros(batch_size, np.float32)
+    flags[:n_demo] = 1.0
+
+    def cat(field: str) -> np.ndarray | None:
+        vals = [getattr(b, field) for b in parts]
+        return None if vals[0] is None else np.concatenate(vals)
+
+    return Batch(*(cat(f) for f in Batch._fields if f != "is_demo"), is_demo=flags)

@@ -1,0 +1,192 @@
+"""Demonstrations in replay: loading, relabelling, mixed batches, the BC term, bad stores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from video2reward.policies.demos import (
+    DemoError,
+    demo_replay,
+    load_demo_episodes,
+    sample_mixed,
+)
+from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, bc_loss
+from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
+from video2reward.policies.toy_env import PointReachEnv
+from video2reward.policies.train import EpisodeRewarder, RewardSpec, TrainConfig, train
+from video2reward.robot import keys
+from video2reward.robot.episode_store import EpisodeStore
+
+SIZE = 24
+RCFG = ReplayConfig(capacity_steps=1000, frame_stack=2, nstep=2, discount=0.9)
+
+
+def toy_demo_store(path: Path, episodes: int = 3, seed: int = 0, **override: Any) -> Path:
+    """Episodes of the toy task driven towards its target (actions recorded), in a store."""
+    env = PointReachEnv(image_size=SIZE, seed=seed)
+    store = EpisodeStore.create(str(path), fps=10.0, overwrite=True)
+    for e in range(episodes):
+        obs, _ = env.reset(seed=seed + e)
+        rows: dict[str, list[np.ndarray]] = {k: [] for k in
+                                             (keys.IMAGE, keys.EE_POS, keys.GRIPPER, keys.ACTION)}
+        done = False
+        while not done:
+            a = np.zeros(4, np.float32)
+            a[:2] = np.clip((env._goal - env._pos) * 5.0, -1, 1)  # a scripted expert
+            for k in (keys.IMAGE, keys.EE_POS, keys.GRIPPER):
+                rows[k].append(obs[k])
+            rows[keys.ACTION].append(a)
+            obs, _, term, trunc, _ = env.step(a)
+            done = term or trunc
+        for k in (keys.IMAGE, keys.EE_POS, keys.GRIPPER):
+            rows[k].append(obs[k])
+        rows[keys.ACTION].append(np.zeros(4, np.float32))
+        data = {k: np.stack(v) for k, v in rows.items()}
+        data.update(override)
+        store.append_episode(data, task="toy", success=True, kind="expert")
+    return path
+
+
+def reward_ckpt(tmp_path: Path) -> Path:
+    from video2reward.rewards.base import build_model
+    from video2reward.rewards.vip import VIPConfig
+
+    torch.manual_seed(0)
+    return build_model(VIPConfig(image_size_px=32, embed_dim=8), torch.device("cpu")).save(
+        tmp_path / "vip"
+    )
+
+
+def test_agent_steps_are_cut_from_recorded_rows(tmp_path: Path) -> None:
+    store = toy_demo_store(tmp_path / "d.zarr", episodes=1)
+    ep = EpisodeStore.open(store).episode(0)
+    (one,) = load_demo_episodes(store, action_repeat=1)
+    (two,) = load_demo_episodes(store, action_repeat=2)
+    n = len(ep[keys.IMAGE])
+    assert len(one.actions) == n - 1 and len(one.images) == n
+    np.testing.assert_array_equal(two.images[1], ep[keys.IMAGE][2])  # agent step = 2 rows
+    np.testing.assert_array_equal(two.actions[1], ep[keys.ACTION][2])  # the action at its start
+    np.testing.assert_array_equal(two.images[-1], ep[keys.IMAGE][-1])  # ends on the last row
+    np.testing.assert_array_equal(two.proprio[1, :3], ep[keys.EE_POS][2])
+
+
+def test_mixed_batches_have_exact_proportions_and_flags() -> None:
+    online = ReplayBuffer(RCFG, (3, 8, 8), 4, 0, seed=0)
+    demos = ReplayBuffer(RCFG, (3, 8, 8), 4, 0, seed=1)
+    for buf, value in ((online, 7), (demos, 200)):
+        buf.start_episode(np.full((3, 8, 8), value, np.uint8))
+        for _ in range(5):
+            buf.add(np.zeros(4), 0.0, np.full((3, 8, 8), value, np.uint8))
+        buf.end_episode()
+    for batch_size, fraction in ((10, 0.3), (16, 0.5), (7, 0.25)):
+        b = sample_mixed(online, demos, batch_size, fraction)
+        n_demo = round(batch_size * fraction)
+        assert b.is_demo is not None and b.obs.shape[0] == batch_size
+        np.testing.assert_array_equal(b.is_demo, [1.0] * n_demo + [0.0] * (batch_size - n_demo))
+        assert (b.obs[:n_demo] == 200).all() and (b.obs[n_demo:] == 7).all()
+    assert sample_mixed(online, None, 8, 0.5).is_demo is None  # no demos: the paper's batch
+
+
+def test_demos_are_relabelled_exactly_like_agent_episodes(tmp_path: Path) -> None:
+    store = toy_demo_store(tmp_path / "d.zarr", episodes=2)
+    rewarder = EpisodeRewarder(
+        RewardSpec(source="model", ckpt=str(reward_ckpt(tmp_path)), success_bonus=1.0,
+                   success_progress=-1e9),  # every step called successful: the bonus shows
+        torch.device("cpu"),
+    )  # fmt: skip
+    demos = load_demo_episodes(store, action_repeat=2)
+    buf = demo_replay(demos, RCFG, lambda img: img.transpose(2, 0, 1),
+                      lambda d: rewarder.episode_rewards(d.images, agent_frames=False)[0],
+                      proprio_dim=4)  # fmt: skip
+    online = ReplayBuffer(RCFG, (3, SIZE, SIZE), 4, 4)
+    for i, d in enumerate(demos):
+        # the same frames as if the agent had played them
+        online.start_episode(d.images[0].transpose(2, 0, 1), d.proprio[0])
+        for t, a in enumerate(d.actions):
+            online.add(a, 0.0, d.images[t + 1].transpose(2, 0, 1), d.proprio[t + 1])
+        r, called = rewarder.episode_rewards(d.images)
+        assert called.all()
+        online.set_episode_rewards(r)
+        online.end_episode()
+        n = len(d.actions)
+        slots = np.arange(buf._starts[i] + 1, buf._starts[i] + 1 + n)
+        np.testing.assert_array_equal(buf._reward[slots], r)
+        np.testing.assert_array_equal(buf._action[slots], d.actions)
+
+
+def test_bc_term_touches_only_demo_rows() -> None:
+    mean = torch.zeros(6, 4, requires_grad=True)
+    action = torch.ones(6, 4)
+    is_demo = torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    bc_loss(mean, action, is_demo).backward()
+    assert mean.grad is not None
+    assert (mean.grad[:2] != 0).all() and (mean.grad[2:] == 0).all()
+    assert float(bc_loss(mean, action, torch.zeros(6))) == 0.0  # no demo rows: no term
+    # An agent with BC on and no demo rows in its batch updates exactly like one without BC.
+    rng = np.random.default_rng(0)
+    b = Batch(rng.integers(0, 256, (8, 6, 16, 16), dtype=np.uint8),
+              rng.uniform(-1, 1, (8, 4)).astype(np.float32), rng.normal(size=8).astype(np.float32),
+              np.full(8, 0.9, np.float32), rng.integers(0, 256, (8, 6, 16, 16), dtype=np.uint8),
+              None, None, np.zeros(8, np.float32))  # fmt: skip
+    small = DrQV2Config(batch_size=8, hidden_dim=32, feature_dim=16)
+    with_bc = DrQV2Agent(DrQV2Config(**{**small.__dict__, "bc_weight": 1.0}), (6, 16, 16), 4)
+    without = DrQV2Agent(small, (6, 16, 16), 4)
+    with_bc.update(b, step=10)
+    without.update(b, step=10)
+    for x, y in zip(with_bc.actor.parameters(), without.actor.parameters(), strict=True):
+        assert torch.equal(x, y)
+    flagged = b._replace(is_demo=np.ones(8, np.float32))  # now every row is a demo row
+    m = with_bc.update(flagged, step=10)
+    assert m["actor_bc"] > 0 and m["bc_weight"] == 1.0
+    assert DrQV2Config(bc_weight=0.4, bc_decay_steps=100).bc_weight_at(50) == pytest.approx(0.2)
+
+
+def test_stores_the_learner_cannot_use_are_refused_with_the_reason(tmp_path: Path) -> None:
+    from video2reward.rewards.synthetic import synthetic_store
+
+    videos = tmp_path / "videos.zarr"
+    synthetic_store(2, 0, size_px=SIZE, length=6, path=str(videos))
+    with pytest.raises(DemoError, match="train the reward model only"):
+        load_demo_episodes(videos, action_repeat=2)
+    good = toy_demo_store(tmp_path / "good.zarr", episodes=1)
+    n = len(EpisodeStore.open(good).episode(0)[keys.IMAGE])
+    cases = {
+        "actions must be": {keys.ACTION: np.zeros((n, 3), np.float32)},
+        "step 4 is not finite": {keys.ACTION: np.where(np.arange(n)[:, None] == 4, np.nan,
+                                                       np.zeros((n, 4), np.float32))},
+        "square": {keys.IMAGE: np.zeros((n, SIZE, SIZE + 8, 3), np.uint8)},
+    }  # fmt: skip
+    for i, (msg, override) in enumerate(cases.items()):
+        bad = toy_demo_store(tmp_path / f"bad{i}.zarr", episodes=1, **override)
+        with pytest.raises(DemoError, match=msg):
+            load_demo_episodes(bad, action_repeat=2)
+    with pytest.raises(DemoError, match="does not exist"):
+        load_demo_episodes(tmp_path / "missing.zarr", action_repeat=2)
+    with pytest.raises(ValueError, match="oracle-reward baseline"):
+        TrainConfig(demos={"path": str(good)})  # demos need a reward model to relabel them
+
+
+def test_training_with_demos_uses_no_oracle(tmp_path: Path) -> None:
+    store = toy_demo_store(tmp_path / "d.zarr", episodes=3)
+    agent = DrQV2Config(batch_size=16, hidden_dim=32, feature_dim=16, num_expl_steps=0,
+                        bc_weight=0.4)  # fmt: skip
+    cfg = TrainConfig(
+        task="toy", out=str(tmp_path / "run"), image_size=SIZE, num_train_frames=120,
+        num_seed_frames=40, eval_every_frames=120, num_eval_episodes=1, progress_bar=False,
+        agent=agent, reward=RewardSpec(source="model", ckpt=str(reward_ckpt(tmp_path))),
+        demos={"path": str(store), "fraction": 0.5},
+    )  # fmt: skip
+    summary = train(cfg)
+    assert summary["demo_episodes"] == 3 and summary["oracle_in_learning"] is False
+    assert summary["updates"] > 0 and np.isfinite(summary["success_progress"])
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["oracle_in_learning"] is False
+    oracle = train(TrainConfig(task="toy", out=str(tmp_path / "oracle"), image_size=SIZE,
+                               num_train_frames=40, num_eval_episodes=0, progress_bar=False,
+                               agent=agent))  # fmt: skip
+    assert oracle["oracle_in_learning"] is True  # the baseline says so
