@@ -10,18 +10,27 @@
 In CI the same class talks to ``sim.xarm_emulator`` (``v2r sim emulator -- ...``).
 
 Safety, in the order a command meets it:
-1. a latched fault (controller error, collision, emergency stop) refuses every command until
-   ``reset_fault``; a stop by the watchdog refuses commands until ``enable``;
-2. the envelope refuses NaN/inf/malformed actions (``InvalidCommandError``, nothing is sent)
-   and clamps the target into the workspace box, to one step (<= 10 mm) from the *measured*
-   TCP, and to ``max_speed_m_s`` times the time since the previous command;
+1. a latched fault (controller error, collision, emergency stop, a failed read, a lost
+   connection or report stream) refuses every command until ``reset_fault`` (which reconnects
+   when the connection dropped); a stop by the watchdog refuses commands until ``enable``;
+2. the envelope refuses NaN/inf/malformed actions and components beyond +-1.5
+   (``InvalidCommandError``, nothing is sent) and limits the target: inside the workspace box
+   less a margin, braking towards its faces, one step (<= 10 mm) from the previous target,
+   ``max_speed_m_s`` times the time since the previous command, speed gained at most
+   ``max_accel_m_s2`` (the first command after an enable starts from rest);
 3. the controller's reply and error codes are read after every command; any error latches;
-4. a monitor thread stops the arm when no command arrived for ``watchdog.deadline_s`` and
-   polls the controller's error code (collisions raise error 31 with no command in flight).
+4. a monitor thread stops the arm when no command arrived for ``watchdog.deadline_s``
+   (monotonic time), polls the controller's error code (collisions raise error 31 with no
+   command in flight) and latches a fault when the connection or the report stream is lost.
+
+The command path makes one round trip to the controller (the servo target; a gripper write
+when the gripper command changes): the measured pose comes from the SDK's 100 Hz report stream
+(``report_type='real'``), not from a request, so state reads never delay a command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -41,6 +50,7 @@ from video2reward.robot.safety import (
     SafeCommand,
     SafetyEnvelope,
     WatchdogConfig,
+    validate_action,
 )
 
 MODE_POSITION, MODE_SERVO = 0, 1
@@ -49,6 +59,22 @@ STATE_STOP = 4
 
 class ArmNotReadyError(RuntimeError):
     """The arm is stopped (watchdog, ``stop``) or not enabled: call ``enable`` first."""
+
+
+class ControllerLostError(ConnectionError):
+    """No fresh state from the controller (connection dropped, reports stopped, read failed).
+
+    The driver latches a fault when it raises this: the arm is stopped and ``reset_fault``
+    reconnects. State is never served stale in its place."""
+
+
+@dataclass(frozen=True)
+class _Report:
+    """The latest report from the controller's stream, replaced whole (one atomic store)."""
+
+    t_mono: float
+    pose: tuple[float, ...]  # x, y, z mm, roll, pitch, yaw rad
+    joints: tuple[float, ...]  # rad
 
 
 @dataclass(frozen=True)
@@ -66,6 +92,15 @@ class XArmDriverConfig:
     gripper_poll_hz: float = 10.0  # gripper position reads are RS-485 round trips: cached
     monitor_hz: float = 20.0  # error-code polling and watchdog checks
     report_type: str = "real"  # SDK report stream: 'real' is 100 Hz on port 30003
+    # A report older than this is not used (for a command or for state()); the pose is then
+    # read with a request instead. 0.05 s is five report periods at 100 Hz.
+    report_max_age_s: float = 0.05
+    # reset_fault reconnects when the last report is older than this (the report socket was
+    # lost while the command socket lives). A failed read latches "controller lost" at once:
+    # the arm is stopped and state topics stop rather than repeat stale values.
+    state_timeout_s: float = 0.5
+    # SDK request timeout (set and get), seconds; the SDK's own default is 2 s.
+    io_timeout_s: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.ip:
@@ -86,6 +121,11 @@ class XArmDriverConfig:
             raise ValueError(f"report_type must be real, rich or normal, got {self.report_type}")
         if 1.0 / self.monitor_hz > self.watchdog.deadline_s / 2:
             raise ValueError("monitor_hz must poll at least twice per watchdog deadline")
+        if not 0.005 <= self.report_max_age_s <= self.state_timeout_s <= 5.0:
+            raise ValueError("need 0.005 <= report_max_age_s <= state_timeout_s <= 5 s, got "
+                             f"{self.report_max_age_s} and {self.state_timeout_s}")
+        if not 0.05 <= self.io_timeout_s <= 10.0:
+            raise ValueError(f"io_timeout_s must be in [0.05, 10] s, got {self.io_timeout_s}")
 
 
 def controller_error_text(code: int) -> str:
@@ -115,6 +155,8 @@ class XArmDriver(Arm):
         self._resetting = False  # a blocking move_to is travelling (runs outside the lock)
         self._t_last_cmd: float | None = None
         self._last_target: np.ndarray | None = None  # chained while streaming, else measured
+        self._v_last = np.zeros(3)  # previous command's target velocity (envelope's limits)
+        self._report: _Report | None = None  # latest report; written by the SDK's thread
         self._yaw_rad = 0.0
         self._gripper_sent: float | None = None
         self._gripper_pos = math.nan
@@ -123,6 +165,7 @@ class XArmDriver(Arm):
         self._closing = threading.Event()
         self.watchdog_stops = 0  # how often the watchdog stopped the arm
         self.rejected_commands = 0  # actions the envelope refused (never sent)
+        self.reconnects = 0  # successful reconnections by reset_fault
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -152,6 +195,10 @@ class XArmDriver(Arm):
                 ) from e
         if not self._api.connected:
             raise ConnectionError(f"cannot reach the xArm controller at {self.config.ip}")
+        self._report = None
+        self._api.set_timeout(self.config.io_timeout_s)
+        self._api.release_report_location_callback(self._on_report)
+        self._api.register_report_location_callback(self._on_report)
         try:
             self._check(
                 self.api.set_tcp_offset(
@@ -168,11 +215,12 @@ class XArmDriver(Arm):
             # __exit__ does not run when __enter__ fails: leave nothing connected behind.
             self._api.disconnect()
             raise
-        self._closing.clear()
-        self._monitor = threading.Thread(
-            target=self._monitor_loop, name="xarm-monitor", daemon=True
-        )
-        self._monitor.start()
+        if self._monitor is None:
+            self._closing.clear()
+            self._monitor = threading.Thread(
+                target=self._monitor_loop, name="xarm-monitor", daemon=True
+            )
+            self._monitor.start()
 
     def close(self) -> None:
         try:
@@ -193,7 +241,7 @@ class XArmDriver(Arm):
             self.fault.check()
             if self._resetting:
                 raise ArmNotReadyError("a reset move is in progress")
-            code, (err, warn) = self.api.get_err_warn_code()
+            code, err, warn = self._err_warn()
             self._check(code, "get_err_warn_code")
             if err:
                 self._latch(controller_error_text(err))
@@ -211,13 +259,17 @@ class XArmDriver(Arm):
             if not self._streaming:
                 raise ArmNotReadyError("arm is stopped; call enable() (or move_to) first")
             t = self._clock()
-            p_now = self._measured_tcp_m()
-            dt = None if self._t_last_cmd is None else t - self._t_last_cmd
-            try:
-                cmd = self.envelope.apply(p_now, action, dt, self._last_target)
+            try:  # validated before anything is read: garbage costs no round trip
+                validate_action(action)
             except InvalidCommandError:
                 self.rejected_commands += 1
                 raise
+            p_now = self._measured_tcp_m()
+            # The first command after an enable has no previous one to time: it starts from
+            # rest over one nominal period, so it cannot jump a full step.
+            t_prev = self._t_last_cmd
+            dt = self.envelope.config.start_period_s if t_prev is None else t - t_prev
+            cmd = self.envelope.apply(p_now, action, dt, self._last_target, self._v_last)
             pose = [*(cmd.p_base_target * 1000.0), math.pi, 0.0, self._yaw_rad]
             self._check(self.api.set_servo_cartesian(pose, is_radian=True), "set_servo_cartesian")
             if self.config.use_gripper:
@@ -225,6 +277,7 @@ class XArmDriver(Arm):
             self.watchdog.kick()
             self._t_last_cmd = t
             self._last_target = cmd.p_base_target
+            self._v_last = cmd.velocity_m_s
             return cmd
 
     def move_to(
@@ -281,6 +334,7 @@ class XArmDriver(Arm):
         self._streaming = True
         self._t_last_cmd = None
         self._last_target = None
+        self._v_last = np.zeros(3)
 
     def set_gripper(self, open_frac: float) -> float:
         if not math.isfinite(open_frac):
@@ -308,23 +362,25 @@ class XArmDriver(Arm):
         self.api.emergency_stop()
 
     def reset_fault(self) -> None:
+        """Clear the controller's errors and the latched fault; reconnect first when the
+        connection or the report stream was lost (the controller may have restarted)."""
         with self._lock:
+            if not self.api.connected or self._report_age_s() > self.config.state_timeout_s:
+                self._reconnect()
             self._check(self.api.clean_error(), "clean_error")
             self._check(self.api.clean_warn(), "clean_warn")
-            code, (err, _) = self.api.get_err_warn_code()
+            code, err, _ = self._err_warn()
             if code == 0 and err:
                 raise LatchedFaultError(f"{controller_error_text(err)} persists after clean_error")
             self.fault.reset()
 
     # ------------------------------------------------------------------ state
     def state(self) -> ArmState:
+        """The latest reported state; raises ``ControllerLostError`` (and latches a fault)
+        instead of returning a stale one."""
         api = self.api
         with self._state_lock:  # not the command lock: state stays readable during a reset
             t = self._clock()
-            code, pose = api.get_position(is_radian=True)
-            self._check_read(code, "get_position")
-            code, q = api.get_servo_angle(is_radian=True)
-            self._check_read(code, "get_servo_angle")
             if (
                 self.config.use_gripper
                 and t - self._t_gripper_read >= 1.0 / self.config.gripper_poll_hz
@@ -333,13 +389,16 @@ class XArmDriver(Arm):
                 if code == 0 and g is not None:
                     self._gripper_pos = float(g)
                 self._t_gripper_read = t
+            # Taken after the gripper read, which can wait behind a request that times out
+            # (a dead controller): the age check must come after any wait, never before.
+            rep = self._fresh_report(self.config.report_max_age_s)
             c = self.envelope.config
             frac = (self._gripper_pos - c.gripper_min) / (c.gripper_max - c.gripper_min)
             return ArmState(
-                t_mono=t,
-                ee_pos_m=np.asarray(pose[:3], dtype=float) / 1000.0,
-                ee_rpy_rad=np.asarray(pose[3:6], dtype=float),
-                joint_pos_rad=np.asarray(q[:5], dtype=float),
+                t_mono=rep.t_mono,
+                ee_pos_m=np.asarray(rep.pose[:3], dtype=float) / 1000.0,
+                ee_rpy_rad=np.asarray(rep.pose[3:6], dtype=float),
+                joint_pos_rad=np.asarray(rep.joints[:5], dtype=float),
                 gripper_open_frac=float(frac),
                 controller_state=int(api.state),
                 mode=int(api.mode),
@@ -353,10 +412,47 @@ class XArmDriver(Arm):
         return self._streaming
 
     # ------------------------------------------------------------------ internals
+    def _on_report(self, data: dict[str, Any]) -> None:
+        """SDK report thread: keep the latest pose and joints, stamped on monotonic time."""
+        pose, joints = data.get("cartesian"), data.get("joints")
+        if pose is None or joints is None:
+            return
+        self._report = _Report(time.monotonic(), tuple(pose), tuple(joints))
+
+    def _report_age_s(self) -> float:
+        rep = self._report
+        return math.inf if rep is None else time.monotonic() - rep.t_mono
+
+    def _fresh_report(self, max_age_s: float) -> _Report:
+        """The latest report if it is at most ``max_age_s`` old, else latch and raise."""
+        rep = self._report
+        api = self._api
+        if api is None or not api.connected:
+            reason = "controller connection lost"
+        elif rep is None or time.monotonic() - rep.t_mono > max_age_s:
+            # Reports not yet started (just connected) or late: one request before giving up.
+            code, pose = api.get_position(is_radian=True)
+            code_q, q = api.get_servo_angle(is_radian=True) if code == 0 else (code, None)
+            if code == 0 and code_q == 0 and q is not None:
+                return _Report(time.monotonic(), tuple(pose), tuple(q))
+            reason = f"controller state read failed (SDK code {code or code_q})"
+        else:
+            return rep
+        self._latch(reason)
+        raise ControllerLostError(reason)
+
     def _measured_tcp_m(self) -> np.ndarray:
-        code, pose = self.api.get_position(is_radian=True)
-        self._check(code, "get_position")
-        return np.asarray(pose[:3], dtype=float) / 1000.0
+        rep = self._fresh_report(self.config.report_max_age_s)
+        return np.asarray(rep.pose[:3], dtype=float) / 1000.0
+
+    def _reconnect(self) -> None:
+        """Drop the old connection and connect again (set_tcp_offset and gripper setup too)."""
+        api = self.api
+        # A broken socket may raise anything on the way down; we reconnect regardless.
+        with contextlib.suppress(Exception):
+            api.disconnect()
+        self.connect()
+        self.reconnects += 1
 
     def _send_gripper(self, g: float) -> None:
         if (
@@ -391,27 +487,34 @@ class XArmDriver(Arm):
             f"controller did not enter mode {mode} (mode {api.mode}, state {api.state})"
         )
 
+    def _err_warn(self) -> tuple[int, int, int]:
+        """(SDK code, controller error, warning); a disconnected SDK answers with a bare code
+        instead of (code, [err, warn]), and that must not raise here."""
+        reply = self.api.get_err_warn_code()
+        if isinstance(reply, (list, tuple)) and len(reply) == 2:
+            codes = reply[1]
+            if isinstance(codes, (list, tuple)) and len(codes) >= 2:
+                return int(reply[0]), int(codes[0]), int(codes[1])
+        code = reply[0] if isinstance(reply, (list, tuple)) else reply
+        return int(code) or -1, 0, 0
+
     def _check(self, code: int, what: str) -> None:
         """Any non-zero SDK code on a command: read the controller's error, latch, stop."""
         if code == 0:
             return
-        err_code, (err, _) = self.api.get_err_warn_code()
+        err_code, err, _ = self._err_warn()
         reason = (
             controller_error_text(err) if err_code == 0 and err else f"{what} returned code {code}"
         )
         self._latch(reason)
         raise LatchedFaultError(f"{what} failed: {reason}")
 
-    def _check_read(self, code: int, what: str) -> None:
-        if code != 0:
-            raise ConnectionError(f"{what} failed with SDK code {code}")
-
     def _latch(self, reason: str) -> None:
         self.fault.trip(reason)
         self.watchdog.disarm()
         self._streaming = False
         if self._api is not None and self._api.connected:
-            self._api.set_state(STATE_STOP)
+            self._api.set_state(STATE_STOP)  # best effort: the link may be what failed
 
     def _monitor_loop(self) -> None:
         period = 1.0 / self.config.monitor_hz
@@ -424,19 +527,26 @@ class XArmDriver(Arm):
             if self._closing.wait(wait):
                 return
             api = self._api
-            if api is None or not api.connected:
+            if api is None:
                 continue
-            with self._lock:
+            if not api.connected:
+                if not self.fault.active and not self._closing.is_set():
+                    self._latch("controller connection lost")
+                continue
+            with self._lock:  # only the decision: the stop is one short request
                 if self.watchdog.expired():  # commands stopped arriving: stop and hold
                     self.watchdog.disarm()
                     self._streaming = False
                     self.watchdog_stops += 1  # counted first: observers may see the stop at once
                     api.set_state(STATE_STOP)
-                if time.monotonic() - t_poll < period:
-                    continue
-                t_poll = time.monotonic()
-                reply = api.get_err_warn_code()
-                # a disconnected SDK answers with a bare code instead of (code, [err, warn])
-                code, err = (reply[0], reply[1][0]) if len(reply) == 2 else (reply[0], 0)
-                if code == 0 and err and not self.fault.active:
-                    self._latch(controller_error_text(err))
+            if time.monotonic() - t_poll < period:
+                continue
+            t_poll = time.monotonic()
+            # Outside the command lock: a slow reply must not hold up commands.
+            code, err, _ = self._err_warn()
+            if code == 0 and err and not self.fault.active:
+                self._latch(controller_error_text(err))
+            elif code != 0 and not self.fault.active and not self._closing.is_set():
+                # Late reports alone are no fault (the state falls back to requests; a
+                # starved process must not stop the arm); a controller that does not answer is.
+                self._latch(f"controller not answering (SDK code {code})")

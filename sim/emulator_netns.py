@@ -11,6 +11,10 @@ to the emulator, including ROS 2 nodes that must discover each other over loopba
 the client command inside the same namespace. Parallel runs never collide: each has its own
 loopback. Inside, the launcher starts ``python -m video2reward.sim.xarm_emulator``, waits for
 its probe port, runs the client, then stops the emulator and returns the client's exit code.
+
+A client that tests losing the controller finds the emulator's pid in ``$V2R_EMULATOR_PID``
+(``EMULATOR_PID_ENV``), kills it, and starts a fresh one with ``start_emulator()`` (same
+namespace, same ports; the client then stops that one itself).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from collections.abc import Sequence
 
 _INSIDE_ENV = "V2R_EMULATOR_NETNS"
+EMULATOR_PID_ENV = "V2R_EMULATOR_PID"
 PROBE_PORT = 30010
 
 
@@ -62,14 +67,27 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -
     raise TimeoutError(f"emulator not ready after {timeout_s} s")
 
 
-def _inside(emulator_argv: list[str], client_argv: list[str]) -> int:
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+def start_emulator(
+    emulator_argv: Sequence[str] = (), timeout_s: float = 30.0
+) -> subprocess.Popen[bytes]:
+    """Start an emulator in this (private) namespace and wait until its probe port answers."""
     emu = subprocess.Popen([sys.executable, "-m", "video2reward.sim.xarm_emulator", *emulator_argv])
     try:
-        _wait_for_port(PROBE_PORT, emu, timeout_s=30.0)
+        _wait_for_port(PROBE_PORT, emu, timeout_s=timeout_s)
+    except BaseException:
+        emu.kill()
+        raise
+    return emu
+
+
+def _inside(emulator_argv: list[str], client_argv: list[str]) -> int:
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    emu = start_emulator(emulator_argv)
+    try:
         if not client_argv:
             client_argv = [os.environ.get("SHELL", "/bin/sh")]
-        return subprocess.run(client_argv, check=False).returncode
+        env = dict(os.environ, **{EMULATOR_PID_ENV: str(emu.pid)})
+        return subprocess.run(client_argv, check=False, env=env).returncode
     finally:
         emu.terminate()
         try:

@@ -23,14 +23,18 @@ controller error 21 (kinematic error), joint-limit violations 23, a servo jump l
 command is refused until the error is cleared, the motors re-enabled and the state set to 0.
 
 A small JSON-lines probe on 127.0.0.1:``probe_port`` (not part of the xArm protocol) lets tests
-read the twin's true joint angles and the log of every motion command received, and inject a
-controller error. The SDK calls ``socket.setdefaulttimeout(1)`` process-wide, so the emulator
-always runs in its own process.
+read the twin's true joint angles and the log of every motion command received, record the
+true TCP at every control tick (``trace_start`` / ``trace``), and inject faults: a controller
+error (``inject_error``), report streams that fall silent (``stall_reports``), dropped
+connections (``drop_connections``). Killing the process is the remaining fault: see
+``sim.emulator_netns`` (``EMULATOR_PID_ENV``, ``start_emulator``). The SDK calls
+``socket.setdefaulttimeout(1)`` process-wide, so the emulator always runs in its own process.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -170,6 +174,7 @@ class EmulatedController:
         self.gripper_target = GRIPPER_FULL_OPEN
         self.gripper_pos = GRIPPER_FULL_OPEN
         self.motion_log: list[dict[str, Any]] = []  # every motion command received
+        self.tcp_trace: list[list[float]] | None = None  # [t_mono, x, y, z mm] per tick
         arm_bodies = {self.twin.model.body(f"link{i + 1}").id for i in range(5)}
         arm_bodies.add(self.twin.model.body("gripper").id)
         for b in range(self.twin.model.nbody):  # fingers and anything else under the gripper
@@ -326,6 +331,8 @@ class EmulatedController:
             step = self.config.gripper_speed_units_s * dt_s
             self.gripper_pos += float(np.clip(self.gripper_target - self.gripper_pos, -step, step))
         self.twin.servo(self.q_goal, self.gripper_pos / GRIPPER_FULL_OPEN, dt_s)
+        if self.tcp_trace is not None:
+            self.tcp_trace.append([time.monotonic(), *self.tcp_pose()[:3].tolist()])
         force = self._arm_contact_force()
         if force > self.config.collision_force_n and self.error_code == 0:
             self.raise_error(ERR_COLLISION, f"arm contact force {force:.0f} N")
@@ -486,6 +493,8 @@ class EmulatorServer:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._listeners: list[socket.socket] = []
+        self._conns: list[socket.socket] = []  # client connections (drop_connections)
+        self._reports_paused_until = 0.0  # monotonic; report streams send nothing before it
 
     def __enter__(self) -> EmulatorServer:
         self.start()
@@ -537,6 +546,8 @@ class EmulatorServer:
                 except OSError:
                     return
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if port != self.config.probe_port:
+                    self._conns.append(conn)
                 self._spawn(serve, conn)
 
         self._spawn(accept_loop)
@@ -609,7 +620,8 @@ class EmulatorServer:
                 with self.controller.lock:
                     frame = self.controller.report(kind)
                 try:
-                    conn.sendall(frame)
+                    if time.monotonic() >= self._reports_paused_until:
+                        conn.sendall(frame)
                 except OSError:
                     return
                 t_next += period
@@ -644,6 +656,24 @@ class EmulatorServer:
         if op == "inject_error":
             ctrl.raise_error(int(req["code"]), "injected by the test probe")
             return {"ok": True}
+        if op == "stall_reports":  # the report streams fall silent; connections stay open
+            self._reports_paused_until = time.monotonic() + float(req["seconds"])
+            return {"ok": True}
+        if op == "drop_connections":  # as if the cable were pulled and put back
+            conns, self._conns = self._conns, []
+            for c in conns:
+                with contextlib.suppress(OSError):
+                    c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            return {"ok": True, "dropped": len(conns)}
+        if op == "trace_start":  # record the true TCP at every control tick from now on
+            ctrl.tcp_trace = []
+            return {"ok": True}
+        if op == "trace":  # the ticks recorded since the last call (the trace keeps going)
+            trace = ctrl.tcp_trace or []
+            if ctrl.tcp_trace is not None:
+                ctrl.tcp_trace = []
+            return {"trace": trace}
         return {"error": f"unknown op {op!r}"}
 
 

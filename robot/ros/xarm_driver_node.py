@@ -8,7 +8,15 @@ Topics (node-relative): ``~/action`` (in, std_msgs/Float32MultiArray [dx, dy, dz
 [-1, 1]), ``~/applied_action`` (out, what was actually sent), ``~/ee_pose``
 (geometry_msgs/PoseStamped), ``~/joint_states`` (sensor_msgs/JointState), ``~/status``
 (diagnostic_msgs/DiagnosticStatus: faults, refused commands, watchdog stops). Services
-(std_srvs/Trigger): ``~/enable``, ``~/home``, ``~/clear_fault``, ``~/emergency_stop``.
+(std_srvs/Trigger): ``~/enable``, ``~/home``, ``~/clear_fault`` (reconnects when the
+controller was lost), ``~/emergency_stop``.
+
+Threading: actions, state publishing, services and status each have their own callback group
+on a multi-threaded executor, so a slow state read or a blocking service (``~/home`` waits for
+the reset move) never delays a command. The driver reads the pose from the controller's report
+stream, so a command costs one round trip. When the controller is lost (connection dropped,
+reports stopped, a read failed) the driver latches a fault, the arm is stopped, ``~/status``
+says why and the pose and joint topics stop: nothing stale is published as if it were fresh.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from video2reward.robot.safety import (
     WatchdogConfig,
     WorkspaceBox,
 )
-from video2reward.robot.xarm_driver import XArmDriver, XArmDriverConfig
+from video2reward.robot.xarm_driver import ControllerLostError, XArmDriver, XArmDriverConfig
 
 F = float_range
 # name, default, description, range, read_only
@@ -89,16 +97,20 @@ class XArmDriverNode(Node):
         self.frame_id = p["frame_id"]
         self.driver = XArmDriver(cfg)
         self._connect(p["connect_timeout_s"])
-        stream, services = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        # One group each: commands never queue behind a state read, a service or a status.
+        commands, state = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        services, status = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        self._state_error = ""  # the last state-read failure, reported once
+        self._fault_seen: str | None = None  # a new latched fault is reported at once
         self.pose_pub = self.create_publisher(PoseStamped, "~/ee_pose", 10)
         self.joint_pub = self.create_publisher(JointState, "~/joint_states", 10)
         self.applied_pub = self.create_publisher(Float32MultiArray, "~/applied_action", 10)
         self.status_pub = self.create_publisher(DiagnosticStatus, "~/status", 10)
         self.create_subscription(
-            Float32MultiArray, "~/action", self.on_action, 10, callback_group=stream
+            Float32MultiArray, "~/action", self.on_action, 10, callback_group=commands
         )
-        self.create_timer(1.0 / p["state_rate_hz"], self.publish_state, callback_group=stream)
-        self.create_timer(0.5, lambda: self.publish_status(""))
+        self.create_timer(1.0 / p["state_rate_hz"], self.publish_state, callback_group=state)
+        self.create_timer(0.5, lambda: self.publish_status(""), callback_group=status)
         for name, fn in (
             ("enable", self.driver.enable),
             ("clear_fault", self.driver.reset_fault),
@@ -143,13 +155,26 @@ class XArmDriverNode(Node):
             self.get_logger().warning(f"refused action: {e}")
             self.publish_status(f"refused action: {e}")
             return
-        except RuntimeError as e:  # stopped or latched fault: nothing was sent
+        except (RuntimeError, ConnectionError) as e:  # stopped, fault, controller lost: not sent
             self.publish_status(f"action not sent: {e}")
             return
         self.applied_pub.publish(convert.array_msg(cmd.applied_action))
 
     def publish_state(self) -> None:
-        s = self.driver.state()
+        fault = self.driver.fault.reason
+        if fault != self._fault_seen:  # latched by any thread: say so now, not at the 2 Hz tick
+            self._fault_seen = fault
+            if fault:
+                self.publish_status(fault)
+        try:
+            s = self.driver.state()
+        except ControllerLostError as e:  # the driver latched the fault: publish nothing
+            if str(e) != self._state_error:
+                self._state_error = str(e)
+                self.get_logger().error(f"controller lost: {e}; call ~/clear_fault to reconnect")
+                self.publish_status(f"state not published: {e}")
+            return
+        self._state_error = ""
         t = self.get_clock().now().nanoseconds * 1e-9
         self.pose_pub.publish(convert.pose_msg(s.ee_pos_m, s.ee_rpy_rad, t, self.frame_id))
         self.joint_pub.publish(convert.joint_state_msg(s.joint_pos_rad, s.gripper_open_frac, t))
@@ -166,6 +191,7 @@ class XArmDriverNode(Node):
             "streaming": str(d.streaming),
             "rejected_commands": str(d.rejected_commands),
             "watchdog_stops": str(d.watchdog_stops),
+            "reconnects": str(d.reconnects),
         }
         self.status_pub.publish(
             DiagnosticStatus(
@@ -184,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             node.driver.close()
 
-    return run_node("xarm_driver_node", XArmDriverNode, argv, errors=(), threads=2, cleanup=stop)
+    return run_node("xarm_driver_node", XArmDriverNode, argv, errors=(), threads=4, cleanup=stop)
 
 if __name__ == "__main__":
     sys.exit(main())

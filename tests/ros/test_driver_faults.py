@@ -1,0 +1,205 @@
+"""The driver node loses its controller: reports stall, then the emulator process is killed.
+
+Runs ``python this_file.py`` inside the emulator's private network namespace: the driver node
+as its own process, a client streaming actions at 30 Hz the whole time (as the learner would),
+and the emulator's probe for ground truth. A report stall is ridden out on requests (no
+fault, fresh poses); a killed controller latches a fault at once, the pose topic stops (no
+stale state), ``~/clear_fault`` fails while the controller is down and reconnects once a new
+one is up, after which homing and streaming work again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.ros, pytest.mark.netns]
+DOMAIN_ID = "64"
+
+
+def scenario() -> dict[str, Any]:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import Float32MultiArray
+    from std_srvs.srv import Trigger
+    from video2reward.sim.emulator_netns import EMULATOR_PID_ENV, start_emulator
+    from video2reward.sim.xarm_emulator import EmulatorProbe
+
+    r: dict[str, Any] = {}
+    node_err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (read back, closed below)
+    node_proc = subprocess.Popen(
+        [sys.executable, "-m", "video2reward.robot.ros.xarm_driver_node", "--ros-args",
+         "-p", "watchdog_deadline_s:=0.25"], stderr=node_err,
+    )
+    probe = EmulatorProbe()
+    rclpy.init()
+    node = rclpy.create_node("driver_fault_client")
+    poses: list[float] = []  # arrival times
+    status: list[tuple[float, dict[str, str], str]] = []
+    node.create_subscription(PoseStamped, "/xarm_driver/ee_pose",
+                             lambda m: poses.append(time.monotonic()), 100)
+    node.create_subscription(
+        DiagnosticStatus, "/xarm_driver/status",
+        lambda m: status.append(
+            (time.monotonic(), {kv.key: kv.value for kv in m.values}, m.message)), 100)
+    pub = node.create_publisher(Float32MultiArray, "/xarm_driver/action", 10)
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
+    streaming = threading.Event()
+    stop = threading.Event()
+
+    def stream() -> None:  # the learner: 30 Hz, small back-and-forth moves, never stops
+        k = 0
+        while not stop.is_set():
+            if streaming.is_set():
+                pub.publish(Float32MultiArray(data=[0.3 if (k // 30) % 2 else -0.3, 0, 0, 0]))
+                k += 1
+            time.sleep(1 / 30)
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+
+    def call(name: str) -> tuple[bool, str]:
+        cli = node.create_client(Trigger, f"/xarm_driver/{name}")
+        if not cli.wait_for_service(timeout_sec=20.0):
+            return False, "no service"
+        fut = cli.call_async(Trigger.Request())
+        deadline = time.monotonic() + 30.0
+        while not fut.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        res = fut.result()
+        return (bool(res.success), str(res.message)) if res is not None else (False, "timeout")
+
+    def poses_between(t0: float, t1: float) -> int:
+        return sum(1 for t in poses if t0 <= t < t1)
+
+    def first_fault_after(t0: float, timeout_s: float) -> tuple[float, str] | None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for t, v, _ in list(status):
+                if t >= t0 and v.get("fault"):
+                    return t - t0, v["fault"]
+            time.sleep(0.01)
+        return None
+
+    emu2 = None
+    try:
+        r["home"] = call("home")
+        streaming.set()
+        time.sleep(1.0)
+        # 1. The report streams fall silent for 1 s: poses come from requests instead.
+        n_log = len(probe.call("log")["motion_log"])
+        t0 = time.monotonic()
+        probe.call("stall_reports", seconds=1.0)
+        time.sleep(1.5)
+        r["poses_during_report_stall"] = poses_between(t0 + 0.2, t0 + 1.0)
+        r["servo_during_report_stall"] = len(probe.call("log")["motion_log"]) - n_log
+        r["fault_after_report_stall"] = status[-1][1].get("fault", "?")
+        r["ctrl_state_after_report_stall"] = probe.call("state")["state"]
+        # 2. The controller process dies while commands stream.
+        probe.close()
+        t_kill = time.monotonic()
+        os.kill(int(os.environ[EMULATOR_PID_ENV]), signal.SIGKILL)
+        fault = first_fault_after(t_kill, 5.0)
+        r["fault_latency_s"], r["fault"] = fault if fault else (None, None)
+        time.sleep(1.5)
+        r["poses_after_kill"] = poses_between(t_kill + 0.2, t_kill + 1.5)
+        r["status_after_kill"] = status[-1][1]
+        r["clear_while_down"] = call("clear_fault")
+        r["enable_while_down"] = call("enable")
+        # 3. A controller comes back (fresh: stopped, mode 0); clear_fault reconnects.
+        emu2 = start_emulator()
+        probe = EmulatorProbe()
+        r["clear_after_restart"] = call("clear_fault")
+        t_clear = time.monotonic()
+        time.sleep(0.5)
+        r["poses_after_clear"] = poses_between(t_clear, t_clear + 0.5)
+        r["home_after_restart"] = call("home")
+        probe.call("clear_log")
+        time.sleep(1.0)
+        log = probe.call("log")["motion_log"]
+        r["servo_after_recovery"] = sum(1 for e in log if e["fn"] == 30 and e["accepted"])
+        time.sleep(0.6)
+        r["status_final"] = status[-1][1]
+    finally:
+        stop.set()
+        streamer.join(timeout=2)
+        node_proc.send_signal(signal.SIGINT)
+        try:
+            r["node_exit"] = node_proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            node_proc.kill()
+            r["node_exit"] = "killed"
+        node_err.seek(0)
+        r["node_stderr_tail"] = node_err.read()[-3000:]
+        node_err.close()
+        if emu2 is not None:
+            emu2.terminate()
+            emu2.wait(timeout=10)
+        ex.shutdown()
+        spinner.join(timeout=5)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return r
+
+
+@pytest.fixture(scope="module")
+def res() -> dict[str, Any]:
+    from video2reward.sim.emulator_netns import run_with_emulator
+
+    env = dict(os.environ, ROS_DOMAIN_ID=DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    proc = run_with_emulator([sys.executable, __file__], timeout_s=120, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0 and lines, f"scenario failed:\n{proc.stdout}\n{proc.stderr}"
+    out: dict[str, Any] = json.loads(lines[-1])
+    return out
+
+
+def test_a_report_stall_is_ridden_out_on_requests(res: dict[str, Any]) -> None:
+    assert res["home"][0], res["home"]
+    assert res["poses_during_report_stall"] >= 10  # 50 Hz, read by request: fresh, not stale
+    assert res["servo_during_report_stall"] >= 15  # commands kept flowing at 30 Hz
+    assert res["fault_after_report_stall"] == ""
+    assert res["ctrl_state_after_report_stall"] in (1, 2)
+
+
+def test_a_killed_controller_latches_a_fault_and_stops_state(res: dict[str, Any]) -> None:
+    # Whichever sees it first latches: the monitor (connection lost), a command or a state
+    # read (the request failed). Latency bound generous for a loaded machine.
+    # A request in flight when the controller died holds the SDK's lock until it times out
+    # (io_timeout_s, 1 s): the fault latches within that, plus slack for a loaded machine.
+    assert res["fault"] in ("controller connection lost", "set_servo_cartesian returned code 3")\
+        or res["fault"].startswith(("controller state read failed", "controller not answering"))
+    assert res["fault_latency_s"] is not None and res["fault_latency_s"] < 2.0
+    # No stale pose published as if it were fresh (state is read by request when reports are
+    # late; one pose read just before the kill may still arrive in the first 0.2 s).
+    assert res["poses_after_kill"] == 0
+    assert res["status_after_kill"]["streaming"] == "False"
+    assert not res["clear_while_down"][0] and "connect" in res["clear_while_down"][1].lower()
+    assert not res["enable_while_down"][0]
+
+
+def test_clear_fault_reconnects_and_the_arm_works_again(res: dict[str, Any]) -> None:
+    assert res["clear_after_restart"][0], res["clear_after_restart"]
+    assert res["poses_after_clear"] >= 10
+    assert res["home_after_restart"][0], res["home_after_restart"]
+    assert res["servo_after_recovery"] >= 15  # the learner's stream reaches the new controller
+    assert res["status_final"]["fault"] == "" and res["status_final"]["reconnects"] == "1"
+    assert res["node_exit"] == 0, res["node_stderr_tail"]
+
+
+if __name__ == "__main__":
+    print(json.dumps(scenario()), flush=True)
