@@ -14,11 +14,13 @@ camera rate (``rewards.stream``). Episodes
 last ``episode_steps``; between them the node calls ``enable``, the optional
 ``reset_task`` (the twin re-randomizes its objects) and ``home`` (std_srvs/Trigger).
 
-Fail-safe: when images stop (``image_timeout_s``) or rewards stop (``reward_timeout_s``), the
-node stops publishing, so the driver's watchdog stops the arm; the episode is dropped and a new
-one starts once both flow again. Updates run off the control thread (``policies.online``);
-replay and checkpoints persist in ``out`` so a restarted node resumes. With ``max_episodes``
-set, the node writes ``summary.json``, ``curve.png`` and an mp4 of the last episode, then exits.
+Fail-safe: when images stop (``image_timeout_s``), rewards stop (``reward_timeout_s``) or the
+driver's pose stops (``state_timeout_s``: the driver publishes none while its controller is
+lost, until ``clear_fault`` reconnects), the node stops publishing, so the driver's watchdog
+stops the arm; the episode is dropped and a new one starts once they all flow again. Updates
+run off the control thread (``policies.online``); replay and checkpoints persist in ``out`` so a
+restarted node resumes. With ``max_episodes`` set, the node writes ``summary.json``,
+``curve.png`` and an mp4 of the last episode, then exits.
 """
 
 from __future__ import annotations
@@ -90,6 +92,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ("reward_timeout_s", 1.0, "rewards this late stop the arm", F(0.05, 60.0), True),
     ("image_timeout_s", 0.5, "images this late stop the arm", F(0.05, 60.0), True),
+    (
+        "state_timeout_s",
+        0.5,
+        "driver pose this late (controller lost) drops the episode",
+        F(0.05, 60.0),
+        True,
+    ),
     ("service_timeout_s", 60.0, "longest wait for home/enable/reset_task", F(1.0, 600.0), True),
     ("use_reset_task", False, "call reset_task between episodes (the twin)", None, True),
     ("video", True, "write an mp4 of the last episode when max_episodes is reached", None, True),
@@ -131,6 +140,7 @@ class LearnerNode(Node):
         self.rewards: deque[tuple[int, float, float, float]] = deque(maxlen=100_000)
         self.t_last_reward = 0.0
         self.ee_pos: np.ndarray | None = None
+        self.t_last_pose = -float("inf")  # monotonic arrival of the last driver pose
         self.gripper = 1.0
         self.success_flag = False
         self.latency_ms: deque[float] = deque(maxlen=1000)
@@ -175,6 +185,7 @@ class LearnerNode(Node):
     def _on_pose(self, msg: PoseStamped) -> None:
         q = msg.pose.position
         self.ee_pos = np.array([q.x, q.y, q.z], np.float32)
+        self.t_last_pose = time.monotonic()
 
     def _on_joints(self, msg: JointState) -> None:
         if convert.GRIPPER_JOINT in msg.name:
@@ -227,8 +238,12 @@ class LearnerNode(Node):
                 self.new_image.wait(min(left, 0.1))
         return None
 
+    def _state_fresh(self) -> bool:
+        """The driver stops publishing its pose when the controller is lost (no stale state)."""
+        return time.monotonic() - self.t_last_pose <= self.p["state_timeout_s"]
+
     def _proprio(self) -> np.ndarray | None:
-        if self.ee_pos is None:
+        if self.ee_pos is None or not self._state_fresh():
             return None
         return np.append(self.ee_pos, self.gripper).astype(np.float32)
 
@@ -313,6 +328,10 @@ class LearnerNode(Node):
                 reward_lag = time.monotonic() - self.t_last_reward
             if reward_lag > p["reward_timeout_s"]:
                 self.get_logger().error("rewards stopped: commands stopped, episode dropped")
+                return False
+            if not self._state_fresh():
+                self.get_logger().error("driver state stopped (controller lost): commands "
+                                        "stopped, episode dropped")
                 return False
             t_status, streaming = self.driver_streaming
             if not streaming and t_status > t_begin + 0.6:  # a fresh report, not a stale one
