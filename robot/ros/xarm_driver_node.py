@@ -102,6 +102,7 @@ class XArmDriverNode(Node):
         services, status = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         self._state_error = ""  # the last state-read failure, reported once
         self._fault_seen: str | None = None  # a new latched fault is reported at once
+        self._stops_seen = 0  # ...and so is a new watchdog stop
         self.pose_pub = self.create_publisher(PoseStamped, "~/ee_pose", 10)
         self.joint_pub = self.create_publisher(JointState, "~/joint_states", 10)
         self.applied_pub = self.create_publisher(Float32MultiArray, "~/applied_action", 10)
@@ -166,6 +167,9 @@ class XArmDriverNode(Node):
             self._fault_seen = fault
             if fault:
                 self.publish_status(fault)
+        if self.driver.watchdog_stops != self._stops_seen:
+            self._stops_seen = self.driver.watchdog_stops
+            self.publish_status("watchdog: no action within the deadline, arm stopped")
         try:
             s = self.driver.state()
         except ControllerLostError as e:  # the driver latched the fault: publish nothing

@@ -52,6 +52,7 @@ class Probe:
         self.run_start = 0.0  # host time of the first command of the current episode
         self.joints: list[list[float]] = []
         self.watchdog_stops = 0
+        self.stop_times: list[tuple[float, int]] = []  # arrival of each new watchdog-stop count
         n = self.node
         n.create_subscription(
             Image, "/camera/color/image_raw", lambda m: self._add(self.images, stamp_ns(m)), 100
@@ -110,6 +111,8 @@ class Probe:
         values = {kv.key: kv.value for kv in m.values}
         with self.lock:
             stops = int(values.get("watchdog_stops", 0))
+            if stops > self.watchdog_stops:
+                self.stop_times.append((time.monotonic(), stops))
             self.watchdog_stops = max(self.watchdog_stops, stops)
             self.streaming = values.get("streaming") == "True"
             if m.message.startswith("action not sent"):
@@ -133,6 +136,16 @@ class Probe:
             ts = [t for t in self.actions if t0 <= t <= t1]
         pts = [t0, *ts, t1]
         return max(b - a for a, b in itertools.pairwise(pts))
+
+    def stop_latency_s(self, wd0: int) -> float | None:
+        """From the last command the probe saw to the driver reporting its next watchdog stop
+        (count above wd0): how long the arm kept its last command after the stream ended."""
+        with self.lock:
+            t_stop = next((t for t, n in self.stop_times if n > wd0), None)
+            if t_stop is None:
+                return None
+            last = max((t for t in self.actions if t <= t_stop), default=None)
+        return None if last is None else t_stop - last
 
     def close(self) -> None:
         self._spin = False
@@ -189,6 +202,7 @@ def reward_kill(probe: Probe, out: Path) -> dict[str, Any]:
     time.sleep(4.0)  # the window the gap is measured in
     r["action_gap_after_reward_kill_s"] = probe.action_gap_after(t_kill + 1.5, t_kill + 4.0)
     r["watchdog_after_reward_kill"] = wait_for(lambda: probe.watchdog_stops > wd0, 15)
+    r["stop_latency_after_reward_kill_s"] = probe.stop_latency_s(wd0)
     r["resumed_after_reward_kill"] = wait_for(lambda: episodes(out) >= n0 + 1, 120)
     r["driver_streaming_at_reward_kill"] = not probe.stopped_before(t_kill, t_kill + 4.0, wd0)
     return r
@@ -210,6 +224,7 @@ def camera_stall(probe: Probe, out: Path) -> dict[str, Any]:
     r["action_gap_during_stall_s"] = probe.action_gap_after(t_stall + 1.0, t_stall + 3.0)
     r["unpaused"] = probe.set_pause(False)
     r["watchdog_after_stall"] = wait_for(lambda: probe.watchdog_stops > wd1, 15)
+    r["stop_latency_after_stall_s"] = probe.stop_latency_s(wd1)
     r["resumed_after_stall"] = wait_for(lambda: episodes(out) >= n1 + 1, 120)
     r["driver_streaming_at_stall"] = not probe.stopped_before(t_request, t_stall + 3.0, wd1)
     return r

@@ -87,12 +87,16 @@ def test_sim_graph_learns_survives_faults_and_resumes(reward_ckpt: Path, tmp_pat
     assert r["driver_streaming_at_reward_kill"], r
     assert r["action_gap_after_reward_kill_s"] >= 2.0, r
     assert r["watchdog_after_reward_kill"], r
+    # stopped within the watchdog deadline (0.5 s) + one control period (10 Hz) of the last
+    # command (the driver reports a stop on its next 50 Hz state tick)
+    assert r["stop_latency_after_reward_kill_s"] <= 0.5 + 0.1, r
     assert r["resumed_after_reward_kill"], tail
     # a camera stall stops the arm the same way
     assert r["streaming_before_stall"] and r["paused"] and r["unpaused"]
     assert r["driver_streaming_at_stall"], r
     assert r["action_gap_during_stall_s"] >= 1.5, r
     assert r["watchdog_after_stall"], r
+    assert r["stop_latency_after_stall_s"] <= 0.5 + 0.1, r
     assert r["resumed_after_stall"], tail
     # the learner dies: the launch fails loudly; a restart resumes with no replay lost
     assert r["launch_exit_after_learner_kill"] != 0
