@@ -31,7 +31,14 @@ from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
 from video2reward.robot import keys
 from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
 
-__all__ = ["DemoEpisode", "DemoError", "demo_replay", "load_demo_episodes", "sample_mixed"]
+__all__ = [
+    "DemoEpisode",
+    "DemoError",
+    "add_segment",
+    "demo_replay",
+    "load_demo_episodes",
+    "sample_mixed",
+]
 
 
 class DemoError(ValueError):
@@ -123,29 +130,46 @@ def demo_replay(
     frame: Callable[[np.ndarray], np.ndarray],
     rewards: Callable[[DemoEpisode], np.ndarray],
     proprio_dim: int,
+    frame_shape: tuple[int, ...],
+    extra_steps: int = 0,
 ) -> ReplayBuffer:
     """An in-memory replay of the demos: ``frame`` turns an (H, W, 3) image into what the
-    agent stores (the online path's function), ``rewards`` gives each episode's n rewards."""
-    frames0 = frame(demos[0].images[0])
-    steps = sum(len(d.actions) + 1 for d in demos)
+    agent stores (the online path's function), ``rewards`` gives each episode's n rewards.
+    ``extra_steps`` leaves room for segments added later (interventions)."""
+    steps = sum(len(d.actions) + 1 for d in demos) + extra_steps
     buf = ReplayBuffer(
         ReplayConfig(max(steps, 2), cfg.frame_stack, cfg.nstep, cfg.discount),
-        frames0.shape,
+        frame_shape,
         keys.ACTION_DIM,
         proprio_dim,
         task="demos",
     )
     for d in demos:
-        r = np.asarray(rewards(d), np.float32)
-        if r.shape != (len(d.actions),):
-            raise ValueError(f"{d.source}: need {len(d.actions)} rewards, got {r.shape}")
-        p = d.proprio if proprio_dim else [None] * len(d.images)
-        buf.start_episode(frame(d.images[0]), p[0])
-        for t, a in enumerate(d.actions):
-            buf.add(a, 0.0, frame(d.images[t + 1]), p[t + 1])
-        buf.set_episode_rewards(r)
-        buf.end_episode(success=True)
+        frames = [frame(img) for img in d.images]
+        add_segment(buf, frames, d.proprio if proprio_dim else None, d.actions, rewards(d))
     return buf
+
+
+def add_segment(
+    buf: ReplayBuffer,
+    frames: list[np.ndarray],
+    proprio: np.ndarray | list[np.ndarray] | None,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+) -> None:
+    """Add n transitions (n + 1 agent frames, n actions and rewards) as one episode."""
+    r = np.asarray(rewards, np.float32)
+    if r.shape != (len(actions),) or len(frames) != len(actions) + 1:
+        raise ValueError(
+            f"a segment needs n + 1 frames, n actions, n rewards; got {len(frames)}, "
+            f"{len(actions)}, {r.shape}"
+        )
+    p = [None] * len(frames) if proprio is None else proprio
+    buf.start_episode(frames[0], p[0])
+    for t, a in enumerate(actions):
+        buf.add(a, 0.0, frames[t + 1], p[t + 1])
+    buf.set_episode_rewards(r)
+    buf.end_episode(success=True)
 
 
 def sample_mixed(
@@ -154,7 +178,7 @@ def sample_mixed(
     """``round(batch_size * demo_fraction)`` demo rows first, then online rows, with the
     ``is_demo`` flags; all online rows when there are no demos."""
     n_demo = round(batch_size * demo_fraction)
-    if demos is None or n_demo == 0:
+    if demos is None or n_demo == 0 or len(demos) == 0:
         return online.sample(batch_size)
     parts = [demos.sample(n_demo)]
     if batch_size - n_demo:

@@ -37,6 +37,7 @@ FEATURES_KEY = "features"  # (T, D) float32 observation when it is not an image
 PROPRIO_KEY = "proprio"  # (T, P) float32
 REWARD_KEY = "reward"  # (T,) float32, reward received on arriving at step t (0 at t=0)
 CONT_KEY = "cont"  # (T,) float32, 0 if step t is terminal, else 1
+INTERVENED_KEY = "intervened"  # (T,) bool, the action into step t came from an operator
 
 
 class NonFiniteError(ValueError):
@@ -215,10 +216,11 @@ class ReplayBuffer:
         if REWARD_KEY in self._pending:
             self._pending[REWARD_KEY][1:] = [np.array(x, np.float32) for x in r]
 
-    def end_episode(self, success: bool = False) -> None:
+    def end_episode(self, success: bool = False, intervened: np.ndarray | None = None) -> None:
         """Commit the current episode: persist it (if a directory is set), then make it sampleable.
 
-        A one-step episode (no transition) is dropped.
+        ``intervened`` (one flag per step) marks actions an operator gave; it is persisted with
+        the episode. A one-step episode (no transition) is dropped.
         """
         if self._ep_start is None:
             raise RuntimeError("no episode in progress")
@@ -230,6 +232,10 @@ class ReplayBuffer:
             return
         if self.store is not None:
             data = {k: np.stack(v) for k, v in self._pending.items()}
+            flags = np.zeros(end - start, bool)
+            if intervened is not None and len(intervened):
+                flags[1 : 1 + len(intervened)] = np.asarray(intervened, bool)[: end - start - 1]
+            data[INTERVENED_KEY] = flags
             self.store.append_episode(data, task=self.task, success=success, kind="agent")
         self._pending = {}
         self._starts.append(start)

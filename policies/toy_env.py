@@ -64,6 +64,12 @@ class PointReachEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         dist = float(np.linalg.norm(self._pos - self._goal))
         return {"success": dist < self.success_radius_m, "oracle_reward": -dist}
 
+    def expert_action(self, obs: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """A scripted expert (straight to the goal), the toy's stand-in for an operator."""
+        a = np.zeros(keys.ACTION_DIM, np.float32)
+        a[:2] = np.clip((self._goal - self._pos) / self.max_step_m, -1.0, 1.0)
+        return a
+
     def render(self) -> np.ndarray:
         s = self.image_size
         img = np.zeros((s, s, 3), np.uint8)

@@ -52,13 +52,14 @@ from video2reward.compute.device import (
     set_deterministic,
     training_stream,
 )
-from video2reward.policies.demos import demo_replay, load_demo_episodes, sample_mixed
+from video2reward.policies.demos import add_segment, demo_replay, load_demo_episodes, sample_mixed
 from video2reward.policies.drqv2 import (
     DrQV2Agent,
     DrQV2Config,
     NonFiniteError,
     Policy,
 )
+from video2reward.policies.intervention import InterventionConfig, ScriptedIntervener
 from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
 from video2reward.robot import keys
 
@@ -166,6 +167,7 @@ class TrainConfig:
     log_every_updates: int = 100  # TensorBoard rows of update metrics
     reward: RewardSpec = field(default_factory=RewardSpec)
     demos: DemoSpec = field(default_factory=DemoSpec)
+    intervention: InterventionConfig = field(default_factory=InterventionConfig)
     agent: DrQV2Config = field(default_factory=DrQV2Config)
 
     @property
@@ -178,6 +180,12 @@ class TrainConfig:
             object.__setattr__(self, "reward", RewardSpec(**self.reward))
         if isinstance(self.demos, dict):
             object.__setattr__(self, "demos", DemoSpec(**self.demos))
+        if isinstance(self.intervention, dict):
+            object.__setattr__(self, "intervention", InterventionConfig(**self.intervention))
+        if self.intervention.enabled and self.reward.source != "model":
+            raise ValueError(
+                "intervention.enabled watches the learned progress: it needs reward.source=model"
+            )
         if self.demos.path and self.reward.source != "model":
             raise ValueError(
                 "demos need a learned reward to relabel them (reward.source=model); the "
@@ -233,20 +241,23 @@ class StepResult:
     truncated: bool
     success: bool  # info["success"] at the last frame
     frames: int  # frames actually stepped (< action_repeat at an episode's end)
+    applied: np.ndarray  # the command the env executed (after its safety envelope)
 
 
 def repeat_step(env: Any, action: np.ndarray, repeat: int, bonus: float) -> StepResult:
     total, frames = 0.0, 0
     obs: dict[str, np.ndarray] = {}
     term = trunc = success = False
+    applied = np.clip(np.asarray(action, np.float32), -1.0, 1.0)
     for _ in range(repeat):
         obs, r, term, trunc, info = env.step(action)
+        applied = np.asarray(info.get("applied_action", applied), np.float32)
         success = bool(info.get("success", False))
         total += float(r) + (bonus if success else 0.0)
         frames += 1
         if term or trunc:
             break
-    return StepResult(obs, total, bool(term), bool(trunc), success, frames)
+    return StepResult(obs, total, bool(term), bool(trunc), success, frames, applied)
 
 
 class Observer:
@@ -591,17 +602,34 @@ def write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
 
 
 # --------------------------------------------------------------------------- demonstrations
+def _intervener(cfg: TrainConfig, env: Any) -> ScriptedIntervener:
+    """The twin's scripted expert standing in for an operator (the toy env brings its own)."""
+    if hasattr(env, "expert_action"):
+        return ScriptedIntervener(cfg.intervention, env.expert_action)
+    from video2reward.sim.experts import make_policy
+
+    expert = make_policy(env, "expert", np.random.default_rng(cfg.seed))
+    return ScriptedIntervener(cfg.intervention, expert, expert.reset)
+
+
 def _demo_buffer(
     cfg: TrainConfig,
     rewarder: EpisodeRewarder,
     observer: Observer,
     replay_cfg: ReplayConfig,
     proprio_dim: int,
+    frame_shape: tuple[int, ...],
+    extra_steps: int,
 ) -> tuple[ReplayBuffer, int]:
     """The demos as the agent would have recorded them: frames through the observer, rewards
-    and success calls through the rewarder (after calibrating its success threshold on them)."""
+    and success calls through the rewarder (after calibrating its success threshold on them).
+    Empty (with room for interventions) without ``demos.path``."""
     if cfg.reward.goal == "env":
         raise ValueError("demos with reward.goal=env: recorded demos have no env goal image")
+    if not cfg.demos.path:
+        empty = demo_replay([], replay_cfg, observer.frame, lambda d: np.zeros(0), proprio_dim,
+                            frame_shape, extra_steps)  # fmt: skip
+        return empty, 0
     demos = load_demo_episodes(cfg.demos.path, cfg.action_repeat, cfg.demos.max_episodes)
     size = cfg.image_size
 
@@ -619,12 +647,41 @@ def _demo_buffer(
         lambda img: observer.frame({keys.OBS_IMAGE: rendered(img[None])[0]}),
         lambda d: rewarder.episode_rewards(by_id[id(d)], agent_frames=False)[0],
         proprio_dim,
+        frame_shape,
+        extra_steps,
     )
     print(
         f"demos: {len(demos)} episodes, {len(buffer)} transitions from {cfg.demos.path}, "
         f"{cfg.demos.fraction:.0%} of every batch; success called at progress >= {thr:.3f}"
     )
     return buffer, len(demos)
+
+
+def _add_interventions(
+    demos: ReplayBuffer,
+    intervened: list[bool],
+    frames: list[np.ndarray],
+    proprio: list[np.ndarray | None],
+    actions: list[np.ndarray],
+    rewards: np.ndarray,
+) -> None:
+    """Each run of intervened steps joins the demonstrations as one segment, with the rewards
+    the episode was relabelled with. (Its first frame stacks repeat, as at an episode start.)"""
+    flags = np.append(np.asarray(intervened, bool), False)
+    t = 0
+    while t < len(intervened):
+        if not flags[t]:
+            t += 1
+            continue
+        end = t + int(np.argmin(flags[t:]))  # first step after the run
+        add_segment(
+            demos,
+            frames[t : end + 1],
+            None if proprio[0] is None else np.stack(proprio[t : end + 1]),  # type: ignore[arg-type]
+            np.stack(actions[t:end]),
+            rewards[t:end],
+        )
+        t = end
 
 
 # --------------------------------------------------------------------------- the loop
@@ -723,8 +780,14 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
     # its bonus when the episode is relabelled.
     oracle_bonus = cfg.reward.success_bonus if rewarder is None else 0.0
     demo_buffer, n_demos = None, 0
-    if cfg.demos.path and rewarder is not None:
-        demo_buffer, n_demos = _demo_buffer(cfg, rewarder, observer, replay.cfg, proprio_dim)
+    # Interventions join the demonstrations; room for them is reserved (np.empty: untouched
+    # pages cost nothing).
+    extra = cfg.replay_capacity_steps if cfg.intervention.enabled else 0
+    if rewarder is not None and (cfg.demos.path or cfg.intervention.enabled):
+        demo_buffer, n_demos = _demo_buffer(
+            cfg, rewarder, observer, replay.cfg, proprio_dim, frame_shape, extra
+        )
+    intervener = _intervener(cfg, env) if cfg.intervention.enabled else None
     if cfg.oracle_in_learning:
         print("note: learning uses the twin's oracle (reward or success): an evaluation-only "
               "baseline, recorded as oracle_in_learning in summary.json")
@@ -837,13 +900,28 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
             goal = env.goal_image() if rewarder is not None and cfg.reward.goal == "env" else None
             successes: list[bool] = []
             ep_return, ep_frames, done, aborted = 0.0, 0, False, False
+            # What an intervened segment needs to join the demonstrations.
+            agent_frames, proprios, actions = [frame], [observer.proprio(obs)], []
+            intervened: list[bool] = []
+            if intervener is not None:
+                intervener.reset()
             with replay_lock:
                 replay.start_episode(frame, observer.proprio(obs))
             while not done:
-                a = act(stacked, observer.proprio(obs), step, False)
+                take = None
+                if intervener is not None and rewarder is not None:
+                    progress = float(rewarder.model.score(obs[keys.OBS_IMAGE][None]).progress[0])
+                    take = intervener.action(obs, progress)
+                a = act(stacked, observer.proprio(obs), step, False) if take is None else take
                 res = repeat_step(env, a, cfg.action_repeat, oracle_bonus)
+                if take is not None:
+                    a = res.applied  # what the arm did under the operator, after the envelope
                 obs, frame = res.obs, observer.frame(res.obs)
                 reward = res.reward * cfg.reward.scale
+                intervened.append(take is not None)
+                agent_frames.append(frame)
+                proprios.append(observer.proprio(obs))
+                actions.append(np.asarray(a, np.float32))
                 try:
                     with replay_lock:
                         replay.add(
@@ -909,7 +987,12 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                     state["episode"] = episode + 1
                     continue
             with replay_lock:
-                replay.end_episode(success=bool(called.any()))
+                replay.end_episode(success=bool(called.any()), intervened=np.array(intervened))
+                if demo_buffer is not None and rewarder is not None:
+                    _add_interventions(demo_buffer, intervened, agent_frames, proprios, actions,
+                                       r)  # fmt: skip
+            n_int = int(np.sum(intervened))
+            state["intervened_steps"] = int(state.get("intervened_steps", 0)) + n_int
             state["episode"] = episode + 1
             state["wall_s"] = time.monotonic() - t_start
             frames = int(state["frames"])
@@ -923,6 +1006,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                     "return_learned": learned_return,
                     "success": any(successes),  # the twin's predicate: evaluation only
                     "success_called": bool(called.any()),  # what learning was told
+                    "intervened_steps": n_int,
                     "episode_frames": ep_frames,
                     "fps": round(ep_frames / max(time.monotonic() - t_ep, 1e-6), 1),
                     "updates": agent.num_updates,
@@ -958,6 +1042,8 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         # Learning saw the twin's oracle reward or success predicate: never a headline figure.
         "oracle_in_learning": cfg.oracle_in_learning,
         "demo_episodes": n_demos,
+        "intervened_steps": int(state.get("intervened_steps", 0)),
+        "takeovers": intervener.takeovers if intervener is not None else 0,
         "success_progress": rewarder.success_progress if rewarder is not None else None,
         "curve": str(png) if png else None,
     }

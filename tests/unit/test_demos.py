@@ -36,8 +36,7 @@ def toy_demo_store(path: Path, episodes: int = 3, seed: int = 0, **override: Any
                                              (keys.IMAGE, keys.EE_POS, keys.GRIPPER, keys.ACTION)}
         done = False
         while not done:
-            a = np.zeros(4, np.float32)
-            a[:2] = np.clip((env._goal - env._pos) * 5.0, -1, 1)  # a scripted expert
+            a = env.expert_action()
             for k in (keys.IMAGE, keys.EE_POS, keys.GRIPPER):
                 rows[k].append(obs[k])
             rows[keys.ACTION].append(a)
@@ -102,7 +101,7 @@ def test_demos_are_relabelled_exactly_like_agent_episodes(tmp_path: Path) -> Non
     demos = load_demo_episodes(store, action_repeat=2)
     buf = demo_replay(demos, RCFG, lambda img: img.transpose(2, 0, 1),
                       lambda d: rewarder.episode_rewards(d.images, agent_frames=False)[0],
-                      proprio_dim=4)  # fmt: skip
+                      proprio_dim=4, frame_shape=(3, SIZE, SIZE))  # fmt: skip
     online = ReplayBuffer(RCFG, (3, SIZE, SIZE), 4, 4)
     for i, d in enumerate(demos):
         # the same frames as if the agent had played them
@@ -190,3 +189,52 @@ def test_training_with_demos_uses_no_oracle(tmp_path: Path) -> None:
                                num_train_frames=40, num_eval_episodes=0, progress_bar=False,
                                agent=agent))  # fmt: skip
     assert oracle["oracle_in_learning"] is True  # the baseline says so
+
+
+@pytest.mark.parametrize("task", ["toy", "reach"])
+def test_interventions_are_flagged_enveloped_stored_and_join_the_demos(
+    tmp_path: Path, task: str
+) -> None:
+    from video2reward.policies.replay import INTERVENED_KEY, STORE_NAME
+    from video2reward.policies.train import REPLAY_DIR
+
+    agent = DrQV2Config(batch_size=16, hidden_dim=32, feature_dim=16, num_expl_steps=0)
+    cfg = TrainConfig(
+        task=task, out=str(tmp_path / "run"), image_size=SIZE, num_train_frames=100,
+        num_seed_frames=40, num_eval_episodes=0, progress_bar=False, agent=agent,
+        reward=RewardSpec(source="model", ckpt=str(reward_ckpt(tmp_path))),
+        # a stall is declared whatever the progress: the operator takes over every episode
+        intervention={"enabled": True, "stall_steps": 2, "min_gain": 1e9, "takeover_steps": 3,
+                      "max_per_episode": 2},
+    )  # fmt: skip
+    summary = train(cfg)
+    store = EpisodeStore.open(tmp_path / "run" / REPLAY_DIR / STORE_NAME)
+    flags = np.concatenate([store.episode(i)[INTERVENED_KEY] for i in range(store.n_episodes)])
+    assert summary["intervened_steps"] == int(flags.sum()) > 0
+    assert summary["takeovers"] >= store.n_episodes  # at least one per episode
+    assert summary["oracle_in_learning"] is False
+    for i in range(store.n_episodes):
+        ep = store.episode(i)
+        a = ep[keys.ACTION][ep[INTERVENED_KEY]]
+        assert np.isfinite(a).all() and np.abs(a).max() <= 1.0  # the envelope's output
+        assert not ep[INTERVENED_KEY][0]  # row 0 is the first observation, no action into it
+    rows = (tmp_path / "run" / "train.csv").read_text().splitlines()
+    assert "intervened_steps" in rows[0]
+
+
+def test_the_operator_takes_over_on_a_stall_and_hands_back() -> None:
+    from video2reward.policies.intervention import InterventionConfig, ScriptedIntervener
+
+    calls = []
+    iv = ScriptedIntervener(
+        InterventionConfig(enabled=True, stall_steps=2, min_gain=0.1, takeover_steps=2,
+                           max_per_episode=1),
+        expert=lambda obs: np.ones(4, np.float32), expert_reset=lambda: calls.append(1),
+    )  # fmt: skip
+    progress = [0.0, 0.5, 0.55, 0.56, 0.57, 0.57, 0.57, 0.57, 0.57, 0.57]
+    took = [iv.action({}, p) is not None for p in progress]
+    # rises, then two steps without a 0.1 gain: take over for 2 steps, hand back; once only
+    assert took == [False, False, False, True, True, False, False, False, False, False]
+    assert iv.takeovers == 1 and iv.steps == 2 and calls == [1]
+    iv.reset()
+    assert [iv.action({}, 0.0) is not None for _ in range(4)] == [False, False, True, True]

@@ -1,0 +1,177 @@
+"""Robot time: frames until the policy succeeds, with only what a lab has.
+
+    .venv/bin/python benchmarks/bench_robot_time.py --task reach --demos 50 --seed 0
+    .venv/bin/python benchmarks/bench_robot_time.py --task reach --demos 0 --seed 0   # baseline
+    .venv/bin/python benchmarks/bench_robot_time.py --report      # table + curves of all rows
+
+Each run: ``v2r sim demos`` (50 scripted experts of the task, with actions), a reward model
+trained on their videos, then ``v2r rl train`` with the CPU agent sizes, the learned reward and
+the success the model calls (``reward.success=model``), and ``--demos`` of those episodes in
+replay with the BC term (0: today's DrQ-v2, no demonstrations). The twin's predicate only
+evaluates: 10 episodes every ``--eval-every`` frames.
+
+``frames_to_90`` is the frame count of the first of 3 consecutive evaluations at >= 90% (None
+when not reached), ``mean_success_after`` the mean evaluation success from there on. Rows go to
+``benchmarks/results/robot_time.json``, one per (task, reward, demos, interventions, seed);
+a run resumes where it stopped (``resume=true``), so a killed benchmark loses nothing.
+At 10 Hz a frame is 0.1 s of robot time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "robot_time.json"
+BARS = {"reach": 10_000, "push": 40_000, "button-press": 25_000}  # frames (the issue's bar)
+
+
+def _v2r(*args: str) -> None:
+    cmd = [sys.executable, "-m", "video2reward.cli.main", *args]
+    print("$ v2r", " ".join(args), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def frames_to_90(rows: list[dict[str, str]], need: int = 3) -> tuple[int | None, float | None]:
+    """Frames of the first of ``need`` consecutive evaluations at >= 0.9, and the mean
+    evaluation success from there on."""
+    ok = [float(r["success_rate"]) >= 0.9 for r in rows]
+    for i in range(len(rows) - need + 1):
+        if all(ok[i : i + need]):
+            after = [float(r["success_rate"]) for r in rows[i:]]
+            return int(rows[i]["frames"]), sum(after) / len(after)
+    return None, None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from video2reward.policies.drqv2 import DrQV2Config
+    from video2reward.policies.train import DemoSpec, RewardSpec, TrainConfig, train
+
+    base = ROOT / "runs" / "bench_robot_time" / args.task
+    demos = base / "demos.zarr"
+    reward = base / args.reward
+    if not demos.exists():
+        _v2r("sim", "demos", f"task={args.task}", "episodes=50", f"out={demos}")
+    if not (reward / "model.pt").exists():
+        _v2r("reward", "train", f"method={args.reward}", f"data={demos}", f"out={reward}",
+             "threads=1")  # fmt: skip
+    name = f"{args.reward}_demos{args.demos}_seed{args.seed}"
+    out = base / name
+    with_demos = args.demos > 0
+    # configs/rl_agent/cpu.yaml's sizes; with demonstrations the policy acts from the start
+    # (no uniform-random phase) and updates begin after a few episodes.
+    agent = DrQV2Config(
+        batch_size=128, hidden_dim=256, lr=3e-4, num_expl_steps=0 if with_demos else 1000,
+        stddev_schedule_steps=10_000, stddev_final=0.1, shift_pad_px=3,
+        bc_weight=args.bc_weight if with_demos else 0.0, bc_decay_steps=args.bc_decay_steps,
+    )  # fmt: skip
+    rspec = RewardSpec(
+        source="model", ckpt=str(reward), success="model", success_bonus=args.success_bonus,
+        disc_update_every_steps=2000 if args.reward == "rank2reward" else 0, disc_steps=20,
+        alpha=0.1 if args.reward == "rank2reward" else None,
+    )  # fmt: skip
+    cfg = TrainConfig(
+        task=args.task, out=str(out), seed=args.seed, image_size=84, agent_image_size=48,
+        threads=1, num_train_frames=args.frames or BARS[args.task],
+        num_seed_frames=500 if with_demos else 2000, eval_every_frames=args.eval_every,
+        num_eval_episodes=10, checkpoint_every_frames=args.eval_every,
+        replay_capacity_steps=100_000, resume=out.exists(), video=False,
+        reward=rspec, agent=agent,
+        demos=DemoSpec(path=str(demos) if with_demos else "", max_episodes=args.demos),
+    )  # fmt: skip
+    t0 = time.monotonic()
+    summary = train(cfg)
+    with (out / "eval.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    f90, after = frames_to_90(rows)
+    return {
+        "task": args.task, "reward": args.reward, "demos": args.demos,
+        "interventions": False, "seed": args.seed, "frames_to_90": f90,
+        "mean_success_after": after, "final_success": rows[-1]["success_rate"] if rows else None,
+        "frames": summary["frames"], "wall_s": summary["wall_s"],
+        "this_call_s": round(time.monotonic() - t0, 1),
+        "oracle_in_learning": summary["oracle_in_learning"],
+        "success_progress": summary["success_progress"], "run": str(out.relative_to(ROOT)),
+        "cpu_count": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
+        "eval_success": [(int(r["frames"]), float(r["success_rate"])) for r in rows],
+    }  # fmt: skip
+
+
+def save(row: dict[str, Any]) -> None:
+    rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    key = ("task", "reward", "demos", "interventions", "seed")
+    rows = [r for r in rows if tuple(r[k] for k in key) != tuple(row[k] for k in key)]
+    rows.append(row)
+    rows.sort(key=lambda r: tuple(str(r[k]) for k in key))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(rows, indent=1))
+
+
+def report() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = json.loads(RESULTS.read_text())
+    print(f"{'task':<8} {'reward':<12} {'demos':>5} {'seed':>4} {'frames_to_90':>12} "
+          f"{'mean after':>10} {'final':>6} {'wall_s':>7} oracle")  # fmt: skip
+    for r in rows:
+        f90 = "-" if r["frames_to_90"] is None else str(r["frames_to_90"])
+        after = "-" if r["mean_success_after"] is None else f"{r['mean_success_after']:.2f}"
+        print(f"{r['task']:<8} {r['reward']:<12} {r['demos']:>5} {r['seed']:>4} {f90:>12} "
+              f"{after:>10} {float(r['final_success']):>6.2f} {r['wall_s']:>7.0f} "
+              f"{r['oracle_in_learning']}")  # fmt: skip
+    for task in sorted({r["task"] for r in rows}):
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for r in (r for r in rows if r["task"] == task):
+            x, y = zip(*r["eval_success"], strict=True) if r["eval_success"] else ((), ())
+            ax.plot(x, y, marker="o", ms=3,
+                    label=f"{r['reward']}, {r['demos']} demos, seed {r['seed']}")  # fmt: skip
+        ax.axhline(0.9, color="grey", lw=0.8, ls="--")
+        ax.set(xlabel="env frames (10 Hz: 0.1 s of robot time each)",
+               ylabel="eval success (10 episodes)", title=f"twin {task}: learned reward and "
+               "success only", ylim=(-0.05, 1.05))  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        png = RESULTS.parent / f"robot_time_{task}.png"
+        fig.savefig(png, dpi=100)
+        plt.close(fig)
+        print(f"curve: {png}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="reach", choices=sorted(BARS))
+    p.add_argument("--reward", default="rank2reward", choices=["rank2reward", "vip"])
+    p.add_argument("--demos", type=int, default=50, help="demonstrations in replay (0: none)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--frames", type=int, default=0, help="budget (0: the task's bar)")
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--bc-weight", type=float, default=0.4)
+    p.add_argument("--bc-decay-steps", type=int, default=0)
+    p.add_argument("--success-bonus", type=float, default=0.0)
+    p.add_argument("--report", action="store_true", help="print the table and plot the curves")
+    args = p.parse_args()
+    if args.report:
+        report()
+        return 0
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    row = run(args)
+    save(row)
+    print(json.dumps({k: v for k, v in row.items() if k != "eval_success"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
