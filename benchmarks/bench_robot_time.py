@@ -53,6 +53,7 @@ def frames_to_90(rows: list[dict[str, str]], need: int = 3) -> tuple[int | None,
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from video2reward.policies.drqv2 import DrQV2Config
+    from video2reward.policies.intervention import InterventionConfig
     from video2reward.policies.train import DemoSpec, RewardSpec, TrainConfig, train
 
     base = ROOT / "runs" / "bench_robot_time" / args.task
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not (reward / "model.pt").exists():
         _v2r("reward", "train", f"method={args.reward}", f"data={demos}", f"out={reward}",
              "threads=1")  # fmt: skip
-    name = f"{args.reward}_demos{args.demos}_seed{args.seed}"
+    name = f"{args.reward}_demos{args.demos}{'_int' if args.interventions else ''}_seed{args.seed}"
     out = base / name
     with_demos = args.demos > 0
     # configs/rl_agent/cpu.yaml's sizes; with demonstrations the policy acts from the start
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         replay_capacity_steps=100_000, resume=out.exists(), video=False,
         reward=rspec, agent=agent,
         demos=DemoSpec(path=str(demos) if with_demos else "", max_episodes=args.demos),
+        intervention=InterventionConfig(enabled=args.interventions),
     )  # fmt: skip
     t0 = time.monotonic()
     summary = train(cfg)
@@ -94,7 +96,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     f90, after = frames_to_90(rows)
     return {
         "task": args.task, "reward": args.reward, "demos": args.demos,
-        "interventions": False, "seed": args.seed, "frames_to_90": f90,
+        "interventions": args.interventions, "seed": args.seed, "frames_to_90": f90,
+        "intervened_steps": summary["intervened_steps"], "takeovers": summary["takeovers"],
         "mean_success_after": after, "final_success": rows[-1]["success_rate"] if rows else None,
         "frames": summary["frames"], "wall_s": summary["wall_s"],
         "this_call_s": round(time.monotonic() - t0, 1),
@@ -122,20 +125,22 @@ def report() -> None:
     import matplotlib.pyplot as plt
 
     rows = json.loads(RESULTS.read_text())
-    print(f"{'task':<8} {'reward':<12} {'demos':>5} {'seed':>4} {'frames_to_90':>12} "
+    print(f"{'task':<8} {'reward':<12} {'demos':>5} {'int':>4} {'seed':>4} {'frames_to_90':>12} "
           f"{'mean after':>10} {'final':>6} {'wall_s':>7} oracle")  # fmt: skip
     for r in rows:
         f90 = "-" if r["frames_to_90"] is None else str(r["frames_to_90"])
         after = "-" if r["mean_success_after"] is None else f"{r['mean_success_after']:.2f}"
-        print(f"{r['task']:<8} {r['reward']:<12} {r['demos']:>5} {r['seed']:>4} {f90:>12} "
+        iv = r.get("intervened_steps", 0) if r["interventions"] else "-"
+        print(f"{r['task']:<8} {r['reward']:<12} {r['demos']:>5} {iv:>4} {r['seed']:>4} {f90:>12} "
               f"{after:>10} {float(r['final_success']):>6.2f} {r['wall_s']:>7.0f} "
               f"{r['oracle_in_learning']}")  # fmt: skip
     for task in sorted({r["task"] for r in rows}):
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for r in (r for r in rows if r["task"] == task):
             x, y = zip(*r["eval_success"], strict=True) if r["eval_success"] else ((), ())
+            extra = ", interventions" if r["interventions"] else ""
             ax.plot(x, y, marker="o", ms=3,
-                    label=f"{r['reward']}, {r['demos']} demos, seed {r['seed']}")  # fmt: skip
+                    label=f"{r['reward']}, {r['demos']} demos{extra}, seed {r['seed']}")
         ax.axhline(0.9, color="grey", lw=0.8, ls="--")
         ax.set(xlabel="env frames (10 Hz: 0.1 s of robot time each)",
                ylabel="eval success (10 episodes)", title=f"twin {task}: learned reward and "
@@ -161,6 +166,8 @@ def main() -> int:
     p.add_argument("--bc-weight", type=float, default=0.4)
     p.add_argument("--bc-decay-steps", type=int, default=0)
     p.add_argument("--success-bonus", type=float, default=0.0)
+    p.add_argument("--interventions", action="store_true",
+                   help="a scripted operator (the task's expert) takes over on stalls")
     p.add_argument("--report", action="store_true", help="print the table and plot the curves")
     args = p.parse_args()
     if args.report:
