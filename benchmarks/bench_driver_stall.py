@@ -80,6 +80,7 @@ def inside(seconds: float, busy: int) -> dict[str, Any]:
                       for _ in range(busy)]
         time.sleep(1.0)
         probe.call("clear_log")
+        cpu0, wall0 = _cpu_s(node_proc.pid), time.monotonic()
         t_pub: list[float] = []
         t0 = time.monotonic()
         k = 0
@@ -90,6 +91,7 @@ def inside(seconds: float, busy: int) -> dict[str, Any]:
             pub.publish(Float32MultiArray(data=a))
             k += 1
             time.sleep(max(0.0, t0 + k / RATE_HZ - time.monotonic()))
+        node_cpu_pct = 100.0 * (_cpu_s(node_proc.pid) - cpu0) / (time.monotonic() - wall0)
         time.sleep(0.5)
         log = probe.call("log")["motion_log"]
     finally:
@@ -124,8 +126,15 @@ def inside(seconds: float, busy: int) -> dict[str, Any]:
         "stalls_over_100ms": [[round(float(t - pubs[0]), 2), round(float(d), 1)]
                               for t, d in zip(pubs[ok], delay_ms, strict=True) if d > 100],
         "pose_msgs": n_pose[0],
+        "node_cpu_pct": round(node_cpu_pct, 1),  # of one core, while streaming
         "last_status": status[-1] if status else {},
     }
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pcts(x: np.ndarray) -> dict[str, float]:
@@ -168,7 +177,8 @@ def main() -> int:
               f"{r['delay_ms']['p99']:.1f} / max {r['delay_ms']['max']:.1f} ms; command gap max "
               f"{r['command_gap_ms']['max']:.1f} ms; {r['delays_over_deadline']} delays > "
               f"{DEADLINE_S * 1000:.0f} ms; {r['commands_received']}/{r['actions_published']} "
-              "actions reached the controller", flush=True)
+              f"actions reached the controller; driver node {r['node_cpu_pct']:.0f}% of a core",
+              flush=True)
     if len(runs) < 2:
         return 0
     q, ld = runs["quiet"]["delay_ms"], runs["loaded"]["delay_ms"]
