@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not (reward / "model.pt").exists():
         _v2r("reward", "train", f"method={args.reward}", f"data={demos}", f"out={reward}",
              "threads=1")  # fmt: skip
-    name = f"{args.reward}_demos{args.demos}{'_int' if args.interventions else ''}_seed{args.seed}"
+    tag = f"_{args.tag}" if args.tag else ""
+    iv = "_int" if args.interventions else ""
+    name = f"{args.reward}_demos{args.demos}{iv}{tag}_seed{args.seed}"
     out = base / name
     with_demos = args.demos > 0
     # configs/rl_agent/cpu.yaml's sizes; with demonstrations the policy acts from the start
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     f90, after = frames_to_90(rows)
     return {
         "task": args.task, "reward": args.reward, "demos": args.demos,
-        "interventions": args.interventions, "seed": args.seed, "frames_to_90": f90,
+        "interventions": args.interventions, "seed": args.seed, "variant": args.tag,
+        "bc_weight": agent.bc_weight, "frames_to_90": f90,
         "intervened_steps": summary["intervened_steps"], "takeovers": summary["takeovers"],
         "mean_success_after": after, "final_success": rows[-1]["success_rate"] if rows else None,
         "frames": summary["frames"], "wall_s": summary["wall_s"],
@@ -110,10 +113,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def save(row: dict[str, Any]) -> None:
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    key = ("task", "reward", "demos", "interventions", "seed")
-    rows = [r for r in rows if tuple(r[k] for k in key) != tuple(row[k] for k in key)]
+    key = ("task", "reward", "demos", "interventions", "variant", "seed")
+    rows = [r for r in rows if tuple(r.get(k) for k in key) != tuple(row.get(k) for k in key)]
     rows.append(row)
-    rows.sort(key=lambda r: tuple(str(r[k]) for k in key))
+    rows.sort(key=lambda r: tuple(str(r.get(k)) for k in key))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(rows, indent=1))
 
@@ -138,7 +141,8 @@ def report() -> None:
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for r in (r for r in rows if r["task"] == task):
             x, y = zip(*r["eval_success"], strict=True) if r["eval_success"] else ((), ())
-            extra = ", interventions" if r["interventions"] else ""
+            extra = (", interventions" if r["interventions"] else "") + (
+                f", {r['variant']}" if r.get("variant") else "")
             ax.plot(x, y, marker="o", ms=3,
                     label=f"{r['reward']}, {r['demos']} demos{extra}, seed {r['seed']}")
         ax.axhline(0.9, color="grey", lw=0.8, ls="--")
@@ -168,6 +172,7 @@ def main() -> int:
     p.add_argument("--success-bonus", type=float, default=0.0)
     p.add_argument("--interventions", action="store_true",
                    help="a scripted operator (the task's expert) takes over on stalls")
+    p.add_argument("--tag", default="", help="names a variant (kept apart in the results)")
     p.add_argument("--report", action="store_true", help="print the table and plot the curves")
     args = p.parse_args()
     if args.report:

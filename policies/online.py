@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,9 @@ import cv2
 import numpy as np
 from video2reward.compute.device import check_device_name, resolve_device
 from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, NonFiniteError
+from video2reward.policies.learner import CoreConfig, LearnerCore
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
-from video2reward.policies.train import PROPRIO_DIM, LearnerThread
+from video2reward.policies.train import PROPRIO_DIM
 
 AGENT_FILE = "agent.pt"
 STATE_FILE = "state.json"
@@ -51,7 +51,7 @@ class OnlineConfig:
     max_learner_lag_updates: int = 8  # owed updates beyond which new ones are skipped
     device: str = "auto"
     seed: int = 0
-    success_bonus: float = 0.0  # added to the last reward of a successful episode
+    success_bonus: float = 0.0  # on every step called successful (an operator key: the last)
     seed_steps: int = 500  # agent steps recorded before the first update
     agent: DrQV2Config = field(default_factory=DrQV2Config)
 
@@ -68,6 +68,10 @@ class OnlineConfig:
 
 
 class OnlineLearner:
+    """The learner node's driver of :class:`~video2reward.policies.learner.LearnerCore`:
+    frames resized here, rewards and success calls from the reward node, updates on the
+    learner thread (a control tick never waits: a lagging update is skipped)."""
+
     def __init__(self, config: OnlineConfig):
         self.config = c = config
         self.out = Path(c.out)
@@ -88,14 +92,10 @@ class OnlineLearner:
             self.state.update(json.loads((self.out / STATE_FILE).read_text()))
         elif c.eval_mode:
             raise FileNotFoundError(f"eval_mode needs a trained agent: {self.out / AGENT_FILE}")
-        self.policy = self.agent.policy_snapshot(seed=c.seed + 7)
-        self.policy_lock = threading.Lock()
-        self.replay_lock = threading.Lock()
-        self.replay: ReplayBuffer | None = None
-        self.learner: LearnerThread | None = None
+        replay = None
         self.restored_steps = 0
         if not c.eval_mode:
-            self.replay = ReplayBuffer(
+            replay = ReplayBuffer(
                 ReplayConfig(
                     capacity_steps=c.replay_capacity_steps,
                     frame_stack=c.frame_stack,
@@ -109,21 +109,32 @@ class OnlineLearner:
                 seed=c.seed,
                 task="online",
             )
-            self.restored_steps = self.replay.restore()
-            self.learner = LearnerThread(
-                self.agent,
-                self.replay,
-                self.replay_lock,
-                self.policy,
-                self.policy_lock,
-                c.agent.batch_size,
-                c.update_threads,
-            )
-            self.learner.start()
-        self._stack: list[np.ndarray] = []
-        self._last_action: np.ndarray | None = None
-        self.episode_steps = 0
-        self.skipped_updates = 0  # updates dropped because the learner lagged (slow CPU)
+            self.restored_steps = replay.restore()
+        self.core = LearnerCore(
+            CoreConfig(
+                frame_stack=c.frame_stack,
+                seed_steps=c.seed_steps,
+                learner="thread",
+                max_learner_lag_updates=c.max_learner_lag_updates,
+                when_lagging="skip",
+                update_threads=c.update_threads,
+                success_bonus=c.success_bonus,
+                act_seed=c.seed + 7,
+            ),
+            self.agent,
+            replay,
+            agent_steps=int(self.state["agent_steps"]),
+        )
+        self.replay = replay
+
+    @property
+    def episode_steps(self) -> int:
+        return self.core.episode_steps
+
+    @property
+    def skipped_updates(self) -> int:
+        """Updates dropped because the learner lagged (a slow CPU)."""
+        return self.core.skipped_updates
 
     # ----------------------------------------------------------------- observations
     def _frame(self, rgb: np.ndarray) -> np.ndarray:
@@ -142,76 +153,59 @@ class OnlineLearner:
             raise NonFiniteError(f"proprio must be {PROPRIO_DIM} finite numbers, got {proprio!r}")
         return p
 
-    def _act(self, proprio: np.ndarray | None) -> np.ndarray:
-        obs = np.concatenate(self._stack[-self.config.frame_stack :])
-        with self.policy_lock:
-            a = self.policy.act(
-                obs, proprio, int(self.state["agent_steps"]), eval_mode=self.config.eval_mode
-            )
-        self._last_action = a
-        return a
+    def _act(self, p: np.ndarray | None) -> np.ndarray:
+        self._last_action: np.ndarray | None = self.core.act(p, eval_mode=self.config.eval_mode)
+        return self._last_action
 
     # ----------------------------------------------------------------- episode
     def begin(self, rgb: np.ndarray, proprio: np.ndarray | None) -> np.ndarray:
         frame, p = self._frame(rgb), self._proprio(proprio)
-        self._stack = [frame] * self.config.frame_stack
-        self.episode_steps = 0
-        if self.replay is not None:
-            with self.replay_lock:
-                self.replay.start_episode(frame, p)
+        self.core.begin(frame, p)
         return self._act(p)
 
-    def step(self, rgb: np.ndarray, proprio: np.ndarray | None) -> np.ndarray:
-        """Record the transition into this frame (reward filled in by finish), then act."""
-        if self._last_action is None:
+    def step(
+        self,
+        rgb: np.ndarray,
+        proprio: np.ndarray | None,
+        applied_action: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Record the transition into this frame (reward filled in by finish), then act.
+
+        ``applied_action``: the command the driver executed for the last action, when it
+        reports one (it is what the arm did, after the safety envelope); else the policy's."""
+        last = getattr(self, "_last_action", None)
+        if last is None:
             raise RuntimeError("call begin() before step()")
         frame, p = self._frame(rgb), self._proprio(proprio)
-        self._stack.append(frame)
-        del self._stack[: -self.config.frame_stack]
-        self.episode_steps += 1
-        if self.replay is not None and self.learner is not None:
-            with self.replay_lock:
-                self.replay.add(self._last_action, 0.0, frame, p)
-            self.state["agent_steps"] += 1
-            step = int(self.state["agent_steps"])
-            cfg = self.config.agent
-            if (
-                step >= self.config.seed_steps
-                and step % cfg.update_every_steps == 0
-                and self.replay.n_episodes > 0
-            ):
-                # Never block a control tick on learning: when the learner is this far behind
-                # (a slow CPU), the update is skipped instead, lowering the update ratio.
-                if len(self.learner.owed) < self.config.max_learner_lag_updates:
-                    self.learner.request(step)
-                else:
-                    self.skipped_updates += 1
+        self.core.record(last if applied_action is None else applied_action, frame, p)
+        self.state["agent_steps"] = self.core.agent_steps
+        self.core.maybe_update()
         return self._act(p)
 
-    def finish(self, rewards: np.ndarray, success: bool) -> dict[str, Any]:
-        """Commit the episode with one reward per step (NaN/inf: the episode is dropped)."""
-        r = np.asarray(rewards, np.float32).copy()
-        if r.shape != (self.episode_steps,):
-            raise ValueError(f"need {self.episode_steps} rewards, got {r.shape}")
+    def finish(self, rewards: np.ndarray, success: bool | np.ndarray) -> dict[str, Any]:
+        """Commit the episode with one reward per step (NaN/inf: the episode is dropped).
+
+        ``success``: a success call per step (the reward node's), or one bool for the whole
+        episode (an operator's key), which calls the last step. The bonus is the core's:
+        added on every called step."""
+        r = np.asarray(rewards, np.float32).reshape(-1)
+        if np.ndim(success) == 0:
+            calls = np.zeros(r.shape, bool)
+            if r.size:
+                calls[-1] = bool(success)
+        else:
+            calls = np.asarray(success, bool).reshape(-1)
+        ok = bool(calls.any())
         summary = {
-            "steps": self.episode_steps,
+            "steps": self.core.episode_steps,
             "return": float(r.sum()) if r.size else 0.0,
-            "success": bool(success),
+            "success": ok,
         }
-        if success and r.size:
-            r[-1] += self.config.success_bonus
-        if self.replay is not None:
-            with self.replay_lock:
-                try:
-                    self.replay.set_episode_rewards(r)
-                except NonFiniteError:
-                    self.replay.abandon_episode()
-                    raise
-                self.replay.end_episode(success=success)
-        self.state["episodes"] += 1
-        self.state["successes"] += int(success)
-        self.state["returns"] = [*self.state["returns"][-999:], summary["return"]]
+        self.core.finish(r, calls)
         self._last_action = None
+        self.state["episodes"] += 1
+        self.state["successes"] += int(ok)
+        self.state["returns"] = [*self.state["returns"][-999:], summary["return"]]
         if (
             not self.config.eval_mode
             and self.state["episodes"] % self.config.checkpoint_every_episodes == 0
@@ -220,15 +214,13 @@ class OnlineLearner:
         return summary
 
     def abandon(self) -> None:
-        if self.replay is not None:
-            with self.replay_lock:
-                self.replay.abandon_episode()
+        self.core.abandon()
         self._last_action = None
 
     # ----------------------------------------------------------------- persistence
     def checkpoint(self) -> None:
-        if self.learner is not None:
-            self.learner.wait(0)  # no update in flight while the weights are written
+        self.core.wait_idle()  # no update in flight while the weights are written
+        self.state["agent_steps"] = self.core.agent_steps
         self.agent.save(self.out / AGENT_FILE)
         tmp = self.out / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps({**self.state, "config": asdict(self.config)}, default=str))
@@ -236,9 +228,8 @@ class OnlineLearner:
 
     @property
     def update_metrics(self) -> dict[str, float]:
-        return dict(self.learner.metrics) if self.learner is not None else {}
+        learner = self.core.learner
+        return dict(learner.metrics) if learner is not None else {}
 
     def close(self) -> None:
-        if self.learner is not None:
-            self.learner.stop()
-            self.learner = None
+        self.core.close()

@@ -34,7 +34,6 @@ import csv
 import dataclasses
 import json
 import math
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,21 +45,19 @@ import cv2
 import numpy as np
 import torch
 from video2reward.compute.device import (
-    Staged,
     check_device_name,
     resolve_device,
     set_deterministic,
-    training_stream,
 )
-from video2reward.policies.demos import add_segment, demo_replay, load_demo_episodes, sample_mixed
+from video2reward.policies.demos import demo_replay, load_demo_episodes
 from video2reward.policies.drqv2 import (
     DrQV2Agent,
     DrQV2Config,
     NonFiniteError,
-    Policy,
 )
 from video2reward.policies.intervention import InterventionConfig, ScriptedIntervener
-from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
+from video2reward.policies.learner import CoreConfig, LearnerCore, with_bonus
+from video2reward.policies.replay import ReplayBuffer, ReplayConfig
 from video2reward.robot import keys
 
 AGENT_FILE = "agent.pt"
@@ -337,7 +334,7 @@ class EpisodeRewarder:
             success = np.asarray(oracle_success, bool)
         else:
             success = np.zeros(len(frames) - 1, bool)
-        r = out.reward[1:] * self.spec.scale + self.spec.success_bonus * success
+        r = out.reward[1:] * self.spec.scale  # the success bonus is the learner core's
         if self.can_update and agent_frames:
             self.recent.extend(frames[1:])
         return np.asarray(r, np.float32), success
@@ -377,122 +374,6 @@ def frame_embedder(ckpt: str, device: torch.device) -> Callable[[np.ndarray], np
         return model.embed_frames(x)[0].float().cpu().numpy()
 
     return embed
-
-
-# --------------------------------------------------------------------------- learner thread
-class LearnerThread(threading.Thread):
-    """Runs ``agent.update`` off the acting thread; acting uses a synchronised policy copy.
-
-    On CUDA the updates run on this thread's own stream, so acting never queues behind them;
-    the next batch is sampled and its copy started while the current update computes, and the
-    policy copy made after each update is handed to acting through an event
-    (:class:`~video2reward.compute.device.WeightHandoff`). Metrics are read back from the
-    device every ``log_every`` updates only.
-    """
-
-    def __init__(
-        self,
-        agent: DrQV2Agent,
-        replay: ReplayBuffer,
-        replay_lock: threading.Lock,
-        policy: Policy,
-        policy_lock: threading.Lock,
-        batch_size: int,
-        threads: int,
-        log_every: int = 100,
-        demos: ReplayBuffer | None = None,
-        demo_fraction: float = 0.0,
-    ):
-        super().__init__(name="drqv2-learner", daemon=True)
-        self.agent, self.replay, self.replay_lock = agent, replay, replay_lock
-        self.policy, self.policy_lock = policy, policy_lock
-        self.batch_size, self.threads, self.log_every = batch_size, threads, log_every
-        self.demos, self.demo_fraction = demos, demo_fraction
-        self.cv = threading.Condition()
-        self.owed: deque[int] = deque()  # agent steps of requested updates
-        self.metrics: dict[str, float] = {}  # of the last logged update
-        self._fresh = False  # metrics not yet taken by take_metrics()
-        self.nonfinite = 0
-        self.error: BaseException | None = None
-        self._stopping = False
-
-    def request(self, step: int) -> None:
-        with self.cv:
-            if self.error is not None:
-                raise RuntimeError("learner thread failed") from self.error
-            self.owed.append(step)
-            self.cv.notify_all()
-
-    def wait(self, max_owed: int) -> None:
-        with self.cv:
-            while len(self.owed) > max_owed and self.error is None:
-                self.cv.wait(0.5)
-            if self.error is not None:
-                raise RuntimeError("learner thread failed") from self.error
-
-    def take_metrics(self) -> dict[str, float]:
-        """The metrics of a logged update once (``{}`` until the next logged update)."""
-        with self.cv:
-            fresh, self._fresh = self._fresh, False
-            return dict(self.metrics) if fresh else {}
-
-    def stop(self) -> None:
-        self.wait(0)
-        with self.cv:
-            self._stopping = True
-            self.cv.notify_all()
-        self.join()
-
-    def run(self) -> None:
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            with training_stream(self.agent.device):
-                self._loop()
-        except BaseException as e:  # reported to the acting thread on its next call
-            with self.cv:
-                self.error = e
-                self.cv.notify_all()
-
-
-    def _stage(self) -> Staged | None:
-        """Sample a batch and start its copy to the device (``None``: refused as NaN/inf)."""
-        with self.replay_lock:
-            batch: Batch = sample_mixed(
-                self.replay, self.demos, self.batch_size, self.demo_fraction
-            )
-        try:
-            return self.agent.to_device(batch)
-        except NonFiniteError:
-            self.nonfinite += 1
-            return None
-
-    def _loop(self) -> None:
-        staged: Staged | None = None
-        have_next = False  # staged holds the batch for the next owed update
-        while True:
-            with self.cv:
-                while not self.owed and not self._stopping:
-                    self.cv.wait()
-                if not self.owed:
-                    return
-                step = self.owed[0]
-            if not have_next:
-                staged = self._stage()
-            m: dict[str, float] = {}
-            if staged is not None:
-                log = (self.agent.num_updates + 1) % self.log_every == 0
-                m = self.agent.update(staged, step, log=log)
-            with self.policy_lock:
-                self.policy.sync_from(self.agent)
-            with self.cv:
-                self.owed.popleft()
-                if m:
-                    self.metrics, self._fresh = m, True
-                have_next = bool(self.owed)
-                self.cv.notify_all()
-            if have_next:  # prefetch: copy the next batch while this update computes
-                staged = self._stage()
 
 
 # --------------------------------------------------------------------------- logging
@@ -645,7 +526,9 @@ def _demo_buffer(
         demos,
         replay_cfg,
         lambda img: observer.frame({keys.OBS_IMAGE: rendered(img[None])[0]}),
-        lambda d: rewarder.episode_rewards(by_id[id(d)], agent_frames=False)[0],
+        lambda d: with_bonus(
+            *rewarder.episode_rewards(by_id[id(d)], agent_frames=False), cfg.reward.success_bonus
+        ),
         proprio_dim,
         frame_shape,
         extra_steps,
@@ -655,33 +538,6 @@ def _demo_buffer(
         f"{cfg.demos.fraction:.0%} of every batch; success called at progress >= {thr:.3f}"
     )
     return buffer, len(demos)
-
-
-def _add_interventions(
-    demos: ReplayBuffer,
-    intervened: list[bool],
-    frames: list[np.ndarray],
-    proprio: list[np.ndarray | None],
-    actions: list[np.ndarray],
-    rewards: np.ndarray,
-) -> None:
-    """Each run of intervened steps joins the demonstrations as one segment, with the rewards
-    the episode was relabelled with. (Its first frame stacks repeat, as at an episode start.)"""
-    flags = np.append(np.asarray(intervened, bool), False)
-    t = 0
-    while t < len(intervened):
-        if not flags[t]:
-            t += 1
-            continue
-        end = t + int(np.argmin(flags[t:]))  # first step after the run
-        add_segment(
-            demos,
-            frames[t : end + 1],
-            None if proprio[0] is None else np.stack(proprio[t : end + 1]),  # type: ignore[arg-type]
-            np.stack(actions[t:end]),
-            rewards[t:end],
-        )
-        t = end
 
 
 # --------------------------------------------------------------------------- the loop
@@ -808,34 +664,34 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         print(f"resumed {out}: step {state['step']}, {restored} replay transitions restored")
 
     log = RunLog(out)
-    replay_lock, policy_lock = threading.Lock(), threading.Lock()
-    learner: LearnerThread | None = None
-    policy = agent.policy
-    if cfg.learner == "thread":
-        policy = agent.policy_snapshot(seed=cfg.seed + 3 + int(state["step"]))
-        learner = LearnerThread(
-            agent,
-            replay,
-            replay_lock,
-            policy,
-            policy_lock,
-            cfg.agent.batch_size,
-            cfg.threads,
-            cfg.log_every_updates,
-            demo_buffer,
-            cfg.demos.fraction,
-        )
-        learner.start()
+    core = LearnerCore(
+        CoreConfig(
+            frame_stack=cfg.frame_stack,
+            seed_steps=cfg.num_seed_frames // cfg.action_repeat,
+            learner=cfg.learner,
+            max_learner_lag_updates=cfg.max_learner_lag_updates,
+            when_lagging="wait",
+            update_threads=cfg.threads,
+            log_every_updates=cfg.log_every_updates,
+            # the oracle baseline's bonus is added per frame by repeat_step
+            success_bonus=cfg.reward.success_bonus if rewarder is not None else 0.0,
+            demo_fraction=cfg.demos.fraction,
+            act_seed=cfg.seed + 3 + int(state["step"]),
+        ),
+        agent,
+        replay,
+        demo_buffer,
+        agent_steps=int(state["step"]),
+    )
 
     def act(
         stacked: np.ndarray, proprio: np.ndarray | None, step: int, eval_mode: bool
     ) -> np.ndarray:
-        with policy_lock:
-            return policy.act(stacked, proprio, step, eval_mode)
+        with core.policy_lock:
+            return core.policy.act(stacked, proprio, step, eval_mode)
 
     def checkpoint() -> None:
-        if learner is not None:
-            learner.wait(0)
+        core.wait_idle()
         agent.save(out / AGENT_FILE)
         if rewarder is not None and rewarder.can_update:
             rewarder.model.save(out / REWARD_MODEL_FILE)  # weights only; Adam moments restart
@@ -845,8 +701,6 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
 
     from tqdm import tqdm
 
-    seed_steps = cfg.num_seed_frames // cfg.action_repeat
-    update_every = cfg.agent.update_every_steps
     t_start = time.monotonic() - float(state["wall_s"])
     bar = tqdm(
         total=cfg.num_train_frames,
@@ -856,10 +710,9 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         dynamic_ncols=True,
     )
     last_eval: dict[str, float] = {}
-    metrics: dict[str, float] = {}
     try:
         while True:
-            step, frames = int(state["step"]), int(state["frames"])
+            step, frames = core.agent_steps, int(state["frames"])
             if frames >= int(state["next_eval"]) and cfg.num_eval_episodes:
                 video = out / f"eval_{frames:07d}.mp4" if cfg.video else None
                 last_eval = evaluate(
@@ -895,102 +748,75 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
             t_ep = time.monotonic()
             obs, _ = env.reset(seed=cfg.seed * 1_000_003 + episode)
             frame = observer.frame(obs)
-            stacked = observer.reset(frame)
             images = [obs[keys.OBS_IMAGE]]
             goal = env.goal_image() if rewarder is not None and cfg.reward.goal == "env" else None
             successes: list[bool] = []
-            ep_return, ep_frames, done, aborted = 0.0, 0, False, False
+            env_rewards: list[float] = []
+            ep_frames, done, aborted = 0, False, False
             # What an intervened segment needs to join the demonstrations.
             agent_frames, proprios, actions = [frame], [observer.proprio(obs)], []
             intervened: list[bool] = []
             if intervener is not None:
                 intervener.reset()
-            with replay_lock:
-                replay.start_episode(frame, observer.proprio(obs))
+            core.begin(frame, observer.proprio(obs))
             while not done:
                 take = None
                 if intervener is not None and rewarder is not None:
                     progress = float(rewarder.model.score(obs[keys.OBS_IMAGE][None]).progress[0])
                     take = intervener.action(obs, progress)
-                a = act(stacked, observer.proprio(obs), step, False) if take is None else take
+                a = core.act(observer.proprio(obs)) if take is None else take
                 res = repeat_step(env, a, cfg.action_repeat, oracle_bonus)
                 if take is not None:
                     a = res.applied  # what the arm did under the operator, after the envelope
                 obs, frame = res.obs, observer.frame(res.obs)
                 reward = res.reward * cfg.reward.scale
+                try:
+                    core.record(a, frame, observer.proprio(obs), reward=reward,
+                                terminated=res.terminated)  # fmt: skip
+                except NonFiniteError as e:
+                    state["nonfinite"] = int(state["nonfinite"]) + 1
+                    tqdm.write(f"episode {episode}: {e}; episode discarded, not trained on")
+                    core.abandon()
+                    aborted = True
+                    break
                 intervened.append(take is not None)
                 agent_frames.append(frame)
                 proprios.append(observer.proprio(obs))
                 actions.append(np.asarray(a, np.float32))
-                try:
-                    with replay_lock:
-                        replay.add(
-                            a, reward, frame, observer.proprio(obs), terminated=res.terminated
-                        )
-                except NonFiniteError as e:
-                    state["nonfinite"] = int(state["nonfinite"]) + 1
-                    tqdm.write(f"episode {episode}: {e}; episode discarded, not trained on")
-                    with replay_lock:
-                        replay.abandon_episode()
-                    aborted = True
-                    break
-                stacked = observer.push(frame)
                 images.append(obs[keys.OBS_IMAGE])
                 successes.append(res.success)
-                ep_return += reward
+                env_rewards.append(reward)
                 ep_frames += res.frames
                 done = res.terminated or res.truncated
-                step += 1
-                state["step"], state["frames"] = step, int(state["frames"]) + res.frames
+                state["step"], state["frames"] = core.agent_steps, int(state["frames"]) + res.frames
                 bar.update(res.frames)
                 if rewarder is not None:
-                    disc = rewarder.maybe_update(step)
+                    disc = rewarder.maybe_update(core.agent_steps)
                     if disc:
                         log.scalars("reward", disc, int(state["frames"]))
-                if step >= seed_steps and len(replay) and step % update_every == 0:
-                    if learner is not None:
-                        learner.request(step)
-                        learner.wait(cfg.max_learner_lag_updates)
-                        metrics = learner.take_metrics()
-                    else:
-                        try:
-                            metrics = agent.update(
-                                sample_mixed(
-                                    replay, demo_buffer, cfg.agent.batch_size, cfg.demos.fraction
-                                ),
-                                step,
-                                log=(agent.num_updates + 1) % cfg.log_every_updates == 0,
-                            )
-                        except NonFiniteError as e:
-                            state["nonfinite"] = int(state["nonfinite"]) + 1
-                            tqdm.write(f"update at step {step} skipped: {e}")
-                    if metrics:
-                        log.scalars("update", metrics, int(state["frames"]))
+                metrics = core.maybe_update()
+                if metrics:
+                    log.scalars("update", metrics, int(state["frames"]))
             if aborted:
                 state["episode"] = episode + 1
                 continue
             learned_return = float("nan")
-            called = np.array(successes, bool)  # what learning is told (oracle: the baseline)
-            if rewarder is not None:
-                try:
+            r = np.asarray(env_rewards, np.float32)
+            called = np.array(successes, bool)  # the oracle baseline's (bonus already in r)
+            try:
+                if rewarder is not None:
                     r, called = rewarder.episode_rewards(
                         np.stack(images), np.array(successes), goal
                     )
-                    with replay_lock:
-                        replay.set_episode_rewards(r)
-                    learned_return = float(r.sum())
-                except NonFiniteError as e:
-                    state["nonfinite"] = int(state["nonfinite"]) + 1
-                    tqdm.write(f"episode {episode}: {e}; episode discarded, not trained on")
-                    with replay_lock:
-                        replay.abandon_episode()
-                    state["episode"] = episode + 1
-                    continue
-            with replay_lock:
-                replay.end_episode(success=bool(called.any()), intervened=np.array(intervened))
-                if demo_buffer is not None and rewarder is not None:
-                    _add_interventions(demo_buffer, intervened, agent_frames, proprios, actions,
-                                       r)  # fmt: skip
+                stored = core.finish(r, called, np.array(intervened), actions, agent_frames,
+                                     proprios)  # fmt: skip
+            except NonFiniteError as e:
+                state["nonfinite"] = int(state["nonfinite"]) + 1
+                tqdm.write(f"episode {episode}: {e}; episode discarded, not trained on")
+                state["episode"] = episode + 1
+                continue
+            if rewarder is not None:
+                learned_return = float(stored.sum())
             n_int = int(np.sum(intervened))
             state["intervened_steps"] = int(state.get("intervened_steps", 0)) + n_int
             state["episode"] = episode + 1
@@ -1000,9 +826,9 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                 "train",
                 {
                     "frames": frames,
-                    "step": step,
+                    "step": core.agent_steps,
                     "episode": episode,
-                    "return": round(ep_return, 4),
+                    "return": round(float(sum(env_rewards)), 4),
                     "return_learned": learned_return,
                     "success": any(successes),  # the twin's predicate: evaluation only
                     "success_called": bool(called.any()),  # what learning was told
@@ -1019,8 +845,8 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                 checkpoint()
     finally:
         bar.close()
-        if learner is not None:
-            learner.stop()
+        core.close()
+        state["nonfinite"] = int(state["nonfinite"]) + core.nonfinite_batches
         log.close()
         for env_ in (env, eval_env):
             close = getattr(env_, "close", None)

@@ -68,7 +68,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("image_size", 84, "square size the agent sees, pixels", I(16, 480), True),
     ("frame_stack", 3, "frames per observation", I(1, 16), True),
     ("proprio", True, "ee position + gripper opening beside the pixels", None, True),
-    ("device", "auto", "auto (CUDA when available) | cpu | cuda", None, True),
+    ("device", "auto", "auto (CUDA when available) | cpu | cuda | cuda:N", None, True),
     ("batch_size", 256, "transitions per update", I(2, 4096), True),
     ("hidden_dim", 1024, "actor/critic MLP width", I(8, 4096), True),
     ("feature_dim", 50, "trunk output size", I(4, 1024), True),
@@ -359,10 +359,12 @@ class LearnerNode(Node):
         rw = rw[inside]
         which = np.searchsorted(edges, rw[:, 0].astype(np.int64), side="left") - 1
         rewards = np.bincount(which, weights=rw[:, 1], minlength=len(edges) - 1)
+        success: bool | np.ndarray
         if p["success_source"] == "topic":
-            success = self.success_flag
-        else:
-            success = bool((rw[:, 3] > 0.5).any())
+            success = self.success_flag  # the twin's predicate, for evaluation: the last step
+        else:  # the reward model's call per step: any of the step's frames called successful
+            called = np.bincount(which, weights=(rw[:, 3] > 0.5), minlength=len(edges) - 1)
+            success = called > 0
         try:
             summary = self.learner.finish(rewards.astype(np.float32), success)
         except NonFiniteError as e:

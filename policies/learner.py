@@ -1,0 +1,386 @@
+"""One learner core for every driver: the twin trainer (``v2r rl train``) and the learner node.
+
+    core = LearnerCore(CoreConfig(...), agent, replay, demos=demo_buffer)
+    a = core.begin(frame, proprio)              # an episode's first agent frame -> first action
+    core.record(a, frame, proprio)              # each agent step: the transition, reward pending
+    a = core.act(proprio)                       # on the frame stack the core keeps
+    core.maybe_update()                         # updates when due (seed steps, update ratio)
+    core.finish(rewards, success_calls)         # relabelled rewards; commits the episode
+
+What the core owns, so that both drivers mean the same by every option:
+- the frame stack the policy acts on and the replay's episode in progress;
+- the update schedule: ``seed_steps`` agent steps before the first update, one update every
+  ``agent.update_every_steps`` agent steps, run in place (``learner=sync``) or on a learner
+  thread with a policy copy (``learner=thread``); a lagging thread makes the driver wait
+  (``when_lagging=wait``, the twin) or skips the update (``skip``: a robot never waits);
+- every batch: ``demo_fraction`` of it from the demonstration buffer (when there is one);
+- the success bonus: added to the reward of **every step the success call says is successful**
+  (the reward model's, or the operator's key; never the twin's predicate unless the run says
+  ``oracle_in_learning``);
+- interventions: flagged steps are persisted with the episode and each run of them joins the
+  demonstration buffer with the episode's rewards.
+
+The drivers keep what differs: where frames, proprioception, rewards and success calls come
+from (an in-process env and :class:`~video2reward.policies.train.EpisodeRewarder`, or ROS
+topics), and their own counters and logs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from video2reward.compute.device import Staged, training_stream
+from video2reward.policies.demos import add_segment, sample_mixed
+from video2reward.policies.drqv2 import DrQV2Agent, NonFiniteError, Policy
+from video2reward.policies.replay import Batch, ReplayBuffer
+
+__all__ = ["CoreConfig", "LearnerCore", "LearnerThread", "with_bonus"]
+
+
+def with_bonus(rewards: np.ndarray, success_calls: np.ndarray, bonus: float) -> np.ndarray:
+    """The rewards learning stores: ``bonus`` added on every step called successful. The one
+    place the bonus is added, for agent episodes (:meth:`LearnerCore.finish`) and demos alike."""
+    r = np.asarray(rewards, np.float32).reshape(-1)
+    return (r + bonus * np.asarray(success_calls, bool).reshape(-1)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    frame_stack: int = 3
+    seed_steps: int = 500  # agent steps recorded before the first update
+    learner: str = "sync"  # "sync" (updates in place) or "thread" (a learner thread)
+    max_learner_lag_updates: int = 4  # thread: owed updates beyond which...
+    when_lagging: str = "wait"  # ...the driver waits ("wait") or the update is dropped ("skip")
+    update_threads: int = 0  # torch threads of the learner thread (0: unchanged)
+    log_every_updates: int = 100  # metrics are read back from the device this often
+    success_bonus: float = 0.0  # added on every step the success call says is successful
+    demo_fraction: float = 0.5  # share of every batch from the demonstrations (if any)
+    act_seed: int = 0  # seed of the acting policy copy's noise (thread learner)
+
+    def __post_init__(self) -> None:
+        if self.learner not in ("sync", "thread"):
+            raise ValueError(f"learner must be 'sync' or 'thread', got {self.learner!r}")
+        if self.when_lagging not in ("wait", "skip"):
+            raise ValueError(f"when_lagging must be 'wait' or 'skip', got {self.when_lagging!r}")
+        if self.frame_stack < 1 or self.max_learner_lag_updates < 1 or self.log_every_updates < 1:
+            raise ValueError(
+                "frame_stack, max_learner_lag_updates and log_every_updates must be >= 1"
+            )
+        if self.seed_steps < 0 or self.update_threads < 0:
+            raise ValueError("seed_steps and update_threads must be >= 0")
+        if not np.isfinite(self.success_bonus):
+            raise ValueError(f"success_bonus must be finite, got {self.success_bonus}")
+        if not 0.0 <= self.demo_fraction < 1.0:
+            raise ValueError(f"demo_fraction must be in [0, 1), got {self.demo_fraction}")
+
+
+class LearnerThread(threading.Thread):
+    """Runs ``agent.update`` off the acting thread; acting uses a synchronised policy copy.
+
+    On CUDA the updates run on this thread's own stream, so acting never queues behind them;
+    the next batch is sampled and its copy started while the current update computes, and the
+    policy copy made after each update is handed to acting through an event
+    (:class:`~video2reward.compute.device.WeightHandoff`). Metrics are read back from the
+    device every ``log_every`` updates only.
+    """
+
+    def __init__(
+        self,
+        agent: DrQV2Agent,
+        replay: ReplayBuffer,
+        replay_lock: threading.Lock,
+        policy: Policy,
+        policy_lock: threading.Lock,
+        batch_size: int,
+        threads: int,
+        log_every: int = 100,
+        demos: ReplayBuffer | None = None,
+        demo_fraction: float = 0.0,
+    ):
+        super().__init__(name="drqv2-learner", daemon=True)
+        self.agent, self.replay, self.replay_lock = agent, replay, replay_lock
+        self.policy, self.policy_lock = policy, policy_lock
+        self.batch_size, self.threads, self.log_every = batch_size, threads, log_every
+        self.demos, self.demo_fraction = demos, demo_fraction
+        self.cv = threading.Condition()
+        self.owed: deque[int] = deque()  # agent steps of requested updates
+        self.metrics: dict[str, float] = {}  # of the last logged update
+        self._fresh = False  # metrics not yet taken by take_metrics()
+        self.nonfinite = 0
+        self.error: BaseException | None = None
+        self._stopping = False
+
+    def request(self, step: int) -> None:
+        with self.cv:
+            if self.error is not None:
+                raise RuntimeError("learner thread failed") from self.error
+            self.owed.append(step)
+            self.cv.notify_all()
+
+    def wait(self, max_owed: int) -> None:
+        with self.cv:
+            while len(self.owed) > max_owed and self.error is None:
+                self.cv.wait(0.5)
+            if self.error is not None:
+                raise RuntimeError("learner thread failed") from self.error
+
+    def take_metrics(self) -> dict[str, float]:
+        """The metrics of a logged update once (``{}`` until the next logged update)."""
+        with self.cv:
+            fresh, self._fresh = self._fresh, False
+            return dict(self.metrics) if fresh else {}
+
+    def stop(self) -> None:
+        self.wait(0)
+        with self.cv:
+            self._stopping = True
+            self.cv.notify_all()
+        self.join()
+
+    def run(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            with training_stream(self.agent.device):
+                self._loop()
+        except BaseException as e:  # reported to the acting thread on its next call
+            with self.cv:
+                self.error = e
+                self.cv.notify_all()
+
+    def _stage(self) -> Staged | None:
+        """Sample a batch and start its copy to the device (``None``: refused as NaN/inf)."""
+        with self.replay_lock:
+            batch: Batch = sample_mixed(
+                self.replay, self.demos, self.batch_size, self.demo_fraction
+            )
+        try:
+            return self.agent.to_device(batch)
+        except NonFiniteError:
+            self.nonfinite += 1
+            return None
+
+    def _loop(self) -> None:
+        staged: Staged | None = None
+        have_next = False  # staged holds the batch for the next owed update
+        while True:
+            with self.cv:
+                while not self.owed and not self._stopping:
+                    self.cv.wait()
+                if not self.owed:
+                    return
+                step = self.owed[0]
+            if not have_next:
+                staged = self._stage()
+            m: dict[str, float] = {}
+            if staged is not None:
+                log = (self.agent.num_updates + 1) % self.log_every == 0
+                m = self.agent.update(staged, step, log=log)
+            with self.policy_lock:
+                self.policy.sync_from(self.agent)
+            with self.cv:
+                self.owed.popleft()
+                if m:
+                    self.metrics, self._fresh = m, True
+                have_next = bool(self.owed)
+                self.cv.notify_all()
+            if have_next:  # prefetch: copy the next batch while this update computes
+                staged = self._stage()
+
+
+class LearnerCore:
+    """Replay, demonstrations, updates and episode commits for one agent (see the module)."""
+
+    def __init__(
+        self,
+        cfg: CoreConfig,
+        agent: DrQV2Agent,
+        replay: ReplayBuffer | None,
+        demos: ReplayBuffer | None = None,
+        agent_steps: int = 0,
+    ):
+        self.cfg, self.agent, self.replay, self.demos = cfg, agent, replay, demos
+        self.agent_steps = agent_steps  # agent steps recorded so far (the update schedule)
+        self.replay_lock, self.policy_lock = threading.Lock(), threading.Lock()
+        self.learner: LearnerThread | None = None
+        self.policy = agent.policy
+        if cfg.learner == "thread" and replay is not None:
+            self.policy = agent.policy_snapshot(seed=cfg.act_seed)
+            self.learner = LearnerThread(
+                agent, replay, self.replay_lock, self.policy, self.policy_lock,
+                agent.cfg.batch_size, cfg.update_threads, cfg.log_every_updates, demos,
+                cfg.demo_fraction,
+            )  # fmt: skip
+            self.learner.start()
+        self._stack: deque[np.ndarray] = deque(maxlen=cfg.frame_stack)
+        self._last_action: np.ndarray | None = None
+        self.episode_steps = 0
+        self.metrics: dict[str, float] = {}  # of the last logged update
+        self.nonfinite_batches = 0
+        self.skipped_updates = 0  # dropped because the learner thread lagged (when_lagging=skip)
+
+    # ----------------------------------------------------------------- acting
+    def act(self, proprio: np.ndarray | None, eval_mode: bool = False) -> np.ndarray:
+        """The policy's action on the current frame stack (exploring unless ``eval_mode``)."""
+        obs = np.concatenate(self._stack)
+        with self.policy_lock:
+            a = self.policy.act(obs, proprio, self.agent_steps, eval_mode=eval_mode)
+        self._last_action = a
+        return a
+
+    def push_frame(self, frame: np.ndarray) -> None:
+        self._stack.append(frame)
+
+    # ----------------------------------------------------------------- episodes
+    def begin(self, frame: np.ndarray, proprio: np.ndarray | None) -> None:
+        """Start an episode with its first agent frame (the stack repeats it)."""
+        self._stack.clear()
+        for _ in range(self.cfg.frame_stack):
+            self._stack.append(frame)
+        self.episode_steps = 0
+        if self.replay is not None:
+            with self.replay_lock:
+                self.replay.start_episode(frame, proprio)
+
+    def record(
+        self,
+        action: np.ndarray,
+        frame: np.ndarray,
+        proprio: np.ndarray | None,
+        *,
+        reward: float = 0.0,
+        terminated: bool = False,
+    ) -> None:
+        """One agent step: ``action`` taken (the applied command), ``frame`` reached. The
+        reward is usually set at :meth:`finish`; raises NonFiniteError (nothing written)."""
+        self._stack.append(frame)
+        self.episode_steps += 1
+        if self.replay is None:
+            return
+        with self.replay_lock:
+            self.replay.add(action, reward, frame, proprio, terminated=terminated)
+        self.agent_steps += 1
+
+    def maybe_update(self) -> dict[str, float]:
+        """Run (or request) the update due at this agent step; the metrics of a logged one."""
+        step, cfg = self.agent_steps, self.cfg
+        if (
+            self.replay is None
+            or step < cfg.seed_steps
+            or step % self.agent.cfg.update_every_steps
+            or not len(self.replay)
+        ):
+            return {}
+        if self.learner is not None:
+            if cfg.when_lagging == "skip" and len(self.learner.owed) >= cfg.max_learner_lag_updates:
+                self.skipped_updates += 1  # a robot's control tick never waits for learning
+                return {}
+            self.learner.request(step)
+            if cfg.when_lagging == "wait":
+                self.learner.wait(cfg.max_learner_lag_updates)
+            m = self.learner.take_metrics()
+        else:
+            log = (self.agent.num_updates + 1) % cfg.log_every_updates == 0
+            batch = sample_mixed(self.replay, self.demos, self.agent.cfg.batch_size,
+                                 cfg.demo_fraction)  # fmt: skip
+            try:
+                m = self.agent.update(batch, step, log=log)
+            except NonFiniteError:
+                self.nonfinite_batches += 1
+                m = {}
+        if m:
+            self.metrics = m
+        return m
+
+    def finish(
+        self,
+        rewards: np.ndarray,
+        success_calls: np.ndarray,
+        intervened: np.ndarray | None = None,
+        actions: list[np.ndarray] | None = None,
+        frames: list[np.ndarray] | None = None,
+        proprio: list[np.ndarray | None] | None = None,
+    ) -> np.ndarray:
+        """Commit the episode with one reward and one success call per step; returns the
+        rewards stored (the bonus added on every called step). NaN/inf drops the episode and
+        raises NonFiniteError. With ``intervened`` flags, each run of them (and its frames,
+        proprio and applied actions) joins the demonstrations."""
+        r = np.asarray(rewards, np.float32).reshape(-1)
+        calls = np.asarray(success_calls, bool).reshape(-1)
+        if r.shape != (self.episode_steps,) or calls.shape != r.shape:
+            raise ValueError(
+                f"need {self.episode_steps} rewards and success calls, got {r.shape}, "
+                f"{calls.shape}"
+            )
+        stored = with_bonus(r, calls, self.cfg.success_bonus)
+        self._last_action = None
+        if self.replay is None:
+            return stored
+        with self.replay_lock:
+            try:
+                self.replay.set_episode_rewards(stored)
+            except NonFiniteError:
+                self.replay.abandon_episode()
+                raise
+            self.replay.end_episode(success=bool(calls.any()), intervened=intervened)
+            if (
+                self.demos is not None
+                and intervened is not None
+                and np.any(intervened)
+                and actions is not None
+                and frames is not None
+                and proprio is not None
+            ):
+                _add_interventions(self.demos, np.asarray(intervened, bool), frames, proprio,
+                                   actions, stored)  # fmt: skip
+        return stored
+
+    def abandon(self) -> None:
+        """Drop the episode in progress (inputs interrupted, NaN): nothing of it is kept."""
+        if self.replay is not None:
+            with self.replay_lock:
+                self.replay.abandon_episode()
+        self._last_action = None
+
+    # ----------------------------------------------------------------- lifecycle
+    def wait_idle(self) -> None:
+        """No update in flight (before a checkpoint is written)."""
+        if self.learner is not None:
+            self.learner.wait(0)
+
+    def close(self) -> None:
+        if self.learner is not None:
+            self.learner.stop()
+            self.nonfinite_batches += self.learner.nonfinite
+            self.learner = None
+
+    def state(self) -> dict[str, Any]:
+        return {"agent_steps": self.agent_steps}
+
+
+def _add_interventions(
+    demos: ReplayBuffer,
+    flags: np.ndarray,
+    frames: list[np.ndarray],
+    proprio: list[np.ndarray | None],
+    actions: list[np.ndarray],
+    rewards: np.ndarray,
+) -> None:
+    """Each run of intervened steps joins the demonstrations as one segment, with the rewards
+    the episode stored. (Its first frame stack repeats its first frame, as at an episode
+    start.)"""
+    padded = np.append(flags, False)
+    t = 0
+    while t < len(flags):
+        if not padded[t]:
+            t += 1
+            continue
+        end = t + int(np.argmin(padded[t:]))  # the first step after the run
+        p = None if proprio[0] is None else np.stack(proprio[t : end + 1])  # type: ignore[arg-type]
+        add_segment(demos, frames[t : end + 1], p, np.stack(actions[t:end]), rewards[t:end])
+        t = end

@@ -1,0 +1,83 @@
+"""One learner core: the twin trainer and the learner node's driver fill the replay alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config
+from video2reward.policies.learner import CoreConfig, LearnerCore, with_bonus
+from video2reward.policies.online import OnlineConfig, OnlineLearner
+from video2reward.policies.replay import STORE_NAME, ReplayBuffer, ReplayConfig
+from video2reward.policies.train import REPLAY_DIR, TrainConfig, train
+from video2reward.robot import keys
+from video2reward.robot.episode_store import EpisodeStore
+
+torch.set_num_threads(1)
+AGENT = DrQV2Config(batch_size=16, hidden_dim=32, feature_dim=16, num_expl_steps=20)
+SIZE = 32
+
+
+def test_both_drivers_fill_the_replay_alike_and_take_the_same_next_update(tmp_path: Path) -> None:
+    # The twin trainer's driver (v2r rl train), on the toy task, one env frame per agent step.
+    train(TrainConfig(task="toy", out=str(tmp_path / "train"), image_size=SIZE, action_repeat=1,
+                      num_train_frames=120, num_seed_frames=60, num_eval_episodes=0,
+                      progress_bar=False, agent=AGENT))  # fmt: skip
+    first = EpisodeStore.open(tmp_path / "train" / REPLAY_DIR / STORE_NAME)
+    # The learner node's driver, fed the same episodes: frames, proprio, applied commands,
+    # rewards (as a camera, the driver and the reward node would hand them over).
+    node = OnlineLearner(OnlineConfig(out=str(tmp_path / "node"), image_size=SIZE,
+                                      seed_steps=10**6, agent=AGENT))  # fmt: skip
+    for i in range(first.n_episodes):
+        ep = first.episode(i)
+        node.begin(ep[keys.IMAGE][0], ep["proprio"][0])
+        for t in range(1, len(ep[keys.IMAGE])):
+            node.step(ep[keys.IMAGE][t], ep["proprio"][t], applied_action=ep[keys.ACTION][t])
+        node.finish(ep["reward"][1:], success=False)
+    node.close()
+    second = EpisodeStore.open(tmp_path / "node" / "replay" / STORE_NAME)
+    assert second.n_episodes == first.n_episodes > 1
+    for i in range(first.n_episodes):
+        a, b = first.episode(i), second.episode(i)
+        for k in (keys.IMAGE, "proprio", keys.ACTION, "reward", "cont"):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=f"episode {i} {k}")
+    # The same replay gives the same next update.
+    metrics = []
+    for run in ("train", "node"):
+        sub = REPLAY_DIR if run == "train" else "replay"
+        replay = ReplayBuffer(ReplayConfig(1000, 3, AGENT.nstep, AGENT.discount), (3, SIZE, SIZE),
+                              4, 4, directory=tmp_path / run / sub, seed=5)  # fmt: skip
+        replay.restore()
+        agent = DrQV2Agent(AGENT, (9, SIZE, SIZE), 4, 4, seed=11)
+        metrics.append(agent.update(replay.sample(16), step=100))
+    assert metrics[0] == metrics[1]
+
+
+def test_success_bonus_means_every_called_step_in_both_drivers(tmp_path: Path) -> None:
+    np.testing.assert_array_equal(with_bonus(np.zeros(4), [0, 1, 1, 0], 2.0), [0, 2, 2, 0])
+    node = OnlineLearner(OnlineConfig(out=str(tmp_path / "node"), image_size=SIZE,
+                                      seed_steps=10**6, success_bonus=1.0, agent=AGENT))
+    rgb, p = np.zeros((SIZE, SIZE, 3), np.uint8), np.zeros(4, np.float32)
+    for calls in ([False, True, True], True):  # the reward node's per-step calls; a key press
+        node.begin(rgb, p)
+        for _ in range(3):
+            node.step(rgb, p)
+        node.finish(np.zeros(3), success=np.array(calls) if isinstance(calls, list) else calls)
+    node.close()
+    store = EpisodeStore.open(tmp_path / "node" / "replay" / STORE_NAME)
+    np.testing.assert_array_equal(store.episode(0)["reward"][1:], [0, 1, 1])
+    np.testing.assert_array_equal(store.episode(1)["reward"][1:], [0, 0, 1])  # the last step
+
+
+def test_core_config_refuses_what_it_cannot_mean() -> None:
+    for bad in ({"learner": "async"}, {"when_lagging": "later"}, {"demo_fraction": 1.0},
+                {"frame_stack": 0}, {"success_bonus": float("nan")}):  # fmt: skip
+        with pytest.raises(ValueError):
+            CoreConfig(**bad)  # type: ignore[arg-type]
+    agent = DrQV2Agent(AGENT, (9, SIZE, SIZE), 4, 4)
+    core = LearnerCore(CoreConfig(), agent, None)  # acting only (eval): no replay, no updates
+    core.begin(np.zeros((3, SIZE, SIZE), np.uint8), np.zeros(4, np.float32))
+    assert core.act(np.zeros(4, np.float32), eval_mode=True).shape == (4,)
+    assert core.maybe_update() == {}
