@@ -58,6 +58,7 @@ from video2reward.policies.drqv2 import (
 from video2reward.policies.intervention import InterventionConfig, ScriptedIntervener
 from video2reward.policies.learner import CoreConfig, LearnerCore, with_bonus
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
+from video2reward.rewards.rank2reward import OnlineDiscriminator, Rank2Reward
 from video2reward.robot import keys
 
 AGENT_FILE = "agent.pt"
@@ -305,11 +306,13 @@ class EpisodeRewarder:
             if not hasattr(self.model.config, "alpha"):
                 raise ValueError(f"reward.alpha applies to Rank2Reward, not {self.model.method}")
             self.model.config = dataclasses.replace(self.model.config, alpha=spec.alpha)
-        self.can_update = spec.disc_update_every_steps > 0 and hasattr(self.model, "update")
+        self.disc = (
+            OnlineDiscriminator(self.model, spec.disc_batch, spec.disc_frames)
+            if spec.disc_update_every_steps > 0 and isinstance(self.model, Rank2Reward)
+            else None
+        )
+        self.can_update = self.disc is not None
         self.success_progress = 0.9 if spec.success_progress is None else spec.success_progress
-        self.recent: deque[np.ndarray] = deque(maxlen=spec.disc_frames)
-        self._rng = np.random.default_rng(0)
-        self.num_updates = 0
 
     def episode_rewards(
         self,
@@ -335,8 +338,8 @@ class EpisodeRewarder:
         else:
             success = np.zeros(len(frames) - 1, bool)
         r = out.reward[1:] * self.spec.scale  # the success bonus is the learner core's
-        if self.can_update and agent_frames:
-            self.recent.extend(frames[1:])
+        if self.disc is not None and agent_frames:
+            self.disc.observe(frames[1:])
         return np.asarray(r, np.float32), success
 
     def calibrate_success(self, demo_images: list[np.ndarray]) -> float:
@@ -347,18 +350,15 @@ class EpisodeRewarder:
             self.success_progress = float(np.quantile(last, 0.1))
         return self.success_progress
 
+    @property
+    def num_updates(self) -> int:
+        return self.disc.num_updates if self.disc is not None else 0
+
     def maybe_update(self, step: int) -> dict[str, float]:
-        if not self.can_update or step % self.spec.disc_update_every_steps:
+        """Rank2Reward: ``disc_steps`` discriminator steps every ``disc_update_every_steps``."""
+        if self.disc is None or step % self.spec.disc_update_every_steps:
             return {}
-        if len(self.recent) < self.spec.disc_batch:
-            return {}
-        sums: dict[str, float] = {}
-        for _ in range(self.spec.disc_steps):
-            pick = self._rng.integers(0, len(self.recent), self.spec.disc_batch)
-            self.num_updates += 1
-            for k, v in self.model.update(np.stack([self.recent[i] for i in pick])).items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-        return {k: v / self.spec.disc_steps for k, v in sums.items()}
+        return self.disc.train(self.spec.disc_steps)
 
 
 def frame_embedder(ckpt: str, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:

@@ -38,6 +38,7 @@ Progress = p_RF(s).
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from typing import Any
 
 import numpy as np
@@ -263,3 +264,38 @@ class Rank2Reward(RewardModel):
         d = torch.cat([self.disc_prob(c) for c in frames.split(self.score_chunk)])
         r = reward_from_probs(p, d, self.config.alpha, self.config.prob_eps)
         return r.cpu().numpy(), p.cpu().numpy()
+
+
+class OnlineDiscriminator:
+    """Rank2Reward's discriminator trained online on the agent's recent frames.
+
+    One implementation for both places it runs: the twin trainer calls :meth:`train` on its
+    agent-step schedule (``reward.disc_steps`` every ``reward.disc_update_every_steps``, the
+    official code's), the reward node's trainer thread on its wall-clock period. Frames are
+    kept in a ring of ``capacity``; each step draws ``batch`` of them uniformly.
+    """
+
+    def __init__(self, model: Rank2Reward, batch: int, capacity: int, seed: int = 0):
+        self.model, self.batch = model, batch
+        self.frames: deque[np.ndarray] = deque(maxlen=capacity)
+        self._rng = np.random.default_rng(seed)
+        self.num_updates = 0
+
+    def observe(self, frames: np.ndarray) -> None:
+        """Agent frames (N, H, W, 3) uint8, newest last."""
+        self.frames.extend(frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def train(self, steps: int = 1) -> dict[str, float]:
+        """``steps`` discriminator steps (none before ``batch`` frames); mean metrics."""
+        if len(self.frames) < self.batch:
+            return {}
+        sums: dict[str, float] = {}
+        for _ in range(steps):
+            pick = self._rng.integers(0, len(self.frames), self.batch)
+            self.num_updates += 1
+            for k, v in self.model.update(np.stack([self.frames[i] for i in pick])).items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        return {k: v / steps for k, v in sums.items()}

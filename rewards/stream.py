@@ -28,7 +28,6 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
@@ -40,6 +39,7 @@ from video2reward.compute.device import (
     training_stream,
 )
 from video2reward.rewards.base import RewardError, RewardModel, load_reward_model
+from video2reward.rewards.rank2reward import OnlineDiscriminator, Rank2Reward
 
 
 @dataclass(frozen=True)
@@ -102,13 +102,17 @@ class RewardStream:
         self._lock = threading.Lock()  # guards the scoring model's weights
         self.version = 0  # bumps whenever new discriminator weights are swapped in
         self.disc_metrics: dict[str, float] = {}
-        self._agent: deque[np.ndarray] = deque(maxlen=config.agent_buffer)
         self._stop = threading.Event()
         self._trainer: threading.Thread | None = None
+        self._disc: OnlineDiscriminator | None = None
         self.score_latency_s: deque[float] = deque(maxlen=500)
-        if config.online_updates and hasattr(self.model, "update"):
+        if config.online_updates and isinstance(self.model, Rank2Reward):
+            # the trainer updates a copy; its discriminator weights are swapped in
+            self._disc = OnlineDiscriminator(
+                copy.deepcopy(self.model), config.disc_batch, config.agent_buffer
+            )
             self._trainer = threading.Thread(
-                target=self._train_loop, daemon=True, name="disc-trainer"
+                target=self._train_loop, args=(self._disc,), daemon=True, name="disc-trainer"
             )
             self._trainer.start()
 
@@ -143,8 +147,8 @@ class RewardStream:
             self._handoff.acquire()
             out = self.model.score(imgs, goal=goal)
         self._prev = imgs[-1]
-        if self._trainer is not None:
-            self._agent.extend(imgs[lead:])
+        if self._disc is not None:
+            self._disc.observe(imgs[lead:])
         self.score_latency_s.append(time.perf_counter() - t0)
         return [
             ScoredFrame(stamp, float(r), float(p), bool(p >= self.config.success_progress))
@@ -152,23 +156,18 @@ class RewardStream:
         ]
 
     # ------------------------------------------------------------ online discriminator
-    def _train_loop(self) -> None:
+    def _train_loop(self, trainer: OnlineDiscriminator) -> None:
         with training_stream(self.model.device):
-            self._train()
+            self._train(trainer)
 
-    def _train(self) -> None:
-        trainee = copy.deepcopy(self.model)
-        rng = np.random.default_rng(0)
-        update: Any = trainee.update
+    def _train(self, trainer: OnlineDiscriminator) -> None:
         while not self._stop.wait(self.config.disc_period_s):
-            if len(self._agent) < self.config.disc_min_frames:
+            if len(trainer) < self.config.disc_min_frames:
                 continue
-            idx = rng.integers(0, len(self._agent), self.config.disc_batch)
-            batch = np.stack([self._agent[i] for i in idx])
-            metrics = update(batch)
+            metrics = trainer.train(1)
             disc = {
                 k: v.detach().clone()
-                for k, v in trainee.state_dict().items()
+                for k, v in trainer.model.state_dict().items()
                 if k.startswith("disc_")
             }
             with self._lock:
