@@ -58,15 +58,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     base = ROOT / "runs" / "bench_robot_time" / args.task
     demos = base / "demos.zarr"
-    reward = base / args.reward
+    reward = base / f"{args.reward}_{args.reward_steps}"
     if not demos.exists():
         _v2r("sim", "demos", f"task={args.task}", "episodes=50", f"out={demos}")
     if not (reward / "model.pt").exists():
         _v2r("reward", "train", f"method={args.reward}", f"data={demos}", f"out={reward}",
-             "threads=1")  # fmt: skip
+             "threads=1", f"method.steps={args.reward_steps}")  # fmt: skip
     tag = f"_{args.tag}" if args.tag else ""
     iv = "_int" if args.interventions else ""
-    name = f"{args.reward}_demos{args.demos}{iv}{tag}_seed{args.seed}"
+    name = f"{args.reward}{args.reward_steps}_demos{args.demos}{iv}{tag}_seed{args.seed}"
     out = base / name
     with_demos = args.demos > 0
     # configs/rl_agent/cpu.yaml's sizes; with demonstrations the policy acts from the start
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rspec = RewardSpec(
         source="model", ckpt=str(reward), success="model", success_bonus=args.success_bonus,
         disc_update_every_steps=2000 if args.reward == "rank2reward" else 0, disc_steps=20,
-        alpha=0.1 if args.reward == "rank2reward" else None,
+        alpha=args.alpha if args.reward == "rank2reward" else None,
     )  # fmt: skip
     cfg = TrainConfig(
         task=args.task, out=str(out), seed=args.seed, image_size=84, agent_image_size=48,
@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "task": args.task, "reward": args.reward, "demos": args.demos,
         "interventions": args.interventions, "seed": args.seed, "variant": args.tag,
-        "bc_weight": agent.bc_weight, "frames_to_90": f90,
+        "bc_weight": agent.bc_weight, "alpha": rspec.alpha,
+        "reward_steps": args.reward_steps, "frames_to_90": f90,
         "intervened_steps": summary["intervened_steps"], "takeovers": summary["takeovers"],
         "mean_success_after": after, "final_success": rows[-1]["success_rate"] if rows else None,
         "frames": summary["frames"], "wall_s": summary["wall_s"],
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def save(row: dict[str, Any]) -> None:
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    key = ("task", "reward", "demos", "interventions", "variant", "seed")
+    key = ("task", "reward", "reward_steps", "demos", "interventions", "variant", "seed")
     rows = [r for r in rows if tuple(r.get(k) for k in key) != tuple(row.get(k) for k in key)]
     rows.append(row)
     rows.sort(key=lambda r: tuple(str(r.get(k)) for k in key))
@@ -169,6 +170,10 @@ def main() -> int:
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--bc-weight", type=float, default=0.4)
     p.add_argument("--bc-decay-steps", type=int, default=0)
+    p.add_argument("--reward-steps", type=int, default=2000,
+                   help="reward-model training steps (2000: README's Rank2Reward recipe)")
+    p.add_argument("--alpha", type=float, default=0.1,
+                   help="Rank2Reward: weight of the discriminator term (official 1.0)")
     p.add_argument("--success-bonus", type=float, default=0.0)
     p.add_argument("--interventions", action="store_true",
                    help="a scripted operator (the task's expert) takes over on stalls")
