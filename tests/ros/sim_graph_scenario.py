@@ -2,8 +2,9 @@
 tests/ros/test_sim_graph.py (``python sim_graph_scenario.py CKPT OUT RESULT.json``).
 
 Starts ``v2r launch sim.launch.xml`` (twin, driver, reward, learner), watches it from a plain
-rclpy node, kills the reward node, stalls the camera, kills the learner, restarts the graph and
-writes what it saw to RESULT.json for the test to assert on.
+rclpy node, kills the reward node, stalls the camera, drops the driver's connection to the
+controller (the twin's emulator), kills the learner, restarts the graph and writes what it saw
+to RESULT.json for the test to assert on.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import Vector3Stamped
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32MultiArray
-from std_srvs.srv import SetBool
+from std_srvs.srv import SetBool, Trigger
 
 LAUNCH = [sys.executable, "-m", "video2reward.cli.main", "launch", "sim.launch.xml"]
 STEPS = 40  # commands per episode: 4 s at 10 Hz, long enough to inject a fault mid-episode
@@ -51,6 +52,8 @@ class Probe:
         self.streaming = False  # the driver's latest status
         self.run_start = 0.0  # host time of the first command of the current episode
         self.joints: list[list[float]] = []
+        self.joint_times: list[float] = []  # arrival times of the driver's joint states
+        self.fault = ""  # the driver's latched fault, from its latest status
         self.watchdog_stops = 0
         self.stop_times: list[tuple[float, int]] = []  # arrival of each new watchdog-stop count
         n = self.node
@@ -70,14 +73,20 @@ class Probe:
         n.create_subscription(
             JointState,
             "/xarm_driver/joint_states",
-            lambda m: self._add(self.joints, list(m.position[:5])),
+            self._joint_state,
             100,
         )
         n.create_subscription(DiagnosticStatus, "/xarm_driver/status", self._status, 10)
         self.pause = n.create_client(SetBool, "/twin/pause_camera")
+        self.clear_fault = n.create_client(Trigger, "/xarm_driver/clear_fault")
         self._spin = True
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+
+    def _joint_state(self, m: JointState) -> None:
+        with self.lock:
+            self.joints.append(list(m.position[:5]))
+            self.joint_times.append(time.monotonic())
 
     def _add(self, lst: list[Any], v: Any) -> None:
         with self.lock:
@@ -115,6 +124,7 @@ class Probe:
                 self.stop_times.append((time.monotonic(), stops))
             self.watchdog_stops = max(self.watchdog_stops, stops)
             self.streaming = values.get("streaming") == "True"
+            self.fault = values.get("fault", "")
             if m.message.startswith("action not sent"):
                 self.refused.append((time.monotonic(), stops))
 
@@ -129,6 +139,19 @@ class Probe:
         while not f.done() and time.monotonic() < t_end:
             time.sleep(0.05)
         return bool(f.done() and f.result().success)
+
+    def call_clear_fault(self) -> tuple[bool, str]:
+        self.clear_fault.wait_for_service(timeout_sec=10)
+        f = self.clear_fault.call_async(Trigger.Request())
+        t_end = time.monotonic() + 30
+        while not f.done() and time.monotonic() < t_end:
+            time.sleep(0.05)
+        res = f.result() if f.done() else None
+        return (bool(res.success), str(res.message)) if res is not None else (False, "timeout")
+
+    def joint_states_between(self, t0: float, t1: float) -> int:
+        with self.lock:
+            return sum(1 for t in self.joint_times if t0 <= t < t1)
 
     def action_gap_after(self, t0: float, t1: float) -> float:
         """Longest time without an action between t0 and t1."""
@@ -230,6 +253,32 @@ def camera_stall(probe: Probe, out: Path) -> dict[str, Any]:
     return r
 
 
+def controller_drop(probe: Probe, out: Path) -> dict[str, Any]:
+    """Drop the driver's connections to the controller mid-episode (the twin's emulator closes
+    them, as a pulled cable would); an operator calls clear_fault 2 s later. What followed."""
+    from video2reward.sim.xarm_emulator import EmulatorProbe
+
+    r: dict[str, Any] = {}
+    r["streaming_before_drop"] = wait_for(probe.mid_episode, 120, 0.02)
+    if not r["streaming_before_drop"]:
+        return r
+    n0 = episodes(out)
+    with EmulatorProbe() as emu:
+        t_drop = time.monotonic()
+        r["connections_dropped"] = emu.call("drop_connections")["dropped"]
+    r["fault_after_drop"] = wait_for(lambda: probe.fault != "", 5, 0.02)
+    r["fault_reason"] = probe.fault
+    time.sleep(2.0)
+    # the driver's state stops (nothing stale); the episode in progress is not committed
+    r["joint_states_after_drop"] = probe.joint_states_between(t_drop + 1.0, t_drop + 2.0)
+    r["episodes_during_fault"] = episodes(out) - n0
+    r["clear_fault"] = probe.call_clear_fault()
+    t_clear = time.monotonic()
+    r["resumed_after_clear"] = wait_for(lambda: episodes(out) >= n0 + 1, 120)
+    r["joint_states_after_clear"] = probe.joint_states_between(t_clear, t_clear + 1.0)
+    return r
+
+
 def retried(fault: Callable[[], dict[str, Any]], valid_key: str) -> dict[str, Any]:
     """Run ``fault`` again while its result says the driver was already stopped when it hit
     (``valid_key`` False), at most FAULT_ATTEMPTS times; the last result, with earlier ones."""
@@ -291,8 +340,11 @@ def _scenario(probe: Probe, ckpt: str, out: Path, result_path: Path, r: dict[str
         r.update(retried(lambda: reward_kill(probe, out), "driver_streaming_at_reward_kill"))
         # 2. the camera stalls: commands stop, the watchdog fires, the graph resumes
         r.update(retried(lambda: camera_stall(probe, out), "driver_streaming_at_stall"))
+        # 3. the link to the controller drops: fault latched, state stops, the episode is
+        # dropped; after clear_fault (the operator) the driver reconnects and learning resumes
+        r.update(controller_drop(probe, out))
 
-        # 3. the learner dies: the launch exits non-zero; nothing committed is lost
+        # 4. the learner dies: the launch exits non-zero; nothing committed is lost
         r["episodes_before_learner_kill"] = episodes(out)
         pid = pid_of("learner")
         if pid:
@@ -303,7 +355,7 @@ def _scenario(probe: Probe, ckpt: str, out: Path, result_path: Path, r: dict[str
             graph.send_signal(signal.SIGINT)
             graph.wait(timeout=60)
 
-    # 4. restart: the learner resumes from its checkpoint and replay
+    # 5. restart: the learner resumes from its checkpoint and replay
     from video2reward.robot.episode_store import EpisodeStore
 
     store = out / "replay" / "episodes.zarr"

@@ -97,6 +97,14 @@ def test_sim_graph_learns_survives_faults_and_resumes(reward_ckpt: Path, tmp_pat
     assert r["action_gap_during_stall_s"] >= 1.5, r
     assert r["watchdog_after_stall"], r
     assert r["stop_latency_after_stall_s"] <= 0.5 + 0.1, r
+    # the link to the controller drops mid-episode: a fault latches, the driver's state stops,
+    # the episode is dropped; clear_fault reconnects and learning resumes
+    assert r["streaming_before_drop"] and r["connections_dropped"] >= 2, r
+    assert r["fault_after_drop"] and "controller" in r["fault_reason"], r
+    assert r["joint_states_after_drop"] == 0, r
+    assert r["episodes_during_fault"] == 0, r
+    assert r["clear_fault"][0], r["clear_fault"]
+    assert r["resumed_after_clear"] and r["joint_states_after_clear"] > 10, tail
     assert r["resumed_after_stall"], tail
     # the learner dies: the launch fails loudly; a restart resumes with no replay lost
     assert r["launch_exit_after_learner_kill"] != 0
