@@ -180,12 +180,15 @@ def random_shift(
         # then moved: the same seed shifts the same way on every device.
         shifts_px = torch.randint(
             0, 2 * pad + 1, (n, 2), generator=generator, device=_gen_device(generator)
-        ).to(x.device, non_blocking=True)
+        )
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    scale = torch.tensor([2.0 / (w + 2 * pad), 2.0 / (h + 2 * pad)], dtype=x.dtype, device=x.device)
-    grid = _base_grid(h, w, pad, x.dtype, x.device) + (shifts_px.to(x.dtype) * scale).view(
-        n, 1, 1, 2
+    # The offsets are computed where the shifts are (the CPU) and moved once, non-blocking: a
+    # tensor built from a Python list on CUDA would be a blocking copy every update.
+    scale = torch.tensor(
+        [2.0 / (w + 2 * pad), 2.0 / (h + 2 * pad)], dtype=x.dtype, device=shifts_px.device
     )
+    offset = (shifts_px.to(x.dtype) * scale).to(x.device, non_blocking=True)
+    grid = _base_grid(h, w, pad, x.dtype, x.device) + offset.view(n, 1, 1, 2)
     return F.grid_sample(padded, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 

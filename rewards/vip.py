@@ -94,7 +94,7 @@ def vip_loss(
     td_term = log_mean_exp(-(reward + gamma * vs1 - vs))
     loss = start_term + td_term
     for _ in range(num_negatives):
-        perm = torch.randperm(es0.shape[0], generator=generator).to(es0.device)
+        perm = torch.randperm(es0.shape[0], generator=generator).to(es0.device, non_blocking=True)
         vn, vn1 = value(es0[perm], eg), value(es1[perm], eg)
         loss = loss + log_mean_exp(-(-1.0 + gamma * vn1 - vn))
     return loss, {"vip_loss": loss.detach(), "start_term": start_term.detach(),
