@@ -76,6 +76,9 @@ class DrQV2Config:
     nstep: int = 3  # n of the n-step return (the replay computes it; kept here for one source)
     discount: float = 0.99  # per agent step
     update_every_steps: int = 2  # one update per this many agent steps
+    # Updates each time one is due: the update-to-data ratio is updates_per_step /
+    # update_every_steps per agent step (RLPD raises it on GPUs; 1 is the paper's).
+    updates_per_step: int = 1
     num_expl_steps: int = 2000  # agent steps of uniform random actions (= 4000 frames at repeat 2)
     stddev_init: float = 1.0  # exploration stddev at step 0
     stddev_final: float = 0.1  # stddev after the schedule ends
@@ -99,6 +102,7 @@ class DrQV2Config:
             "batch_size": self.batch_size,
             "nstep": self.nstep,
             "update_every_steps": self.update_every_steps,
+            "updates_per_step": self.updates_per_step,
             "stddev_init": self.stddev_init,
             "stddev_clip": self.stddev_clip,
         }

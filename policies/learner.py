@@ -276,23 +276,25 @@ class LearnerCore:
             or not len(self.replay)
         ):
             return {}
-        if self.learner is not None:
-            if cfg.when_lagging == "skip" and len(self.learner.owed) >= cfg.max_learner_lag_updates:
-                self.skipped_updates += 1  # a robot's control tick never waits for learning
-                return {}
-            self.learner.request(step)
-            if cfg.when_lagging == "wait":
-                self.learner.wait(cfg.max_learner_lag_updates)
-            m = self.learner.take_metrics()
-        else:
-            log = (self.agent.num_updates + 1) % cfg.log_every_updates == 0
-            batch = sample_mixed(self.replay, self.demos, self.agent.cfg.batch_size,
-                                 cfg.demo_fraction)  # fmt: skip
-            try:
-                m = self.agent.update(batch, step, log=log)
-            except NonFiniteError:
-                self.nonfinite_batches += 1
-                m = {}
+        m: dict[str, float] = {}
+        for _ in range(self.agent.cfg.updates_per_step):
+            if self.learner is not None:
+                owed = len(self.learner.owed)
+                if cfg.when_lagging == "skip" and owed >= cfg.max_learner_lag_updates:
+                    self.skipped_updates += 1  # a robot's control tick never waits for learning
+                    continue
+                self.learner.request(step)
+                if cfg.when_lagging == "wait":
+                    self.learner.wait(cfg.max_learner_lag_updates)
+                m = self.learner.take_metrics() or m
+            else:
+                log = (self.agent.num_updates + 1) % cfg.log_every_updates == 0
+                batch = sample_mixed(self.replay, self.demos, self.agent.cfg.batch_size,
+                                     cfg.demo_fraction)  # fmt: skip
+                try:
+                    m = self.agent.update(batch, step, log=log) or m
+                except NonFiniteError:
+                    self.nonfinite_batches += 1
         if m:
             self.metrics = m
         return m

@@ -81,3 +81,21 @@ def test_core_config_refuses_what_it_cannot_mean() -> None:
     core.begin(np.zeros((3, SIZE, SIZE), np.uint8), np.zeros(4, np.float32))
     assert core.act(np.zeros(4, np.float32), eval_mode=True).shape == (4,)
     assert core.maybe_update() == {}
+
+
+def test_update_to_data_ratio(tmp_path: Path) -> None:
+    agent = DrQV2Agent(DrQV2Config(**{**AGENT.__dict__, "updates_per_step": 3,
+                                      "update_every_steps": 2}), (9, SIZE, SIZE), 4, 4)  # fmt: skip
+    replay = ReplayBuffer(ReplayConfig(100, 3, 2, 0.9), (3, SIZE, SIZE), 4, 4)
+    core = LearnerCore(CoreConfig(seed_steps=0), agent, replay)
+    frame, p = np.zeros((3, SIZE, SIZE), np.uint8), np.zeros(4, np.float32)
+    core.begin(frame, p)
+    for _ in range(4):
+        core.record(np.zeros(4, np.float32), frame, p)
+    core.finish(np.zeros(4), np.zeros(4, bool))
+    core.begin(frame, p)
+    for n in range(1, 5):
+        core.record(np.zeros(4, np.float32), frame, p)
+        core.maybe_update()
+        # 3 updates every 2nd agent step: 1.5 updates per step of data
+        assert agent.num_updates == 3 * ((4 + n) // 2 - 2)
