@@ -253,17 +253,23 @@ class XArmDriver(Arm):
             self._start_stream()
 
     # ------------------------------------------------------------------ commands
+    def check_action(self, action: object) -> np.ndarray:
+        """Validate an action without sending it (counted in ``rejected_commands`` when it is
+        refused): a caller that queues actions refuses garbage before it can displace a valid
+        one. ``send_action`` checks again."""
+        try:
+            return validate_action(action)
+        except InvalidCommandError:
+            self.rejected_commands += 1
+            raise
+
     def send_action(self, action: object) -> SafeCommand:
         with self._lock:
             self.fault.check()
             if not self._streaming:
                 raise ArmNotReadyError("arm is stopped; call enable() (or move_to) first")
             t = self._clock()
-            try:  # validated before anything is read: garbage costs no round trip
-                validate_action(action)
-            except InvalidCommandError:
-                self.rejected_commands += 1
-                raise
+            self.check_action(action)  # before anything is read: garbage costs no round trip
             p_now = self._measured_tcp_m()
             # The first command after an enable has no previous one to time: it starts from
             # rest over one nominal period, so it cannot jump a full step.

@@ -11,23 +11,34 @@ Topics (node-relative): ``~/action`` (in, std_msgs/Float32MultiArray [dx, dy, dz
 (std_srvs/Trigger): ``~/enable``, ``~/home``, ``~/clear_fault`` (reconnects when the
 controller was lost), ``~/emergency_stop``.
 
-Threading: actions, state publishing, services and status each have their own callback group
-on a multi-threaded executor, so a slow state read or a blocking service (``~/home`` waits for
-the reset move) never delays a command. The driver reads the pose from the controller's report
-stream, so a command costs one round trip. When the controller is lost (connection dropped,
-reports stopped, a read failed) the driver latches a fault, the arm is stopped, ``~/status``
-says why and the pose and joint topics stop: nothing stale is published as if it were fresh.
+Threading: actions arrive on a helper node (``<name>_commands``) spun by a single-threaded
+executor in a thread of its own; the callback only validates a message (garbage is refused
+there) and puts it in a latest-command slot, and a control thread sends it. State and status are
+published by another thread at ``state_rate_hz``. Services run on the node's two-thread executor
+(``~/home`` blocks for the reset move; ``~/emergency_stop`` has a group of its own so it is
+served meanwhile). No command waits for a state read, a service or that executor (rclpy 9's
+multi-threaded executor spins while a ready callback waits for its group, ros2/rclpy#1452).
+The driver reads the pose from the controller's report stream, so a command costs one round
+trip. When several actions arrive before the control thread takes one (a 1 kHz
+burst), only the newest is sent: servo mode executes only the latest target anyway.
+
+When the controller is lost (connection dropped, a read failed) the driver latches a fault, the
+arm is stopped, ``~/status`` says why and the pose and joint topics stop: nothing stale is
+published as if it were fresh.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 
+import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32MultiArray
@@ -97,9 +108,8 @@ class XArmDriverNode(Node):
         self.frame_id = p["frame_id"]
         self.driver = XArmDriver(cfg)
         self._connect(p["connect_timeout_s"])
-        # One group each: commands never queue behind a state read, a service or a status.
-        commands, state = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
-        services, status = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        services = MutuallyExclusiveCallbackGroup()
+        estop = MutuallyExclusiveCallbackGroup()  # served while home blocks the services group
         self._state_error = ""  # the last state-read failure, reported once
         self._fault_seen: str | None = None  # a new latched fault is reported at once
         self._stops_seen = 0  # ...and so is a new watchdog stop
@@ -107,20 +117,61 @@ class XArmDriverNode(Node):
         self.joint_pub = self.create_publisher(JointState, "~/joint_states", 10)
         self.applied_pub = self.create_publisher(Float32MultiArray, "~/applied_action", 10)
         self.status_pub = self.create_publisher(DiagnosticStatus, "~/status", 10)
-        self.create_subscription(
-            Float32MultiArray, "~/action", self.on_action, 10, callback_group=commands
+        # Actions arrive on a helper node with a single-threaded executor in a thread of its
+        # own. On the multi-threaded executor (needed for e-stop during home) rclpy 9 spins
+        # while a ready callback waits for its group (ros2/rclpy#1452), holding the GIL: a
+        # 1 kHz burst of actions starved the command thread for 350 ms. The topic is resolved
+        # on this node, so remappings of ~/action apply.
+        self._cmd_node = rclpy.create_node(
+            f"{self.get_name()}_commands", namespace=self.get_namespace(),
+            context=self.context, use_global_arguments=False,
         )
-        self.create_timer(1.0 / p["state_rate_hz"], self.publish_state, callback_group=state)
-        self.create_timer(0.5, lambda: self.publish_status(""), callback_group=status)
+        self._cmd_node.create_subscription(
+            Float32MultiArray, self.resolve_topic_name("~/action"), self.on_action, 10
+        )
+        self._cmd_executor = SingleThreadedExecutor(context=self.context)
+        self._cmd_executor.add_node(self._cmd_node)
         for name, fn in (
             ("enable", self.driver.enable),
             ("clear_fault", self.driver.reset_fault),
             ("emergency_stop", self.driver.emergency_stop),
             ("home", self.home),
         ):
-            self.create_service(
-                Trigger, f"~/{name}", self._trigger(name, fn), callback_group=services
-            )
+            group = estop if name == "emergency_stop" else services
+            self.create_service(Trigger, f"~/{name}", self._trigger(name, fn), callback_group=group)
+        # The latest valid action, taken by the control thread (a slot, not a queue).
+        self._slot: list[float] | None = None
+        self._slot_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._spin_commands, name="xarm-actions", daemon=True),
+            threading.Thread(target=self._command_loop, name="xarm-commands", daemon=True),
+            threading.Thread(
+                target=self._state_loop, args=(1.0 / p["state_rate_hz"],), name="xarm-state",
+                daemon=True,
+            ),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def close(self) -> None:
+        """Stop the action, command and state threads (before the driver stops the arm)."""
+        self._closing.set()
+        self._wake.set()
+        self._cmd_executor.shutdown(timeout_sec=1.0)
+        for t in self._threads:
+            t.join(timeout=2.0)
+        self._cmd_node.destroy_node()
+
+    def _spin_commands(self) -> None:
+        while not self._closing.is_set() and self.context.ok():
+            try:
+                self._cmd_executor.spin_once(timeout_sec=0.1)
+            except Exception as e:  # shutdown races end the loop; anything else is reported
+                if self._closing.is_set() or not self.context.ok():
+                    return
+                self.get_logger().error(f"action executor: {e!r}", throttle_duration_sec=5.0)
 
     def _connect(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -150,16 +201,55 @@ class XArmDriverNode(Node):
         return cb
 
     def on_action(self, msg: Float32MultiArray) -> None:
+        """Executor callback: refuse garbage here, hand a valid action to the control thread."""
+        values = convert.action_from_msg(msg)
         try:
-            cmd = self.driver.send_action(convert.action_from_msg(msg))
+            self.driver.check_action(values)
         except InvalidCommandError as e:
             self.get_logger().warning(f"refused action: {e}")
             self.publish_status(f"refused action: {e}")
             return
-        except (RuntimeError, ConnectionError) as e:  # stopped, fault, controller lost: not sent
-            self.publish_status(f"action not sent: {e}")
-            return
-        self.applied_pub.publish(convert.array_msg(cmd.applied_action))
+        with self._slot_lock:
+            self._slot = values
+        self._wake.set()
+
+    def _command_loop(self) -> None:
+        while not self._closing.is_set():
+            self._wake.wait(0.1)
+            self._wake.clear()
+            with self._slot_lock:
+                action, self._slot = self._slot, None
+            if action is None:
+                continue
+            try:
+                cmd = self.driver.send_action(action)
+            except (RuntimeError, ConnectionError) as e:  # stopped, fault, controller lost
+                self.publish_status(f"action not sent: {e}")
+                continue
+            except Exception as e:  # anything else: latch, stop, say why; never die silently
+                self.driver.fault.trip(f"command path error: {type(e).__name__}: {e}")
+                self.driver.stop()
+                self.get_logger().error(f"command path error: {e!r}")
+                continue
+            self.applied_pub.publish(convert.array_msg(cmd.applied_action))
+
+    def _state_loop(self, period_s: float) -> None:
+        """State at ``period_s`` on monotonic time, status every 0.5 s (and at once on news)."""
+        t_next = t_status = time.monotonic()
+        while not self._closing.wait(max(0.0, t_next - time.monotonic())):
+            t_next += period_s
+            if t_next < time.monotonic():  # fell behind (a slow read): no burst to catch up
+                t_next = time.monotonic() + period_s
+            try:
+                self.publish_state()
+                if time.monotonic() - t_status >= 0.5:
+                    t_status = time.monotonic()
+                    self.publish_status("")
+            except Exception as e:  # a publisher gone at shutdown, or a driver bug: keep going
+                if self._closing.is_set():
+                    return
+                self.get_logger().error(f"state publishing failed: {e!r}",
+                                        throttle_duration_sec=5.0)
 
     def publish_state(self) -> None:
         fault = self.driver.fault.reason
@@ -210,11 +300,12 @@ class XArmDriverNode(Node):
 def main(argv: list[str] | None = None) -> int:
     def stop(node: XArmDriverNode) -> None:
         try:
+            node.close()
             node.driver.stop()  # the arm is left stopped whatever ended the node
         finally:
             node.driver.close()
 
-    return run_node("xarm_driver_node", XArmDriverNode, argv, errors=(), threads=4, cleanup=stop)
+    return run_node("xarm_driver_node", XArmDriverNode, argv, errors=(), threads=2, cleanup=stop)
 
 if __name__ == "__main__":
     sys.exit(main())
