@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         num_eval_episodes=10, checkpoint_every_frames=args.eval_every,
         replay_capacity_steps=100_000, resume=out.exists(), video=False,
         reward=rspec, agent=agent,
-        demos=DemoSpec(path=str(demos) if with_demos else "", max_episodes=args.demos),
+        demos=DemoSpec(path=str(demos) if with_demos else "", max_episodes=args.demos,
+                       pretrain_updates=args.pretrain if with_demos else 0),
         intervention=InterventionConfig(enabled=args.interventions),
     )  # fmt: skip
     t0 = time.monotonic()
@@ -100,7 +101,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "task": args.task, "reward": args.reward, "demos": args.demos,
         "interventions": args.interventions, "seed": args.seed, "variant": args.tag,
         "bc_weight": agent.bc_weight, "alpha": rspec.alpha,
-        "reward_steps": args.reward_steps, "frames_to_90": f90,
+        "reward_steps": args.reward_steps, "pretrain_updates": cfg.demos.pretrain_updates,
+        "frames_to_90": f90,
         "intervened_steps": summary["intervened_steps"], "takeovers": summary["takeovers"],
         "mean_success_after": after, "final_success": rows[-1]["success_rate"] if rows else None,
         "frames": summary["frames"], "wall_s": summary["wall_s"],
@@ -177,6 +179,8 @@ def main() -> int:
     p.add_argument("--success-bonus", type=float, default=0.0)
     p.add_argument("--interventions", action="store_true",
                    help="a scripted operator (the task's expert) takes over on stalls")
+    p.add_argument("--pretrain", type=int, default=0,
+                   help="updates on the demos alone before the first frame (no robot time)")
     p.add_argument("--tag", default="", help="names a variant (kept apart in the results)")
     p.add_argument("--report", action="store_true", help="print the table and plot the curves")
     args = p.parse_args()

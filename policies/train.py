@@ -127,8 +127,13 @@ class DemoSpec:
     path: str = ""  # episode store with actions ('' = no demonstrations)
     max_episodes: int = 0  # the first N successful episodes (0 = all)
     fraction: float = 0.5  # share of every batch drawn from them (RLPD's symmetric sampling)
+    # Updates on demonstration batches alone before the first env step (BC + critic on the
+    # relabelled demos): they cost computer time, no robot time. 0 = none (RLPD).
+    pretrain_updates: int = 0
 
     def __post_init__(self) -> None:
+        if self.pretrain_updates < 0:
+            raise ValueError(f"demos.pretrain_updates must be >= 0, got {self.pretrain_updates}")
         if self.max_episodes < 0:
             raise ValueError(f"demos.max_episodes must be >= 0, got {self.max_episodes}")
         if not 0.0 <= self.fraction < 1.0:
@@ -540,6 +545,19 @@ def _demo_buffer(
     return buffer, len(demos)
 
 
+def _pretrain(agent: DrQV2Agent, demos: ReplayBuffer, cfg: TrainConfig, log: Any,
+              tqdm: Any) -> None:  # fmt: skip
+    """``demos.pretrain_updates`` updates on demonstration batches alone (every row a demo
+    row, so the BC term applies to all), at agent step 0, before any robot time is spent."""
+    n = cfg.demos.pretrain_updates
+    b = cfg.agent.batch_size
+    for i in tqdm(range(n), desc="pretrain on demos", unit="update", disable=not cfg.progress_bar):
+        batch = demos.sample(b)._replace(is_demo=np.ones(b, np.float32))
+        m = agent.update(batch, step=0, log=(i + 1) % cfg.log_every_updates == 0 or i == n - 1)
+        if m:
+            log.scalars("pretrain", m, i + 1)
+
+
 # --------------------------------------------------------------------------- the loop
 def evaluate(
     cfg: TrainConfig,
@@ -701,6 +719,9 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
 
     from tqdm import tqdm
 
+    if demo_buffer is not None and len(demo_buffer) and not state.get("pretrained"):
+        _pretrain(agent, demo_buffer, cfg, log, tqdm)
+        state["pretrained"] = True
     t_start = time.monotonic() - float(state["wall_s"])
     bar = tqdm(
         total=cfg.num_train_frames,

@@ -238,3 +238,18 @@ def test_the_operator_takes_over_on_a_stall_and_hands_back() -> None:
     assert iv.takeovers == 1 and iv.steps == 2 and calls == [1]
     iv.reset()
     assert [iv.action({}, 0.0) is not None for _ in range(4)] == [False, False, True, True]
+
+
+def test_pretraining_on_demos_spends_no_frames_and_runs_once(tmp_path: Path) -> None:
+    store = toy_demo_store(tmp_path / "d.zarr", episodes=2)
+    agent = DrQV2Config(batch_size=16, hidden_dim=32, feature_dim=16, bc_weight=0.4)
+    kw: dict[str, Any] = dict(
+        task="toy", out=str(tmp_path / "run"), image_size=SIZE, num_train_frames=40,
+        num_seed_frames=10**6, num_eval_episodes=0, progress_bar=False, agent=agent,
+        reward=RewardSpec(source="model", ckpt=str(reward_ckpt(tmp_path))),
+        demos={"path": str(store), "pretrain_updates": 7},
+    )  # fmt: skip
+    summary = train(TrainConfig(**kw))
+    assert summary["updates"] == 7  # no online update: the seed phase outlasts the budget
+    again = train(TrainConfig(**{**kw, "num_train_frames": 80, "resume": True}))
+    assert again["updates"] == 7  # a resumed run does not pretrain again
