@@ -55,6 +55,8 @@ from video2reward.robot.safety import (
 
 MODE_POSITION, MODE_SERVO = 0, 1
 STATE_STOP = 4
+# xarm.core.config.x_config.XCONF.UxbusState: no reply in time, request not sent.
+SDK_REPLY_TIMEOUT, SDK_SEND_FAILED = 3, 8
 
 
 class ArmNotReadyError(RuntimeError):
@@ -441,7 +443,7 @@ class XArmDriver(Arm):
             code_q, q = api.get_servo_angle(is_radian=True) if code == 0 else (code, None)
             if code == 0 and code_q == 0 and q is not None:
                 return _Report(time.monotonic(), tuple(pose), tuple(q))
-            reason = f"controller state read failed (SDK code {code or code_q})"
+            reason = f"controller not answering (state read: SDK code {code or code_q})"
         else:
             return rep
         self._latch(reason)
@@ -508,10 +510,17 @@ class XArmDriver(Arm):
         """Any non-zero SDK code on a command: read the controller's error, latch, stop."""
         if code == 0:
             return
-        err_code, err, _ = self._err_warn()
-        reason = (
-            controller_error_text(err) if err_code == 0 and err else f"{what} returned code {code}"
-        )
+        if not self.api.connected:
+            reason = f"controller connection lost ({what} returned code {code})"
+        elif code in (SDK_REPLY_TIMEOUT, SDK_SEND_FAILED):
+            reason = f"controller not answering ({what} returned code {code})"
+        else:
+            err_code, err, _ = self._err_warn()
+            reason = (
+                controller_error_text(err)
+                if err_code == 0 and err
+                else f"{what} returned code {code}"
+            )
         self._latch(reason)
         raise LatchedFaultError(f"{what} failed: {reason}")
 

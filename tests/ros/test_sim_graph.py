@@ -100,7 +100,8 @@ def test_sim_graph_learns_survives_faults_and_resumes(reward_ckpt: Path, tmp_pat
     # the link to the controller drops mid-episode: a fault latches, the driver's state stops,
     # the episode is dropped; clear_fault reconnects and learning resumes
     assert r["streaming_before_drop"] and r["connections_dropped"] >= 2, r
-    assert r["fault_after_drop"] and "controller" in r["fault_reason"], r
+    assert r["fault_after_drop"], r
+    assert r["fault_reason"].startswith(("controller connection lost", "controller not answering"))
     assert r["joint_states_after_drop"] == 0, r
     assert r["episodes_during_fault"] == 0, r
     assert r["clear_fault"][0], r["clear_fault"]
