@@ -19,6 +19,7 @@ namespace, same ports; the client then stops that one itself).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 _INSIDE_ENV = "V2R_EMULATOR_NETNS"
 EMULATOR_PID_ENV = "V2R_EMULATOR_PID"
@@ -52,6 +54,18 @@ def run_with_emulator(
     full_env[_INSIDE_ENV] = "1"
     return subprocess.run(cmd, env=full_env, timeout=timeout_s, text=True,
                           capture_output=capture, check=False)
+
+
+def run_json_scenario(script: str, timeout_s: float, ros_domain_id: str) -> dict[str, Any]:
+    """Run ``script`` (a scenario that prints one JSON line last) beside a fresh emulator on an
+    isolated localhost ROS graph; its result, or RuntimeError with everything it printed."""
+    env = dict(os.environ, ROS_DOMAIN_ID=ros_domain_id, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    proc = run_with_emulator([sys.executable, script], timeout_s=timeout_s, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"scenario {script} failed:\n{proc.stdout}\n{proc.stderr}")
+    out: dict[str, Any] = json.loads(lines[-1])
+    return out
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import subprocess
 import sys
 import tempfile
@@ -205,14 +204,9 @@ def scenario() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def fuzz() -> dict[str, Any]:
-    from video2reward.sim.emulator_netns import run_with_emulator
+    from video2reward.sim.emulator_netns import run_json_scenario
 
-    env = dict(os.environ, ROS_DOMAIN_ID=DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    proc = run_with_emulator([sys.executable, __file__], timeout_s=150, env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    assert proc.returncode == 0 and lines, f"scenario failed:\n{proc.stdout}\n{proc.stderr}"
-    out: dict[str, Any] = json.loads(lines[-1])
-    return out
+    return run_json_scenario(__file__, timeout_s=150, ros_domain_id=DOMAIN_ID)
 
 
 def test_true_tcp_never_leaves_the_box(fuzz: dict[str, Any]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -144,14 +143,9 @@ def scenario() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def res() -> dict[str, Any]:
-    from video2reward.sim.emulator_netns import run_with_emulator
+    from video2reward.sim.emulator_netns import run_json_scenario
 
-    env = dict(os.environ, ROS_DOMAIN_ID=DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    proc = run_with_emulator([sys.executable, __file__], timeout_s=120, env=env)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    assert proc.returncode == 0 and lines, f"scenario failed:\n{proc.stdout}\n{proc.stderr}"
-    out: dict[str, Any] = json.loads(lines[-1])
-    return out
+    return run_json_scenario(__file__, timeout_s=120, ros_domain_id=DOMAIN_ID)
 
 
 def test_home_service_and_state_publishing(res: dict[str, Any]) -> None:
