@@ -13,9 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from typing import Any
@@ -27,24 +24,17 @@ DOMAIN_ID = "64"
 
 
 def scenario() -> dict[str, Any]:
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticStatus
+    from driver_client import DriverUnderTest  # type: ignore[import-not-found]
     from geometry_msgs.msg import PoseStamped
-    from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import Float32MultiArray
-    from std_srvs.srv import Trigger
     from video2reward.sim.emulator_netns import EMULATOR_PID_ENV, start_emulator
     from video2reward.sim.xarm_emulator import EmulatorProbe
 
     r: dict[str, Any] = {}
-    node_err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (read back, closed below)
-    node_proc = subprocess.Popen(
-        [sys.executable, "-m", "video2reward.robot.ros.xarm_driver_node", "--ros-args",
-         "-p", "watchdog_deadline_s:=0.25"], stderr=node_err,
-    )
+    driver = DriverUnderTest("driver_fault_client", ["-p", "watchdog_deadline_s:=0.25"])
     probe = EmulatorProbe()
-    rclpy.init()
-    node = rclpy.create_node("driver_fault_client")
+    node, call = driver.node, driver.call
     poses: list[float] = []  # arrival times
     status: list[tuple[float, dict[str, str], str]] = []
     node.create_subscription(PoseStamped, "/xarm_driver/ee_pose",
@@ -54,10 +44,7 @@ def scenario() -> dict[str, Any]:
         lambda m: status.append(
             (time.monotonic(), {kv.key: kv.value for kv in m.values}, m.message)), 100)
     pub = node.create_publisher(Float32MultiArray, "/xarm_driver/action", 10)
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
-    spinner.start()
+    driver.spin()
     streaming = threading.Event()
     stop = threading.Event()
 
@@ -71,17 +58,6 @@ def scenario() -> dict[str, Any]:
 
     streamer = threading.Thread(target=stream, daemon=True)
     streamer.start()
-
-    def call(name: str) -> tuple[bool, str]:
-        cli = node.create_client(Trigger, f"/xarm_driver/{name}")
-        if not cli.wait_for_service(timeout_sec=20.0):
-            return False, "no service"
-        fut = cli.call_async(Trigger.Request())
-        deadline = time.monotonic() + 30.0
-        while not fut.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        res = fut.result()
-        return (bool(res.success), str(res.message)) if res is not None else (False, "timeout")
 
     def poses_between(t0: float, t1: float) -> int:
         return sum(1 for t in poses if t0 <= t < t1)
@@ -137,22 +113,11 @@ def scenario() -> dict[str, Any]:
     finally:
         stop.set()
         streamer.join(timeout=2)
-        node_proc.send_signal(signal.SIGINT)
-        try:
-            r["node_exit"] = node_proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
-            r["node_exit"] = "killed"
-        node_err.seek(0)
-        r["node_stderr_tail"] = node_err.read()[-3000:]
-        node_err.close()
+        driver.close()
+        r["node_exit"], r["node_stderr_tail"] = driver.exit_code, driver.stderr_tail
         if emu2 is not None:
             emu2.terminate()
             emu2.wait(timeout=10)
-        ex.shutdown()
-        spinner.join(timeout=5)
-        node.destroy_node()
-        rclpy.try_shutdown()
     return r
 
 

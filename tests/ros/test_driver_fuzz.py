@@ -13,10 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import subprocess
-import sys
-import tempfile
-import threading
+import signal
 import time
 from typing import Any
 
@@ -66,25 +63,21 @@ def garbage(rng: np.random.Generator, i: int) -> list[float]:
 
 
 def scenario() -> dict[str, Any]:
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticStatus
-    from rclpy.executors import SingleThreadedExecutor
+    from driver_client import DriverUnderTest  # type: ignore[import-not-found]
     from std_msgs.msg import Float32MultiArray
-    from std_srvs.srv import Trigger
     from video2reward.sim.xarm_emulator import EmulatorProbe
 
     rng = np.random.default_rng(SEED)
     r: dict[str, Any] = {}
-    node_err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (read back, closed below)
-    node_proc = subprocess.Popen(
-        [sys.executable, "-m", "video2reward.robot.ros.xarm_driver_node", "--ros-args",
-         "-p", f"watchdog_deadline_s:={DEADLINE_S}", "-p", f"workspace_lo_m:={list(LO_M)}",
+    driver = DriverUnderTest(
+        "driver_fuzz_client",
+        ["-p", f"watchdog_deadline_s:={DEADLINE_S}", "-p", f"workspace_lo_m:={list(LO_M)}",
          "-p", f"workspace_hi_m:={list(HI_M)}", "-p", "home_m:=[0.36, 0.0, 0.15]"],
-        stderr=node_err,
-    )
+        stop_signal=signal.SIGTERM,
+    )  # fmt: skip
     probe = EmulatorProbe()
-    rclpy.init()
-    node = rclpy.create_node("driver_fuzz_client")
+    node, call = driver.node, driver.call
     status: list[dict[str, str]] = []
     applied: list[list[float]] = []
     node.create_subscription(
@@ -93,21 +86,7 @@ def scenario() -> dict[str, Any]:
     node.create_subscription(Float32MultiArray, "/xarm_driver/applied_action",
                              lambda m: applied.append(list(m.data)), 100)
     pub = node.create_publisher(Float32MultiArray, "/xarm_driver/action", 10)
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
-    spinner.start()
-
-    def call(name: str) -> tuple[bool, str]:
-        cli = node.create_client(Trigger, f"/xarm_driver/{name}")
-        if not cli.wait_for_service(timeout_sec=20.0):
-            return False, "no service"
-        fut = cli.call_async(Trigger.Request())
-        deadline = time.monotonic() + 30.0
-        while not fut.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        res = fut.result()
-        return (bool(res.success), str(res.message)) if res is not None else (False, "timeout")
+    driver.spin()
 
     trace: list[list[float]] = []
     n_garbage = n_valid = 0
@@ -167,18 +146,8 @@ def scenario() -> dict[str, Any]:
         log = probe.call("log")["motion_log"]
         r["ctrl_error"] = probe.call("state")["error_code"]
     finally:
-        node_proc.terminate()
-        try:
-            node_proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
-        node_err.seek(0)
-        r["node_stderr_tail"] = node_err.read()[-2000:]
-        node_err.close()
-        ex.shutdown()
-        spinner.join(timeout=5)
-        node.destroy_node()
-        rclpy.try_shutdown()
+        driver.close()
+        r["node_stderr_tail"] = driver.stderr_tail
     lo, hi = np.array(LO_M) * 1000, np.array(HI_M) * 1000
     p = np.array(trace)[:, 1:4]
     outside = np.maximum(np.maximum(lo - p, p - hi), 0.0).max(axis=1)

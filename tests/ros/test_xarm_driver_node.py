@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 import time
 from typing import Any
 
@@ -25,24 +20,19 @@ DOMAIN_ID = "61"
 
 
 def scenario() -> dict[str, Any]:
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticStatus
+    from driver_client import DriverUnderTest  # type: ignore[import-not-found]
     from geometry_msgs.msg import PoseStamped
-    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float32MultiArray
-    from std_srvs.srv import Trigger
     from video2reward.sim.xarm_emulator import EmulatorProbe
 
     r: dict[str, Any] = {}
-    node_err = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (read back, closed below)
-    node_proc = subprocess.Popen(
-        [sys.executable, "-m", "video2reward.robot.ros.xarm_driver_node", "--ros-args",
-         "-p", "watchdog_deadline_s:=0.3", "-p", "state_rate_hz:=50.0"], stderr=node_err,
+    driver = DriverUnderTest(
+        "driver_test_client", ["-p", "watchdog_deadline_s:=0.3", "-p", "state_rate_hz:=50.0"]
     )
     probe = EmulatorProbe()
-    rclpy.init()
-    node = rclpy.create_node("driver_test_client")
+    node, call = driver.node, driver.call
     got: dict[str, list[Any]] = {"joint": [], "pose": [], "status": [], "applied": []}
     node.create_subscription(JointState, "/xarm_driver/joint_states",
                              lambda m: got["joint"].append((time.monotonic(), m)), 50)
@@ -53,21 +43,7 @@ def scenario() -> dict[str, Any]:
     node.create_subscription(Float32MultiArray, "/xarm_driver/applied_action",
                              lambda m: got["applied"].append(list(m.data)), 50)
     pub = node.create_publisher(Float32MultiArray, "/xarm_driver/action", 10)
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
-    spinner.start()
-
-    def call(name: str) -> tuple[bool, str]:
-        cli = node.create_client(Trigger, f"/xarm_driver/{name}")
-        if not cli.wait_for_service(timeout_sec=20.0):
-            return False, "no service"
-        fut = cli.call_async(Trigger.Request())
-        deadline = time.monotonic() + 30.0
-        while not fut.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        res = fut.result()
-        return bool(res.success), str(res.message)
+    driver.spin()
 
     def act(a: list[float], n: int = 1, hz: float = 20.0) -> None:
         for _ in range(n):
@@ -124,20 +100,9 @@ def scenario() -> dict[str, Any]:
         r["enable_after_clear"] = call("enable")
         act([0.0, 1.0, 0.0, 0.0], n=2)
     finally:
-        node_proc.send_signal(signal.SIGINT)
-        try:
-            r["node_exit"] = node_proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
-            r["node_exit"] = "killed"
-        node_err.seek(0)
-        r["node_stderr_tail"] = node_err.read()[-3000:]
-        node_err.close()
+        driver.close()
+        r["node_exit"], r["node_stderr_tail"] = driver.exit_code, driver.stderr_tail
         r["final_ctrl_state"] = probe.call("state")["state"]
-        ex.shutdown()
-        spinner.join(timeout=5)  # a spin thread alive at exit aborts the process (std::terminate)
-        node.destroy_node()
-        rclpy.try_shutdown()
     return r
 
 
