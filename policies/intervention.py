@@ -60,6 +60,11 @@ class ScriptedIntervener:
         self._left = 0  # take-over steps left
         self._episode_takeovers = 0
 
+    @property
+    def episode_takeovers(self) -> int:
+        """Take-overs in the episode so far."""
+        return self._episode_takeovers
+
     def action(self, obs: dict[str, np.ndarray], progress: float) -> np.ndarray | None:
         """The operator's command for this step, or None when the policy keeps control."""
         if self._left == 0:

@@ -719,7 +719,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
 
     from tqdm import tqdm
 
-    if demo_buffer is not None and len(demo_buffer) and not state.get("pretrained"):
+    if cfg.demos.pretrain_updates and demo_buffer is not None and not state.get("pretrained"):
         _pretrain(agent, demo_buffer, cfg, log, tqdm)
         state["pretrained"] = True
     t_start = time.monotonic() - float(state["wall_s"])
@@ -840,6 +840,8 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                 learned_return = float(stored.sum())
             n_int = int(np.sum(intervened))
             state["intervened_steps"] = int(state.get("intervened_steps", 0)) + n_int
+            if intervener is not None:
+                state["takeovers"] = int(state.get("takeovers", 0)) + intervener.episode_takeovers
             state["episode"] = episode + 1
             state["wall_s"] = time.monotonic() - t_start
             frames = int(state["frames"])
@@ -890,7 +892,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         "oracle_in_learning": cfg.oracle_in_learning,
         "demo_episodes": n_demos,
         "intervened_steps": int(state.get("intervened_steps", 0)),
-        "takeovers": intervener.takeovers if intervener is not None else 0,
+        "takeovers": int(state.get("takeovers", 0)),
         "success_progress": rewarder.success_progress if rewarder is not None else None,
         "curve": str(png) if png else None,
     }
