@@ -131,15 +131,17 @@ def report() -> None:
     import matplotlib.pyplot as plt
 
     rows = json.loads(RESULTS.read_text())
-    print(f"{'task':<8} {'reward':<12} {'demos':>5} {'int':>4} {'seed':>4} {'frames_to_90':>12} "
-          f"{'mean after':>10} {'final':>6} {'wall_s':>7} oracle")  # fmt: skip
+    print(f"{'task':<6} {'reward':<16} {'demos':>5} {'variant':<13} {'int.steps':>9} {'seed':>4} "
+          f"{'to_90':>6} {'best':>5} {'mean':>5} {'final':>5} {'frames':>6} {'wall_s':>6} oracle")
     for r in rows:
         f90 = "-" if r["frames_to_90"] is None else str(r["frames_to_90"])
-        after = "-" if r["mean_success_after"] is None else f"{r['mean_success_after']:.2f}"
-        iv = r.get("intervened_steps", 0) if r["interventions"] else "-"
-        print(f"{r['task']:<8} {r['reward']:<12} {r['demos']:>5} {iv:>4} {r['seed']:>4} {f90:>12} "
-              f"{after:>10} {float(r['final_success']):>6.2f} {r['wall_s']:>7.0f} "
-              f"{r['oracle_in_learning']}")  # fmt: skip
+        evals = [s for f, s in r["eval_success"] if f > 0]
+        iv = str(r.get("intervened_steps", 0)) if r["interventions"] else "-"
+        name = f"{r['reward']}/{r.get('reward_steps', '?')}"
+        print(f"{r['task']:<6} {name:<16} {r['demos']:>5} {r.get('variant') or '-':<13} {iv:>9} "
+              f"{r['seed']:>4} {f90:>6} {max(evals, default=0):>5.2f} "
+              f"{sum(evals) / max(len(evals), 1):>5.2f} {float(r['final_success']):>5.2f} "
+              f"{r['frames']:>6} {r['wall_s']:>6.0f} {r['oracle_in_learning']}")  # fmt: skip
     for task in sorted({r["task"] for r in rows}):
         fig, ax = plt.subplots(figsize=(7, 3.5))
         for r in (r for r in rows if r["task"] == task):
@@ -147,7 +149,8 @@ def report() -> None:
             extra = (", interventions" if r["interventions"] else "") + (
                 f", {r['variant']}" if r.get("variant") else "")
             ax.plot(x, y, marker="o", ms=3,
-                    label=f"{r['reward']}, {r['demos']} demos{extra}, seed {r['seed']}")
+                    label=f"{r['reward']}/{r.get('reward_steps', '?')} steps, {r['demos']} demos"
+                    f"{extra}, seed {r['seed']}")
         ax.axhline(0.9, color="grey", lw=0.8, ls="--")
         ax.set(xlabel="env frames (10 Hz: 0.1 s of robot time each)",
                ylabel="eval success (10 episodes)", title=f"twin {task}: learned reward and "
