@@ -126,6 +126,7 @@ class OnlineLearner:
             agent_steps=int(self.state["agent_steps"]),
         )
         self.replay = replay
+        self._last_action: np.ndarray | None = None  # the policy's, until finish/abandon
 
     @property
     def episode_steps(self) -> int:
@@ -154,8 +155,9 @@ class OnlineLearner:
         return p
 
     def _act(self, p: np.ndarray | None) -> np.ndarray:
-        self._last_action: np.ndarray | None = self.core.act(p, eval_mode=self.config.eval_mode)
-        return self._last_action
+        action = self.core.act(p, eval_mode=self.config.eval_mode)
+        self._last_action = action
+        return action
 
     # ----------------------------------------------------------------- episode
     def begin(self, rgb: np.ndarray, proprio: np.ndarray | None) -> np.ndarray:
@@ -173,7 +175,7 @@ class OnlineLearner:
 
         ``applied_action``: the command the driver executed for the last action, when it
         reports one (it is what the arm did, after the safety envelope); else the policy's."""
-        last = getattr(self, "_last_action", None)
+        last = self._last_action
         if last is None:
             raise RuntimeError("call begin() before step()")
         frame, p = self._frame(rgb), self._proprio(proprio)
