@@ -516,7 +516,8 @@ def _demo_buffer(
         empty = demo_replay([], replay_cfg, observer.frame, lambda d: np.zeros(0), proprio_dim,
                             frame_shape, extra_steps)  # fmt: skip
         return empty, 0
-    demos = load_demo_episodes(cfg.demos.path, cfg.action_repeat, cfg.demos.max_episodes)
+    demos = load_demo_episodes(cfg.demos.path, cfg.action_repeat, cfg.demos.max_episodes,
+                               (cfg.image_size, cfg.image_size))
     size = cfg.image_size
 
     def rendered(images: np.ndarray) -> np.ndarray:  # the size the env renders for the reward

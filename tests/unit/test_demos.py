@@ -166,6 +166,8 @@ def test_stores_the_learner_cannot_use_are_refused_with_the_reason(tmp_path: Pat
             load_demo_episodes(bad, action_repeat=2)
     with pytest.raises(DemoError, match="does not exist"):
         load_demo_episodes(tmp_path / "missing.zarr", action_repeat=2)
+    with pytest.raises(DemoError, match="smaller than the 48 px"):  # a store from another camera
+        load_demo_episodes(good, action_repeat=2, image_hw=(48, 48))
     with pytest.raises(ValueError, match="oracle-reward baseline"):
         TrainConfig(demos={"path": str(good)})  # demos need a reward model to relabel them
 
