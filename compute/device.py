@@ -146,9 +146,9 @@ class Stager:
                 tuple(None if a is None else torch.from_numpy(a).to(self.device) for a in arrays),
                 None,
             )
-        # The copy stream must not start before what the caller queued so far (e.g. the
-        # previous update that still reads the memory these new tensors may be carved from).
-        self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        # No wait on the caller's stream: the copies read pinned host memory only, their
+        # device blocks come from the copy stream's own pool, and ready() marks them in use
+        # by the consumer (record_stream); so the next batch travels while an update computes.
         with torch.cuda.stream(self._stream):
             out = tuple(
                 None
@@ -170,7 +170,9 @@ def training_stream(device: torch.device) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    with torch.cuda.stream(torch.cuda.Stream(device)):
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))  # after what was queued before it
+    with torch.cuda.stream(stream):
         yield
 
 

@@ -16,12 +16,14 @@ of videos without actions (human videos, ``v2r record import`` of plain mp4) tra
 only; handing one to the learner is an error that says so.
 
 Agent steps from recorded rows: with ``action_repeat`` k, agent step i goes from row k*i to row
-k*(i+1) with the action recorded at row k*i (the recorder's row t holds the observation before
-command t and the command applied after it).
+k*(i+1) with the mean of the commands recorded in rows k*i .. k*(i+1)-1 (the recorder's row t
+holds the observation before command t and the command applied after it); the last step may
+span fewer rows, so the episode's final frame is kept.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,8 @@ def load_demo_episodes(
     """The successful episodes of a store (kind expert/teleop, or any labelled successful),
     cut into agent steps. ``image_hw``: the size the learner renders; square frames of another
     size are resized later by the caller's frame function, other shapes are refused."""
+    if action_repeat < 1:
+        raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
     p = Path(path)
     if not p.exists():
         raise DemoError(f"demonstration store {p} does not exist")
@@ -117,8 +121,11 @@ def load_demo_episodes(
             rows = np.append(rows, len(img) - 1)  # the last observation ends the last step
         if len(rows) < 2:
             continue
-        out.append(DemoEpisode(img[rows], proprio[rows],
-                               np.clip(act[rows[:-1]], -1.0, 1.0), src))  # fmt: skip
+        # The command held over an agent step: the mean of the rows it spans (the recorder's
+        # commands may change every row, e.g. teleop); a shorter last step keeps the episode's
+        # final (successful) frame.
+        held = np.stack([act[a:b].mean(0) for a, b in itertools.pairwise(rows)])
+        out.append(DemoEpisode(img[rows], proprio[rows], np.clip(held, -1.0, 1.0), src))
     if not out:
         raise DemoError(f"{p}: every successful episode is shorter than one agent step")
     return out

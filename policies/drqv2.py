@@ -598,7 +598,7 @@ class DrQV2Agent:
             "actor_loss": actor_loss.detach(),
             "actor_logprob": log_prob.mean(),
             "batch_reward": reward.mean(),
-            "skipped_updates": self._skipped,
+            "nonfinite_updates": self._skipped,
         }
         if bc is not None:
             on_device["actor_bc"] = bc.detach()
@@ -609,13 +609,25 @@ class DrQV2Agent:
         return metrics
 
     def _step_unless_nonfinite(self, loss: Tensor, *opts: torch.optim.Optimizer | None) -> Tensor:
-        """Step the optimizers unless ``loss`` is NaN/inf, decided on the device.
+        """Step the optimizers unless ``loss`` or a gradient is NaN/inf, decided on the device.
 
         Fused Adam skips its whole step (weights, moments and step count) when its
         ``found_inf`` is non-zero, the mechanism AMP's GradScaler uses; so the host never waits
         for the loss. Returns the 0/1 flag as a device tensor.
         """
-        bad = (~torch.isfinite(loss.detach())).float()
+        grads = [
+            p.grad
+            for opt in opts
+            if opt is not None
+            for group in opt.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        ]
+        # A finite loss can still overflow in the backward pass: the gradients count too.
+        finite = torch.isfinite(loss.detach())
+        if grads:
+            finite = finite & torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())
+        bad = (~finite).float()
         for opt in opts:
             if opt is not None:
                 opt.found_inf = bad  # type: ignore[attr-defined]

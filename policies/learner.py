@@ -351,15 +351,22 @@ class LearnerCore:
 
     # ----------------------------------------------------------------- lifecycle
     def wait_idle(self) -> None:
-        """No update in flight (before a checkpoint is written)."""
+        """No update in flight (before a checkpoint is written). On CUDA the learner thread's
+        last update is only queued when it hands back, so the device is waited for too."""
         if self.learner is not None:
             self.learner.wait(0)
+            self._device_idle()
 
     def close(self) -> None:
         if self.learner is not None:
             self.learner.stop()
+            self._device_idle()
             self.nonfinite_batches += self.learner.nonfinite
             self.learner = None
+
+    def _device_idle(self) -> None:
+        if self.agent.device.type == "cuda":
+            torch.cuda.synchronize(self.agent.device)
 
     def state(self) -> dict[str, Any]:
         return {"agent_steps": self.agent_steps}

@@ -175,11 +175,16 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
     nonfinite = torch.zeros((), dtype=torch.bool, device=device)
     checked = start  # steps before this one are known to have finite losses
 
-    def check_finite(step: int) -> None:
+    def check_finite(step: int, weights: bool = False) -> None:
+        """Raise if a loss (or, before a checkpoint, a weight) became NaN/inf."""
         nonlocal checked
-        if bool(nonfinite):
+        bad_weights = weights and not bool(
+            torch.stack([p.isfinite().all() for p in model.parameters()]).all()
+        )
+        if bool(nonfinite) or bad_weights:
             raise FloatingPointError(
-                f"loss became NaN/inf between steps {checked} and {step}; lower lr"
+                f"{'weights' if bad_weights else 'loss'} became NaN/inf between steps "
+                f"{checked} and {step}; lower lr"
             )
         checked = step + 1
 
@@ -202,10 +207,10 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
             if bar is not None:
                 bar.update(1)
             if (step + 1) % cfg.ckpt_every == 0 and step + 1 < steps:
-                check_finite(step)
+                check_finite(step, weights=True)  # never checkpoint NaN weights
                 _save_state(state_path, model, opt, step + 1, time.monotonic() - t0,
                             time.process_time() - c0)
-        check_finite(steps - 1)
+        check_finite(steps - 1, weights=True)
     finally:
         if bar is not None:
             bar.close()

@@ -58,7 +58,7 @@ def test_drqv2_updates_and_acts(obs_shape: tuple[int, ...]) -> None:
         assert agent.update(make_batch(rng, obs_shape), step=100, log=False) == {}
     staged = agent.to_device(make_batch(rng, obs_shape))  # prefetched, as the learner does
     m = agent.update(staged, step=100, log=True)
-    assert all(np.isfinite(v) for v in m.values()) and m["skipped_updates"] == 0
+    assert all(np.isfinite(v) for v in m.values()) and m["nonfinite_updates"] == 0
     assert all(p.device.type == DEVICE.type for p in agent.critic.parameters())
     one = make_batch(rng, obs_shape, n=1)
     for step in (0, 1000):  # exploring uniformly, then the noisy policy past exploration

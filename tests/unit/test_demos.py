@@ -65,11 +65,13 @@ def test_agent_steps_are_cut_from_recorded_rows(tmp_path: Path) -> None:
     store = toy_demo_store(tmp_path / "d.zarr", episodes=1)
     ep = EpisodeStore.open(store).episode(0)
     (one,) = load_demo_episodes(store, action_repeat=1)
+    np.testing.assert_array_equal(one.actions, ep[keys.ACTION][:-1])
     (two,) = load_demo_episodes(store, action_repeat=2)
     n = len(ep[keys.IMAGE])
     assert len(one.actions) == n - 1 and len(one.images) == n
     np.testing.assert_array_equal(two.images[1], ep[keys.IMAGE][2])  # agent step = 2 rows
-    np.testing.assert_array_equal(two.actions[1], ep[keys.ACTION][2])  # the action at its start
+    # the command held over the step: the mean of the rows it spans
+    np.testing.assert_allclose(two.actions[1], ep[keys.ACTION][2:4].mean(0), rtol=1e-6)
     np.testing.assert_array_equal(two.images[-1], ep[keys.IMAGE][-1])  # ends on the last row
     np.testing.assert_array_equal(two.proprio[1, :3], ep[keys.EE_POS][2])
 

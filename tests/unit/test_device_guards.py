@@ -154,7 +154,7 @@ def test_update_reads_back_from_the_device_only_when_logging() -> None:
     with HostReads() as logged:
         metrics = agent.update(make_batch(rng), step=100, log=True)
     assert logged.calls == ["tolist"]  # all metrics in one copy
-    assert {"critic_loss", "actor_loss", "skipped_updates"} <= metrics.keys()
+    assert {"critic_loss", "actor_loss", "nonfinite_updates"} <= metrics.keys()
     assert all(isinstance(v, float) and np.isfinite(v) for v in metrics.values())
 
 
@@ -179,7 +179,7 @@ def test_nonfinite_loss_skips_the_optimizer_step_without_a_host_read() -> None:
     assert all(float(s["step"]) == 0 for s in agent.critic_opt.state.values())  # moments too
     assert agent.skipped_updates == 1
     m = agent.update(make_batch(np.random.default_rng(3)), step=100)  # finite again: trains
-    assert m["skipped_updates"] == 1.0
+    assert m["nonfinite_updates"] == 1.0
     assert not all(
         torch.equal(a, p) for a, p in zip(critic, agent.critic.parameters(), strict=True)
     )
