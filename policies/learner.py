@@ -30,7 +30,6 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -220,7 +219,6 @@ class LearnerCore:
         self._stack: deque[np.ndarray] = deque(maxlen=cfg.frame_stack)
         self._last_action: np.ndarray | None = None
         self.episode_steps = 0
-        self.metrics: dict[str, float] = {}  # of the last logged update
         self.nonfinite_batches = 0
         self.skipped_updates = 0  # dropped because the learner thread lagged (when_lagging=skip)
 
@@ -232,9 +230,6 @@ class LearnerCore:
             a = self.policy.act(obs, proprio, self.agent_steps, eval_mode=eval_mode)
         self._last_action = a
         return a
-
-    def push_frame(self, frame: np.ndarray) -> None:
-        self._stack.append(frame)
 
     # ----------------------------------------------------------------- episodes
     def begin(self, frame: np.ndarray, proprio: np.ndarray | None) -> None:
@@ -295,8 +290,6 @@ class LearnerCore:
                     m = self.agent.update(batch, step, log=log) or m
                 except NonFiniteError:
                     self.nonfinite_batches += 1
-        if m:
-            self.metrics = m
         return m
 
     def finish(
@@ -367,9 +360,6 @@ class LearnerCore:
     def _device_idle(self) -> None:
         if self.agent.device.type == "cuda":
             torch.cuda.synchronize(self.agent.device)
-
-    def state(self) -> dict[str, Any]:
-        return {"agent_steps": self.agent_steps}
 
 
 def _add_interventions(
