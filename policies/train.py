@@ -317,7 +317,10 @@ class EpisodeRewarder:
             else None
         )
         self.can_update = self.disc is not None
-        self.success_progress = 0.9 if spec.success_progress is None else spec.success_progress
+        # The call's threshold: the spec's, else the one training calibrated on the reward
+        # model's demos (in its checkpoint), else calibrate_success on this run's demos, else 0.9
+        thr = spec.success_progress
+        self.success_progress = thr if thr is not None else self.model.success_progress or 0.9
 
     def episode_rewards(
         self,
@@ -348,11 +351,11 @@ class EpisodeRewarder:
         return np.asarray(r, np.float32), success
 
     def calibrate_success(self, demo_images: list[np.ndarray]) -> float:
-        """Set ``success_progress`` to the 10th percentile of the demos' last-frame progress
-        (unless the spec fixes it); returns it."""
-        if self.spec.success_progress is None and demo_images:
-            last = [float(self.model.score(img).progress[-1]) for img in demo_images]
-            self.success_progress = float(np.quantile(last, 0.1))
+        """Set ``success_progress`` to the 10th percentile of the demos' last-frame progress,
+        unless the spec or the reward checkpoint fixes it; returns it."""
+        fixed = self.spec.success_progress is not None or self.model.success_progress is not None
+        if not fixed and demo_images:
+            self.success_progress = self.model.calibrate_success(demo_images)
         return self.success_progress
 
     @property

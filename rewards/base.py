@@ -32,6 +32,7 @@ import importlib
 import os
 import pickle
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -196,6 +197,10 @@ class RewardModel(nn.Module, ABC):
         if not isinstance(config, self.config_cls):
             raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}")
         self.config = config
+        # Progress at or above which a frame is called a success: set by training from the
+        # demos (:func:`success_threshold`) and kept in the checkpoint, so the trainer, the
+        # reward node and the learner call success alike. None: not calibrated (older files).
+        self.success_progress: float | None = None
 
     @property
     def uses_goal(self) -> bool:
@@ -216,6 +221,16 @@ class RewardModel(nn.Module, ABC):
 
     def calibrate(self, data: VideoDataset) -> None:
         """After training: fix progress scale / default goal from the training demos."""
+
+    def calibrate_success(self, videos: Sequence[np.ndarray], quantile: float = 0.1) -> float:
+        """Set :attr:`success_progress` to the ``quantile`` of the demos' last-frame progress
+        (a demonstration ends in success; 10% of them may end at a lower progress) and return
+        it. ``videos``: (T, H, W, 3) uint8 each."""
+        if not videos:
+            raise RewardError("success calibration needs at least one demonstration")
+        last = [float(self.score(v).progress[-1]) for v in videos]
+        self.success_progress = float(np.quantile(last, quantile))
+        return self.success_progress
 
     def set_bf16(self, on: bool = True) -> None:
         """bf16 autocast of ResNet encoders' conv trunks on CUDA (tensor cores; the embedding
@@ -276,6 +291,7 @@ class RewardModel(nn.Module, ABC):
             "method": self.method,
             "config": dataclasses.asdict(self.config),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            "success_progress": self.success_progress,
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -346,6 +362,8 @@ def load_reward_model(
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit {cls.__name__}: {e}") from e
+    thr = ckpt.get("success_progress")
+    model.success_progress = None if thr is None else float(thr)
     return model.to(device or default_device()).eval()
 
 

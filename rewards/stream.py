@@ -48,7 +48,9 @@ class RewardStreamConfig:
     goal_image: str = ""  # optional goal image (PNG/JPG) for goal-conditioned methods
     device: str = "auto"  # auto (CUDA when available, else CPU), cpu, cuda or cuda:N
     bf16: bool = False  # CUDA only: score under bf16 autocast (ResNet encoders)
-    success_progress: float = 0.9  # progress at or above which the model calls a frame success
+    # progress at or above which the model calls a frame success; None: the checkpoint's
+    # (calibrated on the reward model's demos when it was trained), else 0.9
+    success_progress: float | None = None
     online_updates: bool = True  # Rank2Reward: train the discriminator on agent frames
     disc_period_s: float = 1.0  # seconds between discriminator steps
     disc_batch: int = 64  # agent frames per discriminator step
@@ -98,6 +100,8 @@ class RewardStream:
         if config.bf16:
             self.model.set_bf16(True)
         self.goal = _read_goal(config.goal_image) if config.goal_image else None
+        thr = config.success_progress
+        self.success_progress = thr if thr is not None else self.model.success_progress or 0.9
         self._prev: np.ndarray | None = None
         self._lock = threading.Lock()  # guards the scoring model's weights
         self.version = 0  # bumps whenever new discriminator weights are swapped in
@@ -151,7 +155,7 @@ class RewardStream:
             self._disc.observe(imgs[lead:])
         self.score_latency_s.append(time.perf_counter() - t0)
         return [
-            ScoredFrame(stamp, float(r), float(p), bool(p >= self.config.success_progress))
+            ScoredFrame(stamp, float(r), float(p), bool(p >= self.success_progress))
             for (stamp, _), r, p in zip(frames, out.reward[lead:], out.progress[lead:], strict=True)
         ]
 

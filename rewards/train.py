@@ -227,11 +227,14 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
             t = (arng.random(ep.shape[0]) * agent.lengths[ep]).astype(np.int64)
             model.update(agent.frames[agent.starts[ep] + t])
     model.calibrate(data)
+    # success: the progress the (trimmed) demonstrations end at, kept in the checkpoint
+    model.calibrate_success([data.episode(i) for i in range(len(data))])
     path = model.save(out)
     (out / "train_summary.json").write_text(json.dumps({
         "method": model.method, "steps": steps, "train_time_s": round(train_time_s, 2),
         "train_cpu_s": round(train_cpu_s, 2),
         "episodes": len(data), "frames": int(data.lengths.sum()), "checkpoint": str(path),
         "threads": torch.get_num_threads(), "device": str(device),
+        "success_progress": model.success_progress,
     }, indent=2))
     return model

@@ -47,8 +47,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("bf16", False, "CUDA only: bf16 autocast of ResNet encoders when scoring", None, True),
     (
         "success_progress",
-        0.9,
-        "progress at which a frame counts as success",
+        0.0,
+        "progress at which a frame counts as success (0: the checkpoint's, from its demos)",
         float_range(0.0, 2.0),
         True,
     ),
@@ -78,7 +78,10 @@ class RewardNode(Node):
     def __init__(self) -> None:
         super().__init__("reward")
         p = declare_all(self, PARAMS)
-        self.stream = RewardStream(RewardStreamConfig(**{k: p[k] for k in _STREAM_FIELDS}))
+        fields = {k: p[k] for k in _STREAM_FIELDS}
+        fields["success_progress"] = fields["success_progress"] or None  # 0: the checkpoint's
+        self.stream = RewardStream(RewardStreamConfig(**fields))
+        self.get_logger().info(f"success called at progress >= {self.stream.success_progress:.3f}")
         self.max_batch = int(p["max_batch"])
         self._queue: deque[tuple[int, np.ndarray]] = deque(maxlen=int(p["queue_size"]))
         self._ready = threading.Condition()

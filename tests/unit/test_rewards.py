@@ -363,6 +363,11 @@ def test_score_shapes_and_checkpoint_round_trip(tmp_path, small_data):
     for method in base.METHODS:
         model = _small_model(method)
         model.calibrate(small_data.demos())
+        demos = small_data.demos()
+        videos = [demos.episode(i) for i in range(len(demos))]
+        thr = model.calibrate_success(videos)
+        last = [float(model.score(v).progress[-1]) for v in videos]
+        assert thr == model.success_progress == pytest.approx(np.quantile(last, 0.1))
         frames = small_data.episode(0)
         out = model.score(frames, frames[-1])
         assert out.reward.shape == (14,) and out.progress.shape == (14,)
@@ -375,6 +380,7 @@ def test_score_shapes_and_checkpoint_round_trip(tmp_path, small_data):
         out2 = again.score(frames, frames[-1])
         np.testing.assert_allclose(out2.reward, out.reward, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(out2.progress, out.progress, rtol=1e-5, atol=1e-6)
+        assert again.success_progress == thr  # one threshold for every consumer
 
 
 class _Payload:

@@ -125,6 +125,9 @@ def test_loaded_model_scores_like_trained(demos_path, heldout, tmp_path):
     frames = heldout.episode(0)
     np.testing.assert_allclose(again.score(frames).reward, model.score(frames).reward,
                                rtol=1e-5, atol=1e-7)
+    # training calibrates the success call on its demos and the checkpoint carries it
+    assert model.success_progress is not None and np.isfinite(model.success_progress)
+    assert again.success_progress == model.success_progress
 
 
 def test_hold_r_pairs_some_frames_with_another_demos_goal_as_far(heldout):
