@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -221,6 +222,30 @@ class LearnerCore:
         self.episode_steps = 0
         self.nonfinite_batches = 0
         self.skipped_updates = 0  # dropped because the learner thread lagged (when_lagging=skip)
+
+    def pretrain(
+        self,
+        updates: int,
+        on_metrics: Callable[[dict[str, float], int], None] | None = None,
+        progress_bar: bool = False,
+    ) -> None:
+        """``updates`` updates on demonstration batches alone (every row a demo row, so the
+        BC term applies to all) before the first frame: no robot time is spent. The acting
+        policy copy is synchronised afterwards."""
+        from tqdm import tqdm
+
+        if self.demos is None or not len(self.demos):
+            raise ValueError("pretraining needs demonstrations (demos with actions)")
+        b, every = self.agent.cfg.batch_size, self.cfg.log_every_updates
+        for i in tqdm(range(updates), desc="pretrain on demos", unit="update",
+                      disable=not progress_bar):  # fmt: skip
+            batch = self.demos.sample(b)._replace(is_demo=np.ones(b, np.float32))
+            m = self.agent.update(batch, step=0, log=(i + 1) % every == 0 or i == updates - 1)
+            if m and on_metrics is not None:
+                on_metrics(m, i + 1)
+        if self.policy is not self.agent.policy:
+            with self.policy_lock:
+                self.policy.sync_from(self.agent)
 
     # ----------------------------------------------------------------- acting
     def act(self, proprio: np.ndarray | None, eval_mode: bool = False) -> np.ndarray:

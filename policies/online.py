@@ -28,10 +28,11 @@ from typing import Any
 import cv2
 import numpy as np
 from video2reward.compute.device import check_device_name, resolve_device
+from video2reward.policies.demos import demo_replay, load_demo_episodes, rows_per_step
 from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, NonFiniteError
-from video2reward.policies.learner import CoreConfig, LearnerCore
+from video2reward.policies.learner import CoreConfig, LearnerCore, with_bonus
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
-from video2reward.policies.train import PROPRIO_DIM
+from video2reward.policies.train import PROPRIO_DIM, EpisodeRewarder, RewardSpec
 
 AGENT_FILE = "agent.pt"
 STATE_FILE = "state.json"
@@ -53,6 +54,15 @@ class OnlineConfig:
     seed: int = 0
     success_bonus: float = 0.0  # on every step called successful (an operator key: the last)
     seed_steps: int = 500  # agent steps recorded before the first update
+    # Demonstrations with actions in replay (policies/demos.py), rewarded by reward_ckpt (the
+    # reward node's model) through the twin trainer's relabelling path.
+    demos: str = ""  # episode store with actions ('' = none)
+    reward_ckpt: str = ""  # the reward model (needed with demos)
+    demo_fraction: float = 0.5  # share of every batch from the demos (RLPD's symmetric sampling)
+    demo_max_episodes: int = 0  # first N successful episodes (0 = all)
+    demo_rows_per_step: int = 0  # recorded rows per control step (0: from the store's timestamps)
+    control_hz: float = 10.0  # control steps per second (to cut demos into steps)
+    pretrain_updates: int = 0  # updates on the demos alone before the first frame
     agent: DrQV2Config = field(default_factory=DrQV2Config)
 
     def __post_init__(self) -> None:
@@ -65,6 +75,15 @@ class OnlineConfig:
         if self.replay_capacity_steps < 100:
             raise ValueError("replay_capacity_steps must be >= 100")
         check_device_name(self.device)
+        if self.demos and not self.reward_ckpt:
+            raise ValueError("demos need reward_ckpt: demonstrations are rewarded by the model "
+                             "that rewards the live stream")  # fmt: skip
+        if not 0.0 <= self.demo_fraction < 1.0:
+            raise ValueError(f"demo_fraction must be in [0, 1), got {self.demo_fraction}")
+        if self.pretrain_updates < 0 or self.demo_rows_per_step < 0 or self.control_hz <= 0:
+            raise ValueError("pretrain_updates, demo_rows_per_step >= 0 and control_hz > 0")
+        if self.pretrain_updates and not self.demos:
+            raise ValueError("pretrain_updates needs demos")
 
 
 class OnlineLearner:
@@ -94,6 +113,7 @@ class OnlineLearner:
             raise FileNotFoundError(f"eval_mode needs a trained agent: {self.out / AGENT_FILE}")
         replay = None
         self.restored_steps = 0
+        self.demo_info: dict[str, Any] = {}  # what the demonstrations gave (empty without)
         if not c.eval_mode:
             replay = ReplayBuffer(
                 ReplayConfig(
@@ -110,6 +130,9 @@ class OnlineLearner:
                 task="online",
             )
             self.restored_steps = replay.restore()
+        demos = None
+        if c.demos and replay is not None:
+            demos = self._demo_buffer(replay.cfg, proprio_dim)
         self.core = LearnerCore(
             CoreConfig(
                 frame_stack=c.frame_stack,
@@ -119,13 +142,19 @@ class OnlineLearner:
                 when_lagging="skip",
                 update_threads=c.update_threads,
                 success_bonus=c.success_bonus,
+                demo_fraction=c.demo_fraction,
                 act_seed=c.seed + 7,
             ),
             self.agent,
             replay,
+            demos=demos,
             agent_steps=int(self.state["agent_steps"]),
         )
         self.replay = replay
+        if demos is not None and c.pretrain_updates and not self.state.get("pretrained"):
+            self.core.pretrain(c.pretrain_updates)
+            self.state["pretrained"] = True
+            self.checkpoint()
         self._last_action: np.ndarray | None = None  # the policy's, until finish/abandon
 
     @property
@@ -136,6 +165,31 @@ class OnlineLearner:
     def skipped_updates(self) -> int:
         """Updates dropped because the learner lagged (a slow CPU)."""
         return self.core.skipped_updates
+
+    def _demo_buffer(self, replay_cfg: ReplayConfig, proprio_dim: int) -> ReplayBuffer:
+        """The demos as this learner would have recorded them: frames through :meth:`_frame`,
+        one step per control period, rewards and success calls by the reward model through
+        the twin trainer's :class:`EpisodeRewarder` (its checkpoint's success threshold)."""
+        c = self.config
+        rows = c.demo_rows_per_step or rows_per_step(c.demos, c.control_hz)
+        demos = load_demo_episodes(c.demos, rows, c.demo_max_episodes, (c.image_size,) * 2)
+        rewarder = EpisodeRewarder(
+            RewardSpec(source="model", ckpt=c.reward_ckpt, success="model"), self.device
+        )
+        thr = rewarder.calibrate_success([d.images for d in demos])
+        buffer = demo_replay(
+            demos,
+            replay_cfg,
+            self._frame,
+            lambda d: with_bonus(
+                *rewarder.episode_rewards(d.images, agent_frames=False), c.success_bonus
+            ),
+            proprio_dim,
+            (3, c.image_size, c.image_size),
+        )
+        self.demo_info = {"episodes": len(demos), "transitions": len(buffer),
+                          "rows_per_step": rows, "success_progress": thr}  # fmt: skip
+        return buffer
 
     # ----------------------------------------------------------------- observations
     def _frame(self, rgb: np.ndarray) -> np.ndarray:

@@ -549,19 +549,6 @@ def _demo_buffer(
     return buffer, len(demos)
 
 
-def _pretrain(agent: DrQV2Agent, demos: ReplayBuffer, cfg: TrainConfig, log: Any,
-              tqdm: Any) -> None:  # fmt: skip
-    """``demos.pretrain_updates`` updates on demonstration batches alone (every row a demo
-    row, so the BC term applies to all), at agent step 0, before any robot time is spent."""
-    n = cfg.demos.pretrain_updates
-    b = cfg.agent.batch_size
-    for i in tqdm(range(n), desc="pretrain on demos", unit="update", disable=not cfg.progress_bar):
-        batch = demos.sample(b)._replace(is_demo=np.ones(b, np.float32))
-        m = agent.update(batch, step=0, log=(i + 1) % cfg.log_every_updates == 0 or i == n - 1)
-        if m:
-            log.scalars("pretrain", m, i + 1)
-
-
 # --------------------------------------------------------------------------- the loop
 def evaluate(
     cfg: TrainConfig,
@@ -724,7 +711,8 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
     from tqdm import tqdm
 
     if cfg.demos.pretrain_updates and demo_buffer is not None and not state.get("pretrained"):
-        _pretrain(agent, demo_buffer, cfg, log, tqdm)
+        core.pretrain(cfg.demos.pretrain_updates,
+                      lambda m, i: log.scalars("pretrain", m, i), cfg.progress_bar)  # fmt: skip
         state["pretrained"] = True
     t_start = time.monotonic() - float(state["wall_s"])
     bar = tqdm(

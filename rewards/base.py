@@ -188,6 +188,10 @@ class RewardModel(nn.Module, ABC):
     method: ClassVar[str]
     config_cls: ClassVar[type[RewardConfig]]
     score_chunk: ClassVar[int] = 64  # frames per forward pass when scoring
+    # reward[t] = potential(t) - potential(t-1) (VIP, UVD): a control step's reward is the sum
+    # of its frames' rewards at any camera rate. Otherwise a reward of the state (HOLD, TCN,
+    # Rank2Reward): the mean of its frames' rewards.
+    potential_difference: ClassVar[bool] = False
     # Training cuts demos this many frames after their first successful frame (when the data
     # labels success per step); -1 keeps the idle tail. See rewards/train.py.
     default_trim_after_success: ClassVar[int] = 2

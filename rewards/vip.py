@@ -105,6 +105,7 @@ class VIP(GoalDistanceModel):
     method = "vip"
     config_cls = VIPConfig
     config: VIPConfig
+    potential_difference = True  # r = S(o_t+1) - S(o_t)
     default_trim_after_success = 10  # see the module docstring
 
     def __init__(self, config: VIPConfig):

@@ -8,9 +8,11 @@
 A control thread acts at ``control_hz`` on the newest image (and ee pose + gripper), publishing
 ``action`` (std_msgs/Float32MultiArray); ``driver_status`` (the driver's DiagnosticStatus)
 tells it when the driver has stopped the arm, which drops the episode. A transition's reward
-is the sum of the reward node's per-frame rewards with stamps in (stamp of o_t, stamp of
-o_t+1], matched by image stamp, so it is exact for potential-based rewards whatever the
-camera rate (``rewards.stream``). Episodes
+gathers the reward node's per-frame rewards with stamps in (stamp of o_t, stamp of o_t+1],
+matched by image stamp: their sum for potential-difference rewards (VIP, UVD: exact whatever
+the camera rate, ``rewards.stream``), their mean for rewards of the state (Rank2Reward, HOLD,
+TCN), so a step's reward is what the twin trainer and the demonstrations (``demos``, rewarded
+by ``reward_ckpt``) give it; without ``reward_ckpt`` the sum. Episodes
 last ``episode_steps``; between them the node calls ``enable``, the optional
 ``reset_task`` (the twin re-randomizes its objects) and ``home`` (std_srvs/Trigger).
 
@@ -79,10 +81,19 @@ PARAMS: tuple[ParamSpec, ...] = (
     (
         "success_bonus",
         0.0,
-        "added to the last reward of a successful episode",
+        "added on every step called successful (success_source topic: the last)",
         F(0.0, 1000.0),
         True,
     ),
+    ("demos", "", "episode store with actions seeding a demo buffer ('' = none)", None, True),
+    ("reward_ckpt", "", "the reward node's model: rewards the demos, sets reward summing", None,
+     True),
+    ("demo_fraction", 0.5, "share of every batch from the demos", F(0.0, 0.99), True),
+    ("pretrain_updates", 0, "updates on the demos before the first frame", I(0, 1_000_000), True),
+    ("bc_weight", 0.0, "behaviour cloning on demo rows (TD3+BC, |Q|-scaled)", F(0.0, 100.0),
+     True),
+    ("bc_decay_steps", 0, "agent steps over which bc_weight falls to 0 (0: constant)",
+     I(0, 100_000_000), True),
     (
         "success_source",
         "reward",
@@ -119,6 +130,8 @@ class LearnerNode(Node):
             lr=p["lr"],
             num_expl_steps=p["num_expl_steps"],
             update_every_steps=p["update_every_steps"],
+            bc_weight=p["bc_weight"],
+            bc_decay_steps=p["bc_decay_steps"],
         )
         self.learner = OnlineLearner(
             OnlineConfig(
@@ -131,9 +144,24 @@ class LearnerNode(Node):
                 seed=p["seed"],
                 success_bonus=p["success_bonus"],
                 seed_steps=p["seed_steps"],
+                demos=p["demos"],
+                reward_ckpt=p["reward_ckpt"],
+                demo_fraction=p["demo_fraction"],
+                control_hz=p["control_hz"],
+                pretrain_updates=p["pretrain_updates"],
                 agent=agent,
             )
         )
+        if self.learner.demo_info:
+            self.get_logger().info(f"demonstrations in replay: {self.learner.demo_info}")
+        # How a step's reward gathers its frames' rewards: the sum for potential differences
+        # (exact at any camera rate), the mean for a reward of the state (one frame's scale).
+        self.sum_frame_rewards = True
+        if p["reward_ckpt"]:
+            from video2reward.rewards.base import method_class, read_checkpoint
+
+            method = str(read_checkpoint(p["reward_ckpt"])["method"])
+            self.sum_frame_rewards = method_class(method).potential_difference
         self.lock = threading.Lock()
         self.new_image = threading.Condition(self.lock)  # notified on every image
         self.image: tuple[int, float, np.ndarray] | None = None  # stamp_ns, t_arrival, rgb
@@ -358,7 +386,9 @@ class LearnerNode(Node):
         inside = (rw[:, 0] > edges[0]) & (rw[:, 0] <= edges[-1])
         rw = rw[inside]
         which = np.searchsorted(edges, rw[:, 0].astype(np.int64), side="left") - 1
-        rewards = np.bincount(which, weights=rw[:, 1], minlength=len(edges) - 1)
+        rewards = np.bincount(which, weights=rw[:, 1], minlength=len(edges) - 1).astype(np.float64)
+        if not self.sum_frame_rewards:
+            rewards = rewards / np.maximum(np.bincount(which, minlength=len(edges) - 1), 1)
         success: bool | np.ndarray
         if p["success_source"] == "topic":
             success = self.success_flag  # the twin's predicate, for evaluation: the last step

@@ -257,3 +257,44 @@ def test_pretraining_on_demos_spends_no_frames_and_runs_once(tmp_path: Path) -> 
     assert summary["updates"] == 7  # no online update: the seed phase outlasts the budget
     again = train(TrainConfig(**{**kw, "num_train_frames": 80, "resume": True}))
     assert again["updates"] == 7  # a resumed run does not pretrain again
+
+
+def test_learner_node_driver_loads_demos_the_trainers_way_and_pretrains_once(
+    tmp_path: Path,
+) -> None:
+    from video2reward.policies.demos import rows_per_step
+    from video2reward.policies.learner import with_bonus
+    from video2reward.policies.online import OnlineConfig, OnlineLearner
+
+    store, ckpt = toy_demo_store(tmp_path / "d.zarr", episodes=2), reward_ckpt(tmp_path)
+    assert rows_per_step(store, 10.0) == 1 and rows_per_step(store, 5.0) == 2  # 10 fps rows
+    agent = DrQV2Config(batch_size=8, hidden_dim=16, feature_dim=8, bc_weight=0.4)
+    cfg = OnlineConfig(out=str(tmp_path / "node"), image_size=SIZE, frame_stack=2, device="cpu",
+                       demos=str(store), reward_ckpt=str(ckpt), success_bonus=1.0,
+                       pretrain_updates=3, agent=agent)  # fmt: skip
+    learner = OnlineLearner(cfg)
+    assert learner.demo_info["rows_per_step"] == 1 and learner.demo_info["episodes"] == 2
+    assert learner.agent.num_updates == 3  # pretrained before the first frame
+    # the same demo transitions, rewards and success calls as the twin trainer's relabelling
+    rewarder = EpisodeRewarder(RewardSpec(source="model", ckpt=str(ckpt), success="model"),
+                               torch.device("cpu"))  # fmt: skip
+    demos = load_demo_episodes(store, 1)
+    rewarder.calibrate_success([d.images for d in demos])
+    ref = demo_replay(
+        demos, learner.replay.cfg, lambda img: np.ascontiguousarray(img.transpose(2, 0, 1)),
+        lambda d: with_bonus(*rewarder.episode_rewards(d.images, agent_frames=False), 1.0),
+        4, (3, SIZE, SIZE),
+    )  # fmt: skip
+    got = learner.core.demos
+    assert got is not None and len(got) == len(ref) > 0
+    n = len(ref)
+    np.testing.assert_array_equal(got._reward[:n], ref._reward[:n])
+    np.testing.assert_array_equal(got._obs[:n], ref._obs[:n])
+    np.testing.assert_array_equal(got._action[:n], ref._action[:n])
+    assert np.any(got._reward[:n] >= 1.0)  # the success bonus reached the demo rows
+    learner.close()
+    again = OnlineLearner(cfg)  # a restart does not pretrain again
+    assert again.agent.num_updates == 3
+    again.close()
+    with pytest.raises(ValueError, match="reward_ckpt"):
+        OnlineConfig(demos=str(store))
