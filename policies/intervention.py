@@ -15,7 +15,7 @@ added to the demonstration buffer, so the BC term and the critic learn from the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,3 +84,63 @@ class ScriptedIntervener:
         if self._left == 0:  # hand back: the policy gets stall_steps to make progress
             self._best, self._since_best = progress, 0
         return np.asarray(self.expert(obs), np.float32)
+
+
+class OperatorTakeover:
+    """An operator's teleop stream on the learner's ``intervention`` topic (the teleop node
+    with ``intervention:=true``: the same keyboard, SpaceMouse, gamepad or Twist inputs).
+
+    ``feed`` takes each message: 4 numbers are the operator's command (they hold the dead-man
+    and drive), an empty message hands control back to the policy. While the operator drives,
+    :meth:`action` returns their latest command; silence for longer than ``timeout_s`` without
+    a hand-back is a lost device (unplugged, its node dead): :attr:`lost` is set and stays set
+    until :meth:`reset`, and the driver of the episode stops the arm and ends the episode.
+    Commands with a component beyond ``limit`` or not finite are refused (an upstream bug, not
+    a command to clip); others are clipped to [-1, 1]."""
+
+    def __init__(self, timeout_s: float = 0.3, limit: float = 1.5):
+        if not 0.0 < timeout_s < 60.0 or not limit >= 1.0:
+            raise ValueError(f"need 0 < timeout_s < 60 and limit >= 1, got {timeout_s}, {limit}")
+        self.timeout_s, self.limit = timeout_s, limit
+        self.refused = 0  # messages refused over the whole run
+        self.takeovers = 0  # over the whole run
+        self.steps = 0  # agent steps driven by the operator, over the whole run
+        self.reset()
+
+    def reset(self) -> None:
+        """At an episode start: the policy drives; a lost device must be seen to come back
+        (a fresh message) before it drives again."""
+        self._cmd: np.ndarray | None = None
+        self._t = 0.0
+        self.lost = False
+        self.episode_steps = 0
+        self.episode_takeovers = 0
+        self._driving_last_step = False
+
+    def feed(self, values: Sequence[float], t: float) -> str | None:
+        """One message at host time ``t`` (monotonic seconds); returns why it was refused."""
+        v = np.asarray(values, np.float64).reshape(-1)
+        if v.size == 0:
+            self._cmd = None  # handed back
+            return None
+        if v.size != 4 or not np.isfinite(v).all() or np.abs(v).max() > self.limit:
+            self.refused += 1
+            return f"intervention command refused (need 4 finite values within +-{self.limit}): {v}"
+        self._cmd, self._t = np.clip(v, -1.0, 1.0).astype(np.float32), t
+        return None
+
+    def action(self, t: float) -> np.ndarray | None:
+        """The operator's command for the agent step at ``t``, or None: the policy acts."""
+        if self._cmd is not None and t - self._t > self.timeout_s:
+            self._cmd = None  # silence while driving, no hand-back: the device is gone
+            self.lost = True
+        if self.lost or self._cmd is None:
+            self._driving_last_step = False
+            return None
+        if not self._driving_last_step:
+            self.takeovers += 1
+            self.episode_takeovers += 1
+        self._driving_last_step = True
+        self.steps += 1
+        self.episode_steps += 1
+        return self._cmd.copy()

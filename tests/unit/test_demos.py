@@ -298,3 +298,29 @@ def test_learner_node_driver_loads_demos_the_trainers_way_and_pretrains_once(
     again.close()
     with pytest.raises(ValueError, match="reward_ckpt"):
         OnlineConfig(demos=str(store))
+
+
+def test_operator_takeover_drives_hands_back_refuses_garbage_and_detects_a_lost_device() -> None:
+    from video2reward.policies.intervention import OperatorTakeover
+
+    op = OperatorTakeover(timeout_s=0.3)
+    assert op.action(0.0) is None  # nobody has touched the device: the policy acts
+    assert op.feed([0.5, -2.0 / 1.5, 0.0, 1.0], 0.0) is None
+    np.testing.assert_allclose(op.action(0.1), [0.5, -1.0, 0.0, 1.0])  # clipped to [-1, 1]
+    assert op.feed([0.2, 0.0, 0.0, 1.0], 0.15) is None
+    np.testing.assert_allclose(op.action(0.2), [0.2, 0.0, 0.0, 1.0])
+    assert (op.takeovers, op.steps) == (1, 2)  # one take-over, two steps
+    for bad in ([np.nan, 0, 0, 0], [0.1, 0.2, 0.3], [1e30, 0, 0, 0], [0, 0, 1.6, 0]):
+        assert "refused" in str(op.feed(bad, 0.25))
+    assert op.refused == 4
+    np.testing.assert_allclose(op.action(0.3), [0.2, 0.0, 0.0, 1.0])  # garbage changed nothing
+    assert op.feed([], 0.35) is None  # hand-back: the policy acts, nothing is lost
+    assert op.action(0.4) is None and not op.lost
+    op.feed([0.0, 0.0, 0.1, -1.0], 0.5)
+    assert op.action(0.55) is not None and op.takeovers == 2
+    # the device goes silent while the operator drives: lost, and it stays lost this episode
+    assert op.action(0.55 + 0.31) is None and op.lost
+    op.feed([0.0, 0.0, 0.1, -1.0], 0.9)
+    assert op.action(0.95) is None and op.lost
+    op.reset()  # the next episode: the policy drives until the operator does
+    assert not op.lost and op.action(1.0) is None and op.episode_takeovers == 0
