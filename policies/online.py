@@ -19,6 +19,7 @@ synchronised policy copy: a control tick never waits for an update.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -84,6 +85,9 @@ class OnlineConfig:
             raise ValueError("pretrain_updates, demo_rows_per_step >= 0 and control_hz > 0")
         if self.pretrain_updates and not self.demos:
             raise ValueError("pretrain_updates needs demos")
+        if self.pretrain_updates and self.agent.num_expl_steps:
+            # a policy pretrained on the demos acts from the first frame: no uniform phase
+            object.__setattr__(self, "agent", dataclasses.replace(self.agent, num_expl_steps=0))
 
 
 class OnlineLearner:

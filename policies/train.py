@@ -196,6 +196,9 @@ class TrainConfig:
             )
         if isinstance(self.agent, dict):
             object.__setattr__(self, "agent", DrQV2Config(**self.agent))
+        if self.demos.path and self.demos.pretrain_updates and self.agent.num_expl_steps:
+            # a policy pretrained on the demos acts from the first frame: no uniform phase
+            object.__setattr__(self, "agent", dataclasses.replace(self.agent, num_expl_steps=0))
         if self.obs not in ("pixels", "features"):
             raise ValueError(f"obs must be 'pixels' or 'features', got {self.obs!r}")
         if self.obs == "features" and not self.features_ckpt:

@@ -6,13 +6,14 @@
 2. ``v2r reward train``: a reward model on those videos (``out/reward/``);
 3. ``v2r launch sim.launch.xml``: the ROS 2 learning graph (twin, xArm driver, reward node,
    DrQ-v2 learner) for ``episodes`` episodes, one progress line per episode
-   (``out/learner/``: agent, replay, ``train_curve.png``);
+   (``out/learner/``: agent, replay, ``train_curve.png``). The learner's demo buffer holds the
+   same demos with their actions (``demos_in_replay``): ``pretrain_updates`` updates on them
+   before the first frame, then half of every batch, with the BC term of the learner's params;
 4. ``v2r launch eval.launch.xml use_twin:=true``: the policy alone for ``eval_episodes``
    (``eval_summary.json``, ``eval_curve.png``, ``eval_last_episode.mp4``).
 
-Each step is skipped when its output exists, so a run resumes where it stopped. Learning
-``reach`` to a high success rate takes ~100k frames (about an hour on 2 CPU cores); the
-default 30 episodes show the loop working and the curve starting.
+Each step is skipped when its output exists, so a run resumes where it stopped. Learning uses
+the reward model's reward and success call only; the twin's predicate scores the evaluation.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from video2reward.cli.config import compose, run_cli, to_dataclass
 from video2reward.rewards.base import METHODS
@@ -36,14 +38,20 @@ class LearnConfig:
     reward: str = "rank2reward"
     reward_steps: int | None = None
     episodes: int = 30
-    eval_episodes: int = 5
+    eval_episodes: int = 10
     episode_steps: int = 50
+    # The demos (with their actions) also seed the learner's demo buffer: updates on them
+    # alone before the first frame (no robot time), then half of every batch.
+    demos_in_replay: bool = True
+    pretrain_updates: int = 1000
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {sorted(TASKS)}")
         if self.reward not in METHODS:
             raise ValueError(f"unknown reward {self.reward!r}; choose one of {sorted(METHODS)}")
+        if self.pretrain_updates < 0:
+            raise ValueError("pretrain_updates must be >= 0")
         for name in ("demos", "episodes", "episode_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
@@ -72,7 +80,9 @@ def learn(cfg: LearnConfig) -> dict[str, object]:
     common = [f"task:={cfg.task}", f"reward_ckpt:={reward}", f"out:={learner}",
               f"episode_steps:={cfg.episode_steps}"]
     if not (learner / "train_summary.json").exists():
-        _v2r("launch", "sim.launch.xml", *common, f"max_episodes:={cfg.episodes}")
+        seed = ([f"demos:={demos}", f"pretrain_updates:={cfg.pretrain_updates}"]
+                if cfg.demos_in_replay else [])  # fmt: skip
+        _v2r("launch", "sim.launch.xml", *common, *seed, f"max_episodes:={cfg.episodes}")
     if cfg.eval_episodes and not (learner / "eval_summary.json").exists():
         _v2r("launch", "eval.launch.xml", "use_twin:=true", "robot_ip:=127.0.0.1",
              "success_source:=topic", *common, f"max_episodes:={cfg.eval_episodes}")
@@ -96,8 +106,28 @@ def _run(overrides: list[str], flags: list[str]) -> int:
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(result, indent=2))
+    print(report(result))
     return 0
+
+
+def report(result: dict[str, Any]) -> str:
+    """The evaluation first (the twin's predicate, the policy alone), then training and paths."""
+    lines = []
+    ev, tr = result.get("eval"), result.get("train")
+    if isinstance(ev, dict):
+        n, rate = int(ev.get("episodes", 0)), float(ev.get("success_rate", 0.0))
+        lines.append(f"evaluation: the policy reached the target in {round(rate * n)}/{n} "
+                     "episodes (the twin's success predicate; it never fed learning)")  # fmt: skip
+    if isinstance(tr, dict):
+        lines.append(f"training: {tr.get('episodes')} episodes, success as the reward model "
+                     f"called it {float(tr.get('success_rate', 0.0)):.0%} (last 10: "
+                     f"{float(tr.get('success_rate_last_10', 0.0)):.0%})")  # fmt: skip
+    out = Path(str(result["out"]))
+    lines += [f"curves: {', '.join(map(str, result['curves'])) or '-'}",
+              f"videos: {', '.join(map(str, result['videos'])) or '-'}",
+              f"summaries: {out / 'learner' / 'train_summary.json'}, "
+              f"{out / 'learner' / 'eval_summary.json'}"]  # fmt: skip
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:

@@ -75,9 +75,14 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("hidden_dim", 1024, "actor/critic MLP width", I(8, 4096), True),
     ("feature_dim", 50, "trunk output size", I(4, 1024), True),
     ("lr", 1e-4, "Adam learning rate", F(1e-6, 1e-1), True),
-    ("num_expl_steps", 2000, "agent steps of uniform random actions", I(0, 10_000_000), True),
+    ("num_expl_steps", 2000, "agent steps of uniform random actions (0 after pretraining)",
+     I(0, 10_000_000), True),
     ("seed_steps", 500, "agent steps before the first update", I(0, 10_000_000), True),
     ("update_every_steps", 2, "one update per this many agent steps", I(1, 100), True),
+    ("stddev_schedule_steps", 100_000, "agent steps of the exploration-noise decay",
+     I(1, 100_000_000), True),
+    ("stddev_final", 0.1, "exploration stddev after the decay", F(0.0, 1.0), True),
+    ("shift_pad_px", 4, "random-shift augmentation padding, pixels", I(0, 32), True),
     (
         "success_bonus",
         0.0,
@@ -130,6 +135,9 @@ class LearnerNode(Node):
             lr=p["lr"],
             num_expl_steps=p["num_expl_steps"],
             update_every_steps=p["update_every_steps"],
+            stddev_schedule_steps=p["stddev_schedule_steps"],
+            stddev_final=p["stddev_final"],
+            shift_pad_px=p["shift_pad_px"],
             bc_weight=p["bc_weight"],
             bc_decay_steps=p["bc_decay_steps"],
         )
@@ -422,6 +430,10 @@ class LearnerNode(Node):
             "mean_return_last_10": float(np.mean([h["return"] for h in hist[-10:]])),
             "eval_mode": self.p["eval_mode"],
             "agent_steps": self.learner.state["agent_steps"],
+            "success_source": self.p["success_source"],
+            # the twin's predicate (success_source topic) fed the success bonus and labels
+            "oracle_in_learning": not self.p["eval_mode"] and self.p["success_source"] == "topic",
+            "demos": self.learner.demo_info,
         }
         name = "eval" if self.p["eval_mode"] else "train"
         (out / f"{name}_summary.json").write_text(json.dumps(summary, indent=2))

@@ -10,6 +10,10 @@ and nothing while disabled: the driver's watchdog then stops the arm (the dead-m
 enabled calls the driver's ``enable`` (std_srvs/Trigger). Recording keys call the recorder:
 ``recorder/start``, ``recorder/discard`` (Trigger), ``recorder/stop`` (SetBool: success;
 when nothing is recording, ``recorder/mark`` relabels the last episode).
+With ``intervention:=true`` the node drives a learning run's take-overs instead (``action``
+remapped to the learner's ``intervention``, ``recorder/stop`` to its ``label``): while enabled
+its commands replace the policy's, releasing hands back with an empty message, and y/n label
+the episode in progress; a device that is lost sends no hand-back, so the learner stops the arm.
 With ``source:=twist`` a geometry_msgs/Twist on ``cmd_vel`` (linear, m/s) is a command for
 ``twist_timeout_s``; fresh Twists enable, silence disables; when the node has a terminal, its
 keys add the gripper (g) and the recording keys.
@@ -54,6 +58,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         True,
     ),
     ("twist_timeout_s", 0.3, "a Twist counts this long", float_range(0.05, 2.0), True),
+    (
+        "intervention",
+        False,
+        "drive a learning run's interventions (remap action to the learner's intervention): "
+        "an empty message hands control back when the dead-man is released",
+        None,
+        True,
+    ),
 )
 
 
@@ -70,6 +82,7 @@ class TeleopNode(Node):
             device=p["device"],
         )
         self.max_step_m, self.twist_timeout_s = p["max_step_m"], p["twist_timeout_s"]
+        self.intervention = bool(p["intervention"])
         # Twist: the terminal's keys (when there is one) add the gripper and recording keys.
         if self.twist:
             self.source = KeyboardTeleop(self.config) if sys.stdin.isatty() else None
@@ -136,8 +149,10 @@ class TeleopNode(Node):
             self.get_logger().error(str(e))
             self.done = True
             return
-        if cmd.enabled and not self.was_enabled:
+        if cmd.enabled and not self.was_enabled and not self.intervention:
             self.call("enable")  # the driver resumes streaming after a watchdog stop
+        if self.intervention and self.was_enabled and not cmd.enabled:
+            self.pub.publish(Float32MultiArray())  # hand back to the policy (not a lost device)
         self.was_enabled = cmd.enabled
         for ev in cmd.events:
             if ev in ("start", "discard"):
