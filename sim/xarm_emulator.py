@@ -23,8 +23,9 @@ controller error 21 (kinematic error), joint-limit violations 23, a servo jump l
 command is refused until the error is cleared, the motors re-enabled and the state set to 0.
 
 A small JSON-lines probe on 127.0.0.1:``probe_port`` (not part of the xArm protocol) lets tests
-read the twin's true joint angles and the log of every motion command received, record the
-true TCP at every control tick (``trace_start`` / ``trace``), and inject faults: a controller
+read the twin's true joint angles, the log of every motion command received and of every stop
+of the arm (``log``, monotonic times), record the true TCP at every control tick
+(``trace_start`` / ``trace``), and inject faults: a controller
 error (``inject_error``), report streams that fall silent (``stall_reports``), dropped
 connections (``drop_connections``). Killing the process is the remaining fault: see
 ``sim.emulator_netns`` (``EMULATOR_PID_ENV``, ``start_emulator``). The SDK calls
@@ -174,6 +175,9 @@ class EmulatedController:
         self.gripper_target = GRIPPER_FULL_OPEN
         self.gripper_pos = GRIPPER_FULL_OPEN
         self.motion_log: list[dict[str, Any]] = []  # every motion command received
+        # every stop of the arm (set_state(4), a mode change, motors off, an error), with its
+        # monotonic time: tests time "the arm was stopped" here, not by the driver's word
+        self.stop_log: list[dict[str, Any]] = []
         self.tcp_trace: list[list[float]] | None = None  # [t_mono, x, y, z mm] per tick
         arm_bodies = {self.twin.model.body(f"link{i + 1}").id for i in range(5)}
         arm_bodies.add(self.twin.model.body("gripper").id)
@@ -236,10 +240,11 @@ class EmulatedController:
     def raise_error(self, code: int, why: str) -> None:
         log.warning("controller error %d: %s", code, why)
         self.error_code = code
-        self._stop()
+        self._stop(f"error {code}")
 
-    def _stop(self) -> None:
+    def _stop(self, why: str) -> None:
         """Stop where the arm is: hold the measured joints, drop any motion in progress."""
+        self.stop_log.append({"t_mono": time.monotonic(), "why": why})
         self.state = STATE_STOPPED
         self.q_goal = self.twin.joint_pos()
         if self.move is not None:
@@ -265,7 +270,7 @@ class EmulatedController:
 
     def set_state(self, value: int) -> None:
         if value == 4:
-            self._stop()
+            self._stop("set_state(4)")
         elif value == 0 and self.motors_enabled and self.error_code == 0:
             self.state = STATE_MOVING if self.move else STATE_READY
             self.q_goal = self.twin.commanded_joint_pos()
@@ -274,12 +279,12 @@ class EmulatedController:
     def set_mode(self, mode: int) -> None:
         # As on the robot: a new mode takes effect with the next set_state(0).
         self.mode = mode
-        self._stop()
+        self._stop(f"set_mode({mode})")
 
     def motion_enable(self, enable: bool) -> None:
         self.motors_enabled = enable
         if not enable:
-            self._stop()
+            self._stop("motion_enable(False)")
 
     def clean_error(self) -> None:
         self.error_code = 0  # the arm stays stopped: motion_enable + set_state(0) restart it
@@ -649,9 +654,11 @@ class EmulatorServer:
                 "motors_enabled": ctrl.motors_enabled, "sim_time_s": ctrl.twin.time_s,
             }
         if op == "log":
-            return {"motion_log": ctrl.motion_log[-int(req.get("last", 100000)):]}
+            last = -int(req.get("last", 100000))
+            return {"motion_log": ctrl.motion_log[last:], "stop_log": ctrl.stop_log[last:]}
         if op == "clear_log":
             ctrl.motion_log.clear()
+            ctrl.stop_log.clear()
             return {"ok": True}
         if op == "inject_error":
             ctrl.raise_error(int(req["code"]), "injected by the test probe")

@@ -11,6 +11,9 @@ robot's graph. Extra, for simulation only: ``~/reset_task`` (std_srvs/Trigger) r
 the task's objects (the learner calls it between episodes, after homing the arm),
 ``~/success`` (std_msgs/Bool, 10 Hz) is the task's success predicate, a sparse signal, and
 ``~/pause_camera`` (std_srvs/SetBool) freezes the image stream to rehearse a camera stall.
+With ``-p camera:=false`` the node is the controller alone and a separate camera node (e.g.
+``camera_node -p source:=twin``) publishes the images: a camera process can then die while the
+controller lives (tests/ros/test_sim_graph_faults.py).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("width", 84, "published image width, pixels", int_range(8, 640), True),
     ("height", 84, "published image height, pixels", int_range(8, 480), True),
     ("fps", 30, "camera frame rate", int_range(1, 60), True),
+    ("camera", True, "publish the camera's images (false: another node does)", None, True),
     ("seed", 0, "seed of the object randomization", int_range(0, 2**31 - 1), True),
     ("camera_eye_m", list(CameraConfig.eye_m), "camera position, base frame", None, True),
     ("camera_target_m", list(CameraConfig.target_m), "point the camera looks at", None, True),
@@ -79,10 +83,12 @@ class TwinNode(Node):
         self.create_timer(0.1, self._publish_success)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._stream, daemon=True, name="twin-camera")
-        self._thread.start()
+        if p["camera"]:
+            self._thread.start()
+        size = f"{p['width']}x{p['height']}@{p['fps']}"
+        camera_text = f"camera {size}" if p["camera"] else "no camera"
         self.get_logger().info(
-            f"twin of the xArm5 cell, task {p['task']}: controller on "
-            f"127.0.0.1:502, camera {p['width']}x{p['height']}@{p['fps']}"
+            f"twin of the xArm5 cell, task {p['task']}: controller on 127.0.0.1:502, {camera_text}"
         )
 
     def _render(self, width: int, height: int) -> np.ndarray:
@@ -132,7 +138,8 @@ class TwinNode(Node):
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=2)
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
         self.server.close()
 
 
