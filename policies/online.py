@@ -20,6 +20,7 @@ synchronised policy copy: a control tick never waits for an update.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -38,6 +39,12 @@ from video2reward.policies.train import PROPRIO_DIM, EpisodeRewarder, RewardSpec
 AGENT_FILE = "agent.pt"
 STATE_FILE = "state.json"
 ACTION_DIM = 4
+
+
+class ReplayWriteError(RuntimeError):
+    """The replay store could not persist an episode (a full disk, a lost mount): that episode
+    is not in the replay, the ones committed before are unchanged, and the learner must stop
+    acting (robot time spent now would not be recorded)."""
 
 
 @dataclass(frozen=True)
@@ -261,7 +268,15 @@ class OnlineLearner:
             "return": float(r.sum()) if r.size else 0.0,
             "success": ok,
         }
-        self.core.finish(r, calls)
+        try:
+            self.core.finish(r, calls)
+        except OSError as e:  # ENOSPC: zarr's writes name no file, so the store's path is given
+            code = errno.errorcode.get(e.errno or 0, str(e.errno))
+            where = e.filename or self.out / "replay"
+            raise ReplayWriteError(
+                f"replay commit failed: {code} ({e.strerror}) writing {where}; the episode was "
+                "dropped, the episodes committed before it are kept"
+            ) from e
         self._last_action = None
         self.state["episodes"] += 1
         self.state["successes"] += int(ok)

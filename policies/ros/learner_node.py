@@ -19,7 +19,10 @@ last ``episode_steps``; between them the node calls ``enable``, the optional
 Fail-safe: when images stop (``image_timeout_s``), rewards stop (``reward_timeout_s``) or the
 driver's pose stops (``state_timeout_s``: the driver publishes none while its controller is
 lost, until ``clear_fault`` reconnects), the node stops publishing, so the driver's watchdog
-stops the arm; the episode is dropped and a new one starts once they all flow again. Updates
+stops the arm; the episode is dropped and a new one starts once they all flow again. An
+episode the replay store cannot write (a full disk: ``ReplayWriteError`` naming ENOSPC and the
+path) ends the node with exit code 1 and that reason on its log and ``/diagnostics``; the
+episodes committed before stay on disk. Updates
 run off the control thread (``policies.online``); replay and checkpoints persist in ``out`` so a
 restarted node resumes. With ``max_episodes`` set, the node writes ``summary.json``,
 ``curve.png`` and an mp4 of the last episode, then exits.
@@ -197,6 +200,7 @@ class LearnerNode(Node):
         }
         self.create_timer(1.0, self._diagnostics)
         self.done = threading.Event()
+        self.error: Exception | None = None  # what ended the control loop (exit code 1)
         self._thread = threading.Thread(target=self._control, daemon=True, name="control")
         self._thread.start()
 
@@ -310,6 +314,8 @@ class LearnerNode(Node):
         except Exception as e:
             self.get_logger().fatal(f"control loop failed: {e!r}")
             self.error = e
+            self.phase = f"failed: {e}"
+            self._diagnostics()  # the reason on /diagnostics too, before the node exits
         self.done.set()
 
     def _episode(self) -> bool:
@@ -469,7 +475,7 @@ class LearnerNode(Node):
             **{k: f"{v:.4g}" for k, v in self.learner.update_metrics.items()},
         }
         st = DiagnosticStatus(
-            level=DiagnosticStatus.OK,
+            level=DiagnosticStatus.ERROR if self.error is not None else DiagnosticStatus.OK,
             name="learner",
             message=self.phase,
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
@@ -515,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_node(
         "learner_node", LearnerNode, argv, errors=(ValueError, FileNotFoundError), threads=1,
         until=lambda n: n.done.is_set(), cleanup=lambda n: n.close(),
-        exit_code=lambda n: 1 if getattr(n, "error", None) is not None else 0,
+        exit_code=lambda n: 1 if n.error is not None else 0,
     )  # fmt: skip
 
 if __name__ == "__main__":
