@@ -103,6 +103,7 @@ class OperatorTakeover:
             raise ValueError(f"need 0 < timeout_s < 60 and limit >= 1, got {timeout_s}, {limit}")
         self.timeout_s, self.limit = timeout_s, limit
         self.refused = 0  # messages refused over the whole run
+        self.last_t = -np.inf  # host time of the last message (a hand-back too)
         self.takeovers = 0  # over the whole run
         self.steps = 0  # agent steps driven by the operator, over the whole run
         self.reset()
@@ -120,6 +121,7 @@ class OperatorTakeover:
     def feed(self, values: Sequence[float], t: float) -> str | None:
         """One message at host time ``t`` (monotonic seconds); returns why it was refused."""
         v = np.asarray(values, np.float64).reshape(-1)
+        self.last_t = max(self.last_t, t)
         if v.size == 0:
             self._cmd = None  # handed back
             return None

@@ -325,6 +325,7 @@ class LearnerCore:
         actions: list[np.ndarray] | None = None,
         frames: list[np.ndarray] | None = None,
         proprio: list[np.ndarray | None] | None = None,
+        note: str = "",
     ) -> np.ndarray:
         """Commit the episode with one reward and one success call per step; returns the
         rewards stored (the bonus added on every called step). NaN/inf drops the episode and
@@ -347,7 +348,7 @@ class LearnerCore:
             except NonFiniteError:
                 self.replay.abandon_episode()
                 raise
-            self.replay.end_episode(success=bool(calls.any()), intervened=intervened)
+            self.replay.end_episode(success=bool(calls.any()), intervened=intervened, note=note)
             if (
                 self.demos is not None
                 and intervened is not None

@@ -71,6 +71,10 @@ class OnlineConfig:
     demo_rows_per_step: int = 0  # recorded rows per control step (0: from the store's timestamps)
     control_hz: float = 10.0  # control steps per second (to cut demos into steps)
     pretrain_updates: int = 0  # updates on the demos alone before the first frame
+    # An operator may take over (the node's intervention topic): their steps are flagged in
+    # the replay and join the demo buffer, which keeps room for this many of them.
+    interventions: bool = False
+    intervention_capacity_steps: int = 20_000
     agent: DrQV2Config = field(default_factory=DrQV2Config)
 
     def __post_init__(self) -> None:
@@ -142,7 +146,7 @@ class OnlineLearner:
             )
             self.restored_steps = replay.restore()
         demos = None
-        if c.demos and replay is not None:
+        if replay is not None and (c.demos or c.interventions):
             demos = self._demo_buffer(replay.cfg, proprio_dim)
         self.core = LearnerCore(
             CoreConfig(
@@ -167,6 +171,8 @@ class OnlineLearner:
             self.state["pretrained"] = True
             self.checkpoint()
         self._last_action: np.ndarray | None = None  # the policy's, until finish/abandon
+        self._ep: dict[str, list[Any]] = {"frames": [], "proprio": [], "actions": [],
+                                          "intervened": []}  # fmt: skip
 
     @property
     def episode_steps(self) -> int:
@@ -180,8 +186,14 @@ class OnlineLearner:
     def _demo_buffer(self, replay_cfg: ReplayConfig, proprio_dim: int) -> ReplayBuffer:
         """The demos as this learner would have recorded them: frames through :meth:`_frame`,
         one step per control period, rewards and success calls by the reward model through
-        the twin trainer's :class:`EpisodeRewarder` (its checkpoint's success threshold)."""
+        the twin trainer's :class:`EpisodeRewarder` (its checkpoint's success threshold); room
+        for the operator's take-overs when ``interventions`` is on."""
         c = self.config
+        extra = c.intervention_capacity_steps if c.interventions else 0
+        shape = (3, c.image_size, c.image_size)
+        if not c.demos:
+            return demo_replay([], replay_cfg, self._frame, lambda d: np.zeros(0), proprio_dim,
+                               shape, extra)  # fmt: skip
         rows = c.demo_rows_per_step or rows_per_step(c.demos, c.control_hz)
         demos = load_demo_episodes(c.demos, rows, c.demo_max_episodes, (c.image_size,) * 2)
         rewarder = EpisodeRewarder(
@@ -196,7 +208,8 @@ class OnlineLearner:
                 *rewarder.episode_rewards(d.images, agent_frames=False), c.success_bonus
             ),
             proprio_dim,
-            (3, c.image_size, c.image_size),
+            shape,
+            extra,
         )
         self.demo_info = {"episodes": len(demos), "transitions": len(buffer),
                           "rows_per_step": rows, "success_progress": thr}  # fmt: skip
@@ -228,6 +241,8 @@ class OnlineLearner:
     def begin(self, rgb: np.ndarray, proprio: np.ndarray | None) -> np.ndarray:
         frame, p = self._frame(rgb), self._proprio(proprio)
         self.core.begin(frame, p)
+        # What an operator's take-over needs to join the demonstrations at finish
+        self._ep = {"frames": [frame], "proprio": [p], "actions": [], "intervened": []}
         return self._act(p)
 
     def step(
@@ -235,26 +250,35 @@ class OnlineLearner:
         rgb: np.ndarray,
         proprio: np.ndarray | None,
         applied_action: np.ndarray | None = None,
+        intervened: bool = False,
     ) -> np.ndarray:
         """Record the transition into this frame (reward filled in by finish), then act.
 
-        ``applied_action``: the command the driver executed for the last action, when it
-        reports one (it is what the arm did, after the safety envelope); else the policy's."""
+        ``applied_action``: the command sent for the last step when it was not the policy's
+        last action (``intervened``: an operator's) or the driver reports what it executed
+        (what the arm did, after the safety envelope); else the policy's."""
         last = self._last_action
         if last is None:
             raise RuntimeError("call begin() before step()")
         frame, p = self._frame(rgb), self._proprio(proprio)
-        self.core.record(last if applied_action is None else applied_action, frame, p)
+        applied = np.asarray(last if applied_action is None else applied_action, np.float32)
+        self.core.record(applied, frame, p)
+        for k, v in zip(("frames", "proprio", "actions", "intervened"),
+                        (frame, p, applied, bool(intervened)), strict=True):  # fmt: skip
+            self._ep[k].append(v)
         self.state["agent_steps"] = self.core.agent_steps
         self.core.maybe_update()
         return self._act(p)
 
-    def finish(self, rewards: np.ndarray, success: bool | np.ndarray) -> dict[str, Any]:
+    def finish(
+        self, rewards: np.ndarray, success: bool | np.ndarray, note: str = ""
+    ) -> dict[str, Any]:
         """Commit the episode with one reward per step (NaN/inf: the episode is dropped).
 
         ``success``: a success call per step (the reward node's), or one bool for the whole
         episode (an operator's key), which calls the last step. The bonus is the core's:
-        added on every called step."""
+        added on every called step. Steps recorded as ``intervened`` are flagged in the replay
+        and each run of them joins the demonstrations. ``note`` is kept with the episode."""
         r = np.asarray(rewards, np.float32).reshape(-1)
         if np.ndim(success) == 0:
             calls = np.zeros(r.shape, bool)
@@ -263,13 +287,20 @@ class OnlineLearner:
         else:
             calls = np.asarray(success, bool).reshape(-1)
         ok = bool(calls.any())
+        ep = self._ep
+        flags = np.asarray(ep["intervened"], bool)
         summary = {
             "steps": self.core.episode_steps,
             "return": float(r.sum()) if r.size else 0.0,
             "success": ok,
+            "intervened_steps": int(flags.sum()),
         }
         try:
-            self.core.finish(r, calls)
+            if flags.any():
+                self.core.finish(r, calls, flags, ep["actions"], ep["frames"], ep["proprio"],
+                                 note=note)  # fmt: skip
+            else:
+                self.core.finish(r, calls, note=note)
         except OSError as e:  # ENOSPC: zarr's writes name no file, so the store's path is given
             code = errno.errorcode.get(e.errno or 0, str(e.errno))
             where = e.filename or self.out / "replay"

@@ -216,11 +216,14 @@ class ReplayBuffer:
         if REWARD_KEY in self._pending:
             self._pending[REWARD_KEY][1:] = [np.array(x, np.float32) for x in r]
 
-    def end_episode(self, success: bool = False, intervened: np.ndarray | None = None) -> None:
+    def end_episode(
+        self, success: bool = False, intervened: np.ndarray | None = None, note: str = ""
+    ) -> None:
         """Commit the current episode: persist it (if a directory is set), then make it sampleable.
 
         ``intervened`` (one flag per step) marks actions an operator gave; it is persisted with
-        the episode. A one-step episode (no transition) is dropped.
+        the episode, as is ``note`` (the store's episode notes, e.g. why it ended early). A
+        one-step episode (no transition) is dropped.
         """
         if self._ep_start is None:
             raise RuntimeError("no episode in progress")
@@ -236,7 +239,8 @@ class ReplayBuffer:
             if intervened is not None and len(intervened):
                 flags[1 : 1 + len(intervened)] = np.asarray(intervened, bool)[: end - start - 1]
             data[INTERVENED_KEY] = flags
-            self.store.append_episode(data, task=self.task, success=success, kind="agent")
+            self.store.append_episode(data, task=self.task, success=success, kind="agent",
+                                      notes=note)  # fmt: skip
         self._pending = {}
         self._starts.append(start)
         self._ends.append(end)

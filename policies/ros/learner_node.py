@@ -44,8 +44,9 @@ from geometry_msgs.msg import PoseStamped, Vector3Stamped
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float32MultiArray
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 from video2reward.policies.drqv2 import DrQV2Config, NonFiniteError
+from video2reward.policies.intervention import OperatorTakeover
 from video2reward.policies.online import OnlineConfig, OnlineLearner
 from video2reward.robot.ros import convert
 from video2reward.robot.ros.node_main import run_node
@@ -105,10 +106,14 @@ PARAMS: tuple[ParamSpec, ...] = (
     (
         "success_source",
         "reward",
-        "reward (the model's success flag) | topic (std_msgs/Bool)",
+        "reward (the model's success flag) | operator (the label service only) | topic "
+        "(std_msgs/Bool: the twin's predicate, evaluation only); an operator's label wins",
         None,
         True,
     ),
+    ("interventions", False, "an operator may take over on the intervention topic", None, True),
+    ("intervention_timeout_s", 0.3, "silence while the operator drives: device lost",
+     F(0.05, 5.0), True),
     ("reward_timeout_s", 1.0, "rewards this late stop the arm", F(0.05, 60.0), True),
     ("image_timeout_s", 0.5, "images this late stop the arm", F(0.05, 60.0), True),
     (
@@ -129,8 +134,10 @@ class LearnerNode(Node):
     def __init__(self) -> None:
         super().__init__("learner")
         p = self.p = declare_all(self, PARAMS)
-        if p["success_source"] not in ("reward", "topic"):
-            raise ValueError(f"success_source must be reward or topic, got {p['success_source']}")
+        if p["success_source"] not in ("reward", "operator", "topic"):
+            raise ValueError(
+                f"success_source must be reward, operator or topic, got {p['success_source']}"
+            )
         agent = DrQV2Config(
             batch_size=p["batch_size"],
             hidden_dim=p["hidden_dim"],
@@ -160,6 +167,7 @@ class LearnerNode(Node):
                 demo_fraction=p["demo_fraction"],
                 control_hz=p["control_hz"],
                 pretrain_updates=p["pretrain_updates"],
+                interventions=p["interventions"],
                 agent=agent,
             )
         )
@@ -194,6 +202,13 @@ class LearnerNode(Node):
         self.create_subscription(JointState, "joint_states", self._on_joints, 10)
         self.create_subscription(Bool, "success", self._on_success, 10)
         self.create_subscription(DiagnosticStatus, "driver_status", self._on_driver_status, 10)
+        # The operator: take-overs (the teleop node, intervention:=true) and an episode label
+        self.takeover = OperatorTakeover(p["intervention_timeout_s"])
+        self.t_lost = -float("inf")  # when the operator's device was lost mid-episode
+        self.operator_label: bool | None = None
+        if p["interventions"]:
+            self.create_subscription(Float32MultiArray, "intervention", self._on_intervention, 10)
+        self.create_service(SetBool, "~/label", self._on_label)
         self.driver_streaming: tuple[float, bool] = (0.0, True)  # (arrival, streaming)
         self.triggers: dict[str, Any] = {
             n: self.create_client(Trigger, n) for n in ("enable", "home", "reset_task")
@@ -236,6 +251,25 @@ class LearnerNode(Node):
         values = {kv.key: kv.value for kv in msg.values}
         if "streaming" in values:
             self.driver_streaming = (time.monotonic(), values["streaming"] == "True")
+
+    def _on_intervention(self, msg: Float32MultiArray) -> None:
+        why = self.takeover.feed(list(msg.data), time.monotonic())
+        if why:
+            self.get_logger().warning(why, throttle_duration_sec=2.0)
+
+    def _on_label(self, req: SetBool.Request, res: SetBool.Response) -> SetBool.Response:
+        """The operator's key: the episode in progress succeeded (True) or failed (False)."""
+        self.operator_label = bool(req.data)
+        res.success = True
+        res.message = f"episode {len(self.history)} labelled {'success' if req.data else 'failure'}"
+        return res
+
+    def _choose(self, policy_action: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The command for this step: the operator's while they drive, else the policy's."""
+        if not self.p["interventions"]:
+            return policy_action, False
+        op = self.takeover.action(time.monotonic())
+        return (policy_action, False) if op is None else (op, True)
 
     def _on_success(self, msg: Bool) -> None:
         self.success_flag = self.success_flag or bool(msg.data)
@@ -347,11 +381,20 @@ class LearnerNode(Node):
         if not self._rewards_upto(img[0], p["reward_timeout_s"]):
             self.get_logger().warning("no reward for the first frame; retrying")
             return False
+        if p["interventions"] and self.takeover.last_t <= self.t_lost:
+            self.get_logger().warning("the operator's device was lost: waiting for it (the "
+                                      "teleop node, intervention:=true)",
+                                      throttle_duration_sec=10.0)  # fmt: skip
+            return False
         self.success_flag = False
+        self.operator_label = None
+        self.takeover.reset()
         self.phase = "run"
         stamps = [img[0]]
         frames = [img[2]]
-        self._publish(self.learner.begin(img[2], proprio), img[0])
+        applied, by_operator = self._choose(self.learner.begin(img[2], proprio))
+        self._publish(applied, img[0])
+        note = ""
         t_begin = time.monotonic()
         period = 1.0 / p["control_hz"]
         t_next = time.monotonic() + period
@@ -383,12 +426,20 @@ class LearnerNode(Node):
             stamps.append(img[0])
             frames.append(img[2])
             try:
-                action = self.learner.step(img[2], self._proprio())
+                action = self.learner.step(img[2], self._proprio(),
+                                           applied if by_operator else None, by_operator)
             except NonFiniteError as e:
                 self.get_logger().error(f"non-finite input, episode dropped: {e}")
                 return False
             if len(stamps) <= p["episode_steps"]:
-                self._publish(action, img[0])
+                applied, by_operator = self._choose(action)
+                if self.takeover.lost:  # the operator's device went silent while driving
+                    self.action_pub.publish(convert.array_msg(np.zeros(4, np.float32)))
+                    self.t_lost = time.monotonic()
+                    note = "operator device lost mid-episode: arm stopped, episode ended"
+                    self.get_logger().error(f"{note} (kept: {len(stamps) - 1} steps)")
+                    break
+                self._publish(applied, img[0])
         self.action_pub.publish(convert.array_msg(np.zeros(4, np.float32)))  # hold still
         self.phase = "score"
         if not self._rewards_upto(stamps[-1], p["reward_timeout_s"] * 5):
@@ -404,17 +455,22 @@ class LearnerNode(Node):
         if not self.sum_frame_rewards:
             rewards = rewards / np.maximum(np.bincount(which, minlength=len(edges) - 1), 1)
         success: bool | np.ndarray
-        if p["success_source"] == "topic":
+        if self.operator_label is not None:
+            success = self.operator_label  # the operator's key: the last step
+        elif p["success_source"] == "topic":
             success = self.success_flag  # the twin's predicate, for evaluation: the last step
+        elif p["success_source"] == "operator":
+            success = False  # unlabelled
         else:  # the reward model's call per step: any of the step's frames called successful
             called = np.bincount(which, weights=(rw[:, 3] > 0.5), minlength=len(edges) - 1)
             success = called > 0
         try:
-            summary = self.learner.finish(rewards.astype(np.float32), success)
+            summary = self.learner.finish(rewards.astype(np.float32), success, note)
         except NonFiniteError as e:
             self.get_logger().error(f"non-finite reward, episode dropped: {e}")
             return False
         summary["progress_end"] = float(rw[-1, 2]) if len(rw) else float("nan")
+        summary["operator_lost"] = bool(note)
         self.history.append(summary)
         self.last_frames = frames
         n = len(self.history)
@@ -423,6 +479,7 @@ class LearnerNode(Node):
             f"episode {n}: return {summary['return']:.3f} success {summary['success']} "
             f"(last 20: {rate:.0%}) steps {self.learner.state['agent_steps']} "
             f"updates {self.learner.agent.num_updates}"
+            + (f" operator {summary['intervened_steps']} steps" if p["interventions"] else "")
         )
         return True
 
@@ -440,6 +497,10 @@ class LearnerNode(Node):
             # the twin's predicate (success_source topic) fed the success bonus and labels
             "oracle_in_learning": not self.p["eval_mode"] and self.p["success_source"] == "topic",
             "demos": self.learner.demo_info,
+            "intervened_steps": int(sum(h.get("intervened_steps", 0) for h in hist)),
+            "takeovers": self.takeover.takeovers,
+            "operator_lost_episodes": int(sum(h.get("operator_lost", False) for h in hist)),
+            "operator_labels": self.p["success_source"] == "operator",
         }
         name = "eval" if self.p["eval_mode"] else "train"
         (out / f"{name}_summary.json").write_text(json.dumps(summary, indent=2))
@@ -508,6 +569,12 @@ def _plot(path: Path, hist: list[dict[str, Any]]) -> None:
     a.set(xlabel="episode", ylabel="return (learned reward)")
     b.plot(x_avg, np.convolve(succ, np.ones(k) / k, "valid"), "-")
     b.set(xlabel="episode", ylabel=f"success (moving mean of {k})", ylim=(-0.05, 1.05))
+    taken = np.array([h.get("intervened_steps", 0) for h in hist], float)
+    if taken.any():  # the operator's share of each episode's steps
+        c = b.twinx()
+        steps = np.maximum([h.get("steps", 1) for h in hist], 1)
+        c.bar(np.arange(1, len(hist) + 1), taken / steps, color="tab:orange", alpha=0.3)
+        c.set(ylabel="operator's share of steps", ylim=(0, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

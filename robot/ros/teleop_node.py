@@ -12,8 +12,9 @@ enabled calls the driver's ``enable`` (std_srvs/Trigger). Recording keys call th
 when nothing is recording, ``recorder/mark`` relabels the last episode).
 With ``intervention:=true`` the node drives a learning run's take-overs instead (``action``
 remapped to the learner's ``intervention``, ``recorder/stop`` to its ``label``): while enabled
-its commands replace the policy's, releasing hands back with an empty message, and y/n label
-the episode in progress; a device that is lost sends no hand-back, so the learner stops the arm.
+its commands replace the policy's; while not, it sends empty messages (control is the
+policy's, the device is present); y/n label the episode in progress. A lost device sends
+nothing, so the learner stops the arm.
 With ``source:=twist`` a geometry_msgs/Twist on ``cmd_vel`` (linear, m/s) is a command for
 ``twist_timeout_s``; fresh Twists enable, silence disables; when the node has a terminal, its
 keys add the gripper (g) and the recording keys.
@@ -151,8 +152,10 @@ class TeleopNode(Node):
             return
         if cmd.enabled and not self.was_enabled and not self.intervention:
             self.call("enable")  # the driver resumes streaming after a watchdog stop
-        if self.intervention and self.was_enabled and not cmd.enabled:
-            self.pub.publish(Float32MultiArray())  # hand back to the policy (not a lost device)
+        if self.intervention and not cmd.enabled:
+            # "present, not driving": hands back to the policy after a take-over and tells the
+            # learner a lost device is back (a lost one sends nothing)
+            self.pub.publish(Float32MultiArray())
         self.was_enabled = cmd.enabled
         for ev in cmd.events:
             if ev in ("start", "discard"):

@@ -8,6 +8,7 @@ import torch
 from video2reward.policies.drqv2 import DrQV2Config, NonFiniteError
 from video2reward.policies.online import OnlineConfig, OnlineLearner
 from video2reward.policies.replay import STORE_NAME
+from video2reward.robot import keys
 from video2reward.robot.episode_store import EpisodeStore
 
 torch.set_num_threads(1)
@@ -32,7 +33,8 @@ def test_episodes_persist_and_a_restart_resumes_counters_weights_and_replay(tmp_
     for _ in range(3):
         summary, actions = _run_episode(learner, rng)
         assert all(a.shape == (4,) and np.all(np.abs(a) <= 1) for a in actions)
-    assert summary == {"steps": 8, "return": pytest.approx(4.0), "success": True}
+    assert summary == {"steps": 8, "return": pytest.approx(4.0), "success": True,
+                       "intervened_steps": 0}
     assert learner.agent.num_updates > 0  # updates ran in the learner thread
     learner.close()
     store = EpisodeStore.open(tmp_path / "run" / "replay" / STORE_NAME)
@@ -80,3 +82,37 @@ def test_eval_mode_needs_a_checkpoint_and_acts_deterministically(tmp_path):
     p = np.array([0.3, 0.0, 0.2, 1.0], np.float32)
     np.testing.assert_array_equal(ev.begin(img, p), ev.begin(img, p))
     assert ev.replay is None
+
+
+def test_operator_steps_are_flagged_stored_and_join_the_demo_buffer(tmp_path):
+    """A take-over in the node's driver: the operator's commands (already through the teleop
+    node's checks; the driver's envelope applies to whatever is sent) are what the replay
+    records for those steps, flagged, persisted with a note, and added to the demo buffer."""
+    from video2reward.policies.replay import INTERVENED_KEY
+
+    rng = np.random.default_rng(3)
+    learner = OnlineLearner(_cfg(tmp_path, interventions=True))
+    assert learner.core.demos is not None and len(learner.core.demos) == 0  # room, no demos
+    p = np.array([0.3, 0.0, 0.2, 1.0], np.float32)
+    op = np.array([0.5, -0.5, 0.0, 1.0], np.float32)
+    taken = [False, True, True, False, True, False]  # the step each command was sent for
+    learner.begin(rng.integers(0, 255, (32, 32, 3), np.uint8), p)
+    for flag in taken:
+        learner.step(rng.integers(0, 255, (32, 32, 3), np.uint8), p, op if flag else None, flag)
+    summary = learner.finish(np.zeros(6), success=False, note="operator device lost")
+    assert summary["intervened_steps"] == 3
+    learner.close()
+    ep = EpisodeStore.open(tmp_path / "run" / "replay" / STORE_NAME)
+    data = ep.episode(0)
+    np.testing.assert_array_equal(data[INTERVENED_KEY][1:], taken)
+    for t, flag in enumerate(taken):  # row t + 1 holds the action that led to it
+        if flag:
+            np.testing.assert_array_equal(data["action"][t + 1], op)
+        else:
+            assert not np.array_equal(data["action"][t + 1], op)
+    assert ep.episode_meta(0)[keys.EPISODE_NOTES] == "operator device lost"
+    demos = learner.core.demos
+    assert len(demos) == 3  # two segments: steps 1-2 and step 4
+    assert demos.n_episodes == 2
+    acts = [demos._action[s + 1 : e] for s, e in zip(demos._starts, demos._ends, strict=True)]
+    np.testing.assert_array_equal(np.concatenate(acts), np.stack([op] * 3))
