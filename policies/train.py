@@ -161,7 +161,9 @@ class TrainConfig:
     replay_capacity_steps: int = 1_000_000  # agent steps kept in memory
     learner: str = "sync"  # "sync" or "thread" (updates off the acting thread)
     max_learner_lag_updates: int = 4  # thread learner: owed updates before acting waits
-    threads: int = 1  # torch intra-op threads; 1 when the CPU is shared (FACTS.md), 0 = default
+    # torch intra-op threads; 0 = torch default. 1 when the CPU is shared: two OpenMP threads
+    # collapse (10-100x slower) when another process holds a core.
+    threads: int = 1
     device: str = "auto"  # auto (CUDA when available, else CPU), cpu, cuda or cuda:N
     deterministic: bool = False  # bit-reproducible CUDA kernels (slower); the CPU always is
     resume: bool = False  # continue from out/agent.pt + out/replay
