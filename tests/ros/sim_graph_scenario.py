@@ -193,10 +193,20 @@ def wait_for(pred: Any, timeout_s: float, period_s: float = 0.2) -> bool:
 
 
 def pid_of(node_name: str) -> int | None:
+    """The pid of this graph's node: only processes in this scenario's network namespace
+    (each test graph has its own), so another graph on the machine (a user's run, a parallel
+    test) is never the one killed."""
     out = subprocess.run(
         ["pgrep", "-f", f"__node:={node_name}( |$)"], capture_output=True, text=True, check=False
     ).stdout.split()
-    return int(out[0]) if out else None
+    mine = os.readlink("/proc/self/ns/net")
+    for pid in map(int, out):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/net") == mine:
+                return pid
+        except OSError:  # gone, or not ours to inspect
+            continue
+    return None
 
 
 def launch(ckpt: str, out: Path, log: Path, **args: object) -> subprocess.Popen[bytes]:
