@@ -6,7 +6,8 @@ against the official facebookresearch/vip loss.
 
 ``--official`` points at a checkout of facebookresearch/vip holding ``vip/trainer.py`` and
 ``vip/models/model_vip.py`` (kept outside this repository; never committed). That code imports
-torchvision, which does not import beside this machine's torch (FACTS.md), so this script
+torchvision, whose PyPI wheel does not import beside the CPU torch 2.13.0 wheel this project
+installs (the matching torchvision pairs with a 5.5 GB CUDA torch build), so this script
 installs a minimal stand-in module before importing it: ``Normalize`` and the ResNet
 constructors (this project's torchvision-layout ResNet, with its own normalisation turned off
 so the official code normalises once). The official ``Trainer.update`` then runs unmodified

@@ -9,8 +9,11 @@ Topics (node-relative, as realsense-ros names them): ``~/color/image_raw`` (sens
 rgb8), ``~/color/camera_info``, and with depth ``~/aligned_depth_to_color/image_raw`` (32FC1,
 metres). Every source stamps a frame with its device clock: the RealSense timestamp, the
 recorded timestamp, or the twin camera's frame grid. Big images need
-``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` (see FACTS.md). A recording ends the node (exit 0)
-after its last frame; a missing or corrupt one ends it with exit code 2 and the reason.
+``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``: with Fast DDS's default transports a reliable
+640x480 rgb8 stream at 30 Hz took ~12.6 ms per image (p50) between two processes, and
+best-effort lost 70-92% of the frames; LARGE_DATA brought it to ~1.9 ms. A recording ends the
+node (exit 0) after its last frame; a missing or corrupt one ends it with exit code 2 and the
+reason.
 """
 
 from __future__ import annotations

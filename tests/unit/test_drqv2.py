@@ -180,7 +180,7 @@ def _evaluate(
 
 def test_learns_toy_pixel_reach_in_under_a_minute() -> None:
     """From pixels only (no proprio): the point's start is random, the goal fixed."""
-    torch.set_num_threads(1)  # 2 OpenMP threads collapse when the other core is busy (FACTS)
+    torch.set_num_threads(1)  # 2 OpenMP threads run 10-100x slower when the other core is busy
     cfg = DrQV2Config(
         batch_size=64, hidden_dim=256, lr=3e-4, num_expl_steps=250, stddev_schedule_steps=1500,
         stddev_final=0.2, update_every_steps=1, shift_pad_px=2,
