@@ -166,13 +166,20 @@ class OnlineLearner:
             agent_steps=int(self.state["agent_steps"]),
         )
         self.replay = replay
-        if demos is not None and c.pretrain_updates and not self.state.get("pretrained"):
-            self.core.pretrain(c.pretrain_updates)
-            self.state["pretrained"] = True
-            self.checkpoint()
         self._last_action: np.ndarray | None = None  # the policy's, until finish/abandon
         self._ep: dict[str, list[Any]] = {"frames": [], "proprio": [], "actions": [],
                                           "intervened": []}  # fmt: skip
+
+    def pretrain(self, progress_bar: bool = False) -> int:
+        """``pretrain_updates`` updates on the demos alone, once per run (a restart does not
+        repeat them), then a checkpoint; returns the updates made."""
+        c = self.config
+        if self.core.demos is None or not c.pretrain_updates or self.state.get("pretrained"):
+            return 0
+        self.core.pretrain(c.pretrain_updates, progress_bar=progress_bar)
+        self.state["pretrained"] = True
+        self.checkpoint()
+        return c.pretrain_updates
 
     @property
     def episode_steps(self) -> int:

@@ -173,6 +173,12 @@ class LearnerNode(Node):
         )
         if self.learner.demo_info:
             self.get_logger().info(f"demonstrations in replay: {self.learner.demo_info}")
+        if p["pretrain_updates"] and not self.learner.state.get("pretrained"):
+            self.get_logger().info(f"pretraining on the demonstrations: {p['pretrain_updates']} "
+                                   "updates before the arm moves")  # fmt: skip
+            t0 = time.monotonic()
+            self.learner.pretrain()
+            self.get_logger().info(f"pretrained in {time.monotonic() - t0:.0f} s")
         # How a step's reward gathers its frames' rewards: the sum for potential differences
         # (exact at any camera rate), the mean for a reward of the state (one frame's scale).
         self.sum_frame_rewards = True

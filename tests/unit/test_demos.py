@@ -274,7 +274,7 @@ def test_learner_node_driver_loads_demos_the_trainers_way_and_pretrains_once(
                        pretrain_updates=3, agent=agent)  # fmt: skip
     learner = OnlineLearner(cfg)
     assert learner.demo_info["rows_per_step"] == 1 and learner.demo_info["episodes"] == 2
-    assert learner.agent.num_updates == 3  # pretrained before the first frame
+    assert learner.pretrain() == 3 and learner.agent.num_updates == 3  # before the first frame
     # the same demo transitions, rewards and success calls as the twin trainer's relabelling
     rewarder = EpisodeRewarder(RewardSpec(source="model", ckpt=str(ckpt), success="model"),
                                torch.device("cpu"))  # fmt: skip
@@ -294,7 +294,7 @@ def test_learner_node_driver_loads_demos_the_trainers_way_and_pretrains_once(
     assert np.any(got._reward[:n] >= 1.0)  # the success bonus reached the demo rows
     learner.close()
     again = OnlineLearner(cfg)  # a restart does not pretrain again
-    assert again.agent.num_updates == 3
+    assert again.pretrain() == 0 and again.agent.num_updates == 3
     again.close()
     with pytest.raises(ValueError, match="reward_ckpt"):
         OnlineConfig(demos=str(store))
