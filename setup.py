@@ -12,9 +12,13 @@ import setuptools
 from setuptools import setup
 
 PACKAGE = "video2reward"
+LICENSE = "Apache-2.0"  # SPDX; package.xml states the same
 
-kwargs = {}
-if int(setuptools.__version__.split(".")[0]) < 61:
+SETUPTOOLS_MAJOR = int(setuptools.__version__.split(".")[0])
+# pyproject.toml lists the license as dynamic: setuptools >= 77 takes an SPDX expression and
+# deprecates the free-text field, older ones (Humble 59, Jazzy 68) know only the free text.
+kwargs = {"license_expression" if SETUPTOOLS_MAJOR >= 77 else "license": LICENSE}
+if SETUPTOOLS_MAJOR < 61:
     try:
         import tomllib as toml_reader  # Python 3.11+
     except ImportError:
@@ -25,7 +29,7 @@ if int(setuptools.__version__.split(".")[0]) < 61:
     with open("pyproject.toml", "rb" if toml_reader.__name__ != "toml" else "r") as f:
         project_toml = toml_reader.load(f)
     project, tool = project_toml["project"], project_toml["tool"]["setuptools"]
-    kwargs = {
+    kwargs |= {
         "name": project["name"],
         "version": project["version"],
         "package_dir": tool["package-dir"],

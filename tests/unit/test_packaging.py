@@ -1,8 +1,10 @@
 """The project builds as a ROS 2 ament_python package with colcon, as the lab builds it."""
 
+import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,32 @@ def test_every_python_package_folder_is_listed_for_installation():
             found.add(".".join((name, *rel)))
     assert found - listed == set(), f"not installed by a wheel/colcon: {sorted(found - listed)}"
     assert listed - found == set(), f"listed but missing: {sorted(listed - found)}"
+
+
+def test_wheel_builds_without_setuptools_warnings_and_carries_configs_and_launch_files(tmp_path):
+    """The project's own packaging is clean: no setuptools deprecation or packaging warnings."""
+    src = tmp_path / "src"
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "runs", "build", "install", "log", "*.egg-info", "__pycache__"
+        ),
+    )
+    out = tmp_path / "dist"
+    build = f"from setuptools import build_meta; print(build_meta.build_wheel({str(out)!r}))"
+    done = subprocess.run(
+        [sys.executable, "-c", build], cwd=src, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # "<...>/setuptools/<module>.py:<line>: <Class>Warning: ..." (the class name varies by version)
+    warned = re.compile(r"setuptools/.*\.py:\d+: \w*Warning")
+    noisy = [line for line in (done.stdout + done.stderr).splitlines() if warned.search(line)]
+    assert noisy == [], "\n".join(noisy)
+
+    names = set(zipfile.ZipFile(out / done.stdout.strip().splitlines()[-1]).namelist())
+    assert "video2reward/configs/rl_agent/cpu.yaml" in names
+    assert "video2reward/configs/rl_train.yaml" in names
+    data = "video2reward-0.1.0.data/data/share/video2reward"
+    for launch_file in (ROOT / "launch").glob("*.launch.*"):
+        assert f"{data}/launch/{launch_file.name}" in names
