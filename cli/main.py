@@ -83,6 +83,52 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 
+# What a command's ``key=<name>`` options accept, read from where each choice is registered so
+# that ``--help`` lists them without keeping a copy: "module:NAME" (a dict's keys or a tuple's
+# items) or "configs/<group>" (the preset files of a Hydra config group).
+CHOICES: dict[tuple[str, str], dict[str, str]] = {
+    ("sim", "demos"): {
+        "task": "video2reward.sim.tasks:TASKS",
+        "kind": "video2reward.sim.experts:KINDS",
+    },
+    ("sim", "learn"): {
+        "task": "video2reward.sim.tasks:TASKS",
+        "reward": "video2reward.rewards.base:METHODS",
+    },
+    ("reward", "train"): {"method": "video2reward.rewards.base:METHODS"},
+    ("rl", "train"): {
+        "task": "video2reward.sim.tasks:TASKS",
+        "agent": "configs/rl_agent",
+        "reward": "configs/rl_reward",
+    },
+    ("record", "teleop"): {
+        "task": "video2reward.sim.tasks:TASKS",
+        "source": "video2reward.robot.teleop:SOURCES",
+    },
+}
+
+
+def registered_choices(source: str) -> list[str]:
+    """The names registered at ``source`` (see CHOICES), sorted."""
+    if source.startswith("configs/"):
+        from importlib.resources import files
+
+        group = files("video2reward.configs").joinpath(source.removeprefix("configs/"))
+        presets = [f.name for f in group.iterdir() if f.name.endswith(".yaml")]
+        return sorted(name.removesuffix(".yaml") for name in presets)
+    module, name = source.split(":")
+    return sorted(str(choice) for choice in getattr(importlib.import_module(module), name))
+
+
+def _choices_help(command: tuple[str, str]) -> str:
+    """``v2r <group> <command> --help``'s list of choices, one option a line ('' if none)."""
+    options = CHOICES.get(command, {})
+    width = max((len(key) for key in options), default=0) + 1
+    lines = [f"  {key + '=':<{width}}  {' | '.join(registered_choices(src))}"
+             for key, src in options.items()]
+    return "\n".join(["choices:", *lines]) if lines else ""
+
+
 # Commands without a subcommand: the rest of argv goes to the function as it is.
 TOP_LEVEL: dict[str, tuple[str, str]] = {
     "launch": (
@@ -157,7 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if key not in COMMANDS:
         print(f"v2r: unknown command 'v2r {group} {args[1]}'; try one of {names}", file=sys.stderr)
         return 2
-    return int(_resolve(COMMANDS[key][0])(args[2:]) or 0)
+    code = int(_resolve(COMMANDS[key][0])(args[2:]) or 0)
+    if code == 0 and {"-h", "--help"} & set(args[2:]) and _choices_help(key):
+        print(_choices_help(key))  # after the command's own help
+    return code
 
 
 if __name__ == "__main__":
