@@ -9,6 +9,7 @@ to RESULT.json for the test to assert on.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import Vector3Stamped
@@ -181,6 +183,31 @@ def episodes(out: Path) -> int:
         return int(json.loads((out / "state.json").read_text())["episodes"])
     except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return 0
+
+
+def digests(store: Path, n: int | None = None) -> list[str]:
+    """A hash of every array and the metadata of the first ``n`` committed episodes (all when
+    None). Read while the learner may append: zarr replaces chunk files atomically and an
+    episode exists once its end is in the index, so committed ones read whole; read again
+    (up to twice) if the index grew between two reads."""
+    from video2reward.robot.episode_store import EpisodeStore
+
+    for attempt in range(3):
+        try:
+            s = EpisodeStore.open(store)
+            out = []
+            for i in range(s.n_episodes if n is None else min(n, s.n_episodes)):
+                h = hashlib.sha256()
+                for k, v in sorted(s.episode(i).items()):
+                    h.update(k.encode() + np.ascontiguousarray(v).tobytes())
+                h.update(json.dumps(s.episode_meta(i), sort_keys=True, default=str).encode())
+                out.append(h.hexdigest())
+            return out
+        except Exception:
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
+    return []
 
 
 def wait_for(pred: Any, timeout_s: float, period_s: float = 0.2) -> bool:
@@ -370,12 +397,14 @@ def _scenario(probe: Probe, ckpt: str, out: Path, result_path: Path, r: dict[str
 
     store = out / "replay" / "episodes.zarr"
     r["replay_before_restart"] = EpisodeStore.open(store).n_episodes
+    committed = digests(store)  # the learner is gone: nothing writes the store now
     steps_before = json.loads((out / "state.json").read_text())["agent_steps"]
     graph = launch(ckpt, out, log, max_episodes=1)
     r["restart_exit"] = graph.wait(timeout=240)
     state = json.loads((out / "state.json").read_text())
     replay = EpisodeStore.open(store)
     r["replay_after_restart"] = replay.n_episodes
+    r["committed_unchanged_after_restart"] = digests(store, len(committed)) == committed
     r["last_episode_rows"] = replay.episode_meta(replay.n_episodes - 1)["length"]
     r["steps_added_after_restart"] = state["agent_steps"] - steps_before
     r["train_summary"] = json.loads((out / "train_summary.json").read_text())

@@ -6,74 +6,25 @@ private network namespace (``unshare -rn``), on an isolated ROS_DOMAIN_ID.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-import torch
-from video2reward.rewards.rank2reward import Rank2RewardConfig
-from video2reward.rewards.synthetic import synthetic_store
-from video2reward.rewards.train import TrainConfig, train
 
 pytestmark = [pytest.mark.ros, pytest.mark.netns]
 SCENARIO = Path(__file__).with_name("sim_graph_scenario.py")
 
 
-@pytest.fixture(scope="module")
-def reward_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("reward")
-    synthetic_store(
-        n_expert=8, n_failed=0, size_px=40, length=16, seed=0, path=str(root / "demos.zarr")
-    )
-    train(
-        Rank2RewardConfig(image_size_px=40, embed_dim=16, steps=30, lr=1e-3),
-        TrainConfig(
-            data=str(root / "demos.zarr"),
-            out=str(root / "run"),
-            progress_bar=False,
-            device="cpu",
-            threads=1,
-        ),
-    )
-    return root / "run"
-
-
-def test_sim_graph_learns_survives_faults_and_resumes(reward_ckpt: Path, tmp_path: Path) -> None:
+def test_sim_graph_learns_survives_faults_and_resumes(
+    reward_ckpt: Path, tmp_path: Path, run_graph_scenario: Callable[..., Any]
+) -> None:
     result = tmp_path / "result.json"
-    env = {
-        **os.environ,
-        "ROS_DOMAIN_ID": "57",
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "V2R_LAUNCH_NETNS": "1",
-    }
-    done = subprocess.run(
-        [
-            "unshare",
-            "-rn",
-            "sh",
-            "-c",
-            'ip link set lo up && exec "$0" "$@"',
-            sys.executable,
-            str(SCENARIO),
-            str(reward_ckpt),
-            str(tmp_path / "learner"),
-            str(result),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+    r, rc, tail = run_graph_scenario(
+        SCENARIO, [str(reward_ckpt), str(tmp_path / "learner")], result, "57", timeout=900
     )
-    log = result.with_suffix(".log")
-    tail = (log.read_text()[-4000:] if log.exists() else "") + done.stderr[-2000:]
-    assert result.exists(), tail
-    r = json.loads(result.read_text())
-    assert done.returncode == 0, r.get("error", "") + tail
+    assert r, tail
+    assert rc == 0, r.get("error", "") + tail
     # images flow, rewards come back with their image's stamp, the arm moves, state persists
     assert r["first_episodes"], tail
     assert r["n_images"] > 50 and r["n_rewards"] > 50
@@ -112,6 +63,8 @@ def test_sim_graph_learns_survives_faults_and_resumes(reward_ckpt: Path, tmp_pat
     assert r["replay_before_restart"] >= r["episodes_before_learner_kill"] >= 3
     assert r["restart_exit"] == 0, tail
     assert r["replay_after_restart"] == r["replay_before_restart"] + 1
+    # every episode committed before the kill reads back unchanged (arrays and metadata)
+    assert r["committed_unchanged_after_restart"], r
     # one full episode (40 steps after its first frame) was committed; the step counter went on
     # from the checkpoint (episodes dropped on a loaded machine count their steps too)
     assert r["last_episode_rows"] == 41
