@@ -17,6 +17,7 @@ and record what the envelope actually applied. The ROS nodes (``robot/ros/teleop
 from __future__ import annotations
 
 import abc
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from video2reward.robot.recorder import (
     Recorder,
     RecorderConfig,
     RecorderError,
+    RecorderStatus,
     quat_wxyz_from_rpy,
 )
 from video2reward.robot.teleop import (
@@ -161,6 +163,57 @@ class ArmCameraRobot(TeleopRobot):
 PRE_EVENTS = ("start", "enable", "disable", "home", "quit", "help")
 
 
+def fit_line(text: str, columns: int) -> str:
+    """``text`` on one line of at most ``columns - 1`` characters, cut with '...' when longer.
+
+    The last column stays free: a line that fills it leaves the cursor waiting to wrap, and the
+    next refresh (``\\r``) would then start a new line instead of rewriting this one.
+    """
+    text = text.replace("\r", " ").replace("\n", " ")
+    room = max(columns - 1, 4)
+    return text if len(text) <= room else text[: room - 3] + "..."
+
+
+def status_text(s: RecorderStatus, message: str = "") -> str:
+    """The operator's status line: state, episode, time, frames, rate, episodes saved, then
+    ``message`` (a key or command that was refused) or else the recorder's last event."""
+    state = "REC " if s.recording else "idle"
+    line = (
+        f"{state} ep {s.episode} {s.duration_s:5.1f} s {s.frames:4d} fr {s.rate_hz:4.1f} Hz"
+        f" | saved {s.saved}"
+    )
+    line += f" | dropped {s.dropped}" if s.dropped else ""
+    line += f" | ERROR: {s.error}" if s.error else ""
+    return f"{line} | {message or s.last_event}"
+
+
+def wrap_help(text: str, columns: int) -> list[str]:
+    """Key help (items joined by ' | ', groups by ' || ') as lines that fit ``columns``."""
+    lines: list[str] = []
+    for group in text.split(" || "):
+        line = ""
+        for item in group.split(" | "):
+            joined = f"{line} | {item}" if line else item
+            if line and len(joined) > columns - 1:
+                lines.append(line)
+                joined = item
+            line = joined
+        lines.append(line)
+    return [fit_line(line, columns) for line in lines]
+
+
+def _terminal_columns(out: TextIO, columns: int | None) -> int | None:
+    """The width to fit: ``columns`` when given, the terminal's for a terminal, else none."""
+    if columns is not None:
+        return columns
+    return shutil.get_terminal_size().columns if out.isatty() else None
+
+
+def _write_help(out: TextIO, text: str, columns: int | None) -> None:
+    lines = wrap_help(text, columns) if columns is not None else [text]
+    out.write("\r\x1b[K" + "\n".join(lines) + "\n")
+
+
 def run_session(
     source: TeleopSource,
     robot: TeleopRobot,
@@ -172,12 +225,20 @@ def run_session(
     out: TextIO | None = sys.stderr,
     on_tick: Callable[[int], None] | None = None,
     notes: str = "",
+    columns: int | None = None,
 ) -> int:
-    """Run until ``quit`` (or ``max_ticks``); returns the number of episodes saved."""
+    """Run until ``quit`` (or ``max_ticks``); returns the number of episodes saved.
+
+    ``out`` gets the key help once (again on ``help``) and a status line rewritten in place,
+    both fitted to ``columns`` (default: the terminal's width, read at every refresh so a
+    resized window is followed; no fitting when ``out`` is not a terminal).
+    """
     period = 1.0 / rate_hz
     tick = 0
     t_next = time.monotonic()
-    message = help_text(source.config.source)
+    if out is not None:
+        _write_help(out, help_text(source.config.source), _terminal_columns(out, columns))
+    message = "h: keys"
     while max_ticks is None or tick < max_ticks:
         cmd = source.poll()
         quit_now = False
@@ -186,15 +247,17 @@ def run_session(
                 continue
             try:
                 if ev == "start":
-                    message = f"recording episode {recorder.start(notes)}"
+                    recorder.start(notes)
+                    message = ""  # the recorder's last event says it
                 elif ev == "enable":
                     robot.enable()
                 elif ev == "disable":
                     robot.disable()
                 elif ev == "home":
                     robot.home()
-                elif ev == "help":
-                    message = help_text(source.config.source)
+                elif ev == "help" and out is not None:
+                    width = _terminal_columns(out, columns)
+                    _write_help(out, help_text(source.config.source), width)
                 elif ev == "quit":
                     quit_now = True
             except (RecorderError, RuntimeError) as e:
@@ -205,14 +268,14 @@ def run_session(
         for ev in cmd.events:
             try:
                 if ev in ("success", "failure") and recorder.recording:
-                    i = recorder.stop(success=ev == "success")
-                    message = f"saved episode {i} as {ev}"
+                    recorder.stop(success=ev == "success")
+                    message = ""
                 elif ev in ("success", "failure"):  # after the fact: relabel the last one
-                    i = recorder.mark(ev == "success")
-                    message = f"relabelled episode {i} as {ev}"
+                    recorder.mark(ev == "success")
+                    message = ""
                 elif ev == "discard":
                     recorder.discard()
-                    message = "discarded"
+                    message = ""
             except RecorderError as e:
                 message = f"{ev}: {e}"
         if cmd.enabled:
@@ -224,7 +287,9 @@ def run_session(
         else:
             robot.idle(period)
         if out is not None and (tick % 3 == 0 or cmd.events):  # ~10 Hz is enough to read
-            out.write(f"\r{recorder.status_line()} | {message}\x1b[K")
+            line = status_text(recorder.status(), message)
+            width = _terminal_columns(out, columns)
+            out.write(f"\r{fit_line(line, width) if width is not None else line}\x1b[K")
             out.flush()
         if on_tick is not None:
             on_tick(tick)

@@ -321,3 +321,49 @@ def test_spacemouse_moves_while_terminal_keys_record_and_space_stops():
         now[0] = 0.4
         assert src.poll().events == ("success",)
     assert dev.closed
+
+
+def test_status_line_and_key_help_fit_the_terminal_width(tmp_path):
+    """Every line written fits the terminal's columns (a wrapped status line scrolls)."""
+    import io
+    import re
+
+    from video2reward.robot.teleop_session import fit_line
+    from video2reward.sim.env import make_env
+
+    assert fit_line("x" * 200, 120) == "x" * 116 + "..."
+    assert fit_line("ep 0 | idle", 120) == "ep 0 | idle"
+    rate = 30.0
+    env = make_env("reach", image_size=32, control_hz=rate)
+    robot = TwinTeleopRobot(env, rate_hz=rate, seed=0)
+    written = {}
+    for columns in (50, 80):
+        script = [
+            (0.0, b"e"),
+            (0.05, b"\r"),
+            *hold_key(b"w", 0.1, 0.2),
+            (0.4, b"h"),  # the key help again
+            (0.5, b"y"),
+            (0.6, b"x"),  # nothing to discard: an error message
+            (0.7, b"q"),
+        ]
+        rec_cfg = RecorderConfig(
+            out=str(tmp_path / f"w{columns}.zarr"), task="reach", source="twin", fps_hz=rate,
+            min_free_mb=0.0,
+        )  # fmt: skip
+        out = io.StringIO()
+        with (
+            KeyboardTeleop(TeleopConfig(), reader=ScriptedKeys(script, robot.clock)) as src,
+            Recorder(rec_cfg, robot.intrinsics()) as rec,
+        ):
+            assert run_session(
+                src, robot, rec, rate, max_ticks=200, real_time=False, out=out, columns=columns
+            ) == 1
+        written[columns] = out.getvalue()
+        lines = re.split(r"[\r\n]", written[columns].replace("\x1b[K", ""))
+        assert max(len(line) for line in lines) <= columns - 1, columns
+    env.close()
+    narrow, usual = written[50], written[80]
+    assert "..." in narrow  # the status line was cut, not wrapped
+    assert narrow.count("q quit") == 2 and narrow.count("\n") >= 2 * 4  # help, twice
+    assert "saved ep 0 (success)" in usual and "discard: not recording" in usual
