@@ -29,6 +29,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from video2reward.compute.device import check_device_name, resolve_device
 from video2reward.policies.demos import demo_replay, load_demo_episodes, rows_per_step
 from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, NonFiniteError
@@ -176,6 +177,9 @@ class OnlineLearner:
         c = self.config
         if self.core.demos is None or not c.pretrain_updates or self.state.get("pretrained"):
             return 0
+        # torch's intra-op thread count is per calling thread here: two threads beside the
+        # graph's other processes run many times slower than one
+        torch.set_num_threads(c.update_threads)
         self.core.pretrain(c.pretrain_updates, progress_bar=progress_bar)
         self.state["pretrained"] = True
         self.checkpoint()
@@ -247,6 +251,8 @@ class OnlineLearner:
     # ----------------------------------------------------------------- episode
     def begin(self, rgb: np.ndarray, proprio: np.ndarray | None) -> np.ndarray:
         frame, p = self._frame(rgb), self._proprio(proprio)
+        if torch.get_num_threads() != self.config.update_threads:
+            torch.set_num_threads(self.config.update_threads)  # the acting thread: see pretrain
         self.core.begin(frame, p)
         # What an operator's take-over needs to join the demonstrations at finish
         self._ep = {"frames": [frame], "proprio": [p], "actions": [], "intervened": []}
