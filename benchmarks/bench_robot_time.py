@@ -77,8 +77,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bc_weight=args.bc_weight if with_demos else 0.0, bc_decay_steps=args.bc_decay_steps,
     )  # fmt: skip
     rspec = RewardSpec(
-        source="model", ckpt=str(reward), success="model", success_bonus=args.success_bonus,
-        disc_update_every_steps=2000 if args.reward == "rank2reward" else 0, disc_steps=20,
+        source="model", ckpt=str(reward), success=args.success, success_bonus=args.success_bonus,
+        disc_update_every_steps=args.disc_every if args.reward == "rank2reward" else 0,
+        disc_steps=args.disc_steps,
         alpha=args.alpha if args.reward == "rank2reward" else None,
     )  # fmt: skip
     cfg = TrainConfig(
@@ -101,6 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "task": args.task, "reward": args.reward, "demos": args.demos,
         "interventions": args.interventions, "seed": args.seed, "variant": args.tag,
         "bc_weight": agent.bc_weight, "alpha": rspec.alpha,
+        "disc_every": rspec.disc_update_every_steps, "success_bonus": rspec.success_bonus,
         "reward_steps": args.reward_steps, "pretrain_updates": cfg.demos.pretrain_updates,
         "frames_to_90": f90,
         "intervened_steps": summary["intervened_steps"], "takeovers": summary["takeovers"],
@@ -131,14 +133,14 @@ def report() -> None:
     import matplotlib.pyplot as plt
 
     rows = json.loads(RESULTS.read_text())
-    print(f"{'task':<6} {'reward':<16} {'demos':>5} {'variant':<13} {'int.steps':>9} {'seed':>4} "
+    print(f"{'task':<6} {'reward':<16} {'demos':>5} {'variant':<24} {'int.steps':>9} {'seed':>4} "
           f"{'to_90':>6} {'best':>5} {'mean':>5} {'final':>5} {'frames':>6} {'wall_s':>6} oracle")
     for r in rows:
         f90 = "-" if r["frames_to_90"] is None else str(r["frames_to_90"])
         evals = [s for f, s in r["eval_success"] if f > 0]
         iv = str(r.get("intervened_steps", 0)) if r["interventions"] else "-"
         name = f"{r['reward']}/{r.get('reward_steps', '?')}"
-        print(f"{r['task']:<6} {name:<16} {r['demos']:>5} {r.get('variant') or '-':<13} {iv:>9} "
+        print(f"{r['task']:<6} {name:<16} {r['demos']:>5} {r.get('variant') or '-':<24} {iv:>9} "
               f"{r['seed']:>4} {f90:>6} {max(evals, default=0):>5.2f} "
               f"{sum(evals) / max(len(evals), 1):>5.2f} {float(r['final_success']):>5.2f} "
               f"{r['frames']:>6} {r['wall_s']:>6.0f} {r['oracle_in_learning']}")  # fmt: skip
@@ -179,7 +181,15 @@ def main() -> int:
                    help="reward-model training steps (2000: README's Rank2Reward recipe)")
     p.add_argument("--alpha", type=float, default=0.1,
                    help="Rank2Reward: weight of the discriminator term (official 1.0)")
+    p.add_argument("--disc-every", type=int, default=2000,
+                   help="Rank2Reward: agent steps between discriminator updates (official 2000)")
+    p.add_argument("--disc-steps", type=int, default=20,
+                   help="Rank2Reward: discriminator steps per update (official 20)")
     p.add_argument("--success-bonus", type=float, default=0.0)
+    p.add_argument("--success", default="model", choices=["model", "oracle"],
+                   help="who calls success for the bonus and labels: the reward model, or the "
+                        "twin's predicate (a diagnostic: the row says oracle_in_learning; "
+                        "--demos 0 only, demo relabelling has no predicate)")
     p.add_argument("--interventions", action="store_true",
                    help="a scripted operator (the task's expert) takes over on stalls")
     p.add_argument("--pretrain", type=int, default=0,
