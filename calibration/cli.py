@@ -54,7 +54,7 @@ from video2reward.calibration.workspace import (
     box_from_corners,
     jog_and_record,
 )
-from video2reward.cli.config import ConfigError, compose, run_cli, to_dataclass
+from video2reward.configs.compose import ConfigError, compose, run_cli, to_dataclass
 from video2reward.robot.arm import Arm
 from video2reward.robot.camera import Camera, CameraError, CameraIntrinsics
 from video2reward.robot.kinematics import UnreachableError

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sys
 
-from video2reward.cli.config import ConfigError, compose, run_cli, to_dataclass
+from video2reward.configs.compose import ConfigError, compose, run_cli, to_dataclass
 
 _GROUPS = {"agent": "rl_agent", "reward": "rl_reward"}
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from video2reward.cli.config import ConfigError, compose, run_cli, to_dataclass
+from video2reward.configs.compose import ConfigError, compose, run_cli, to_dataclass
 from video2reward.rewards.base import METHODS, RewardConfig, RewardError
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from video2reward.cli.config import compose, run_cli, to_dataclass
+from video2reward.configs.compose import compose, run_cli, to_dataclass
 from video2reward.robot import keys
 from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
 

@@ -371,7 +371,7 @@ def record_teleop(cfg: TeleopRecordConfig) -> int:
 
 
 def _run(overrides: list[str], flags: list[str]) -> int:
-    from video2reward.cli.config import compose, to_dataclass
+    from video2reward.configs.compose import compose, to_dataclass
 
     if "--help" in flags or "-h" in flags:
         print(__doc__)
@@ -388,6 +388,6 @@ def _run(overrides: list[str], flags: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    from video2reward.cli.config import run_cli
+    from video2reward.configs.compose import run_cli
 
     return run_cli(_run, argv)

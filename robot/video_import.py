@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from tqdm import tqdm
-from video2reward.cli.config import compose, run_cli, to_dataclass
+from video2reward.configs.compose import compose, run_cli, to_dataclass
 from video2reward.robot import keys
 from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
 

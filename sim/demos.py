@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
-from video2reward.cli.config import compose, run_cli, to_dataclass
+from video2reward.configs.compose import compose, run_cli, to_dataclass
 from video2reward.robot import keys
 from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
 from video2reward.sim.env import EnvConfig, XArm5Env

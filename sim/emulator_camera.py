@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from video2reward.cli.config import compose, run_cli, to_dataclass
+from video2reward.configs.compose import compose, run_cli, to_dataclass
 from video2reward.robot.camera import CameraIntrinsics
 from video2reward.robot.realsense import write_recording
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from video2reward.cli.config import compose, run_cli, to_dataclass
+from video2reward.configs.compose import compose, run_cli, to_dataclass
 from video2reward.rewards.base import METHODS
 from video2reward.sim.tasks import TASKS
 

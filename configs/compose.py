@@ -3,8 +3,9 @@
     cfg = compose("sim_demos", ["task=push", "episodes=10"])   # DictConfig
     demo_cfg = to_dataclass(DemoConfig, cfg)                  # validated, frozen
 
-Configs live in ``configs/`` (installed as ``video2reward.configs``). Malformed overrides,
-unknown keys and wrong types raise :class:`ConfigError` with the offending key named.
+Configs live beside this module in ``configs/`` (installed as ``video2reward.configs``); the
+subcommands of every folder compose them here, so no domain module imports ``cli/``. Malformed
+overrides, unknown keys and wrong types raise :class:`ConfigError` with the offending key named.
 """
 
 from __future__ import annotations
