@@ -30,7 +30,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numcodecs
 import numpy as np
 import zarr
-from video2reward.robot.episode_store import _compressor
+from video2reward.data.episode_store import _compressor
 from video2reward.robot.recorder import (
     FsyncDirectoryStore,
     Observation,
@@ -86,7 +86,7 @@ def sustained(frames: list[np.ndarray], seconds: float, fps: float, root: Path) 
         t = time.perf_counter()
         rec.stop(success=True)
         stop_s = time.perf_counter() - t
-    from video2reward.robot.episode_store import EpisodeStore
+    from video2reward.data.episode_store import EpisodeStore
 
     stored = EpisodeStore.open(out).episode_meta(0)["length"]
     disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

@@ -69,7 +69,7 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
         "drive the arm (twin or xArm) by keyboard/gamepad/SpaceMouse and record episodes",
     ),
     ("record", "import"): (
-        "video2reward.robot.video_import:main",
+        "video2reward.data.video_import:main",
         "import a folder of human demo videos into an episode store",
     ),
     ("record", "info"): (

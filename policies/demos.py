@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
 from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
 
 __all__ = [
     "DemoEpisode",

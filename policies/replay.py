@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore
 
 STORE_NAME = "episodes.zarr"
 FEATURES_KEY = "features"  # (T, D) float32 observation when it is not an image

@@ -17,7 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from video2reward.robot import keys
+from video2reward.data import keys
 
 
 class PointReachEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):

@@ -49,6 +49,7 @@ from video2reward.compute.device import (
     resolve_device,
     set_deterministic,
 )
+from video2reward.data import keys
 from video2reward.policies.demos import demo_replay, load_demo_episodes
 from video2reward.policies.drqv2 import (
     DrQV2Agent,
@@ -59,7 +60,6 @@ from video2reward.policies.intervention import InterventionConfig, ScriptedInter
 from video2reward.policies.learner import CoreConfig, LearnerCore, with_bonus
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
 from video2reward.rewards.rank2reward import OnlineDiscriminator, Rank2Reward
-from video2reward.robot import keys
 
 AGENT_FILE = "agent.pt"
 REWARD_MODEL_FILE = "reward_model.pt"  # the online-updated reward model (Rank2Reward)

@@ -92,8 +92,8 @@ def read_video_arg(spec: str, episode: int = 0) -> Any:
 
     p = Path(spec)
     if p.suffix == ".zarr":
-        from video2reward.robot import keys
-        from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
+        from video2reward.data import keys
+        from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
 
         try:
             store = EpisodeStore.open(p)

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from video2reward.compute.device import from_host
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
 from video2reward.rewards.base import RewardError, check_frames, hwc_to_input, resize_frames
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

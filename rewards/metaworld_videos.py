@@ -18,8 +18,8 @@ import sys
 from typing import Any
 
 import numpy as np
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore
 
 
 def _make_env(name: str, size_px: int) -> Any:

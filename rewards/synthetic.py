@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore
 
 _FLOOR = {"reach": (120, 120, 120), "push": (90, 110, 150)}
 _AGENT = {"reach": (220, 40, 40), "push": (230, 200, 40)}

@@ -9,11 +9,11 @@
         print(rec.status_line())                 # ep 3 | REC 12.4 s | 372 fr | 30.0 Hz | ...
         rec.stop(success=True)                   # or rec.discard(); rec.mark(False) relabels
 
-The recorder writes ``robot.episode_store`` episodes (``kind="teleop"``): image, EE pose,
+The recorder writes ``data.episode_store`` episodes (``kind="teleop"``): image, EE pose,
 joints, gripper, action, timestamp per row; success, task, kind and operator notes per
 episode; camera intrinsics and fps as store attributes.
 
-Rows follow ``robot.keys``: row t is a camera frame and the command sent after it and before
+Rows follow ``data.keys``: row t is a camera frame and the command sent after it and before
 the next frame (zeros when none was sent; the last row of an episode is always zeros), so
 frames and commands may arrive asynchronously (a ROS node) or in lockstep (a twin loop). When
 two commands fall between two frames (unsynchronized 30 Hz streams alias), their Cartesian
@@ -50,14 +50,14 @@ from typing import Any
 
 import numpy as np
 import zarr
-from video2reward.robot import keys
-from video2reward.robot.camera import CameraIntrinsics
-from video2reward.robot.episode_store import (
+from video2reward.data import keys
+from video2reward.data.episode_store import (
     EpisodeStore,
     EpisodeStoreError,
     EpisodeWriter,
     repair_index,
 )
+from video2reward.robot.camera import CameraIntrinsics
 
 SOURCES = ("robot", "twin")
 

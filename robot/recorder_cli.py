@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 from video2reward.configs.compose import compose, run_cli, to_dataclass
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:~+-]+$")
 

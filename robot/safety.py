@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from video2reward.robot.keys import ACTION_DIM
+from video2reward.data.keys import ACTION_DIM
 
 # UFACTORY's guidance for servo-cartesian (mode 1): steps under 10 mm per command.
 MAX_STEP_LIMIT_M = 0.010

@@ -48,7 +48,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-from video2reward.robot import keys
+from video2reward.data import keys
 
 SOURCES = ("keyboard", "gamepad", "spacemouse")
 EVENTS = ("start", "success", "failure", "discard", "quit", "enable", "disable", "home", "help")

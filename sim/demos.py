@@ -3,7 +3,7 @@
     v2r sim demos task=push episodes=50 out=demos.zarr            # expert demos
     v2r sim demos task=push episodes=20 kind=[expert,failed] out=heldout.zarr video=true
 
-Writes a zarr episode store (``robot.episode_store`` layout: images, EE pose, joints, gripper,
+Writes a zarr episode store (``data.episode_store`` layout: images, EE pose, joints, gripper,
 the action actually applied, timestamps, oracle reward, per-step and per-episode success, task,
 kind; camera intrinsics and fps as attributes), a JSON summary and a contact sheet PNG of
 first/last frames beside it, and optionally an mp4 per episode.
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 from video2reward.configs.compose import compose, run_cli, to_dataclass
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
 from video2reward.sim.env import EnvConfig, XArm5Env
 from video2reward.sim.experts import KINDS, make_policy
 from video2reward.sim.tasks import TASKS

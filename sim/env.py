@@ -21,7 +21,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from video2reward.robot import keys
+from video2reward.data import keys
 from video2reward.robot.safety import EnvelopeConfig, SafetyEnvelope
 from video2reward.sim.controller import CartesianController
 from video2reward.sim.tasks import Task, make_task

@@ -31,7 +31,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
-from video2reward.robot.episode_store import EpisodeStoreError
+from video2reward.data.episode_store import EpisodeStoreError
 from video2reward.robot.recorder import Observation, Recorder, RecorderConfig, RecorderError
 from video2reward.robot.ros import convert
 from video2reward.robot.ros.node_main import run_node

@@ -275,7 +275,7 @@ def disk_full(
     # what a restarted learner would find, with the disk still full: read-only, nothing new
     r["committed_unchanged_after_disk_full"] = digests(store) == before
     # ...and once space is freed: opened for appending (drops the cut-short rows)
-    from video2reward.robot.episode_store import EpisodeStore
+    from video2reward.data.episode_store import EpisodeStore
 
     (store.parent / "ballast").unlink()
     reopened = EpisodeStore.open(store, mode="a")

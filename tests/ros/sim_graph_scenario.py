@@ -190,7 +190,7 @@ def digests(store: Path, n: int | None = None) -> list[str]:
     None). Read while the learner may append: zarr replaces chunk files atomically and an
     episode exists once its end is in the index, so committed ones read whole; read again
     (up to twice) if the index grew between two reads."""
-    from video2reward.robot.episode_store import EpisodeStore
+    from video2reward.data.episode_store import EpisodeStore
 
     for attempt in range(3):
         try:
@@ -393,7 +393,7 @@ def _scenario(probe: Probe, ckpt: str, out: Path, result_path: Path, r: dict[str
             graph.wait(timeout=60)
 
     # 5. restart: the learner resumes from its checkpoint and replay
-    from video2reward.robot.episode_store import EpisodeStore
+    from video2reward.data.episode_store import EpisodeStore
 
     store = out / "replay" / "episodes.zarr"
     r["replay_before_restart"] = EpisodeStore.open(store).n_episodes

@@ -27,8 +27,8 @@ LAUNCH = Path(__file__).resolve().parents[2] / "launch" / "teleop_record.launch.
 
 
 def test_launch_file_records_a_keyboard_episode_in_the_twin(tmp_path: Path) -> None:
-    from video2reward.robot import keys
-    from video2reward.robot.episode_store import EpisodeStore
+    from video2reward.data import keys
+    from video2reward.data.episode_store import EpisodeStore
 
     out = tmp_path / "t.zarr"
     master, slave = pty.openpty()

@@ -236,7 +236,7 @@ SCENARIO_ATTEMPTS = 3
 
 
 def check_keys_and_episodes(res: dict[str, Any], store: Any) -> None:
-    from video2reward.robot import keys
+    from video2reward.data import keys
 
     assert res["home"][0], res["home"]
     assert "saved ep 0 (success)" in res["status"] and "saved ep 1 (failure)" in res["status"]
@@ -266,7 +266,7 @@ def check_keys_and_episodes(res: dict[str, Any], store: Any) -> None:
 
 
 def _scenario_once(out: Path) -> tuple[dict[str, Any], Any]:
-    from video2reward.robot.episode_store import EpisodeStore
+    from video2reward.data.episode_store import EpisodeStore
     from video2reward.sim.emulator_netns import run_with_emulator
 
     env = dict(os.environ, ROS_DOMAIN_ID=DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
@@ -298,7 +298,7 @@ def test_keys_drive_the_arm_and_two_episodes_are_recorded(run: tuple[dict[str, A
 def test_sigkill_mid_episode_keeps_earlier_episodes_and_a_second_recorder_appends(
     run: tuple[dict[str, Any], Any],
 ) -> None:
-    from video2reward.robot import keys
+    from video2reward.data import keys
 
     res, store = run
     assert res["recorder_exit"] == -signal.SIGKILL

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore
 from video2reward.policies.demos import (
     DemoError,
     demo_replay,
@@ -19,8 +21,6 @@ from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, bc_loss
 from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
 from video2reward.policies.toy_env import PointReachEnv
 from video2reward.policies.train import EpisodeRewarder, RewardSpec, TrainConfig, train
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore
 
 SIZE = 24
 RCFG = ReplayConfig(capacity_steps=1000, frame_stack=2, nstep=2, discount=0.9)

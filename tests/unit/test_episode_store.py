@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 import zarr
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
 from video2reward.sim.demos import DemoConfig, generate, record_episode
 from video2reward.sim.env import make_env
 

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore
 from video2reward.policies.drqv2 import DrQV2Config, NonFiniteError
 from video2reward.policies.online import OnlineConfig, OnlineLearner
 from video2reward.policies.replay import STORE_NAME
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore
 
 torch.set_num_threads(1)
 SMALL = DrQV2Config(batch_size=16, hidden_dim=32, feature_dim=16, num_expl_steps=5)

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 from video2reward.cli.main import main as v2r
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore
 from video2reward.policies.drqv2 import DrQV2Config
 from video2reward.policies.replay import STORE_NAME
 from video2reward.policies.toy_env import PointReachEnv
@@ -20,8 +22,6 @@ from video2reward.policies.train import (
     reward_tracking,
     train,
 )
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore
 
 TINY_AGENT = DrQV2Config(batch_size=16, hidden_dim=32, feature_dim=16, num_expl_steps=20)
 

@@ -7,9 +7,9 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 from video2reward.cli.main import main as v2r
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
-from video2reward.robot.video_import import ImportConfig, import_videos, square_resize
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.data.video_import import ImportConfig, import_videos, square_resize
 
 
 def _video(path, h, w, n, fps=30):

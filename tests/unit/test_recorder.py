@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 import pytest
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
 from video2reward.robot.recorder import (
     Observation,
     Recorder,
@@ -187,7 +187,7 @@ def test_sigkill_mid_episode_keeps_earlier_episodes_and_a_second_recorder_append
 DISK_FULL_SCRIPT = textwrap.dedent(
     """
     import json, os, subprocess, sys, time, numpy as np
-    from video2reward.robot.episode_store import EpisodeStore
+    from video2reward.data.episode_store import EpisodeStore
     from video2reward.robot.recorder import Observation, Recorder, RecorderConfig, RecorderError
     base = sys.argv[1]
     results = []

@@ -22,9 +22,9 @@ TMPFS_MB = 3
 
 
 def scenario(root: str) -> dict[str, Any]:
+    from video2reward.data import keys
+    from video2reward.data.episode_store import EpisodeStore
     from video2reward.policies.replay import STORE_NAME, ReplayBuffer, ReplayConfig
-    from video2reward.robot import keys
-    from video2reward.robot.episode_store import EpisodeStore
 
     rng = np.random.default_rng(0)
     cfg = ReplayConfig(capacity_steps=10_000)

@@ -469,8 +469,8 @@ def test_checkpoint_written_atomically(tmp_path, small_data):
 
 
 def test_demos_are_trimmed_after_first_success_and_spearman_uses_task_frames():
+    from video2reward.data.episode_store import EpisodeStore
     from video2reward.rewards.evaluate import _task_frames
-    from video2reward.robot.episode_store import EpisodeStore
 
     store = EpisodeStore.in_memory(fps=10.0)
     rng = np.random.default_rng(0)
@@ -512,8 +512,8 @@ class _CentroidDistanceModel:
 
 def test_evaluate_scores_against_the_success_frame_not_the_last_frame():
     """The twin's push expert lifts the tool after success: the goal is the success frame."""
+    from video2reward.data.episode_store import EpisodeStore
     from video2reward.rewards.evaluate import evaluate
-    from video2reward.robot.episode_store import EpisodeStore
 
     store = EpisodeStore.in_memory(fps=10.0)
     for y in (8, 20):

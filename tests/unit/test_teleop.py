@@ -7,8 +7,8 @@ import termios
 
 import numpy as np
 import pytest
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore
 from video2reward.robot.recorder import Recorder, RecorderConfig
 from video2reward.robot.teleop import (
     GamepadMapper,

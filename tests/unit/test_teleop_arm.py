@@ -59,8 +59,8 @@ def scenario(out: str) -> dict[str, Any]:
 
 
 def test_keys_drive_the_xarm_driver_through_the_emulator_and_record(tmp_path: Path) -> None:
-    from video2reward.robot import keys
-    from video2reward.robot.episode_store import EpisodeStore
+    from video2reward.data import keys
+    from video2reward.data.episode_store import EpisodeStore
     from video2reward.sim.emulator_netns import run_with_emulator
 
     out = tmp_path / "arm.zarr"

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from video2reward.robot import keys
+from video2reward.data import keys
 from video2reward.robot.kinematics import GRIPPER_TCP_OFFSET_M, LOWER_RAD, UPPER_RAD
 from video2reward.robot.safety import EnvelopeConfig, InvalidCommandError, WorkspaceBox
 from video2reward.sim.env import EnvConfig, XArm5Env, make_env

@@ -25,7 +25,7 @@ from typing import Any
 import numcodecs
 import numpy as np
 import zarr
-from video2reward.robot import keys
+from video2reward.data import keys
 
 FORMAT_VERSION = 1
 _STR_META = (keys.EPISODE_TASK, keys.EPISODE_KIND, keys.EPISODE_NOTES)

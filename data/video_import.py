@@ -28,8 +28,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 from video2reward.configs.compose import compose, run_cli, to_dataclass
-from video2reward.robot import keys
-from video2reward.robot.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 

@@ -1,6 +1,6 @@
 """Observation, action and episode-store keys, in one place.
 
-    from video2reward.robot import keys
+    from video2reward.data import keys
     frames = store.episode(0)[keys.IMAGE]
 
 Every producer (twin, recorder, importer) and consumer (reward training, replay) uses these
