@@ -174,7 +174,7 @@ def camera_subscriber(seconds: float) -> dict[str, Any]:
     """Runs in its own process (transport env set by the parent)."""
     import rclpy
     from sensor_msgs.msg import Image
-    from video2reward.robot.ros.convert import seconds_from_stamp
+    from video2reward.ros.convert import seconds_from_stamp
 
     rclpy.init()
     node = rclpy.create_node("bench_camera_sub")

@@ -37,9 +37,9 @@ from video2reward.calibration.handeye import HandEyeError
 from video2reward.calibration.intrinsics import IntrinsicsError
 from video2reward.calibration.result import CalibrationFileError, load_calibration
 from video2reward.robot.camera import Camera, CameraError, CameraFrame, CameraIntrinsics
-from video2reward.robot.ros import convert
-from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
 from video2reward.robot.safety import EnvelopeConfig, LatchedFaultError, WorkspaceBox
+from video2reward.ros import convert
+from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
 
 F = float_range
 # name, default, description, range, read_only

@@ -48,9 +48,9 @@ from std_srvs.srv import SetBool, Trigger
 from video2reward.policies.drqv2 import DrQV2Config, NonFiniteError
 from video2reward.policies.intervention import OperatorTakeover
 from video2reward.policies.online import OnlineConfig, OnlineLearner
-from video2reward.robot.ros import convert
-from video2reward.robot.ros.node_main import run_node
-from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
+from video2reward.ros import convert
+from video2reward.ros.node_main import run_node
+from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
 
 F, I = float_range, int_range
 PARAMS: tuple[ParamSpec, ...] = (

@@ -30,9 +30,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from video2reward.rewards.base import RewardError
 from video2reward.rewards.stream import RewardStream, RewardStreamConfig
-from video2reward.robot.ros.convert import image_from_msg, ns_from_stamp, stamp_from_ns
-from video2reward.robot.ros.node_main import run_node
-from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
+from video2reward.ros.convert import image_from_msg, ns_from_stamp, stamp_from_ns
+from video2reward.ros.node_main import run_node
+from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
 
 PARAMS: tuple[ParamSpec, ...] = (
     ("ckpt", "", "trained reward model: run folder or .pt (required)", None, True),

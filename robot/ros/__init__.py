@@ -1,4 +1,5 @@
-"""ROS 2 shells around the robot core: message conversion, the arm driver and camera nodes.
+"""ROS 2 shells around the robot core: the arm driver, camera, teleop and recorder nodes.
 
-Only modules in this package import rclpy or message types (tests/unit checks the rest).
+Message conversion, parameter declaration and the shared ``main()`` live in ``ros/``
+(``video2reward.ros``), the helpers every folder's nodes use.
 """

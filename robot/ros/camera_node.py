@@ -29,8 +29,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 from video2reward.robot.camera import Camera, CameraError, TwinCamera, TwinCameraConfig
 from video2reward.robot.realsense import RealSenseCamera, RealSenseConfig
-from video2reward.robot.ros import convert
-from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
+from video2reward.ros import convert
+from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
 
 PARAMS: tuple[ParamSpec, ...] = (
     ("source", "realsense", "realsense | recording | twin", None, True),

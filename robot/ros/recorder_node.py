@@ -33,9 +33,9 @@ from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
 from video2reward.data.episode_store import EpisodeStoreError
 from video2reward.robot.recorder import Observation, Recorder, RecorderConfig, RecorderError
-from video2reward.robot.ros import convert
-from video2reward.robot.ros.node_main import run_node
-from video2reward.robot.ros.params import ParamSpec, declare_all, float_range, int_range
+from video2reward.ros import convert
+from video2reward.ros.node_main import run_node
+from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
 
 PARAMS: tuple[ParamSpec, ...] = (
     ("out", "runs/teleop.zarr", "episode store (created, or appended to)", None, True),

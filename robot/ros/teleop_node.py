@@ -33,8 +33,6 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
-from video2reward.robot.ros import convert
-from video2reward.robot.ros.params import ParamSpec, declare_all, float_range
 from video2reward.robot.teleop import (
     KeyboardTeleop,
     TeleopCommand,
@@ -44,6 +42,8 @@ from video2reward.robot.teleop import (
     help_text,
     make_source,
 )
+from video2reward.ros import convert
+from video2reward.ros.params import ParamSpec, declare_all, float_range
 
 PARAMS: tuple[ParamSpec, ...] = (
     ("source", "keyboard", "keyboard | gamepad | spacemouse | twist", None, True),

@@ -43,9 +43,6 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import Trigger
-from video2reward.robot.ros import convert
-from video2reward.robot.ros.node_main import run_node
-from video2reward.robot.ros.params import ParamSpec, declare_all, float_range
 from video2reward.robot.safety import (
     EnvelopeConfig,
     InvalidCommandError,
@@ -53,6 +50,9 @@ from video2reward.robot.safety import (
     WorkspaceBox,
 )
 from video2reward.robot.xarm_driver import ControllerLostError, XArmDriver, XArmDriverConfig
+from video2reward.ros import convert
+from video2reward.ros.node_main import run_node
+from video2reward.ros.params import ParamSpec, declare_all, float_range
 
 F = float_range
 # name, default, description, range, read_only

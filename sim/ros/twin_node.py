@@ -29,8 +29,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 from video2reward.robot.camera import CameraError, CameraIntrinsics, TwinCamera, TwinCameraConfig
-from video2reward.robot.ros import convert
-from video2reward.robot.ros.params import ParamSpec, declare_all, int_range
+from video2reward.ros import convert
+from video2reward.ros.params import ParamSpec, declare_all, int_range
 from video2reward.sim.tasks import TASKS, make_task
 from video2reward.sim.twin import CameraConfig, TwinConfig, XArm5Twin
 from video2reward.sim.xarm_emulator import EmulatorConfig, EmulatorServer

@@ -38,7 +38,7 @@ def test_camera_node_publishes_every_recorded_frame_with_its_stamp(
 ) -> None:
     import rclpy
     from sensor_msgs.msg import CameraInfo, Image
-    from video2reward.robot.ros.convert import image_from_msg, seconds_from_stamp
+    from video2reward.ros.convert import image_from_msg, seconds_from_stamp
 
     rng = np.random.default_rng(3)
     frames = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(N)]
@@ -102,7 +102,7 @@ def test_camera_node_twin_source_same_topics_and_host_aligned_stamps(
 
     import rclpy
     from sensor_msgs.msg import CameraInfo, Image
-    from video2reward.robot.ros.convert import seconds_from_stamp
+    from video2reward.ros.convert import seconds_from_stamp
     from video2reward.sim.emulator_camera import twin_intrinsics
 
     rclpy.init(domain_id=63)

@@ -48,7 +48,7 @@ def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_update
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import Vector3Stamped
     from sensor_msgs.msg import Image
-    from video2reward.robot.ros.convert import image_msg
+    from video2reward.ros.convert import image_msg
 
     env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     proc = subprocess.Popen(

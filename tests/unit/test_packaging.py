@@ -39,7 +39,7 @@ def test_colcon_build_installs_executables_launch_files_and_ament_marker(tmp_pat
     assert marker.exists()
     launch_src = sorted(p.name for p in (ROOT / "launch").glob("*.launch.*"))
     assert sorted(p.name for p in (share / "launch").glob("*")) == launch_src
-    site = list(prefix.glob("lib/python3*/site-packages/video2reward/robot/ros/convert.py"))
+    site = list(prefix.glob("lib/python3*/site-packages/video2reward/robot/ros/camera_node.py"))
     assert site, "video2reward.robot.ros was not installed under the mapped name"
 
 
