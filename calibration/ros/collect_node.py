@@ -31,9 +31,9 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from scipy.spatial.transform import Rotation
 from sensor_msgs.msg import CameraInfo, Image
-from video2reward.calibration.cli import HandEyeCliConfig, run_handeye
 from video2reward.calibration.collect import ArmNotSettledError, BoardNeverSeenError
 from video2reward.calibration.handeye import HandEyeError
+from video2reward.calibration.handeye_run import HandEyeRunConfig, run_handeye
 from video2reward.calibration.intrinsics import IntrinsicsError
 from video2reward.calibration.result import CalibrationFileError, load_calibration
 from video2reward.robot.camera import Camera, CameraError, CameraFrame, CameraIntrinsics
@@ -156,9 +156,9 @@ def transform_msg(T: np.ndarray, stamp_s: float, parent: str, child: str) -> Tra
     return msg
 
 
-def config_from_params(p: dict[str, Any]) -> HandEyeCliConfig:
+def config_from_params(p: dict[str, Any]) -> HandEyeRunConfig:
     z, yaw = p["board_z_flange_m"], p["facing_yaw_deg"]
-    return HandEyeCliConfig(
+    return HandEyeRunConfig(
         out=p["out"],
         backend="xarm",
         ip=p["ip"],
