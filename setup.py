@@ -35,7 +35,13 @@ if SETUPTOOLS_MAJOR < 61:
         "package_dir": tool["package-dir"],
         "packages": tool["packages"],
         "package_data": tool.get("package-data", {}),
-        "entry_points": {"console_scripts": [f"{k}={v}" for k, v in project["scripts"].items()]},
+        "entry_points": {
+            "console_scripts": [f"{k}={v}" for k, v in project["scripts"].items()],
+            **{
+                group: [f"{k}={v}" for k, v in names.items()]
+                for group, names in project.get("entry-points", {}).items()
+            },
+        },
         "install_requires": [],  # ROS provides them; pip installs use pyproject.toml
     }
 

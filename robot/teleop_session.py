@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import numpy as np
+from video2reward.robot.adapters import adapter
 from video2reward.robot.arm import Arm
 from video2reward.robot.camera import Camera, CameraError, CameraIntrinsics
 from video2reward.robot.recorder import (
@@ -347,8 +348,7 @@ def record_teleop(cfg: TeleopRecordConfig) -> int:
     """Open the source, the arm (twin or robot) and the recorder; run until quit."""
     with make_source(cfg.teleop()) as source:
         if cfg.sim:
-            from video2reward.sim.env import make_env
-
+            make_env = adapter("twin_env")  # sim.env.make_env, registered by the twin
             env = make_env(cfg.task, image_size=cfg.image_size, control_hz=cfg.rate_hz)
             try:
                 robot = TwinTeleopRobot(env, cfg.rate_hz)

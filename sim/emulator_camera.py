@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from video2reward.configs.compose import compose, run_cli, to_dataclass
-from video2reward.robot.camera import CameraIntrinsics
+from video2reward.robot.camera import CameraIntrinsics, TwinCamera, TwinCameraConfig
 from video2reward.robot.realsense import write_recording
 
 
@@ -44,6 +44,19 @@ def twin_intrinsics(width: int, height: int) -> CameraIntrinsics:
 
     k = CameraConfig().intrinsics(width, height)
     return CameraIntrinsics(width, height, k["fx"], k["fy"], k["cx"], k["cy"])
+
+
+def twin_camera(width: int, height: int, fps: float) -> TwinCamera:
+    """A ``robot.camera.Camera`` over a twin at its ready pose (``camera_node source:=twin``).
+
+    Registered as the ``twin_camera`` robot adapter (robot/adapters.py).
+    """
+    from video2reward.sim.twin import XArm5Twin
+
+    twin = XArm5Twin()
+    return TwinCamera(
+        TwinCameraConfig(width, height, fps), twin.render, twin_intrinsics(width, height)
+    )
 
 
 def twin_frames(cfg: RecordConfig) -> Iterator[np.ndarray]:

@@ -21,13 +21,15 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
-from video2reward.robot.camera import Camera, CameraError, TwinCamera, TwinCameraConfig
+from video2reward.robot.adapters import adapter
+from video2reward.robot.camera import Camera, CameraError
 from video2reward.robot.realsense import RealSenseCamera, RealSenseConfig
 from video2reward.ros import convert
 from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
@@ -66,16 +68,9 @@ def make_camera(p: dict[str, Any]) -> Camera:
                 real_time=p["real_time"],
             )
         )
-    if p["source"] == "twin":
-        from video2reward.sim.emulator_camera import twin_intrinsics
-        from video2reward.sim.twin import XArm5Twin
-
-        twin = XArm5Twin()
-        return TwinCamera(
-            TwinCameraConfig(p["width"], p["height"], float(p["fps"])),
-            twin.render,
-            twin_intrinsics(p["width"], p["height"]),
-        )
+    if p["source"] == "twin":  # sim.emulator_camera.twin_camera, registered by the twin
+        twin_camera: Callable[[int, int, float], Camera] = adapter("twin_camera")
+        return twin_camera(p["width"], p["height"], float(p["fps"]))
     raise ValueError(f"source must be realsense, recording or twin, got {p['source']!r}")
 
 
