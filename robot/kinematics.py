@@ -67,6 +67,24 @@ def rpy_matrix(rpy: tuple[float, float, float] | np.ndarray) -> np.ndarray:
     )
 
 
+
+def quat_wxyz_from_rpy(rpy_rad: tuple[float, float, float] | np.ndarray) -> np.ndarray:
+    """(w, x, y, z) of R = Rz(yaw) Ry(pitch) Rx(roll), the same convention as rpy_matrix.
+
+    The episode store keeps (w, x, y, z) (data/keys.EE_QUAT); ROS messages reorder it to
+    (x, y, z, w) in ros/convert.pose_msg.
+    """
+    r, p, y = (float(a) / 2 for a in rpy_rad)
+    cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
+    return np.array(
+        [
+            cr * cp * cy + sr * sp * sy,
+            sr * cp * cy - cr * sp * sy,
+            cr * sp * cy + sr * cp * sy,
+            cr * cp * sy - sr * sp * cy,
+        ]
+    )
+
 def _rot_z(a: float) -> np.ndarray:
     c, s = np.cos(a), np.sin(a)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])

@@ -124,28 +124,6 @@ class RecorderStatus:
     error: str | None  # the write error that stopped recording (e.g. disk full), else None
 
 
-def quat_wxyz_from_rpy(rpy_rad: np.ndarray) -> np.ndarray:
-    """(w, x, y, z) of R = Rz(yaw) Ry(pitch) Rx(roll), the xArm's roll-pitch-yaw convention."""
-    r, p, y = (float(a) / 2 for a in rpy_rad)
-    cr, sr, cp, sp, cy, sy = (
-        math.cos(r),
-        math.sin(r),
-        math.cos(p),
-        math.sin(p),
-        math.cos(y),
-        math.sin(y),
-    )
-    return np.array(
-        [
-            cr * cp * cy + sr * sp * sy,
-            sr * cp * cy - cr * sp * sy,
-            cr * sp * cy + sr * cp * sy,
-            cr * cp * sy - sr * sp * cy,
-        ],
-        dtype=np.float32,
-    )
-
-
 def intrinsics_dict(intr: CameraIntrinsics | Mapping[str, float] | None) -> dict[str, float]:
     if intr is None:
         return {}

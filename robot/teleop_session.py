@@ -28,13 +28,13 @@ import numpy as np
 from video2reward.robot.adapters import adapter
 from video2reward.robot.arm import Arm
 from video2reward.robot.camera import Camera, CameraError, CameraIntrinsics
+from video2reward.robot.kinematics import quat_wxyz_from_rpy
 from video2reward.robot.recorder import (
     Observation,
     Recorder,
     RecorderConfig,
     RecorderError,
     RecorderStatus,
-    quat_wxyz_from_rpy,
 )
 from video2reward.robot.teleop import (
     KEY_HELP,

@@ -18,6 +18,7 @@ from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float32MultiArray, Header
 from video2reward.robot.camera import CameraIntrinsics
+from video2reward.robot.kinematics import quat_wxyz_from_rpy
 
 JOINT_NAMES = ("joint1", "joint2", "joint3", "joint4", "joint5")
 GRIPPER_JOINT = "drive_joint"  # xarm_ros name of the xArm Gripper's driving joint
@@ -100,31 +101,12 @@ def camera_info_msg(intr: CameraIntrinsics, stamp_s: float, frame_id: str) -> Ca
     )
 
 
-def quat_from_rpy(rpy: np.ndarray) -> tuple[float, float, float, float]:
-    """(x, y, z, w) of R = Rz(yaw) Ry(pitch) Rx(roll), the ROS message order."""
-    r, p, y = (float(a) / 2 for a in rpy)
-    cr, sr, cp, sp, cy, sy = (
-        math.cos(r),
-        math.sin(r),
-        math.cos(p),
-        math.sin(p),
-        math.cos(y),
-        math.sin(y),
-    )
-    return (
-        sr * cp * cy - cr * sp * sy,
-        cr * sp * cy + sr * cp * sy,
-        cr * cp * sy - sr * sp * cy,
-        cr * cp * cy + sr * sp * sy,
-    )
-
-
 def pose_msg(p_m: np.ndarray, rpy_rad: np.ndarray, stamp_s: float, frame_id: str) -> PoseStamped:
     msg = PoseStamped(header=header(stamp_s, frame_id))
     msg.pose.position.x, msg.pose.position.y, msg.pose.position.z = (float(v) for v in p_m)
-    q = quat_from_rpy(rpy_rad)
+    w, x, y, z = (float(v) for v in quat_wxyz_from_rpy(rpy_rad))
     o = msg.pose.orientation
-    o.x, o.y, o.z, o.w = q
+    o.x, o.y, o.z, o.w = x, y, z, w
     return msg
 
 

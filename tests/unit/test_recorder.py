@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.robot.kinematics import quat_wxyz_from_rpy
 from video2reward.robot.recorder import (
     Observation,
     Recorder,
     RecorderConfig,
     RecorderError,
-    quat_wxyz_from_rpy,
 )
 from video2reward.robot.recorder_cli import store_info
 
