@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PoseStamped, Vector3Stamped
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float32MultiArray, Header
 from video2reward.robot.camera import CameraIntrinsics
@@ -108,6 +108,26 @@ def pose_msg(p_m: np.ndarray, rpy_rad: np.ndarray, stamp_s: float, frame_id: str
     o = msg.pose.orientation
     o.x, o.y, o.z, o.w = x, y, z, w
     return msg
+
+
+def reward_msg(
+    stamp_ns: int, method: str, reward: float, progress: float, success: bool
+) -> Vector3Stamped:
+    """A scored frame, stamped with the image's stamp: x reward, y progress, z success (0/1).
+
+    The frame id names the reward method. The reward node publishes these; the learner reads
+    them back with :func:`reward_from_msg`.
+    """
+    msg = Vector3Stamped()
+    msg.header.stamp = stamp_from_ns(stamp_ns)
+    msg.header.frame_id = method
+    msg.vector.x, msg.vector.y, msg.vector.z = reward, progress, float(success)
+    return msg
+
+
+def reward_from_msg(msg: Vector3Stamped) -> tuple[int, float, float, float]:
+    """(stamp_ns, reward, progress, success as 0.0/1.0) of a :func:`reward_msg`."""
+    return ns_from_stamp(msg.header.stamp), msg.vector.x, msg.vector.y, msg.vector.z
 
 
 def joint_state_msg(q_rad: np.ndarray, gripper_open_frac: float, stamp_s: float) -> JointState:

@@ -238,9 +238,9 @@ class LearnerNode(Node):
             self.new_image.notify_all()
 
     def _on_reward(self, msg: Vector3Stamped) -> None:
-        stamp = convert.ns_from_stamp(msg.header.stamp)
+        sample = convert.reward_from_msg(msg)
         with self.lock:
-            self.rewards.append((stamp, msg.vector.x, msg.vector.y, msg.vector.z))
+            self.rewards.append(sample)
             self.t_last_reward = time.monotonic()
 
     def _on_pose(self, msg: PoseStamped) -> None:

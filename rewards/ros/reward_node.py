@@ -30,7 +30,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from video2reward.rewards.base import RewardError
 from video2reward.rewards.stream import RewardStream, RewardStreamConfig
-from video2reward.ros.convert import image_from_msg, ns_from_stamp, stamp_from_ns
+from video2reward.ros.convert import image_from_msg, ns_from_stamp, reward_msg
 from video2reward.ros.node_main import run_node
 from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
 
@@ -133,10 +133,7 @@ class RewardNode(Node):
                 self.get_logger().error(f"cannot score: {e}", throttle_duration_sec=5.0)
                 continue
             for s in scored:
-                msg = Vector3Stamped()
-                msg.header.stamp = stamp_from_ns(s.stamp_ns)
-                msg.header.frame_id = self.stream.method
-                msg.vector.x, msg.vector.y, msg.vector.z = s.reward, s.progress, float(s.success)
+                msg = reward_msg(s.stamp_ns, self.stream.method, s.reward, s.progress, s.success)
                 try:
                     self.pub.publish(msg)
                 except Exception:
