@@ -213,7 +213,10 @@ class LearnerNode(Node):
         self.t_lost = -float("inf")  # when the operator's device was lost mid-episode
         self.operator_label: bool | None = None
         if p["interventions"]:
-            self.create_subscription(Float32MultiArray, "intervention", self._on_intervention, 10)
+            # ~/intervention: /learner/intervention, where the launch files and docs tell the
+            # teleop node (intervention:=true) to publish; a plain "intervention" resolved to
+            # /intervention and never heard the operator
+            self.create_subscription(Float32MultiArray, "~/intervention", self._on_intervention, 10)
         self.create_service(SetBool, "~/label", self._on_label)
         self.driver_streaming: tuple[float, bool] = (0.0, True)  # (arrival, streaming)
         self.triggers: dict[str, Any] = {
