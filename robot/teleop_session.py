@@ -36,15 +36,9 @@ from video2reward.robot.recorder import (
     RecorderError,
     RecorderStatus,
 )
-from video2reward.robot.teleop import (
-    KEY_HELP,
-    SOURCES,
-    TeleopConfig,
-    TeleopDeviceError,
-    TeleopSource,
-    help_text,
-    make_source,
-)
+from video2reward.robot.teleop import SOURCES, TeleopConfig, TeleopDeviceError, TeleopSource
+from video2reward.robot.teleop_keyboard import KEY_HELP
+from video2reward.robot.teleop_sources import help_text, make_source
 
 HOME_M = np.array([0.35, 0.0, 0.20])  # the driver node's default home pose
 

@@ -33,15 +33,10 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
-from video2reward.robot.teleop import (
-    KeyboardTeleop,
-    TeleopCommand,
-    TeleopConfig,
-    TeleopDeviceError,
-    action_from_twist,
-    help_text,
-    make_source,
-)
+from video2reward.robot.teleop import TeleopCommand, TeleopConfig, TeleopDeviceError
+from video2reward.robot.teleop_keyboard import KeyboardTeleop
+from video2reward.robot.teleop_sources import help_text, make_source
+from video2reward.robot.teleop_twist import action_from_twist
 from video2reward.ros import convert
 from video2reward.ros.params import ParamSpec, declare_all, float_range
 

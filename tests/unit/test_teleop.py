@@ -10,23 +10,23 @@ import pytest
 from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore
 from video2reward.robot.recorder import Recorder, RecorderConfig
-from video2reward.robot.teleop import (
+from video2reward.robot.teleop import TeleopConfig, TeleopDeviceError, apply_deadzone
+from video2reward.robot.teleop_evdev import (
     GamepadMapper,
     InputCodes,
+    SpaceMouseMapper,
+    find_input_device,
+)
+from video2reward.robot.teleop_keyboard import (
     KeyboardMapper,
     KeyboardTeleop,
     ScriptedKeys,
-    SpaceMouseMapper,
-    TeleopConfig,
-    TeleopDeviceError,
     TerminalKeys,
-    action_from_twist,
-    apply_deadzone,
     decode_keys,
-    find_input_device,
     hold_key,
 )
 from video2reward.robot.teleop_session import TwinTeleopRobot, run_session
+from video2reward.robot.teleop_twist import action_from_twist
 
 
 def test_decode_terminal_bytes():
@@ -296,7 +296,8 @@ class _FakeInputDevice:
 
 
 def test_spacemouse_moves_while_terminal_keys_record_and_space_stops():
-    from video2reward.robot.teleop import DeviceWithKeys, EvdevTeleop
+    from video2reward.robot.teleop_evdev import EvdevTeleop
+    from video2reward.robot.teleop_sources import DeviceWithKeys
 
     e = InputCodes
     now = [0.0]

@@ -27,7 +27,8 @@ def scenario(out: str) -> dict[str, Any]:
 
     from video2reward.robot.camera import TwinCamera, TwinCameraConfig
     from video2reward.robot.recorder import Recorder, RecorderConfig
-    from video2reward.robot.teleop import KeyboardTeleop, ScriptedKeys, TeleopConfig, hold_key
+    from video2reward.robot.teleop import TeleopConfig
+    from video2reward.robot.teleop_keyboard import KeyboardTeleop, ScriptedKeys, hold_key
     from video2reward.robot.teleop_session import ArmCameraRobot, run_session
     from video2reward.robot.xarm_driver import XArmDriver, XArmDriverConfig
     from video2reward.sim.emulator_camera import twin_intrinsics
