@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from video2reward.robot.safety import EnvelopeConfig, SafetyEnvelope
-from video2reward.sim.xarm_emulator import EmulatedController, EmulatorConfig
+from video2reward.sim.xarm_controller_model import EmulatedController, EmulatorConfig
 
 CONTROL_HZ = 250.0
 

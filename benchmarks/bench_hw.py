@@ -101,11 +101,8 @@ def physics_settle() -> dict[str, Any]:
     time, with no transport at all (the emulator's controller object called directly)."""
     import struct
 
-    from video2reward.sim.xarm_emulator import (
-        FN_MOVE_SERVO_CART,
-        EmulatedController,
-        EmulatorConfig,
-    )
+    from video2reward.sim.xarm_controller_model import EmulatedController, EmulatorConfig
+    from video2reward.sim.xarm_protocol import FN_MOVE_SERVO_CART
 
     c = EmulatedController(EmulatorConfig())
     c.motion_enable(True)

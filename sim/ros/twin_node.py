@@ -33,7 +33,8 @@ from video2reward.ros import convert
 from video2reward.ros.params import ParamSpec, declare_all, int_range
 from video2reward.sim.tasks import TASKS, make_task
 from video2reward.sim.twin import CameraConfig, TwinConfig, XArm5Twin
-from video2reward.sim.xarm_emulator import EmulatorConfig, EmulatorServer
+from video2reward.sim.xarm_controller_model import EmulatorConfig
+from video2reward.sim.xarm_emulator import EmulatorServer
 
 PARAMS: tuple[ParamSpec, ...] = (
     ("task", "reach", f"twin task: {', '.join(sorted(TASKS))}", None, True),

@@ -35,7 +35,8 @@ def scenario() -> dict[str, Any]:
     from video2reward.robot.camera import TwinCamera, TwinCameraConfig
     from video2reward.robot.safety import InvalidCommandError
     from video2reward.robot.xarm_driver import XArmDriver, XArmDriverConfig
-    from video2reward.sim.xarm_emulator import EmulatorConfig, EmulatorServer
+    from video2reward.sim.xarm_controller_model import EmulatorConfig
+    from video2reward.sim.xarm_emulator import EmulatorServer
 
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     out: dict[str, Any] = {}

@@ -105,7 +105,8 @@ def scenario_driver() -> dict[str, Any]:
         WorkspaceBox,
     )
     from video2reward.robot.xarm_driver import ArmNotReadyError, XArmDriver, XArmDriverConfig
-    from video2reward.sim.xarm_emulator import FN_MOVE_SERVO_CART, EmulatorProbe
+    from video2reward.sim.xarm_emulator import EmulatorProbe
+    from video2reward.sim.xarm_protocol import FN_MOVE_SERVO_CART
 
     box = WorkspaceBox(lo_m=(0.25, -0.15, 0.05), hi_m=(0.45, 0.15, 0.25))
     cfg = XArmDriverConfig(envelope=EnvelopeConfig(box=box, max_step_m=0.01, max_speed_m_s=0.5),

@@ -8,7 +8,12 @@ import struct
 import numpy as np
 import pytest
 from video2reward.robot.kinematics import GRIPPER_TCP_OFFSET_M, fk
-from video2reward.sim.xarm_emulator import (
+from video2reward.sim.xarm_controller_model import (
+    EmulatedController,
+    EmulatorConfig,
+    rpy_from_matrix,
+)
+from video2reward.sim.xarm_protocol import (
     ERR_JOINT_LIMIT,
     ERR_KINEMATIC,
     ERR_SPEED,
@@ -17,9 +22,6 @@ from video2reward.sim.xarm_emulator import (
     FN_MOVE_SERVO_CART,
     STATE_READY,
     STATE_STOPPED,
-    EmulatedController,
-    EmulatorConfig,
-    rpy_from_matrix,
 )
 
 
@@ -129,7 +131,7 @@ def test_report_frames_have_declared_length(
 def test_pushing_into_an_object_raises_collision_error_and_stops() -> None:
     from video2reward.sim.model import OBJECT_COLLISION
     from video2reward.sim.twin import XArm5Twin
-    from video2reward.sim.xarm_emulator import ERR_COLLISION
+    from video2reward.sim.xarm_protocol import ERR_COLLISION
 
     wall = (f'<body name="wall" pos="0.35 0 0.06"><geom name="wall" type="box" '
             f'size="0.05 0.05 0.06" {OBJECT_COLLISION}/></body>')  # top face at z = 0.12 m
