@@ -78,9 +78,9 @@ class RewardSpec:
     # run's summary says oracle_in_learning) or "none". "auto": model with a reward model,
     # oracle for the oracle-reward baseline.
     success: str = "auto"
-    # Progress at which the model calls success; None: calibrated on the demonstrations
-    # (demos.path; the 10th percentile of their last frames' progress), else 0.9 as the
-    # reward node does.
+    # Progress at which the model calls success; None: the reward checkpoint's (calibrated on
+    # its training demos: the median of their last frames' progress), else calibrated the same
+    # way on demos.path, else 0.9.
     success_progress: float | None = None
     disc_update_every_steps: int = 0  # Rank2Reward: a burst of discriminator steps every N
     disc_steps: int = 1  # discriminator steps per burst (official code: 20 every 2000 steps)
@@ -356,7 +356,7 @@ class EpisodeRewarder:
         return np.asarray(r, np.float32), success
 
     def calibrate_success(self, demo_images: list[np.ndarray]) -> float:
-        """Set ``success_progress`` to the 10th percentile of the demos' last-frame progress,
+        """Set ``success_progress`` to the median of the demos' last-frame progress,
         unless the spec or the reward checkpoint fixes it; returns it."""
         fixed = self.spec.success_progress is not None or self.model.success_progress is not None
         if not fixed and demo_images:

@@ -226,10 +226,16 @@ class RewardModel(nn.Module, ABC):
     def calibrate(self, data: VideoDataset) -> None:
         """After training: fix progress scale / default goal from the training demos."""
 
-    def calibrate_success(self, videos: Sequence[np.ndarray], quantile: float = 0.1) -> float:
+    def calibrate_success(self, videos: Sequence[np.ndarray], quantile: float = 0.5) -> float:
         """Set :attr:`success_progress` to the ``quantile`` of the demos' last-frame progress
-        (a demonstration ends in success; 10% of them may end at a lower progress) and return
-        it. ``videos``: (T, H, W, 3) uint8 each."""
+        and return it. ``videos``: (T, H, W, 3) uint8 each.
+
+        The median, not a low quantile: the call feeds a success bonus and success labels,
+        where a false call teaches the policy to stop beside the goal while a missed one only
+        delays the bonus by a step. On the twin's reach task (benchmarks/bench_success_call.py,
+        frames at 0-12 cm from the target) Rank2Reward's call at the demos' median last-frame
+        progress was right 85-97% of the times it called success (recall 18-32% of frames
+        within 3 cm); at their 10th percentile, 55-61% (recall 53-64%)."""
         if not videos:
             raise RewardError("success calibration needs at least one demonstration")
         last = [float(self.score(v).progress[-1]) for v in videos]
