@@ -372,6 +372,12 @@ class LearnerNode(Node):
             self.get_logger().warning("waiting for images and rewards before the next episode",
                                    throttle_duration_sec=10.0)
             return False
+        if p["interventions"] and self.takeover.last_t <= self.t_lost:
+            # before enable/home: the arm stays where the watchdog stopped it, untouched
+            self.get_logger().warning("the operator's device was lost: waiting for it (the "
+                                      "teleop node, intervention:=true)",
+                                      throttle_duration_sec=10.0)  # fmt: skip
+            return False
         self.phase = "reset"
         if not self._call("enable"):
             return False
@@ -389,11 +395,6 @@ class LearnerNode(Node):
             return False
         if not self._rewards_upto(img[0], p["reward_timeout_s"]):
             self.get_logger().warning("no reward for the first frame; retrying")
-            return False
-        if p["interventions"] and self.takeover.last_t <= self.t_lost:
-            self.get_logger().warning("the operator's device was lost: waiting for it (the "
-                                      "teleop node, intervention:=true)",
-                                      throttle_duration_sec=10.0)  # fmt: skip
             return False
         self.success_flag = False
         self.operator_label = None
