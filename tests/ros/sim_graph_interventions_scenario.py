@@ -39,8 +39,9 @@ from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import SetBool
 
 # The learner ends the run (and writes its summary) after this many: a run without retries
-# needs ~5 (the first, the take-over, the lost one, the one after the device is back)
-MAX_EPISODES = 10
+# needs ~5 (the first, the take-over, the lost one, the one after the device is back), the
+# rest is room for retries
+MAX_EPISODES = 12
 TELEOP_HZ, MAX_STEP_M = 30.0, 0.01  # the teleop node's rate_hz and max_step_m
 TWIST_M_S = (0.03, -0.015, 0.0)  # the operator's velocity: command v / (rate * max_step)
 EXPECTED_CMD = [v / (TELEOP_HZ * MAX_STEP_M) for v in TWIST_M_S] + [-1.0]  # no keys: gripper -1
