@@ -102,6 +102,32 @@ class OnlineConfig:
             object.__setattr__(self, "agent", dataclasses.replace(self.agent, num_expl_steps=0))
 
 
+def step_rewards(
+    edges_ns: np.ndarray,
+    frame_ns: np.ndarray,
+    frame_reward: np.ndarray,
+    frame_success: np.ndarray,
+    potential_difference: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The learner node's per-step rewards and success calls from the reward node's per-frame
+    ones. Step t spans the frames stamped in (edges[t], edges[t+1]] (``edges_ns``: the stamps
+    of the images the steps acted on, int64 ns). Its reward is their sum for
+    potential-difference rewards (exact at any camera rate) and their mean for rewards of the
+    state (one frame's scale, as the twin trainer and the demos give it); its success call is
+    any of them called successful. Steps without a scored frame get 0 and no call."""
+    edges = np.asarray(edges_ns, np.int64)
+    t = np.asarray(frame_ns, np.int64)  # int64 throughout: ns stamps do not fit a float64
+    n = len(edges) - 1
+    inside = (t > edges[0]) & (t <= edges[-1])
+    which = np.searchsorted(edges, t[inside], side="left") - 1
+    r = np.asarray(frame_reward, np.float64)[inside]
+    rewards = np.bincount(which, weights=r, minlength=n).astype(np.float64)
+    if not potential_difference:
+        rewards = rewards / np.maximum(np.bincount(which, minlength=n), 1)
+    called = np.bincount(which, weights=np.asarray(frame_success, bool)[inside], minlength=n)
+    return rewards.astype(np.float32), called > 0
+
+
 class OnlineLearner:
     """The learner node's driver of :class:`~video2reward.policies.learner.LearnerCore`:
     frames resized here, rewards and success calls from the reward node, updates on the

@@ -47,7 +47,7 @@ from std_msgs.msg import Bool, Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
 from video2reward.policies.drqv2 import DrQV2Config, NonFiniteError
 from video2reward.policies.intervention import OperatorTakeover
-from video2reward.policies.online import OnlineConfig, OnlineLearner
+from video2reward.policies.online import OnlineConfig, OnlineLearner, step_rewards
 from video2reward.ros import convert
 from video2reward.ros.node_main import run_node
 from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
@@ -456,14 +456,11 @@ class LearnerNode(Node):
             self.get_logger().error("rewards for the episode's last frames never came")
             return False
         with self.lock:
-            rw = np.array(self.rewards, dtype=np.float64).reshape(-1, 4)
-        edges = np.asarray(stamps, dtype=np.int64)
-        inside = (rw[:, 0] > edges[0]) & (rw[:, 0] <= edges[-1])
-        rw = rw[inside]
-        which = np.searchsorted(edges, rw[:, 0].astype(np.int64), side="left") - 1
-        rewards = np.bincount(which, weights=rw[:, 1], minlength=len(edges) - 1).astype(np.float64)
-        if not self.sum_frame_rewards:
-            rewards = rewards / np.maximum(np.bincount(which, minlength=len(edges) - 1), 1)
+            scored = list(self.rewards)
+        frame_ns = np.array([f[0] for f in scored], np.int64)
+        rw = np.array([f[1:] for f in scored], np.float64).reshape(-1, 3)  # reward, progress, ok
+        rewards, called = step_rewards(np.asarray(stamps, np.int64), frame_ns, rw[:, 0],
+                                       rw[:, 2] > 0.5, self.sum_frame_rewards)  # fmt: skip
         success: bool | np.ndarray
         if self.operator_label is not None:
             success = self.operator_label  # the operator's key: the last step
@@ -472,14 +469,14 @@ class LearnerNode(Node):
         elif p["success_source"] == "operator":
             success = False  # unlabelled
         else:  # the reward model's call per step: any of the step's frames called successful
-            called = np.bincount(which, weights=(rw[:, 3] > 0.5), minlength=len(edges) - 1)
-            success = called > 0
+            success = called
         try:
-            summary = self.learner.finish(rewards.astype(np.float32), success, note)
+            summary = self.learner.finish(rewards, success, note)
         except NonFiniteError as e:
             self.get_logger().error(f"non-finite reward, episode dropped: {e}")
             return False
-        summary["progress_end"] = float(rw[-1, 2]) if len(rw) else float("nan")
+        last = (frame_ns > stamps[0]) & (frame_ns <= stamps[-1])
+        summary["progress_end"] = float(rw[last][-1, 1]) if last.any() else float("nan")
         summary["operator_lost"] = bool(note)
         self.history.append(summary)
         self.last_frames = frames

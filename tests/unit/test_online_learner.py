@@ -116,3 +116,24 @@ def test_operator_steps_are_flagged_stored_and_join_the_demo_buffer(tmp_path):
     assert demos.n_episodes == 2
     acts = [demos._action[s + 1 : e] for s, e in zip(demos._starts, demos._ends, strict=True)]
     np.testing.assert_array_equal(np.concatenate(acts), np.stack([op] * 3))
+
+
+def test_step_rewards_gather_the_frames_between_two_steps_exactly():
+    """Frames stamped in (edge_t, edge_t+1] belong to step t, compared as int64 ns (real
+    stamps are ~1.8e18 ns: a float64 would shift one by up to 256 ns, across an edge)."""
+    from video2reward.policies.online import step_rewards
+
+    base = 1_796_430_286_108_422_309  # a real stamp: not a multiple of 256
+    edges = base + np.array([0, 100_000_001, 200_000_003], np.int64)
+    frames = np.array([base - 5, base, base + 33_333_333, edges[1] - 1, edges[1],
+                       edges[1] + 1, edges[2], edges[2] + 1], np.int64)  # fmt: skip
+    r = np.array([9.0, 9.0, 1.0, 2.0, 3.0, 4.0, 6.0, 9.0])
+    ok = np.array([1, 1, 0, 0, 0, 0, 1, 1], bool)
+    summed, called = step_rewards(edges, frames, r, ok, potential_difference=True)
+    np.testing.assert_allclose(summed, [1 + 2 + 3, 4 + 6])  # the edge frame ends its step
+    np.testing.assert_array_equal(called, [False, True])
+    mean, _ = step_rewards(edges, frames, r, ok, potential_difference=False)
+    np.testing.assert_allclose(mean, [2.0, 5.0])
+    empty, none = step_rewards(edges, frames[:2], r[:2], ok[:2], potential_difference=False)
+    np.testing.assert_array_equal(empty, [0, 0])
+    np.testing.assert_array_equal(none, [False, False])
