@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,23 @@ def load_calibration(path: str | Path) -> CalibrationResult:
         return from_dict(raw)
     except (TypeError, ValueError) as e:
         raise CalibrationFileError(f"{p}: {e}") from e
+
+
+def driver_workspace(
+    calibration: str | Path, lo_m: Sequence[float], hi_m: Sequence[float]
+) -> tuple[WorkspaceBox, str]:
+    """The box the arm's envelope uses, and where it came from: the calibration file's
+    workspace (``v2r calib workspace``) when a file is given, else ``lo_m``/``hi_m``. A file
+    without a workspace section is refused: the arm must not silently fall back to a default
+    box the operator did not measure."""
+    if not str(calibration):
+        return WorkspaceBox(lo_m=tuple(lo_m), hi_m=tuple(hi_m)), "parameters"
+    cal = load_calibration(calibration)
+    if cal.workspace is None:
+        raise CalibrationFileError(
+            f"{calibration} has no workspace section: run `v2r calib workspace out={calibration}`"
+        )
+    return cal.workspace, f"{calibration} ({cal.source}, {cal.date_utc})"
 
 
 def update_calibration(path: str | Path, source: str, **sections: Any) -> CalibrationResult:

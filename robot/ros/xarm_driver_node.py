@@ -43,12 +43,8 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import Trigger
-from video2reward.robot.safety import (
-    EnvelopeConfig,
-    InvalidCommandError,
-    WatchdogConfig,
-    WorkspaceBox,
-)
+from video2reward.calibration.result import CalibrationFileError, driver_workspace
+from video2reward.robot.safety import EnvelopeConfig, InvalidCommandError, WatchdogConfig
 from video2reward.robot.xarm_driver import ControllerLostError, XArmDriver, XArmDriverConfig
 from video2reward.ros import convert
 from video2reward.ros.node_main import run_node
@@ -68,8 +64,22 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ("max_step_m", 0.01, "largest step per action (UFACTORY: <= 10 mm)", F(0.001, 0.01), True),
     ("max_speed_m_s", 0.25, "largest commanded tool speed", F(0.01, 1.0), True),
+    (
+        "calibration",
+        "",
+        "calibration YAML whose workspace box the envelope uses ('' = workspace_lo/hi_m)",
+        None,
+        True,
+    ),
     ("workspace_lo_m", [0.20, -0.25, 0.005], "workspace box min x, y, z (base frame)", None, True),
     ("workspace_hi_m", [0.55, 0.25, 0.30], "workspace box max x, y, z (base frame)", None, True),
+    (
+        "margin_m",
+        0.003,
+        "targets stay this far inside the box (the controller's measured overshoot)",
+        F(0.0, 0.05),
+        True,
+    ),
     ("tcp_offset_mm", 172.0, "tool-centre point below the flange", F(0.0, 400.0), True),
     ("use_gripper", True, "drive the xArm Gripper", None, True),
     (
@@ -94,9 +104,16 @@ class XArmDriverNode(Node):
     def __init__(self) -> None:
         super().__init__("xarm_driver")
         p = declare_all(self, PARAMS)
-        box = WorkspaceBox(lo_m=tuple(p["workspace_lo_m"]), hi_m=tuple(p["workspace_hi_m"]))
+        box, source = driver_workspace(p["calibration"], p["workspace_lo_m"], p["workspace_hi_m"])
         envelope = EnvelopeConfig(
-            box=box, max_step_m=p["max_step_m"], max_speed_m_s=p["max_speed_m_s"]
+            box=box,
+            max_step_m=p["max_step_m"],
+            max_speed_m_s=p["max_speed_m_s"],
+            margin_m=p["margin_m"],
+        )
+        self.get_logger().info(
+            f"workspace box {tuple(round(v, 4) for v in box.lo_m)} - "
+            f"{tuple(round(v, 4) for v in box.hi_m)} m from {source}, margin {p['margin_m']} m"
         )
         cfg = XArmDriverConfig(
             ip=p["ip"],
@@ -305,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             node.driver.close()
 
-    return run_node("xarm_driver_node", XArmDriverNode, argv, errors=(), threads=2, cleanup=stop)
+    return run_node("xarm_driver_node", XArmDriverNode, argv, errors=(CalibrationFileError,),
+                    threads=2, cleanup=stop)
 
 if __name__ == "__main__":
     sys.exit(main())

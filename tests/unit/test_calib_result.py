@@ -301,3 +301,20 @@ def test_calibration_core_imports_without_ros():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     n, has_rclpy = out.stdout.split()
     assert int(n) >= 8 and has_rclpy == "False"
+
+
+def test_the_driver_uses_the_calibrated_workspace_and_refuses_a_file_without_one(tmp_path):
+    from video2reward.calibration.result import driver_workspace
+
+    box, source = driver_workspace("", (0.2, -0.25, 0.005), (0.55, 0.25, 0.3))
+    assert box.lo_m == (0.2, -0.25, 0.005) and source == "parameters"
+    path = tmp_path / "calibration.yaml"
+    measured = WorkspaceBox(lo_m=(0.25, -0.1, 0.02), hi_m=(0.45, 0.12, 0.2))
+    update_calibration(path, "workspace tool", workspace=measured)
+    box, source = driver_workspace(path, (0.2, -0.25, 0.005), (0.55, 0.25, 0.3))
+    assert box == measured and str(path) in source
+    update_calibration(path, "workspace tool", workspace=None)
+    with pytest.raises(CalibrationFileError, match="no workspace section"):
+        driver_workspace(path, (0.2, -0.25, 0.005), (0.55, 0.25, 0.3))
+    with pytest.raises(CalibrationFileError, match="does not exist"):
+        driver_workspace(tmp_path / "missing.yaml", (0.2, -0.25, 0.005), (0.55, 0.25, 0.3))
