@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "robot_time.json"
 BARS = {"reach": 10_000, "push": 40_000, "button-press": 25_000}  # frames (the bar)
@@ -145,20 +147,28 @@ def report() -> None:
               f"{sum(evals) / max(len(evals), 1):>5.2f} {float(r['final_success']):>5.2f} "
               f"{r['frames']:>6} {r['wall_s']:>6.0f} {r['oracle_in_learning']}")  # fmt: skip
     for task in sorted({r["task"] for r in rows}):
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        for r in (r for r in rows if r["task"] == task):
-            x, y = zip(*r["eval_success"], strict=True) if r["eval_success"] else ((), ())
+        # one line per setting: the mean over its seeds, the band between their min and max
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in (r for r in rows if r["task"] == task and r["eval_success"]):
             extra = (", interventions" if r["interventions"] else "") + (
                 f", {r['variant']}" if r.get("variant") else "")
-            ax.plot(x, y, marker="o", ms=3,
-                    label=f"{r['reward']}/{r.get('reward_steps', '?')} steps, {r['demos']} demos"
-                    f"{extra}, seed {r['seed']}")
+            label = f"{r['reward']}/{r.get('reward_steps', '?')}, {r['demos']} demos{extra}"
+            groups.setdefault(label, []).append(r)
+        fig, ax = plt.subplots(figsize=(8, 4.8))
+        for label, runs in groups.items():
+            n = min(len(r["eval_success"]) for r in runs)
+            x = np.array([f for f, _ in runs[0]["eval_success"][:n]])
+            y = np.array([[s for _, s in r["eval_success"][:n]] for r in runs])
+            line = ax.plot(x, y.mean(0), marker="o", ms=3,
+                           label=f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+            if len(runs) > 1:
+                ax.fill_between(x, y.min(0), y.max(0), color=line[0].get_color(), alpha=0.15)
         ax.axhline(0.9, color="grey", lw=0.8, ls="--")
         ax.set(xlabel="env frames (10 Hz: 0.1 s of robot time each)",
                ylabel="eval success (10 episodes)", title=f"twin {task}: learned reward and "
                "success only", ylim=(-0.05, 1.05))  # fmt: skip
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
         fig.tight_layout()
         png = RESULTS.parent / f"robot_time_{task}.png"
         fig.savefig(png, dpi=100)
