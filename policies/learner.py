@@ -205,6 +205,10 @@ class LearnerCore:
         agent_steps: int = 0,
     ):
         self.cfg, self.agent, self.replay, self.demos = cfg, agent, replay, demos
+        if demos is not None and replay is not None:  # a resumed run's operator steps
+            for ep in replay.restored_interventions:
+                _add_interventions(demos, ep.intervened, ep.frames, ep.proprio or
+                                   [None] * len(ep.frames), ep.actions, ep.rewards)  # fmt: skip
         self.agent_steps = agent_steps  # agent steps recorded so far (the update schedule)
         self.replay_lock, self.policy_lock = threading.Lock(), threading.Lock()
         self.learner: LearnerThread | None = None

@@ -40,6 +40,16 @@ CONT_KEY = "cont"  # (T,) float32, 0 if step t is terminal, else 1
 INTERVENED_KEY = "intervened"  # (T,) bool, the action into step t came from an operator
 
 
+class OperatorSteps(NamedTuple):
+    """A restored episode in which an operator drove some steps (flags per step)."""
+
+    intervened: np.ndarray  # (n,) bool: the action of step t came from an operator
+    frames: list[np.ndarray]  # n + 1 stored frames
+    proprio: list[np.ndarray] | None  # n + 1, or None without proprio
+    actions: list[np.ndarray]  # n applied actions
+    rewards: np.ndarray  # (n,) the rewards the episode was stored with
+
+
 class NonFiniteError(ValueError):
     """A NaN/inf reward, observation or loss; it is reported and never trained on."""
 
@@ -112,6 +122,7 @@ class ReplayBuffer:
         self.store: EpisodeStore | None = None
         self.directory = None if directory is None else Path(directory)
         self._pending: dict[str, list[np.ndarray]] = {}
+        self.restored_interventions: list[OperatorSteps] = []  # filled by restore()
         if self.directory is not None:
             path = self.directory / STORE_NAME
             if path.exists():
@@ -313,7 +324,9 @@ class ReplayBuffer:
     def restore(self) -> int:
         """Reload the newest finished episodes from ``directory`` into an empty buffer.
 
-        Returns the number of agent steps (transitions) restored.
+        Returns the number of agent steps (transitions) restored. Episodes with operator steps
+        are also kept in :attr:`restored_interventions`, so a resumed learner can put those
+        steps back in its demonstration buffer.
         """
         if self.store is None:
             raise RuntimeError("restore() needs a replay directory")
@@ -328,13 +341,21 @@ class ReplayBuffer:
             keep.append(i)
             used += int(lengths[i])
         obs_key = keys.IMAGE if self.pixels else FEATURES_KEY
+        fields = [obs_key, PROPRIO_KEY, keys.ACTION, REWARD_KEY, CONT_KEY]
+        flagged = INTERVENED_KEY in self.store.data_keys
         store, self.store = self.store, None  # do not re-persist while loading
         try:
             for i in reversed(keep):
-                ep = store.episode(i, [obs_key, PROPRIO_KEY, keys.ACTION, REWARD_KEY, CONT_KEY])
+                ep = store.episode(i, fields + ([INTERVENED_KEY] if flagged else []))
                 obs = np.asarray(ep[obs_key])
                 if self.pixels:
                     obs = obs.transpose(0, 3, 1, 2)
+                if flagged and np.any(ep[INTERVENED_KEY][1:]):
+                    self.restored_interventions.append(OperatorSteps(
+                        np.asarray(ep[INTERVENED_KEY][1:], bool), list(obs),
+                        list(np.asarray(ep[PROPRIO_KEY])) if self.proprio_dim else None,
+                        list(np.asarray(ep[keys.ACTION][1:], np.float32)),
+                        np.asarray(ep[REWARD_KEY][1:], np.float32)))  # fmt: skip
                 self._ep_start = self._next
                 for t in range(len(obs)):
                     self._write(obs[t], ep[PROPRIO_KEY][t], ep[keys.ACTION][t],

@@ -116,6 +116,16 @@ def test_operator_steps_are_flagged_stored_and_join_the_demo_buffer(tmp_path):
     assert demos.n_episodes == 2
     acts = [demos._action[s + 1 : e] for s, e in zip(demos._starts, demos._ends, strict=True)]
     np.testing.assert_array_equal(np.concatenate(acts), np.stack([op] * 3))
+    # a restart puts the operator's steps back in the demo buffer, from the replay store
+    again = OnlineLearner(_cfg(tmp_path, interventions=True))
+    back = again.core.demos
+    assert back is not None and back.n_episodes == 2 and len(back) == 3
+    t, ep = np.array([0, 1, 3]), np.array([0, 0, 1])  # each segment's steps
+    for a, b in zip(demos.transitions(t, ep),
+                    back.transitions(t, ep), strict=True):
+        if a is not None:
+            np.testing.assert_array_equal(a, b)
+    again.close()
 
 
 def test_step_rewards_gather_the_frames_between_two_steps_exactly():
