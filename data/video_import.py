@@ -7,12 +7,13 @@
     report.imported, report.failed          # [(path, episode)], [(path, reason)]
 
 Each video becomes one episode (``kind="human"``, success true unless ``success=false``, the
-file name in the notes) holding ``img`` (centre-cropped to a square, resized to
-``image_size``) and ``timestamp`` (seconds from the video's first frame), sampled at ``fps``
-(the store's rate). Human videos carry no robot state or action, so only the reward tools
-(which read ``img``) use such a store. Videos stream frame by frame, so long or large videos
-do not need memory. A video that cannot be opened or decoded is skipped and named; the
-others are imported; the command exits 1 when any video failed.
+file name in the notes) holding ``img`` (centre-cropped to a square and resized to
+``image_size`` by ``data.images.prepare_frame``, as every model input is) and ``timestamp``
+(seconds from the video's first frame), sampled at ``fps`` (the store's rate). Human videos
+carry no robot state or action, so only the reward tools (which read ``img``) use such a store.
+Videos stream frame by frame, so long or large videos do not need memory. A video that cannot
+be opened or decoded is skipped and named; the others are imported; the command exits 1 when
+any video failed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tqdm import tqdm
 from video2reward.configs.compose import compose, run_cli, to_dataclass
 from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.data.images import prepare_frame
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -85,16 +87,6 @@ def list_videos(path: str | Path) -> list[Path]:
     return files
 
 
-def square_resize(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Centre crop to a square, then resize (area interpolation when shrinking)."""
-    h, w = rgb.shape[:2]
-    s = min(h, w)
-    y0, x0 = (h - s) // 2, (w - s) // 2
-    crop = rgb[y0 : y0 + s, x0 : x0 + s]
-    interp = cv2.INTER_AREA if s > size else cv2.INTER_LINEAR
-    return cv2.resize(crop, (size, size), interpolation=interp)
-
-
 def sample_frames(
     path: Path, fps: float, size: int, max_frames: int
 ) -> Iterator[tuple[float, np.ndarray]]:
@@ -112,7 +104,7 @@ def sample_frames(
                 break
             t = i / native
             if t + 1e-9 >= kept / fps:  # keep the first frame at or after each sample time
-                yield t, square_resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)
+                yield t, prepare_frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), size)
                 kept += 1
             i += 1
         if i == 0:

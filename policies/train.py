@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from video2reward.compute.device import (
@@ -50,6 +49,7 @@ from video2reward.compute.device import (
     set_deterministic,
 )
 from video2reward.data import keys
+from video2reward.data.images import prepare_frame, prepare_frames
 from video2reward.policies.demos import demo_replay, load_demo_episodes
 from video2reward.policies.drqv2 import (
     DrQV2Agent,
@@ -279,9 +279,8 @@ class Observer:
         img = obs[keys.OBS_IMAGE]
         if self.embed is not None:
             return self.embed(img)
-        s = self.cfg.agent_image_size
-        if s and s != img.shape[0]:  # area averaging: a small target stays visible
-            img = cv2.resize(img, (s, s), interpolation=cv2.INTER_AREA)
+        if self.cfg.agent_image_size:  # renders are square; agent_image_size <= image_size
+            img = prepare_frame(img, self.cfg.agent_image_size)
         return np.ascontiguousarray(img.transpose(2, 0, 1))
 
     def proprio(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -529,9 +528,7 @@ def _demo_buffer(
     size = cfg.image_size
 
     def rendered(images: np.ndarray) -> np.ndarray:  # the size the env renders for the reward
-        if images.shape[1] == size:
-            return images
-        return np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in images])
+        return prepare_frames(images, size)
 
     views = [rendered(d.images) for d in demos]
     thr = rewarder.calibrate_success(views)

@@ -9,7 +9,8 @@ import pytest
 from video2reward.cli.main import main as v2r
 from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
-from video2reward.data.video_import import ImportConfig, import_videos, square_resize
+from video2reward.data.images import prepare_frame
+from video2reward.data.video_import import ImportConfig, import_videos
 
 
 def _video(path, h, w, n, fps=30):
@@ -85,10 +86,10 @@ def test_append_checks_image_size_and_fps(videos, tmp_path):
     assert r.imported == [(str(videos / "a_wide.mp4"), 1)] and not r.failed
 
 
-def test_square_resize_keeps_the_centre():
+def test_prepare_frame_keeps_the_centre():
     img = np.zeros((100, 200, 3), np.uint8)
     img[:, 50:150] = 255  # the centre square
-    out = square_resize(img, 20)
+    out = prepare_frame(img, 20)
     assert out.shape == (20, 20, 3) and out.min() == 255
 
 
