@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from video2reward.compute.device import check_device_name, resolve_device
+from video2reward.data.images import prepare_frame
 from video2reward.policies.demos import demo_replay, load_demo_episodes, rows_per_step
 from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, NonFiniteError
 from video2reward.policies.learner import CoreConfig, LearnerCore, with_bonus
@@ -256,9 +256,7 @@ class OnlineLearner:
     def _frame(self, rgb: np.ndarray) -> np.ndarray:
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {rgb.dtype}{rgb.shape}")
-        s = self.config.image_size
-        if rgb.shape[:2] != (s, s):
-            rgb = cv2.resize(rgb, (s, s), interpolation=cv2.INTER_AREA)
+        rgb = prepare_frame(rgb, self.config.image_size)  # a 640x480 camera: its centre square
         return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
     def _proprio(self, proprio: np.ndarray | None) -> np.ndarray | None:

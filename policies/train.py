@@ -375,14 +375,14 @@ class EpisodeRewarder:
 
 def frame_embedder(ckpt: str, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
     """A frozen reward-model encoder as a frame -> (D,) float32 function (VIP's RL setting)."""
-    from video2reward.rewards.base import load_reward_model, resize_frames, to_tensor
+    from video2reward.rewards.base import load_reward_model, to_tensor
 
     model = load_reward_model(ckpt, device).eval()
     size = model.config.image_size_px
 
     @torch.inference_mode()
     def embed(img: np.ndarray) -> np.ndarray:
-        x = to_tensor(resize_frames(img[None], size), device)
+        x = to_tensor(prepare_frames(img[None], size), device)
         return model.embed_frames(x)[0].float().cpu().numpy()
 
     return embed

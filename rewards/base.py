@@ -36,11 +36,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 from video2reward.compute.device import from_host, resolve_device
+from video2reward.data.images import prepare_frames
 
 if TYPE_CHECKING:
     from video2reward.rewards.data import VideoDataset
@@ -162,15 +162,6 @@ def check_goal(goal: Any, frame_hw: tuple[int, int]) -> np.ndarray:
     return g
 
 
-def resize_frames(frames: np.ndarray, size_px: int) -> np.ndarray:
-    """(T, H, W, 3) uint8 -> (T, size, size, 3) uint8; area interpolation when shrinking."""
-    if frames.shape[1] == size_px and frames.shape[2] == size_px:
-        return np.ascontiguousarray(frames)
-    shrink = frames.shape[1] >= size_px and frames.shape[2] >= size_px
-    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(f, (size_px, size_px), interpolation=interp) for f in frames])
-
-
 def to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:
     """(T, H, W, 3) uint8 -> (T, 3, H, W) float32 in [0, 255], channels_last on ``device``."""
     return hwc_to_input(from_host(frames, device))
@@ -262,12 +253,15 @@ class RewardModel(nn.Module, ABC):
         return next(self.parameters()).device
 
     def score(self, frames: Any, goal: Any | None = None) -> ScoreResult:
-        """Per-frame reward and progress for a video (T, H, W, 3) uint8 and optional goal."""
+        """Per-frame reward and progress for a video (T, H, W, 3) uint8 and optional goal.
+
+        Frames and goal of any size are prepared as every model input is: the centre square,
+        resized to the model's ``image_size_px`` (``data.images.prepare_frames``)."""
         arr = check_frames(frames)
         g = None if goal is None else check_goal(goal, (arr.shape[1], arr.shape[2]))
         size = self.config.image_size_px
-        x = to_tensor(resize_frames(arr, size), self.device)
-        gx = None if g is None else to_tensor(resize_frames(g[None], size), self.device)
+        x = to_tensor(prepare_frames(arr, size), self.device)
+        gx = None if g is None else to_tensor(prepare_frames(g[None], size), self.device)
         was_training = self.training
         self.eval()
         try:

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from video2reward.compute.device import from_host
 from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
-from video2reward.rewards.base import RewardError, check_frames, hwc_to_input, resize_frames
+from video2reward.data.images import prepare_frames
+from video2reward.rewards.base import RewardError, check_frames, hwc_to_input
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -58,7 +59,8 @@ class EpisodeInfo:
 
 
 class VideoDataset:
-    """Episodes resized to one square size, stored as one uint8 array plus episode offsets."""
+    """Episodes prepared to one square size (``data.images.prepare_frames``: centre square crop,
+    then resize), stored as one uint8 array plus episode offsets."""
 
     def __init__(self, videos: Sequence[np.ndarray], infos: Sequence[EpisodeInfo], size_px: int):
         if len(videos) != len(infos):
@@ -67,7 +69,7 @@ class VideoDataset:
             raise RewardError("no episodes to load")
         self.size_px = int(size_px)
         self.infos = list(infos)
-        resized = [resize_frames(check_frames(v, f"episode {i.source}"), self.size_px)
+        resized = [prepare_frames(check_frames(v, f"episode {i.source}"), self.size_px)
                    for v, i in zip(videos, infos, strict=True)]
         self.lengths = np.array([len(v) for v in resized], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)

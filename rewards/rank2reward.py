@@ -46,13 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from video2reward.compute.device import from_host, host_scalars
+from video2reward.data.images import prepare_frames
 from video2reward.rewards.base import (
     RewardConfig,
     RewardModel,
     check_frames,
     hwc_to_input,
     medoid_last_frame,
-    resize_frames,
     to_tensor,
 )
 from video2reward.rewards.data import VideoDataset, augment
@@ -220,7 +220,7 @@ class Rank2Reward(RewardModel):
         pick = self._disc_rng.integers(0, self.expert_bank.shape[0], size=n)
         # The bank lives on the model's device: index it there (no round trip via the host).
         expert = hwc_to_input(self.expert_bank[from_host(pick, self.expert_bank.device)])
-        agent = to_tensor(resize_frames(frames, self.config.image_size_px), self.device)
+        agent = to_tensor(prepare_frames(frames, self.config.image_size_px), self.device)
         x = torch.stack([expert, agent], 1)  # (N, 2, 3, S, S)
         x = augment(x, "shift", self._disc_rng).flatten(0, 1)
         labels = (torch.arange(2 * n, device=self.device) % 2 == 0).float()  # expert 1, agent 0
