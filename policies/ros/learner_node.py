@@ -50,19 +50,23 @@ from video2reward.policies.intervention import OperatorTakeover
 from video2reward.policies.online import OnlineConfig, OnlineLearner, step_rewards
 from video2reward.ros import convert
 from video2reward.ros.node_main import run_node
-from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
+from video2reward.ros.params import (
+    ParamSpec,
+    config_values,
+    declare_all,
+    field_param,
+    float_range,
+    int_range,
+)
 
 F, I = float_range, int_range
+O, A = OnlineConfig, DrQV2Config
+# Fields of OnlineConfig (O) and DrQV2Config (A) take their defaults from the dataclass; the
+# presets (configs/learner_cpu.yaml, learner_gpu.yaml) carry only what they change.
 PARAMS: tuple[ParamSpec, ...] = (
-    (
-        "out",
-        "runs/learner",
-        "run folder: agent.pt, state.json, replay/ (resumed if present)",
-        None,
-        True,
-    ),
-    ("eval_mode", False, "only act (mean action, no exploration, no updates)", None, True),
-    ("control_hz", 10.0, "commands per second (up to the camera rate)", F(1.0, 60.0), True),
+    field_param(O, "out", "run folder: agent.pt, state.json, replay/ (resumed if present)"),
+    field_param(O, "eval_mode", "only act (mean action, no exploration, no updates)"),
+    field_param(O, "control_hz", "commands per second (up to the camera rate)", F(1.0, 60.0)),
     ("episode_steps", 50, "commands per episode", I(2, 100_000), True),
     (
         "max_episodes",
@@ -71,38 +75,34 @@ PARAMS: tuple[ParamSpec, ...] = (
         I(0, 10_000_000),
         True,
     ),
-    ("image_size", 84, "square size the agent sees, pixels", I(16, 480), True),
-    ("frame_stack", 3, "frames per observation", I(1, 16), True),
-    ("proprio", True, "ee position + gripper opening beside the pixels", None, True),
-    ("device", "auto", "auto (CUDA when available) | cpu | cuda | cuda:N", None, True),
-    ("batch_size", 256, "transitions per update", I(2, 4096), True),
-    ("hidden_dim", 1024, "actor/critic MLP width", I(8, 4096), True),
-    ("feature_dim", 50, "trunk output size", I(4, 1024), True),
-    ("lr", 1e-4, "Adam learning rate", F(1e-6, 1e-1), True),
-    ("num_expl_steps", 2000, "agent steps of uniform random actions (0 after pretraining)",
-     I(0, 10_000_000), True),
-    ("seed_steps", 500, "agent steps before the first update", I(0, 10_000_000), True),
-    ("update_every_steps", 2, "one update per this many agent steps", I(1, 100), True),
-    ("stddev_schedule_steps", 100_000, "agent steps of the exploration-noise decay",
-     I(1, 100_000_000), True),
-    ("stddev_final", 0.1, "exploration stddev after the decay", F(0.0, 1.0), True),
-    ("shift_pad_px", 4, "random-shift augmentation padding, pixels", I(0, 32), True),
-    (
-        "success_bonus",
-        0.0,
-        "added on every step called successful (success_source topic: the last)",
-        F(0.0, 1000.0),
-        True,
-    ),
-    ("demos", "", "episode store with actions seeding a demo buffer ('' = none)", None, True),
-    ("reward_ckpt", "", "the reward node's model: rewards the demos, sets reward summing", None,
-     True),
-    ("demo_fraction", 0.5, "share of every batch from the demos", F(0.0, 0.99), True),
-    ("pretrain_updates", 0, "updates on the demos before the first frame", I(0, 1_000_000), True),
-    ("bc_weight", 0.0, "behaviour cloning on demo rows (TD3+BC, |Q|-scaled)", F(0.0, 100.0),
-     True),
-    ("bc_decay_steps", 0, "agent steps over which bc_weight falls to 0 (0: constant)",
-     I(0, 100_000_000), True),
+    field_param(O, "image_size", "square size the agent sees, pixels", I(16, 480)),
+    field_param(O, "frame_stack", "frames per observation", I(1, 16)),
+    field_param(O, "proprio", "ee position + gripper opening beside the pixels"),
+    field_param(O, "device", "auto (CUDA when available) | cpu | cuda | cuda:N"),
+    field_param(A, "batch_size", "transitions per update", I(2, 4096)),
+    field_param(A, "hidden_dim", "actor/critic MLP width", I(8, 4096)),
+    field_param(A, "feature_dim", "trunk output size", I(4, 1024)),
+    field_param(A, "lr", "Adam learning rate", F(1e-6, 1e-1)),
+    field_param(A, "num_expl_steps", "agent steps of uniform random actions (0 after "
+                "pretraining)", I(0, 10_000_000)),
+    field_param(O, "seed_steps", "agent steps before the first update", I(0, 10_000_000)),
+    field_param(A, "update_every_steps", "one update per this many agent steps", I(1, 100)),
+    field_param(A, "stddev_schedule_steps", "agent steps of the exploration-noise decay",
+                I(1, 100_000_000)),
+    field_param(A, "stddev_final", "exploration stddev after the decay", F(0.0, 1.0)),
+    field_param(A, "shift_pad_px", "random-shift augmentation padding, pixels", I(0, 32)),
+    field_param(O, "success_bonus", "added on every step called successful (success_source "
+                "topic: the last)", F(0.0, 1000.0)),
+    field_param(O, "demos", "episode store with actions seeding a demo buffer ('' = none)"),
+    field_param(O, "reward_ckpt", "the reward node's model: rewards the demos, sets reward "
+                "summing"),
+    field_param(O, "demo_fraction", "share of every batch from the demos", F(0.0, 0.99)),
+    field_param(O, "pretrain_updates", "updates on the demos before the first frame",
+                I(0, 1_000_000)),
+    field_param(A, "bc_weight", "behaviour cloning on demo rows (TD3+BC, |Q|-scaled)",
+                F(0.0, 100.0)),
+    field_param(A, "bc_decay_steps", "agent steps over which bc_weight falls to 0 (0: "
+                "constant)", I(0, 100_000_000)),
     (
         "success_source",
         "reward",
@@ -111,7 +111,7 @@ PARAMS: tuple[ParamSpec, ...] = (
         None,
         True,
     ),
-    ("interventions", False, "an operator may take over on the intervention topic", None, True),
+    field_param(O, "interventions", "an operator may take over on the intervention topic"),
     ("intervention_timeout_s", 0.3, "silence while the operator drives: device lost",
      F(0.05, 5.0), True),
     ("reward_timeout_s", 1.0, "rewards this late stop the arm", F(0.05, 60.0), True),
@@ -126,7 +126,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("service_timeout_s", 60.0, "longest wait for home/enable/reset_task", F(1.0, 600.0), True),
     ("use_reset_task", False, "call reset_task between episodes (the twin)", None, True),
     ("video", True, "write an mp4 of the last episode when max_episodes is reached", None, True),
-    ("seed", 0, "random seed", I(0, 2**31 - 1), True),
+    field_param(O, "seed", "random seed", I(0, 2**31 - 1)),
 )
 
 
@@ -138,38 +138,9 @@ class LearnerNode(Node):
             raise ValueError(
                 f"success_source must be reward, operator or topic, got {p['success_source']}"
             )
-        agent = DrQV2Config(
-            batch_size=p["batch_size"],
-            hidden_dim=p["hidden_dim"],
-            feature_dim=p["feature_dim"],
-            lr=p["lr"],
-            num_expl_steps=p["num_expl_steps"],
-            update_every_steps=p["update_every_steps"],
-            stddev_schedule_steps=p["stddev_schedule_steps"],
-            stddev_final=p["stddev_final"],
-            shift_pad_px=p["shift_pad_px"],
-            bc_weight=p["bc_weight"],
-            bc_decay_steps=p["bc_decay_steps"],
-        )
+        agent = DrQV2Config(**config_values(DrQV2Config, PARAMS, p))
         self.learner = OnlineLearner(
-            OnlineConfig(
-                out=p["out"],
-                image_size=p["image_size"],
-                frame_stack=p["frame_stack"],
-                proprio=p["proprio"],
-                eval_mode=p["eval_mode"],
-                device=p["device"],
-                seed=p["seed"],
-                success_bonus=p["success_bonus"],
-                seed_steps=p["seed_steps"],
-                demos=p["demos"],
-                reward_ckpt=p["reward_ckpt"],
-                demo_fraction=p["demo_fraction"],
-                control_hz=p["control_hz"],
-                pretrain_updates=p["pretrain_updates"],
-                interventions=p["interventions"],
-                agent=agent,
-            )
+            OnlineConfig(agent=agent, **config_values(OnlineConfig, PARAMS, p))
         )
         if self.learner.demo_info:
             self.get_logger().info(f"demonstrations in replay: {self.learner.demo_info}")

@@ -32,45 +32,37 @@ from video2reward.rewards.base import RewardError
 from video2reward.rewards.stream import RewardStream, RewardStreamConfig
 from video2reward.ros.convert import image_from_msg, ns_from_stamp, reward_msg
 from video2reward.ros.node_main import run_node
-from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
+from video2reward.ros.params import (
+    ParamSpec,
+    config_values,
+    declare_all,
+    field_param,
+    float_range,
+    int_range,
+)
 
+S = RewardStreamConfig
+# Fields of RewardStreamConfig take their defaults from it; max_batch and queue_size are the
+# node's own.
 PARAMS: tuple[ParamSpec, ...] = (
-    ("ckpt", "", "trained reward model: run folder or .pt (required)", None, True),
-    (
-        "goal_image",
-        "",
-        "goal image file for goal-conditioned methods ('' = model default)",
-        None,
-        True,
-    ),
-    ("device", "auto", "auto (CUDA when available) | cpu | cuda | cuda:N", None, True),
-    ("bf16", False, "CUDA only: bf16 autocast of ResNet encoders when scoring", None, True),
-    (
-        "success_progress",
-        0.0,
-        "progress at which a frame counts as success (0: the checkpoint's, from its demos)",
-        float_range(0.0, 2.0),
-        True,
-    ),
-    ("online_updates", True, "Rank2Reward: train the discriminator on agent frames", None, True),
-    ("disc_period_s", 1.0, "seconds between discriminator steps", float_range(0.01, 3600.0), True),
-    ("disc_batch", 64, "agent frames per discriminator step", int_range(2, 4096), True),
-    ("disc_min_frames", 128, "agent frames before the first step", int_range(2, 1_000_000), True),
-    ("torch_threads", 1, "torch intra-op threads (nodes share the CPU)", int_range(1, 64), True),
+    field_param(S, "ckpt", "trained reward model: run folder or .pt (required)"),
+    field_param(S, "goal_image", "goal image file for goal-conditioned methods ('' = model "
+                "default)"),
+    field_param(S, "device", "auto (CUDA when available) | cpu | cuda | cuda:N"),
+    field_param(S, "bf16", "CUDA only: bf16 autocast of ResNet encoders when scoring"),
+    # None (the checkpoint's threshold) cannot be a ROS value: 0.0 stands for it
+    field_param(S, "success_progress", "progress at which a frame counts as success (0: the "
+                "checkpoint's, from its demos)", float_range(0.0, 2.0), none_as=0.0),
+    field_param(S, "online_updates", "Rank2Reward: train the discriminator on agent frames"),
+    field_param(S, "disc_period_s", "seconds between discriminator steps",
+                float_range(0.01, 3600.0)),
+    field_param(S, "disc_batch", "agent frames per discriminator step", int_range(2, 4096)),
+    field_param(S, "disc_min_frames", "agent frames before the first step",
+                int_range(2, 1_000_000)),
+    field_param(S, "torch_threads", "torch intra-op threads (nodes share the CPU)",
+                int_range(1, 64)),
     ("max_batch", 16, "most frames scored in one call", int_range(1, 256), True),
     ("queue_size", 64, "images held while scoring lags (oldest dropped)", int_range(1, 4096), True),
-)
-_STREAM_FIELDS = (
-    "ckpt",
-    "goal_image",
-    "device",
-    "bf16",
-    "success_progress",
-    "online_updates",
-    "disc_period_s",
-    "disc_batch",
-    "disc_min_frames",
-    "torch_threads",
 )
 
 
@@ -78,9 +70,7 @@ class RewardNode(Node):
     def __init__(self) -> None:
         super().__init__("reward")
         p = declare_all(self, PARAMS)
-        fields = {k: p[k] for k in _STREAM_FIELDS}
-        fields["success_progress"] = fields["success_progress"] or None  # 0: the checkpoint's
-        self.stream = RewardStream(RewardStreamConfig(**fields))
+        self.stream = RewardStream(RewardStreamConfig(**config_values(S, PARAMS, p)))
         self.get_logger().info(f"success called at progress >= {self.stream.success_progress:.3f}")
         self.max_batch = int(p["max_batch"])
         self._queue: deque[tuple[int, np.ndarray]] = deque(maxlen=int(p["queue_size"]))

@@ -44,26 +44,29 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import Trigger
 from video2reward.calibration.result import CalibrationFileError, driver_workspace
-from video2reward.robot.safety import EnvelopeConfig, InvalidCommandError, WatchdogConfig
+from video2reward.robot.safety import (
+    EnvelopeConfig,
+    InvalidCommandError,
+    WatchdogConfig,
+    WorkspaceBox,
+)
 from video2reward.robot.xarm_driver import ControllerLostError, XArmDriver, XArmDriverConfig
 from video2reward.ros import convert
 from video2reward.ros.node_main import run_node
-from video2reward.ros.params import ParamSpec, declare_all, float_range
+from video2reward.ros.params import ParamSpec, config_values, declare_all, field_param, float_range
 
 F = float_range
-# name, default, description, range, read_only
+D, E, W, B = XArmDriverConfig, EnvelopeConfig, WatchdogConfig, WorkspaceBox
+# Fields of the driver's configs (D: XArmDriverConfig, E: EnvelopeConfig, W: WatchdogConfig,
+# B: the envelope's default WorkspaceBox) take their defaults from the dataclass; the rest are
+# the node's own (name, default, description, range, read_only).
 PARAMS: tuple[ParamSpec, ...] = (
-    ("ip", "127.0.0.1", "xArm controller address", None, True),
+    field_param(D, "ip", "xArm controller address"),
     ("state_rate_hz", 50.0, "EE pose and joint state publish rate", F(1.0, 200.0), True),
-    (
-        "watchdog_deadline_s",
-        0.25,
-        "stop the arm after this long without an action",
-        F(0.01, 5.0),
-        True,
-    ),
-    ("max_step_m", 0.01, "largest step per action (UFACTORY: <= 10 mm)", F(0.001, 0.01), True),
-    ("max_speed_m_s", 0.25, "largest commanded tool speed", F(0.01, 1.0), True),
+    field_param(W, "deadline_s", "stop the arm after this long without an action",
+                F(0.01, 5.0), name="watchdog_deadline_s"),
+    field_param(E, "max_step_m", "largest step per action (UFACTORY: <= 10 mm)", F(0.001, 0.01)),
+    field_param(E, "max_speed_m_s", "largest commanded tool speed", F(0.01, 1.0)),
     (
         "calibration",
         "",
@@ -71,17 +74,12 @@ PARAMS: tuple[ParamSpec, ...] = (
         None,
         True,
     ),
-    ("workspace_lo_m", [0.20, -0.25, 0.005], "workspace box min x, y, z (base frame)", None, True),
-    ("workspace_hi_m", [0.55, 0.25, 0.30], "workspace box max x, y, z (base frame)", None, True),
-    (
-        "margin_m",
-        0.003,
-        "targets stay this far inside the box (the controller's measured overshoot)",
-        F(0.0, 0.05),
-        True,
-    ),
-    ("tcp_offset_mm", 172.0, "tool-centre point below the flange", F(0.0, 400.0), True),
-    ("use_gripper", True, "drive the xArm Gripper", None, True),
+    field_param(B, "lo_m", "workspace box min x, y, z (base frame)", name="workspace_lo_m"),
+    field_param(B, "hi_m", "workspace box max x, y, z (base frame)", name="workspace_hi_m"),
+    field_param(E, "margin_m", "targets stay this far inside the box (the controller's measured "
+                "overshoot)", F(0.0, 0.05)),
+    field_param(D, "tcp_offset_mm", "tool-centre point below the flange", F(0.0, 400.0)),
+    field_param(D, "use_gripper", "drive the xArm Gripper"),
     (
         "home_m",
         [0.35, 0.0, 0.20],
@@ -105,22 +103,15 @@ class XArmDriverNode(Node):
         super().__init__("xarm_driver")
         p = declare_all(self, PARAMS)
         box, source = driver_workspace(p["calibration"], p["workspace_lo_m"], p["workspace_hi_m"])
-        envelope = EnvelopeConfig(
-            box=box,
-            max_step_m=p["max_step_m"],
-            max_speed_m_s=p["max_speed_m_s"],
-            margin_m=p["margin_m"],
-        )
+        envelope = EnvelopeConfig(box=box, **config_values(E, PARAMS, p))
         self.get_logger().info(
             f"workspace box {tuple(round(v, 4) for v in box.lo_m)} - "
             f"{tuple(round(v, 4) for v in box.hi_m)} m from {source}, margin {p['margin_m']} m"
         )
         cfg = XArmDriverConfig(
-            ip=p["ip"],
-            tcp_offset_mm=p["tcp_offset_mm"],
-            use_gripper=p["use_gripper"],
             envelope=envelope,
-            watchdog=WatchdogConfig(deadline_s=p["watchdog_deadline_s"]),
+            watchdog=WatchdogConfig(**config_values(W, PARAMS, p)),
+            **config_values(D, PARAMS, p),
         )
         self.frame_id = p["frame_id"]
         self.driver = XArmDriver(cfg)
