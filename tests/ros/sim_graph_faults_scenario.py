@@ -35,7 +35,16 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image, JointState
-from sim_graph_scenario import STEPS, Probe, digests, episodes, pid_of, retried, wait_for
+from sim_graph_scenario import (
+    STEPS,
+    Probe,
+    digests,
+    episodes,
+    pid_of,
+    retried,
+    stop_processes,
+    wait_for,
+)
 
 PROBE_PORT = 30010  # the twin's emulator probe (twin_node's default)
 LAUNCH = [sys.executable, "-m", "video2reward.cli.main", "launch", "_graph.launch.xml"]
@@ -329,16 +338,7 @@ def scenario(probe: FaultProbe, ckpt: str, out: Path, result_path: Path, r: dict
         r["committed_unchanged_after_restart"] = digests(store, len(committed)) == committed
         r.update(disk_full(probe, graph, out, store, log))
     finally:
-        if graph is not None and graph.poll() is None:
-            graph.send_signal(signal.SIGINT)
-            graph.wait(timeout=60)
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_processes(graph, procs)
 
 
 if __name__ == "__main__":

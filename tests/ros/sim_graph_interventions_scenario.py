@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -34,7 +33,15 @@ from typing import Any
 import numpy as np
 import rclpy
 from geometry_msgs.msg import Twist
-from sim_graph_scenario import Probe, digests, episodes, launch, retried, wait_for
+from sim_graph_scenario import (
+    Probe,
+    digests,
+    episodes,
+    launch,
+    retried,
+    stop_processes,
+    wait_for,
+)
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import SetBool
 
@@ -333,16 +340,7 @@ def scenario(
             ),
         }  # fmt: skip
     finally:
-        if graph.poll() is None:
-            graph.send_signal(signal.SIGINT)
-            graph.wait(timeout=60)
-        for p in procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop_processes(graph, procs)
 
 
 if __name__ == "__main__":

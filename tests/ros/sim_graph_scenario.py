@@ -236,6 +236,22 @@ def pid_of(node_name: str) -> int | None:
     return None
 
 
+def stop_processes(graph: subprocess.Popen[bytes] | None,
+                   others: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Ctrl-C the launch (it stops its nodes) and every other process the scenario started;
+    kill what does not stop within 10 s."""
+    if graph is not None and graph.poll() is None:
+        graph.send_signal(signal.SIGINT)
+        graph.wait(timeout=60)
+    for p in others.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def launch(ckpt: str, out: Path, log: Path, **args: object) -> subprocess.Popen[bytes]:
     argv = [
         *LAUNCH,

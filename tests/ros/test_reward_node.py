@@ -10,39 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from video2reward.rewards.rank2reward import Rank2RewardConfig
-from video2reward.rewards.synthetic import blob_episode, synthetic_store
-from video2reward.rewards.train import TrainConfig, train
+from video2reward.rewards.synthetic import blob_episode
 
 pytestmark = pytest.mark.ros
 DOMAIN = 71
-SIZE = 40
-
-
-@pytest.fixture(scope="module")
-def r2r_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("r2r")
-    synthetic_store(
-        n_expert=8, n_failed=0, size_px=SIZE, length=16, seed=0, path=str(root / "demos.zarr")
-    )
-    cfg = Rank2RewardConfig(image_size_px=SIZE, embed_dim=16, steps=30, lr=1e-3)
-    train(
-        cfg,
-        TrainConfig(
-            data=str(root / "demos.zarr"),
-            out=str(root / "run"),
-            progress_bar=False,
-            device="cpu",
-            threads=1,
-        ),
-    )
-    return root / "run"
+SIZE = 40  # the conftest reward model's image size
 
 
 def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_updates(
-    r2r_ckpt: Path,
+    reward_ckpt: Path,
 ) -> None:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -58,7 +34,7 @@ def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_update
             "video2reward.rewards.ros.reward_node",
             "--ros-args",
             "-p",
-            f"ckpt:={r2r_ckpt}",
+            f"ckpt:={reward_ckpt}",
             "-p",
             "disc_period_s:=0.1",
             "-p",
