@@ -64,8 +64,10 @@ def load_demo_episodes(
     image_hw: tuple[int, int] | None = None,
 ) -> list[DemoEpisode]:
     """The successful episodes of a store (kind expert/teleop, or any labelled successful),
-    cut into agent steps. ``image_hw``: the size the learner renders; square frames of another
-    size are resized later by the caller's frame function, other shapes are refused."""
+    cut into agent steps. Frames are kept as recorded (a robot's 640x480 too): the caller's
+    frame function makes the model input (``data.images.prepare_frame``: centre square, then
+    resize). ``image_hw``: the size the learner renders; a store whose centre square is
+    smaller is refused (it would be upscaled)."""
     if action_repeat < 1:
         raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
     p = Path(path)
@@ -98,11 +100,10 @@ def load_demo_episodes(
         img, act = np.asarray(ep[keys.IMAGE]), np.asarray(ep[keys.ACTION], np.float32)
         if img.ndim != 4 or img.shape[-1] != 3 or img.dtype != np.uint8:
             raise DemoError(f"{src}: images must be (T, H, W, 3) uint8, got {img.dtype}{img.shape}")
-        if img.shape[1] != img.shape[2]:
-            raise DemoError(f"{src}: images are {img.shape[2]}x{img.shape[1]}; the learner "
-                            "takes square frames (the centre crop the twin and import make)")
-        if image_hw is not None and img.shape[1] < min(image_hw):
-            raise DemoError(f"{src}: images are {img.shape[1]} px, smaller than the "
+        side = min(img.shape[1], img.shape[2])  # the centre square every consumer takes
+        if image_hw is not None and side < min(image_hw):
+            raise DemoError(f"{src}: images are {img.shape[2]}x{img.shape[1]} px, their centre "
+                            f"square smaller than the "
                             f"{image_hw[0]} px the learner renders")
         if act.ndim != 2 or act.shape[1] != keys.ACTION_DIM or len(act) != len(img):
             raise DemoError(f"{src}: actions must be ({len(img)}, {keys.ACTION_DIM}), "

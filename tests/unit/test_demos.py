@@ -160,7 +160,6 @@ def test_stores_the_learner_cannot_use_are_refused_with_the_reason(tmp_path: Pat
         "actions must be": {keys.ACTION: np.zeros((n, 3), np.float32)},
         "step 4 is not finite": {keys.ACTION: np.where(np.arange(n)[:, None] == 4, np.nan,
                                                        np.zeros((n, 4), np.float32))},
-        "square": {keys.IMAGE: np.zeros((n, SIZE, SIZE + 8, 3), np.uint8)},
     }  # fmt: skip
     for i, (msg, override) in enumerate(cases.items()):
         bad = toy_demo_store(tmp_path / f"bad{i}.zarr", episodes=1, **override)
@@ -170,6 +169,10 @@ def test_stores_the_learner_cannot_use_are_refused_with_the_reason(tmp_path: Pat
         load_demo_episodes(tmp_path / "missing.zarr", action_repeat=2)
     with pytest.raises(DemoError, match="smaller than the 48 px"):  # a store from another camera
         load_demo_episodes(good, action_repeat=2, image_hw=(48, 48))
+    wide = toy_demo_store(tmp_path / "wide_small.zarr", episodes=1,
+                          **{keys.IMAGE: np.zeros((n, SIZE, 64, 3), np.uint8)})  # fmt: skip
+    with pytest.raises(DemoError, match="smaller than the 48 px"):  # its centre square counts
+        load_demo_episodes(wide, action_repeat=2, image_hw=(48, 48))
     with pytest.raises(ValueError, match="oracle-reward baseline"):
         TrainConfig(demos={"path": str(good)})  # demos need a reward model to relabel them
 
@@ -324,3 +327,22 @@ def test_operator_takeover_drives_hands_back_refuses_garbage_and_detects_a_lost_
     assert op.action(0.95) is None and op.lost
     op.reset()  # the next episode: the policy drives until the operator does
     assert not op.lost and op.action(1.0) is None and op.episode_takeovers == 0
+
+
+def test_demos_recorded_wider_than_tall_reach_the_learner_as_their_centre_square(
+    tmp_path: Path,
+) -> None:
+    """A robot's teleop demos are 640x480: loaded as recorded, each consumer takes the centre
+    square (the same function as the live camera's frames), never a squashed frame."""
+    from video2reward.data.images import prepare_frame
+
+    rng = np.random.default_rng(0)
+    good = toy_demo_store(tmp_path / "good.zarr", episodes=1)
+    n = len(EpisodeStore.open(good).episode(0)[keys.IMAGE])
+    wide = rng.integers(0, 255, (n, SIZE, SIZE + 8, 3), np.uint8)
+    store = toy_demo_store(tmp_path / "wide.zarr", episodes=1, **{keys.IMAGE: wide})
+    (ep,) = load_demo_episodes(store, action_repeat=1, image_hw=(SIZE, SIZE))
+    assert ep.images.shape[1:3] == (SIZE, SIZE + 8)  # kept as recorded
+    buf = demo_replay([ep], RCFG, lambda img: prepare_frame(img, SIZE).transpose(2, 0, 1),
+                      lambda d: np.zeros(len(d.actions), np.float32), 4, (3, SIZE, SIZE))
+    np.testing.assert_array_equal(buf._obs[0], wide[0, :, 4 : 4 + SIZE].transpose(2, 0, 1))
