@@ -57,6 +57,8 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   "${PIP[@]}" "torch==2.13.0"
 fi
 echo "setup: installing video2reward[$EXTRAS]"
-"${PIP[@]}" -e ".[$EXTRAS]"
+# setuptools prints an "Editable installation" notice for every package-dir mapped editable
+# install (a note that a folder named like a package could shadow it, not a fault): silenced.
+PYTHONWARNINGS="ignore:Editable installation" "${PIP[@]}" -e ".[$EXTRAS]"
 .venv/bin/v2r --help >/dev/null
 echo "setup: done (.venv/bin/v2r --help lists the commands)"
