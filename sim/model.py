@@ -12,7 +12,7 @@ position-servoed with damping, like the servo mode the driver streams to.
 from __future__ import annotations
 
 import numpy as np
-from video2reward.robot.kinematics import GRIPPER_TCP_OFFSET_M, XARM5
+from video2reward.robot.kinematics import GRIPPER_TCP_OFFSET_M, XARM5, quat_wxyz_from_rpy
 
 # Gripper geometry (flange frame: z points out of the flange, towards the work).
 FINGER_TRAVEL_M = 0.0425  # per finger: 0 (closed) ... 42.5 mm; 85 mm total like the xArm Gripper
@@ -32,19 +32,6 @@ VISUAL_ONLY = 'contype="0" conaffinity="0" group="1"'
 
 def _vec(v: tuple[float, ...] | np.ndarray) -> str:
     return " ".join(f"{float(x):.9g}" for x in v)
-
-
-def _rpy_to_quat(rpy: tuple[float, float, float]) -> np.ndarray:
-    r, p, y = (a / 2 for a in rpy)
-    cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
-    return np.array(
-        [
-            cr * cp * cy + sr * sp * sy,
-            sr * cp * cy - cr * sp * sy,
-            cr * sp * cy + sr * cp * sy,
-            cr * cp * sy - sr * sp * cy,
-        ]
-    )
 
 
 def _arm_xml(tool_xml: str = "") -> str:
@@ -68,7 +55,7 @@ def _arm_xml(tool_xml: str = "") -> str:
         m = _LINK_MASS_KG[i]
         inertia = m * r * r / 2
         opens.append(
-            f'<body name="link{i + 1}" pos="{_vec(spec.xyz_m)}" quat="{_vec(_rpy_to_quat(spec.rpy_rad))}" gravcomp="1">\n'
+            f'<body name="link{i + 1}" pos="{_vec(spec.xyz_m)}" quat="{_vec(quat_wxyz_from_rpy(spec.rpy_rad))}" gravcomp="1">\n'
             f'  <joint name="{spec.name}" axis="0 0 1" range="{spec.lower_rad:.6f} {spec.upper_rad:.6f}" '
             f'damping="40" armature="0.05"/>\n'
             f'  <inertial pos="{_vec(com)}" mass="{m}" diaginertia="{inertia * 4} {inertia * 4} {inertia}"/>\n'
