@@ -20,6 +20,9 @@ SUCCESS = "success"  # (T,) bool, twin only: task predicate at each step
 
 # Row t holds the observation before action t and the action applied after it; an episode of
 # N commands has N + 1 rows, the last one the final observation with a zero action.
+# Exception, until the formats work aligns it: the learner's replay store (policies/replay.py,
+# episode kind "agent") holds in row t the action that *led to* observation t (row 0: zeros),
+# with its reward and intervened flag; its own restore reads it that way.
 
 # Per-episode arrays, stored as meta/<key> with shape (E, ...).
 EPISODE_ENDS = "episode_ends"  # (E,) int64, exclusive end index of each episode in data/*

@@ -16,7 +16,8 @@ steps that remain and bootstraps with gamma^m, so the last transitions (often th
 ones) are trained on too; a terminal step (``terminated=True``) bootstraps with 0.
 
 With ``directory`` set, every finished episode is appended to ``<directory>/episodes.zarr`` (the
-project's episode layout: ``img`` in HWC, ``action``, ``reward``, ``cont``, ``proprio``) before it
+project's episode layout: ``img`` in HWC, ``action``, ``reward``, ``cont``, ``proprio``; unlike
+recorded demos, row t's ``action`` is the one that led to observation t) before it
 becomes sampleable, and :meth:`ReplayBuffer.restore` reloads the newest ``capacity_steps`` of them
 after a crash. The same store doubles as a source of agent frames for reward training.
 """
