@@ -31,13 +31,14 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from video2reward.compute.device import Staged, training_stream
-from video2reward.policies.demos import add_segment, sample_mixed
+from video2reward.policies.demos import DemoEpisode, add_segment, demo_replay, sample_mixed
 from video2reward.policies.drqv2 import DrQV2Agent, NonFiniteError, Policy
-from video2reward.policies.replay import Batch, ReplayBuffer
+from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
 
 __all__ = ["CoreConfig", "LearnerCore", "LearnerThread", "with_bonus"]
 
@@ -77,6 +78,45 @@ class CoreConfig:
             raise ValueError(f"success_bonus must be finite, got {self.success_bonus}")
         if not 0.0 <= self.demo_fraction < 1.0:
             raise ValueError(f"demo_fraction must be in [0, 1), got {self.demo_fraction}")
+
+
+class DemoRewarder(Protocol):
+    """What relabels demonstrations: :class:`video2reward.policies.train.EpisodeRewarder`."""
+
+    def calibrate_success(self, demo_images: list[np.ndarray]) -> float: ...
+
+    def episode_rewards(
+        self, frames: np.ndarray, *, agent_frames: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def relabelled_demos(
+    demos: list[DemoEpisode],
+    views: list[np.ndarray],
+    rewarder: DemoRewarder,
+    bonus: float,
+    replay_cfg: ReplayConfig,
+    frame: Callable[[np.ndarray], np.ndarray],
+    proprio_dim: int,
+    frame_shape: tuple[int, ...],
+    extra_steps: int = 0,
+) -> tuple[ReplayBuffer, float]:
+    """The one relabelling path of demonstrations, for both drivers: the success call
+    calibrated on their ``views`` (the frames the reward model scores, one per demo), then each
+    demo's rewards and success calls through ``rewarder`` with the core's bonus. Returns the
+    demo buffer (``frame`` makes what the agent stores) and the success threshold."""
+    thr = rewarder.calibrate_success(views)
+    by_id = {id(d): v for d, v in zip(demos, views, strict=True)}
+    buffer = demo_replay(
+        demos,
+        replay_cfg,
+        frame,
+        lambda d: with_bonus(*rewarder.episode_rewards(by_id[id(d)], agent_frames=False), bonus),
+        proprio_dim,
+        frame_shape,
+        extra_steps,
+    )
+    return buffer, thr
 
 
 class LearnerThread(threading.Thread):

@@ -33,7 +33,7 @@ from video2reward.compute.device import check_device_name, resolve_device
 from video2reward.data.images import prepare_frame
 from video2reward.policies.demos import demo_replay, load_demo_episodes, rows_per_step
 from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, NonFiniteError
-from video2reward.policies.learner import CoreConfig, LearnerCore, with_bonus
+from video2reward.policies.learner import CoreConfig, LearnerCore, relabelled_demos
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
 from video2reward.policies.train import PROPRIO_DIM, EpisodeRewarder, RewardSpec
 
@@ -236,18 +236,9 @@ class OnlineLearner:
         rewarder = EpisodeRewarder(
             RewardSpec(source="model", ckpt=c.reward_ckpt, success="model"), self.device
         )
-        thr = rewarder.calibrate_success([d.images for d in demos])
-        buffer = demo_replay(
-            demos,
-            replay_cfg,
-            self._frame,
-            lambda d: with_bonus(
-                *rewarder.episode_rewards(d.images, agent_frames=False), c.success_bonus
-            ),
-            proprio_dim,
-            shape,
-            extra,
-        )
+        buffer, thr = relabelled_demos(demos, [d.images for d in demos], rewarder,
+                                       c.success_bonus, replay_cfg, self._frame, proprio_dim,
+                                       shape, extra)  # fmt: skip
         self.demo_info = {"episodes": len(demos), "transitions": len(buffer),
                           "rows_per_step": rows, "success_progress": thr}  # fmt: skip
         return buffer
@@ -333,11 +324,8 @@ class OnlineLearner:
             "intervened_steps": int(flags.sum()),
         }
         try:
-            if flags.any():
-                self.core.finish(r, calls, flags, ep["actions"], ep["frames"], ep["proprio"],
-                                 note=note)  # fmt: skip
-            else:
-                self.core.finish(r, calls, note=note)
+            self.core.finish(r, calls, flags, ep["actions"], ep["frames"], ep["proprio"],
+                             note=note)  # fmt: skip
         except OSError as e:  # ENOSPC: zarr's writes name no file, so the store's path is given
             code = errno.errorcode.get(e.errno or 0, str(e.errno))
             where = e.filename or self.out / "replay"

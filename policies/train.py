@@ -57,7 +57,7 @@ from video2reward.policies.drqv2 import (
     NonFiniteError,
 )
 from video2reward.policies.intervention import InterventionConfig, ScriptedIntervener
-from video2reward.policies.learner import CoreConfig, LearnerCore, with_bonus
+from video2reward.policies.learner import CoreConfig, LearnerCore, relabelled_demos
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
 from video2reward.rewards.rank2reward import OnlineDiscriminator, Rank2Reward
 
@@ -530,16 +530,13 @@ def _demo_buffer(
     def rendered(images: np.ndarray) -> np.ndarray:  # the size the env renders for the reward
         return prepare_frames(images, size)
 
-    views = [rendered(d.images) for d in demos]
-    thr = rewarder.calibrate_success(views)
-    by_id = {id(d): v for d, v in zip(demos, views, strict=True)}
-    buffer = demo_replay(
+    buffer, thr = relabelled_demos(
         demos,
+        [rendered(d.images) for d in demos],
+        rewarder,
+        cfg.reward.success_bonus,
         replay_cfg,
         lambda img: observer.frame({keys.OBS_IMAGE: rendered(img[None])[0]}),
-        lambda d: with_bonus(
-            *rewarder.episode_rewards(by_id[id(d)], agent_frames=False), cfg.reward.success_bonus
-        ),
         proprio_dim,
         frame_shape,
         extra_steps,
