@@ -20,7 +20,6 @@ RESULT.json for the test to assert on.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -31,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image, JointState
@@ -41,6 +39,8 @@ from sim_graph_scenario import (
     digests,
     episodes,
     pid_of,
+    probed,
+    recorded,
     retried,
     stop_processes,
     wait_for,
@@ -297,22 +297,11 @@ def disk_full(
 def main() -> int:
     ckpt, out, result_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     r: dict[str, Any] = {}
-    try:
-        rclpy.init()
-        probe = FaultProbe()
-        try:
-            scenario(probe, ckpt, out, result_path, r)
-        finally:
-            probe.close()  # a spin thread alive at exit aborts the process (std::terminate)
-            rclpy.try_shutdown()
-    except Exception:  # recorded for the test's message, with what was seen so far
-        import traceback
 
-        r["error"] = traceback.format_exc()
-        raise
-    finally:
-        result_path.write_text(json.dumps(r, indent=2, default=str))
-    return 0
+    def run(probe: FaultProbe) -> None:
+        scenario(probe, ckpt, out, result_path, r)
+
+    return recorded(result_path, r, lambda: probed(FaultProbe, run))
 
 
 def scenario(probe: FaultProbe, ckpt: str, out: Path, result_path: Path, r: dict[str, Any]) -> None:

@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import Twist
 from sim_graph_scenario import (
     Probe,
     digests,
     episodes,
     launch,
+    probed,
+    recorded,
     retried,
     stop_processes,
     wait_for,
@@ -285,22 +286,11 @@ def main() -> int:
     ckpt, out, result_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     interventions = sys.argv[4] if len(sys.argv) > 4 else "true"
     r: dict[str, Any] = {"interventions": interventions}
-    try:
-        rclpy.init()
-        probe = OperatorProbe()
-        try:
-            scenario(probe, ckpt, out, result_path, interventions, r)
-        finally:
-            probe.close()  # a spin thread alive at exit aborts the process (std::terminate)
-            rclpy.try_shutdown()
-    except Exception:  # recorded for the test's message, with what was seen so far
-        import traceback
 
-        r["error"] = traceback.format_exc()
-        raise
-    finally:
-        result_path.write_text(json.dumps(r, indent=2, default=str))
-    return 0
+    def run(probe: OperatorProbe) -> None:
+        scenario(probe, ckpt, out, result_path, interventions, r)
+
+    return recorded(result_path, r, lambda: probed(OperatorProbe, run))
 
 
 def scenario(

@@ -343,12 +343,12 @@ def retried(fault: Callable[[], dict[str, Any]], valid_key: str) -> dict[str, An
         earlier.append(r)
 
 
-def main() -> int:
-    ckpt, out, result_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-    r: dict[str, Any] = {}
+def recorded(result_path: Path, r: dict[str, Any], run: Callable[[], None]) -> int:
+    """Run a scenario that fills ``r``; write ``r`` to ``result_path`` whatever happens (a
+    failure's traceback under "error", for the test's message, with what was seen so far)."""
     try:
-        scenario(ckpt, out, result_path, r)
-    except Exception:  # recorded for the test's message, with what was seen so far
+        run()
+    except Exception:
         import traceback
 
         r["error"] = traceback.format_exc()
@@ -356,6 +356,23 @@ def main() -> int:
     finally:
         result_path.write_text(json.dumps(r, indent=2, default=str))
     return 0
+
+
+def probed(make_probe: Callable[[], Any], run: Callable[[Any], None]) -> None:
+    """``run(probe)`` with rclpy up and a probe node; both torn down after."""
+    rclpy.init()
+    probe = make_probe()
+    try:
+        run(probe)
+    finally:
+        probe.close()  # a spin thread alive at exit aborts the process (std::terminate)
+        rclpy.try_shutdown()
+
+
+def main() -> int:
+    ckpt, out, result_path = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    r: dict[str, Any] = {}
+    return recorded(result_path, r, lambda: scenario(ckpt, out, result_path, r))
 
 
 def scenario(ckpt: str, out: Path, result_path: Path, r: dict[str, Any]) -> None:
