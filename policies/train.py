@@ -316,7 +316,8 @@ class EpisodeRewarder:
                 raise ValueError(f"reward.alpha applies to Rank2Reward, not {self.model.method}")
             self.model.config = dataclasses.replace(self.model.config, alpha=spec.alpha)
         self.disc = (
-            OnlineDiscriminator(self.model, spec.disc_batch, spec.disc_frames)
+            OnlineDiscriminator(self.model, spec.disc_batch, spec.disc_frames,
+                                every_frames=spec.disc_update_every_steps, steps=spec.disc_steps)
             if spec.disc_update_every_steps > 0 and isinstance(self.model, Rank2Reward)
             else None
         )
@@ -366,11 +367,10 @@ class EpisodeRewarder:
     def num_updates(self) -> int:
         return self.disc.num_updates if self.disc is not None else 0
 
-    def maybe_update(self, step: int) -> dict[str, float]:
-        """Rank2Reward: ``disc_steps`` discriminator steps every ``disc_update_every_steps``."""
-        if self.disc is None or step % self.spec.disc_update_every_steps:
-            return {}
-        return self.disc.train(self.spec.disc_steps)
+    def maybe_update(self) -> dict[str, float]:
+        """Rank2Reward: ``disc_steps`` discriminator steps once ``disc_update_every_steps``
+        more agent frames (one per agent step) have been shown to it (its schedule)."""
+        return self.disc.train_if_due() if self.disc is not None else {}
 
 
 def frame_embedder(ckpt: str, device: torch.device) -> Callable[[np.ndarray], np.ndarray]:
@@ -803,7 +803,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                 state["step"], state["frames"] = core.agent_steps, int(state["frames"]) + res.frames
                 bar.update(res.frames)
                 if rewarder is not None:
-                    disc = rewarder.maybe_update(core.agent_steps)
+                    disc = rewarder.maybe_update()
                     if disc:
                         log.scalars("reward", disc, int(state["frames"]))
                 metrics = core.maybe_update()

@@ -267,23 +267,56 @@ class Rank2Reward(RewardModel):
 
 
 class OnlineDiscriminator:
-    """Rank2Reward's discriminator trained online on the agent's recent frames.
+    """Rank2Reward's discriminator trained online on the agent's recent frames, and the one
+    owner of its schedule: ``steps`` discriminator steps each time ``every_frames`` more agent
+    frames have been shown to it (:meth:`observe`), once it holds ``min_frames``.
 
-    One implementation for both places it runs: the twin trainer calls :meth:`train` on its
-    agent-step schedule (``reward.disc_steps`` every ``reward.disc_update_every_steps``, the
-    official code's), the reward node's trainer thread on its wall-clock period. Frames are
-    kept in a ring of ``capacity``; each step draws ``batch`` of them uniformly.
+    Both places it runs use it the same way: the twin trainer shows it one frame per agent
+    step (so ``reward.disc_update_every_steps`` agent steps; the official code: 20 steps every
+    2000), the reward node every camera frame it scores, and each calls :meth:`train_if_due`.
+    Frames are kept in a ring of ``capacity``; each step draws ``batch`` of them uniformly.
     """
 
-    def __init__(self, model: Rank2Reward, batch: int, capacity: int, seed: int = 0):
+    def __init__(
+        self,
+        model: Rank2Reward,
+        batch: int,
+        capacity: int,
+        every_frames: int = 0,
+        steps: int = 1,
+        min_frames: int = 0,
+        seed: int = 0,
+    ):
+        if every_frames < 0 or steps < 1:
+            raise ValueError(f"need every_frames >= 0 and steps >= 1, got {every_frames}, {steps}")
         self.model, self.batch = model, batch
+        self.every_frames, self.steps = every_frames, steps
+        self.min_frames = max(batch, min_frames)
         self.frames: deque[np.ndarray] = deque(maxlen=capacity)
         self._rng = np.random.default_rng(seed)
         self.num_updates = 0
+        self.shown = 0  # agent frames observed so far
+        self._next_burst = every_frames
 
     def observe(self, frames: np.ndarray) -> None:
         """Agent frames (N, H, W, 3) uint8, newest last."""
         self.frames.extend(frames)
+        self.shown += len(frames)
+
+    @property
+    def due(self) -> bool:
+        """A burst is owed (``every_frames`` shown since the last) and enough frames are held."""
+        return bool(self.every_frames) and self.shown >= self._next_burst and (
+            len(self.frames) >= self.min_frames
+        )
+
+    def train_if_due(self) -> dict[str, float]:
+        """One burst of ``steps`` steps when :attr:`due` (at most one per call: frames shown
+        in a lump, e.g. a whole episode, owe one burst); its mean metrics, else ``{}``."""
+        if not self.due:
+            return {}
+        self._next_burst = (self.shown // self.every_frames + 1) * self.every_frames
+        return self.train(self.steps)
 
     def __len__(self) -> int:
         return len(self.frames)

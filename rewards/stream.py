@@ -13,11 +13,12 @@ rate; the learner therefore sums the rewards of the frames in (o_t, o_t+1]. Per-
 (HOLD, Rank2Reward, TCN) become the sum over those frames, a constant rescaling.
 
 Rank2Reward's discriminator separates expert frames from the agent's. Agent frames are kept in
-a ring buffer; a background thread trains a *copy* of the model on them and swaps the new
-discriminator weights into the scoring model under a lock held only for the copy, so scoring
-never waits for a training step. On CUDA the trainer runs on a stream of its own (scoring
-stays on the default stream and never queues behind a training step), and scoring waits on an
-event for the swapped-in weights to be copied.
+a ring buffer; whenever the discriminator's frame schedule owes a burst, a background thread
+trains a *copy* of the model on them and swaps the new discriminator weights into the scoring
+model under a lock held only for the copy, so scoring never waits for a training step. On
+CUDA the trainer runs on a stream of its own (scoring stays on the default stream and never
+queues behind a training step), and scoring waits on an event for the swapped-in weights to be
+copied.
 """
 
 from __future__ import annotations
@@ -52,7 +53,14 @@ class RewardStreamConfig:
     # (calibrated on the reward model's demos when it was trained), else 0.9
     success_progress: float | None = None
     online_updates: bool = True  # Rank2Reward: train the discriminator on agent frames
-    disc_period_s: float = 1.0  # seconds between discriminator steps
+    # The discriminator's schedule (rewards/rank2reward.py OnlineDiscriminator, as in the twin
+    # trainer): disc_steps steps each time disc_every_frames more scored frames have been
+    # seen. Counted in frames, not seconds, so the same robot time trains it the same amount
+    # whatever the CPU's speed; the trainer shows it one frame per agent step, so at a camera
+    # rate of C Hz, control rate H and action repeat R its `disc_update_every_steps` N is
+    # N * R * C / H frames here.
+    disc_every_frames: int = 30
+    disc_steps: int = 1
     disc_batch: int = 64  # agent frames per discriminator step
     disc_min_frames: int = 128  # agent frames needed before the first step
     agent_buffer: int = 10_000  # agent frames kept for discriminator training
@@ -62,8 +70,9 @@ class RewardStreamConfig:
         if not self.ckpt:
             raise ValueError("ckpt is required: the run folder or .pt of a trained reward model")
         check_device_name(self.device)
-        if not 0.0 < self.disc_period_s <= 3600:
-            raise ValueError(f"disc_period_s must be in (0, 3600], got {self.disc_period_s}")
+        if self.disc_every_frames < 1 or self.disc_steps < 1:
+            raise ValueError(f"need disc_every_frames >= 1 and disc_steps >= 1, got "
+                             f"{self.disc_every_frames}, {self.disc_steps}")
         if self.disc_batch < 2 or self.disc_min_frames < self.disc_batch:
             raise ValueError("need disc_batch >= 2 and disc_min_frames >= disc_batch")
         if self.agent_buffer < self.disc_min_frames:
@@ -107,14 +116,17 @@ class RewardStream:
         self.version = 0  # bumps whenever new discriminator weights are swapped in
         self.disc_metrics: dict[str, float] = {}
         self._stop = threading.Event()
+        self._due = threading.Event()  # set by score() when a discriminator burst is owed
         self._trainer: threading.Thread | None = None
         self._disc: OnlineDiscriminator | None = None
         self.score_latency_s: deque[float] = deque(maxlen=500)
         if config.online_updates and isinstance(self.model, Rank2Reward):
             # the trainer updates a copy; its discriminator weights are swapped in
             self._disc = OnlineDiscriminator(
-                copy.deepcopy(self.model), config.disc_batch, config.agent_buffer
-            )
+                copy.deepcopy(self.model), config.disc_batch, config.agent_buffer,
+                every_frames=config.disc_every_frames, steps=config.disc_steps,
+                min_frames=config.disc_min_frames,
+            )  # fmt: skip
             self._trainer = threading.Thread(
                 target=self._train_loop, args=(self._disc,), daemon=True, name="disc-trainer"
             )
@@ -153,6 +165,8 @@ class RewardStream:
         self._prev = imgs[-1]
         if self._disc is not None:
             self._disc.observe(imgs[lead:])
+            if self._disc.due:
+                self._due.set()
         self.score_latency_s.append(time.perf_counter() - t0)
         return [
             ScoredFrame(stamp, float(r), float(p), bool(p >= self.success_progress))
@@ -165,10 +179,14 @@ class RewardStream:
             self._train(trainer)
 
     def _train(self, trainer: OnlineDiscriminator) -> None:
-        while not self._stop.wait(self.config.disc_period_s):
-            if len(trainer) < self.config.disc_min_frames:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            if self._stop.is_set():
+                return
+            metrics = trainer.train_if_due()
+            if not metrics:
                 continue
-            metrics = trainer.train(1)
             disc = {
                 k: v.detach().clone()
                 for k, v in trainer.model.state_dict().items()
@@ -182,5 +200,6 @@ class RewardStream:
 
     def close(self) -> None:
         self._stop.set()
+        self._due.set()
         if self._trainer is not None:
             self._trainer.join(timeout=10)

@@ -54,8 +54,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     field_param(S, "success_progress", "progress at which a frame counts as success (0: the "
                 "checkpoint's, from its demos)", float_range(0.0, 2.0), none_as=0.0),
     field_param(S, "online_updates", "Rank2Reward: train the discriminator on agent frames"),
-    field_param(S, "disc_period_s", "seconds between discriminator steps",
-                float_range(0.01, 3600.0)),
+    field_param(S, "disc_every_frames", "scored frames between discriminator bursts",
+                int_range(1, 10_000_000)),
+    field_param(S, "disc_steps", "discriminator steps per burst", int_range(1, 10_000)),
     field_param(S, "disc_batch", "agent frames per discriminator step", int_range(2, 4096)),
     field_param(S, "disc_min_frames", "agent frames before the first step",
                 int_range(2, 1_000_000)),

@@ -167,7 +167,7 @@ def test_reward_stream_scores_while_the_discriminator_trains(demos: Path, tmp_pa
     latency: dict[bool, list[float]] = {}
     for online in (False, True):
         stream = RewardStream(RewardStreamConfig(
-            ckpt=str(tmp_path), device=str(DEVICE), online_updates=online, disc_period_s=0.01,
+            ckpt=str(tmp_path), device=str(DEVICE), online_updates=online, disc_every_frames=2,
             disc_batch=8, disc_min_frames=16, agent_buffer=64))  # fmt: skip
         try:
             times = []

@@ -36,7 +36,7 @@ def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_update
             "-p",
             f"ckpt:={reward_ckpt}",
             "-p",
-            "disc_period_s:=0.1",
+            "disc_every_frames:=4",
             "-p",
             "disc_batch:=8",
             "-p",

@@ -173,6 +173,32 @@ def test_learned_reward_replaces_oracle_and_discriminator_updates_online(tmp_pat
     assert (tmp_path / "run" / "reward_model.pt").exists()
 
 
+def test_discriminator_schedule_is_one_rule_for_both_drivers(tmp_path: Path) -> None:
+    """The trainer shows the discriminator an episode's frames at once, the reward node one
+    camera frame at a time: the same frames shown give the same number of bursts and steps."""
+    import torch
+    from video2reward.rewards.base import load_reward_model
+    from video2reward.rewards.rank2reward import OnlineDiscriminator
+
+    ckpt = _reward_ckpt(tmp_path, "rank2reward")
+    frames = np.random.default_rng(1).integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    discs = [OnlineDiscriminator(load_reward_model(ckpt, torch.device("cpu")), 8, 100,
+                                 every_frames=20, steps=3) for _ in range(2)]  # fmt: skip
+    bursts = [0, 0]
+    for ep in np.split(frames, 4):  # the trainer: one lump of 15 agent-step frames per episode
+        discs[0].observe(ep)
+        for _ in range(15):  # maybe_update() runs every agent step; one burst at most is owed
+            bursts[0] += bool(discs[0].train_if_due())
+    for f in frames:  # the reward node: every scored frame
+        discs[1].observe(f[None])
+        bursts[1] += bool(discs[1].train_if_due())
+    assert bursts == [3, 3]  # at 20, 40, 60 frames shown
+    assert discs[0].num_updates == discs[1].num_updates == 9
+    assert discs[1].shown == 60
+    with pytest.raises(ValueError, match="every_frames"):
+        OnlineDiscriminator(discs[0].model, 8, 100, every_frames=-1)
+
+
 def test_reward_alpha_overrides_the_discriminator_weight(tmp_path: Path) -> None:
     import torch
     from video2reward.policies.train import EpisodeRewarder, RewardSpec
