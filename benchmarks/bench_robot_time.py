@@ -75,8 +75,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # (no uniform-random phase) and updates begin after a few episodes.
     agent = DrQV2Config(
         batch_size=128, hidden_dim=256, lr=3e-4, num_expl_steps=0 if with_demos else 1000,
-        stddev_schedule_steps=10_000, stddev_final=0.1, shift_pad_px=3,
+        stddev_schedule_steps=10_000, stddev_final=0.1,
         bc_weight=args.bc_weight if with_demos else 0.0, bc_decay_steps=args.bc_decay_steps,
+        bc_encoder=args.bc_encoder, updates_per_step=args.updates_per_step,
+        shift_pad_px=3 if args.agent_px == 48 else 4,
     )  # fmt: skip
     rspec = RewardSpec(
         source="model", ckpt=str(reward), success=args.success, success_bonus=args.success_bonus,
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         alpha=args.alpha if args.reward == "rank2reward" else None,
     )  # fmt: skip
     cfg = TrainConfig(
-        task=args.task, out=str(out), seed=args.seed, image_size=84, agent_image_size=48,
+        task=args.task, out=str(out), seed=args.seed, image_size=84, agent_image_size=args.agent_px,
         threads=1, num_train_frames=args.frames or BARS[args.task],
         num_seed_frames=500 if with_demos else 2000, eval_every_frames=args.eval_every,
         num_eval_episodes=10, checkpoint_every_frames=args.eval_every,
@@ -103,7 +105,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "task": args.task, "reward": args.reward, "demos": args.demos,
         "interventions": args.interventions, "seed": args.seed, "variant": args.tag,
-        "bc_weight": agent.bc_weight, "alpha": rspec.alpha,
+        "bc_weight": agent.bc_weight, "bc_encoder": agent.bc_encoder, "agent_px": args.agent_px,
+        "updates_per_step": agent.updates_per_step, "alpha": rspec.alpha,
         "disc_every": rspec.disc_update_every_steps, "success_bonus": rspec.success_bonus,
         "reward_steps": args.reward_steps, "pretrain_updates": cfg.demos.pretrain_updates,
         "frames_to_90": f90,
@@ -187,6 +190,12 @@ def main() -> int:
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--bc-weight", type=float, default=0.4)
     p.add_argument("--bc-decay-steps", type=int, default=0)
+    p.add_argument("--bc-encoder", action="store_true",
+                   help="the BC term also trains the conv encoder on demo rows")
+    p.add_argument("--agent-px", type=int, default=48,
+                   help="pixels the agent sees (48: the CPU sizes; 84: the paper)")
+    p.add_argument("--updates-per-step", type=int, default=1,
+                   help="updates every agent.update_every_steps (2) agent steps")
     p.add_argument("--reward-steps", type=int, default=2000,
                    help="reward-model training steps (2000: README's Rank2Reward recipe)")
     p.add_argument("--alpha", type=float, default=0.1,

@@ -93,6 +93,10 @@ class DrQV2Config:
     # to 0 over bc_decay_steps agent steps as ROT anneals it (0: constant). 0 = the paper.
     bc_weight: float = 0.0
     bc_decay_steps: int = 0
+    # The same BC term also trains the conv encoder on demo rows (added to the critic's loss,
+    # which alone trains it in DrQ-v2): the demonstrations then shape what the features see,
+    # not only what the actor reads from them. No effect without bc_weight.
+    bc_encoder: bool = False
 
     def __post_init__(self) -> None:
         positive = {
@@ -552,11 +556,18 @@ class DrQV2Agent:
             target_q = reward + discount * torch.min(tq1, tq2)
         q1, q2 = self.critic(h, p, action)
         critic_loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        bc_weight = self.cfg.bc_weight_at(step)
+        encoder_loss = critic_loss
+        if self.cfg.bc_encoder and bc_weight > 0 and is_demo is not None and self.pixels:
+            # the actor's weights get gradients here too; they are cleared before its step
+            q_scale = torch.min(q1, q2).detach().abs().mean()
+            encoder_loss = critic_loss + bc_weight * q_scale * bc_loss(self.actor(h, p), action,
+                                                                       is_demo)  # fmt: skip
         if self.encoder_opt is not None:
             self.encoder_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        critic_bad = self._step_unless_nonfinite(critic_loss, self.critic_opt, self.encoder_opt)
+        encoder_loss.backward()
+        critic_bad = self._step_unless_nonfinite(encoder_loss, self.critic_opt, self.encoder_opt)
 
         # Actor: maximise min Q on detached features; no gradients for critic weights.
         h = h.detach()
@@ -569,7 +580,6 @@ class DrQV2Agent:
             self.critic.requires_grad_(True)
         min_q = torch.min(aq1, aq2)
         actor_loss = -min_q.mean()
-        bc_weight = self.cfg.bc_weight_at(step)
         bc: Tensor | None = None
         if bc_weight > 0 and is_demo is not None:
             bc = bc_loss(mean, action, is_demo)

@@ -145,6 +145,17 @@ def test_bc_term_touches_only_demo_rows() -> None:
     m = with_bc.update(flagged, step=10)
     assert m["actor_bc"] > 0 and m["bc_weight"] == 1.0
     assert DrQV2Config(bc_weight=0.4, bc_decay_steps=100).bc_weight_at(50) == pytest.approx(0.2)
+    # bc_encoder: the term also reaches the encoder, on demo rows only.
+    enc_cfg = DrQV2Config(**{**small.__dict__, "bc_weight": 1.0, "bc_encoder": True})
+    agents = [DrQV2Agent(c, (6, 16, 16), 4) for c in (enc_cfg, small, enc_cfg, with_bc.cfg)]
+    agents[0].update(b, step=10)  # no demo rows: exactly the plain update
+    agents[1].update(b, step=10)
+    for x, y in zip(agents[0].encoder.parameters(), agents[1].encoder.parameters(), strict=True):
+        assert torch.equal(x, y)
+    agents[2].update(flagged, step=10)  # demo rows: the encoder moves differently
+    agents[3].update(flagged, step=10)
+    assert any(not torch.equal(x, y) for x, y in
+               zip(agents[2].encoder.parameters(), agents[3].encoder.parameters(), strict=True))
 
 
 def test_stores_the_learner_cannot_use_are_refused_with_the_reason(tmp_path: Path) -> None:
