@@ -8,7 +8,7 @@
 The node owns the arm for the duration of the calibration: it drives the xArm through
 ``XArmDriver`` (position-mode moves, the workspace box from ``out``, fault latching) because
 the driver node's action topic only streams tool-down position deltas and cannot turn the
-tool. Do not run the driver node at the same time. Images (``image``, sensor_msgs/Image rgb8)
+tool. Do not run the driver node at the same time. Images (``image``: ros/image_topic.py)
 and, for ``intrinsics:=factory``, ``camera_info`` come from the camera node. At the end it
 writes the calibration YAML, publishes ``~/T_base_cam`` (geometry_msgs/TransformStamped,
 transient local: late subscribers get it) and exits: 0 done, 1 calibration failed, 2 bad
@@ -30,7 +30,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from scipy.spatial.transform import Rotation
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo
 from video2reward.calibration.collect import ArmNotSettledError, BoardNeverSeenError
 from video2reward.calibration.handeye import HandEyeError
 from video2reward.calibration.handeye_run import HandEyeRunConfig, run_handeye
@@ -39,6 +39,7 @@ from video2reward.calibration.result import CalibrationFileError, load_calibrati
 from video2reward.robot.camera import Camera, CameraError, CameraFrame, CameraIntrinsics
 from video2reward.robot.safety import EnvelopeConfig, LatchedFaultError, WorkspaceBox
 from video2reward.ros import convert
+from video2reward.ros.image_topic import IMAGE_TRANSPORT, ImageMsg, subscribe_image
 from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
 
 F = float_range
@@ -75,6 +76,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("frame_timeout_s", 5.0, "no image for this long is an error", F(0.1, 60.0), True),
     ("base_frame", "link_base", "parent frame of the published transform", None, True),
     ("camera_frame", "camera_color_optical_frame", "child frame (OpenCV axes)", None, True),
+    IMAGE_TRANSPORT,
 )
 
 
@@ -96,17 +98,17 @@ def intrinsics_from_camera_info(msg: CameraInfo) -> CameraIntrinsics:
 class TopicCamera(Camera):
     """``robot.camera.Camera`` over an Image subscription: ``read`` returns the next new frame."""
 
-    def __init__(self, node: Node, timeout_s: float):
+    def __init__(self, node: Node, timeout_s: float, transport: str = "raw"):
         self._cv = threading.Condition()
         self._frame: CameraFrame | None = None
         self._n = 0
         self._info: CameraInfo | None = None
         self._timeout_s = timeout_s
-        node.create_subscription(Image, "image", self._on_image, 2)
+        subscribe_image(node, transport, self._on_image, 2)
         node.create_subscription(CameraInfo, "camera_info", self._on_info, 2)
 
-    def _on_image(self, msg: Image) -> None:
-        rgb = convert.image_from_msg(msg).copy()
+    def _on_image(self, rgb: np.ndarray, msg: ImageMsg) -> None:
+        rgb = rgb.copy()  # a view of the message when it was rgb8
         with self._cv:
             self._n += 1
             self._frame = CameraFrame(
@@ -196,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE
     )
     pub = node.create_publisher(TransformStamped, "~/T_base_cam", qos)
-    camera = TopicCamera(node, p["frame_timeout_s"])
+    camera = TopicCamera(node, p["frame_timeout_s"], p["image_transport"])
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     done = threading.Event()

@@ -42,13 +42,14 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Vector3Stamped
 from rclpy.node import Node
-from sensor_msgs.msg import Image, JointState
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
 from video2reward.policies.drqv2 import DrQV2Config, NonFiniteError
 from video2reward.policies.intervention import OperatorTakeover
 from video2reward.policies.online import OnlineConfig, OnlineLearner, step_rewards
 from video2reward.ros import convert
+from video2reward.ros.image_topic import IMAGE_TRANSPORT, ImageMsg, subscribe_image
 from video2reward.ros.node_main import run_node
 from video2reward.ros.params import (
     ParamSpec,
@@ -103,6 +104,9 @@ PARAMS: tuple[ParamSpec, ...] = (
                 F(0.0, 100.0)),
     field_param(A, "bc_decay_steps", "agent steps over which bc_weight falls to 0 (0: "
                 "constant)", I(0, 100_000_000)),
+    field_param(A, "bc_encoder", "the BC term also trains the conv encoder on demo rows"),
+    field_param(A, "updates_per_step", "updates each time one is due (update-to-data ratio)",
+                I(1, 64)),
     (
         "success_source",
         "reward",
@@ -115,6 +119,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("intervention_timeout_s", 0.3, "silence while the operator drives: device lost",
      F(0.05, 5.0), True),
     ("reward_timeout_s", 1.0, "rewards this late stop the arm", F(0.05, 60.0), True),
+    IMAGE_TRANSPORT,
     ("image_timeout_s", 0.5, "images this late stop the arm", F(0.05, 60.0), True),
     (
         "state_timeout_s",
@@ -173,7 +178,7 @@ class LearnerNode(Node):
         self.history: list[dict[str, Any]] = []
         self.action_pub = self.create_publisher(Float32MultiArray, "action", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Image, "image", self._on_image, 10)
+        subscribe_image(self, p["image_transport"], self._on_image)
         self.create_subscription(Vector3Stamped, "reward", self._on_reward, 200)
         self.create_subscription(PoseStamped, "ee_pose", self._on_pose, 10)
         self.create_subscription(JointState, "joint_states", self._on_joints, 10)
@@ -200,13 +205,8 @@ class LearnerNode(Node):
         self._thread.start()
 
     # ------------------------------------------------------------------ inputs
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, rgb: np.ndarray, msg: ImageMsg) -> None:
         stamp = convert.ns_from_stamp(msg.header.stamp)
-        try:
-            rgb = convert.image_from_msg(msg)
-        except ValueError as e:
-            self.get_logger().error(f"bad image: {e}", throttle_duration_sec=5.0)
-            return
         with self.lock:
             self.image = (stamp, time.monotonic(), rgb)
             self.new_image.notify_all()

@@ -2,7 +2,8 @@
 
     reward_node --ros-args -p ckpt:=runs/r2r -r image:=/camera/color/image_raw
 
-Subscribes ``image`` (sensor_msgs/Image rgb8). Publishes ``~/reward``
+Subscribes ``image`` (sensor_msgs/Image in rgb8/bgr8/rgba8/bgra8/mono8, or CompressedImage
+with ``image_transport:=compressed``: ros/image_topic.py). Publishes ``~/reward``
 (geometry_msgs/Vector3Stamped, one per image, carrying that image's stamp: x = reward for
 arriving at this frame from the previous one, y = progress (~0 start ... ~1 done),
 z = 1.0 when the model calls the frame a success) and ``/diagnostics`` (latency, rate,
@@ -27,10 +28,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Vector3Stamped
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
 from video2reward.rewards.base import RewardError
 from video2reward.rewards.stream import RewardStream, RewardStreamConfig
-from video2reward.ros.convert import image_from_msg, ns_from_stamp, reward_msg
+from video2reward.ros.convert import ns_from_stamp, reward_msg
+from video2reward.ros.image_topic import IMAGE_TRANSPORT, ImageMsg, subscribe_image
 from video2reward.ros.node_main import run_node
 from video2reward.ros.params import (
     ParamSpec,
@@ -62,6 +63,7 @@ PARAMS: tuple[ParamSpec, ...] = (
                 int_range(2, 1_000_000)),
     field_param(S, "torch_threads", "torch intra-op threads (nodes share the CPU)",
                 int_range(1, 64)),
+    IMAGE_TRANSPORT,
     ("max_batch", 16, "most frames scored in one call", int_range(1, 256), True),
     ("queue_size", 64, "images held while scoring lags (oldest dropped)", int_range(1, 4096), True),
 )
@@ -84,7 +86,7 @@ class RewardNode(Node):
         self.pub = self.create_publisher(Vector3Stamped, "~/reward", 50)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.create_subscription(Image, "image", self._on_image, qos)
+        subscribe_image(self, p["image_transport"], self._on_image, qos)
         self.create_timer(1.0, self._diagnostics)
         self._worker = threading.Thread(target=self._work, daemon=True, name="scorer")
         self._worker.start()
@@ -93,12 +95,8 @@ class RewardNode(Node):
             f"(online discriminator: {self.stream.online})"
         )
 
-    def _on_image(self, msg: Image) -> None:
-        try:
-            rgb = image_from_msg(msg).copy()
-        except ValueError as e:
-            self.get_logger().error(f"dropping image: {e}", throttle_duration_sec=5.0)
-            return
+    def _on_image(self, rgb: np.ndarray, msg: ImageMsg) -> None:
+        rgb = rgb.copy()  # a view of the message when it was rgb8
         stamp_ns = ns_from_stamp(msg.header.stamp)
         with self._ready:
             if len(self._queue) == self._queue.maxlen:

@@ -7,8 +7,8 @@
     # then: ros2 service call /recorder/start std_srvs/srv/Trigger
     #       ros2 service call /recorder/stop std_srvs/srv/SetBool "{data: true}"   # success
 
-Inputs (node-relative, remap them): ``image`` (sensor_msgs/Image rgb8), ``camera_info``
-(the store's intrinsics; the store opens on the first one), ``ee_pose``
+Inputs (node-relative, remap them): ``image`` (raw or compressed: ros/image_topic.py),
+``camera_info`` (the store's intrinsics; the store opens on the first one), ``ee_pose``
 (geometry_msgs/PoseStamped), ``joint_states`` (sensor_msgs/JointState), ``applied_action``
 (std_msgs/Float32MultiArray: what the driver actually sent). Services: ``~/start``,
 ``~/discard`` (std_srvs/Trigger), ``~/stop`` (SetBool: data = success), ``~/mark`` (SetBool:
@@ -28,12 +28,13 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, Image, JointState
+from sensor_msgs.msg import CameraInfo, JointState
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
 from video2reward.data.episode_store import EpisodeStoreError
 from video2reward.robot.recorder import Observation, Recorder, RecorderConfig, RecorderError
 from video2reward.ros import convert
+from video2reward.ros.image_topic import IMAGE_TRANSPORT, ImageMsg, subscribe_image
 from video2reward.ros.node_main import run_node
 from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
 
@@ -53,6 +54,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("min_free_mb", 100.0, "refuse to start with less free disk", float_range(0, 1e6), True),
     ("max_episode_s", 900.0, "stop an episode left running", float_range(1, 86400), True),
     ("notes", "", "operator notes stored with each episode", None, False),
+    IMAGE_TRANSPORT,
 )
 
 
@@ -86,12 +88,12 @@ class RecorderNode(Node):
         self._lock = threading.Lock()
         for typ, topic, cb in (
             (CameraInfo, "camera_info", self.on_info),
-            (Image, "image", self.on_image),
             (PoseStamped, "ee_pose", self.on_pose),
             (JointState, "joint_states", self.on_joints),
             (Float32MultiArray, "applied_action", self.on_action),
         ):
             self.create_subscription(typ, topic, cb, 10)
+        subscribe_image(self, p["image_transport"], self.on_image)
         for name, typ in (
             ("start", Trigger),
             ("discard", Trigger),
@@ -142,7 +144,7 @@ class RecorderNode(Node):
         if self.recorder is not None and len(msg.data) == 4:
             self.recorder.command(np.asarray(msg.data, dtype=np.float32))
 
-    def on_image(self, msg: Image) -> None:
+    def on_image(self, rgb: np.ndarray, msg: ImageMsg) -> None:
         rec, pose, joints = self.recorder, self.pose, self.joints
         if rec is None or not rec.recording or pose is None or joints is None:
             return
@@ -152,7 +154,7 @@ class RecorderNode(Node):
         o, pp = pose.pose.orientation, pose.pose.position
         rec.observe(
             Observation(
-                image=convert.image_from_msg(msg),
+                image=rgb,
                 ee_pos_m=np.array([pp.x, pp.y, pp.z]),
                 ee_quat_wxyz=np.array([o.w, o.x, o.y, o.z]),
                 joint_pos_rad=joints[0],
