@@ -69,8 +69,8 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
         "drive the arm (twin or xArm) by keyboard/gamepad/SpaceMouse and record episodes",
     ),
     ("record", "import"): (
-        "video2reward.data.video_import:main",
-        "import a folder of human demo videos into an episode store",
+        "video2reward.robot.recorder_cli:import_main",
+        "import human demo videos, or a LeRobot v3.0 folder, into an episode store",
     ),
     ("record", "info"): (
         "video2reward.robot.recorder_cli:info_main",
@@ -78,7 +78,7 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("record", "export"): (
         "video2reward.robot.recorder_cli:export_main",
-        "write one episode's frames as an mp4",
+        "write one episode's frames as an mp4, or the store as a LeRobot v3.0 folder",
     ),
 }
 

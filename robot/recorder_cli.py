@@ -1,7 +1,10 @@
-"""``v2r record info`` and ``v2r record export``: look into an episode store, get a video out.
+"""``v2r record info``, ``export`` and ``import``: look into an episode store, get data out and in.
 
     v2r record info demos.zarr                     # summary; --episodes lists each one; --json
     v2r record export demos.zarr episode=3 out=ep3.mp4 scale=4
+    v2r record export demos.zarr format=lerobot out=demos_lerobot/   # LeRobot v3.0 folder
+    v2r record import demos_lerobot/ out=demos.zarr  # a LeRobot folder (meta/info.json) ...
+    v2r record import videos/ out=human.zarr task=push                # ... or human videos
 
 ``info`` also reports how much the compressor saves on disk and whether the store holds rows
 of an unfinished (crashed) episode, which the next writer drops.
@@ -19,9 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from video2reward.configs.compose import compose, run_cli, to_dataclass
+from video2reward.configs.compose import ConfigError, compose, run_cli, to_dataclass
 from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.data.lerobot import (
+    CAMERA,
+    CODECS,
+    LeRobotFormatError,
+    LeRobotImportConfig,
+    export_lerobot,
+    import_lerobot,
+    is_lerobot_folder,
+)
 
 _PLAIN = re.compile(r"^[A-Za-z0-9_./:~+-]+$")
 
@@ -146,10 +158,22 @@ class ExportConfig:
     out: str = ""  # the mp4 ('' = <store stem>_ep<N>.mp4 beside the store)
     fps: float = 0.0  # 0 = the store's fps
     scale: int = 1  # integer upscaling (nearest), e.g. 4 for 84 px frames
+    format: str = "mp4"  # "mp4": one episode; "lerobot": every episode, a LeRobot v3.0 folder
+    camera: str = CAMERA  # format=lerobot: images become observation.images.<camera>
+    codec: str = "h264"  # format=lerobot: "h264" (libx264) or "av1" (libsvtav1)
 
     def __post_init__(self) -> None:
         if not self.store:
             raise ValueError("usage: v2r record export STORE.zarr episode=N out=ep.mp4")
+        if self.format not in ("mp4", "lerobot"):
+            raise ValueError(f"format must be mp4 or lerobot, got {self.format!r}")
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {sorted(CODECS)}, got {self.codec!r}")
+        if self.format == "lerobot" and (self.episode != -1 or self.fps or self.scale != 1):
+            raise ValueError(
+                "format=lerobot writes every episode at the store's fps, unscaled: "
+                "leave episode, fps and scale unset"
+            )
         if not 1 <= self.scale <= 16:
             raise ValueError(f"scale must be in [1, 16], got {self.scale}")
         if self.fps < 0 or self.fps > 240:
@@ -190,13 +214,66 @@ def _export(overrides: list[str], flags: list[str]) -> int:
         return 0
     cfg = to_dataclass(ExportConfig, compose("record_export", overrides))
     try:
-        out = export_episode(cfg)
-    except (EpisodeStoreError, IndexError) as e:
+        if cfg.format == "lerobot":
+            out = Path(cfg.out or Path(cfg.store).with_name(f"{Path(cfg.store).stem}_lerobot"))
+            report = export_lerobot(cfg.store, out, camera=cfg.camera, codec=cfg.codec)
+            print(json.dumps(report.__dict__, indent=2))
+            return 0
+        print(export_episode(cfg))
+    except (EpisodeStoreError, LeRobotFormatError, FileExistsError, IndexError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(out)
     return 0
 
 
 def export_main(argv: list[str]) -> int:
     return run_cli(_export, positional(argv, "store"))
+
+
+def _import_lerobot(overrides: list[str], flags: list[str], src: str | None) -> int:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if "--help" in flags or "-h" in flags:
+        print(__doc__)
+        print("options (key=value):", ", ".join(LeRobotImportConfig.__dataclass_fields__))
+        return 0
+    try:  # typed by the dataclass: unknown keys and malformed values are named
+        base = OmegaConf.structured(LeRobotImportConfig)
+        OmegaConf.set_readonly(base, False)
+        given = OmegaConf.merge(base, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"record import (LeRobot): {e}") from e
+    cfg = to_dataclass(LeRobotImportConfig, given, **({"src": src} if src is not None else {}))
+    try:
+        summary = import_lerobot(cfg)
+    except (EpisodeStoreError, LeRobotFormatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.__dict__, indent=2))
+    return 0
+
+
+def import_main(argv: list[str]) -> int:
+    """``v2r record import SRC``: a LeRobot v3.0 folder (SRC holds meta/info.json, or the command
+    says ``format=lerobot``) into an episode store; anything else is a folder of human
+    demonstration videos (data/video_import.py)."""
+    formats = [a.partition("=")[2] for a in argv if a.startswith("format=")]
+    rest = [a for a in argv if not a.startswith("format=")]
+    fmt = formats[-1] if formats else ""
+    if fmt not in ("", "lerobot", "videos"):
+        print(f"error: format must be lerobot or videos, got {fmt!r}", file=sys.stderr)
+        return 2
+    bare = next((a for a in rest if "=" not in a and not a.startswith("-")), None)
+    named = [a.partition("=")[2] for a in rest if a.startswith(("src=", "videos="))]
+    src = bare if bare is not None else (named[-1] if named else "")
+    if fmt == "lerobot" or (not fmt and src and is_lerobot_folder(src)):
+        overrides = [
+            "src=" + a.partition("=")[2] if a.startswith("videos=") else a
+            for a in rest
+            if a is not bare
+        ]
+        return run_cli(lambda o, f: _import_lerobot(o, f, bare), overrides)
+    from video2reward.data.video_import import main as import_videos_main
+
+    return import_videos_main(rest)
