@@ -1,0 +1,79 @@
+"""How far the demonstrations alone take the policy: evaluation success after pretraining on
+them, before any robot time (frame 0 of a robot-time run).
+
+    .venv/bin/python benchmarks/bench_bc_ceiling.py --pretrain 1000 --bc-encoder
+    .venv/bin/python benchmarks/bench_bc_ceiling.py --pad 1 --px 48
+
+Uses the robot-time benchmark's reach demonstrations and Rank2Reward model
+(runs/bench_robot_time/reach: run bench_robot_time.py once first), the CPU agent sizes and
+its BC settings (weight 2.5), then 20 evaluation episodes by the twin's predicate (evaluation
+only). Rows go to benchmarks/results/bc_ceiling_reach.json, one per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "bc_ceiling_reach.json"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pretrain", type=int, default=1000, help="updates on the demos alone")
+    p.add_argument("--bc-encoder", action="store_true", help="BC also trains the encoder")
+    p.add_argument("--pad", type=int, default=3, help="random-shift padding, pixels")
+    p.add_argument("--px", type=int, default=48, help="pixels the agent sees")
+    p.add_argument("--bc-weight", type=float, default=2.5)
+    p.add_argument("--episodes", type=int, default=20, help="evaluation episodes")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from video2reward.policies.drqv2 import DrQV2Config
+    from video2reward.policies.train import DemoSpec, RewardSpec, TrainConfig, train
+
+    base = ROOT / "runs" / "bench_robot_time" / "reach"
+    reward, demos = base / "rank2reward_2000", base / "demos.zarr"
+    if not (reward / "model.pt").exists() or not demos.exists():
+        print(f"{base} lacks demos.zarr or rank2reward_2000: run bench_robot_time.py first")
+        return 2
+    name = (f"pre{args.pretrain}_px{args.px}_pad{args.pad}_bc{args.bc_weight:g}"
+            f"{'_enc' if args.bc_encoder else ''}_seed{args.seed}")
+    out = ROOT / "runs" / "bench_bc_ceiling" / name
+    agent = DrQV2Config(batch_size=128, hidden_dim=256, lr=3e-4, num_expl_steps=0,
+                        stddev_schedule_steps=10_000, stddev_final=0.1, shift_pad_px=args.pad,
+                        bc_weight=args.bc_weight, bc_encoder=args.bc_encoder)  # fmt: skip
+    cfg = TrainConfig(
+        task="reach", out=str(out), seed=args.seed, image_size=84, agent_image_size=args.px,
+        threads=1, num_train_frames=1, num_seed_frames=500, eval_every_frames=1000,
+        num_eval_episodes=args.episodes, replay_capacity_steps=10_000, video=False,
+        progress_bar=False, resume=out.exists(), agent=agent,
+        reward=RewardSpec(source="model", ckpt=str(reward), success="model", success_bonus=1.0,
+                          alpha=1.0),
+        demos=DemoSpec(path=str(demos), max_episodes=50, pretrain_updates=args.pretrain),
+    )  # fmt: skip
+    t0 = time.monotonic()
+    train(cfg)
+    with (out / "eval.csv").open() as f:
+        first = next(csv.DictReader(f))  # the evaluation at frame 0, after pretraining
+    row = {"variant": name, "pretrain": args.pretrain, "px": args.px, "pad": args.pad,
+           "bc_weight": args.bc_weight, "bc_encoder": args.bc_encoder, "seed": args.seed,
+           "episodes": args.episodes, "success": float(first["success_rate"]),
+           "success_at_end": float(first["success_at_end"]),
+           "wall_s": round(time.monotonic() - t0, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    rows = [r for r in rows if r["variant"] != name] + [row]
+    RESULTS.write_text(json.dumps(sorted(rows, key=lambda r: r["variant"]), indent=1))
+    print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
