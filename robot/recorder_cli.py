@@ -230,50 +230,68 @@ def export_main(argv: list[str]) -> int:
     return run_cli(_export, positional(argv, "store"))
 
 
-def _import_lerobot(overrides: list[str], flags: list[str], src: str | None) -> int:
+def _import_typed(
+    cls: Any, run: Any, errors: tuple[type[Exception], ...], label: str,
+    overrides: list[str], flags: list[str], src: str | None,
+) -> int:
+    """Build ``cls`` from key=value overrides (typed: unknown keys and malformed values are
+    named), run the import, print its summary as JSON; exit code 2 on ``errors``."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     if "--help" in flags or "-h" in flags:
         print(__doc__)
-        print("options (key=value):", ", ".join(LeRobotImportConfig.__dataclass_fields__))
+        print("options (key=value):", ", ".join(cls.__dataclass_fields__))
         return 0
-    try:  # typed by the dataclass: unknown keys and malformed values are named
-        base = OmegaConf.structured(LeRobotImportConfig)
+    try:
+        base = OmegaConf.structured(cls)
         OmegaConf.set_readonly(base, False)
         given = OmegaConf.merge(base, OmegaConf.from_dotlist(overrides))
     except OmegaConfBaseException as e:
-        raise ConfigError(f"record import (LeRobot): {e}") from e
-    cfg = to_dataclass(LeRobotImportConfig, given, **({"src": src} if src is not None else {}))
+        raise ConfigError(f"record import ({label}): {e}") from e
+    cfg = to_dataclass(cls, given, **({"src": src} if src is not None else {}))
     try:
-        summary = import_lerobot(cfg)
-    except (EpisodeStoreError, LeRobotFormatError) as e:
+        summary = run(cfg)
+    except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(summary.__dict__, indent=2))
+    print(json.dumps(summary.as_dict() if hasattr(summary, "as_dict") else summary.__dict__,
+                     indent=2))  # fmt: skip
     return 0
 
 
 def import_main(argv: list[str]) -> int:
     """``v2r record import SRC``: a LeRobot v3.0 folder (SRC holds meta/info.json, or the command
-    says ``format=lerobot``) into an episode store; anything else is a folder of human
-    demonstration videos (data/video_import.py)."""
+    says ``format=lerobot``) or an MCAP bag of the graph (``format=bag``, or a file starting
+    with MCAP's magic bytes: data/bag_import.py) into an episode store; anything else is a
+    folder of human demonstration videos (data/video_import.py)."""
     formats = [a.partition("=")[2] for a in argv if a.startswith("format=")]
     rest = [a for a in argv if not a.startswith("format=")]
     fmt = formats[-1] if formats else ""
-    if fmt not in ("", "lerobot", "videos"):
-        print(f"error: format must be lerobot or videos, got {fmt!r}", file=sys.stderr)
+    if fmt not in ("", "lerobot", "bag", "videos"):
+        print(f"error: format must be lerobot, bag or videos, got {fmt!r}", file=sys.stderr)
         return 2
     bare = next((a for a in rest if "=" not in a and not a.startswith("-")), None)
     named = [a.partition("=")[2] for a in rest if a.startswith(("src=", "videos="))]
     src = bare if bare is not None else (named[-1] if named else "")
+    overrides = [
+        "src=" + a.partition("=")[2] if a.startswith("videos=") else a
+        for a in rest
+        if a is not bare
+    ]
     if fmt == "lerobot" or (not fmt and src and is_lerobot_folder(src)):
-        overrides = [
-            "src=" + a.partition("=")[2] if a.startswith("videos=") else a
-            for a in rest
-            if a is not bare
-        ]
-        return run_cli(lambda o, f: _import_lerobot(o, f, bare), overrides)
+        return run_cli(lambda o, f: _import_typed(
+            LeRobotImportConfig, import_lerobot, (EpisodeStoreError, LeRobotFormatError),
+            "LeRobot", o, f, bare), overrides)  # fmt: skip
+    from video2reward.data.bag_import import is_bag_file  # rclpy only when a bag is read
+
+    if fmt == "bag" or (not fmt and src and is_bag_file(src)):
+        from video2reward.data.bag_import import BagImportConfig, BagImportError, import_bag_config
+        from video2reward.ros.bag import BagError
+
+        return run_cli(lambda o, f: _import_typed(
+            BagImportConfig, import_bag_config, (EpisodeStoreError, BagImportError, BagError),
+            "bag", o, f, bare), overrides)  # fmt: skip
     from video2reward.data.video_import import main as import_videos_main
 
     return import_videos_main(rest)

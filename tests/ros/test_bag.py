@@ -352,6 +352,14 @@ def test_the_bag_node_records_the_stream_and_the_importer_gives_it_back(tmp_path
     np.testing.assert_allclose(ep[keys.JOINT_POS][-1], np.full(5, 0.1 * (N_FRAMES - 1)),
                                atol=0.11)  # fmt: skip
     assert store.attrs[keys.ATTR_INTRINSICS]["fx"] == 50.0
+    # `v2r record import` finds the bag by its magic bytes and gives the same store
+    from video2reward.robot.recorder_cli import import_main
+
+    assert import_main([str(bag), f"out={tmp_path / 'cli.zarr'}", "task=reach"]) == 0
+    via_cli = EpisodeStore.open(tmp_path / "cli.zarr").episode(0)
+    for k in (keys.IMAGE, keys.ACTION, keys.EE_POS, REWARD):
+        np.testing.assert_array_equal(via_cli[k], ep[k])
+    assert import_main([str(bag), f"out={tmp_path / 'cli.zarr'}", "task=reach"]) == 2  # exists
 
     # Cut inside the last chunk (a crash before close): the importer reads the prefix, and the
     # episode is either imported (its end marker was in an earlier chunk) or skipped, named.
