@@ -18,6 +18,11 @@ is deserialized in the callback); a writer thread compresses images and writes c
 full queue (``queue_size``) drops the newest messages, counted, rather than slow the graph.
 The bag is flushed every ``flush_period_s``: a crash loses at most that much.
 
+Live view: ``live_port`` (and ``live_host``, localhost by default) also serves the same
+messages, compressed images included, to the Foxglove app over WebSocket
+(``ros/live_view.py``); with ``path`` empty the node serves without recording. The launch
+files start such an instance with ``live_view:=true``.
+
 Disk full: a write error stops recording with an error on the log and on ``/diagnostics``
 (name ``bag``); the file is cut back to its last complete chunk and closed, so everything
 before it stays readable. The node keeps running idle: the graph goes on without a bag. A
@@ -58,6 +63,7 @@ from video2reward.ros.bag import (
     marker_text,
     split_type,
 )
+from video2reward.ros.live_view import LiveView
 from video2reward.ros.node_main import run_node
 from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
 
@@ -78,7 +84,46 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("queue_size", 2000, "messages waiting for the writer; beyond it new ones are dropped",
      int_range(10, 1_000_000), True),
     ("qos_depth", 50, "subscription queue depth (reliable)", int_range(1, 10_000), True),
+    ("live_port", 0, "serve a Foxglove live view on this port (0 = off; ros/live_view.py)",
+     int_range(0, 65535), True),
+    ("live_host", "127.0.0.1", "address the live view binds to (localhost unless told)",
+     None, True),
 )  # fmt: skip
+
+
+class _Sinks:
+    """The bag and/or the live view, declared and written alike (BagWriter's interface)."""
+
+    def __init__(self, sinks: list[Any]):
+        self.sinks = sinks
+
+    def add_topic(self, topic: str, type_name: str) -> None:
+        for s in self.sinks:
+            s.add_topic(topic, type_name)
+
+    def write(self, topic: str, data: bytes, t_ns: int) -> None:
+        for s in self.sinks:
+            s.write(topic, data, t_ns)
+
+    def flush(self) -> None:
+        for s in self.sinks:
+            s.flush()
+
+    def close(self) -> None:
+        for s in self.sinks:
+            s.close()
+
+    @property
+    def closed(self) -> bool:
+        return all(s.closed for s in self.sinks)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.sinks[0].counts)
+
+    @property
+    def bytes_written(self) -> int:
+        return int(self.sinks[0].bytes_written)
 
 
 def message_class(type_name: str) -> Any:
@@ -127,8 +172,20 @@ class BagNode(Node):
                              f"got {p['image_format']!r}")  # fmt: skip
         topics = parse_topics(list(p["topics"]))
         classes = {t: message_class(typ) for t, typ in topics.items()}
-        self.path = bag_path(p["path"])
-        self.writer = BagWriter(self.path, chunk_bytes=p["chunk_kb"] * 1024)
+        if not p["path"] and not p["live_port"]:
+            raise ValueError("nothing to do: set path (a bag) and/or live_port (a live view)")
+        self.path = bag_path(p["path"]) if p["path"] else None
+        sinks: list[Any] = []
+        if self.path is not None:
+            sinks.append(BagWriter(self.path, chunk_bytes=p["chunk_kb"] * 1024))
+        if p["live_port"]:
+            try:
+                sinks.append(LiveView(p["live_host"], p["live_port"]))
+            except BagError:
+                for sink in sinks:
+                    sink.close()
+                raise
+        self.writer = _Sinks(sinks)
         self.stored: dict[str, str] = {}  # source topic -> topic in the bag
         try:
             for topic, typ in topics.items():
@@ -159,7 +216,9 @@ class BagNode(Node):
         self._thread = threading.Thread(target=self._write_loop, name="bag-writer", daemon=True)
         self._thread.start()
         self.create_timer(1.0, self._diagnostics)
-        self.get_logger().info(f"recording {len(topics)} topics to {self.path}")
+        where = [str(self.path)] if self.path is not None else []
+        where += [f"ws://{v.host}:{v.port}" for v in sinks if isinstance(v, LiveView)]
+        self.get_logger().info(f"recording {len(topics)} topics to {' and '.join(where)}")
 
     # ---------------------------------------------------------------- executor thread
     def _enqueue(self, topic: str) -> Any:
@@ -239,7 +298,8 @@ class BagNode(Node):
     def _write_marker(self, marker: dict[str, Any], t_ns: int) -> None:
         msg = String(data=marker_text(marker))
         self.writer.write(MARKER_TOPIC, bytes(serialize_message(msg)), t_ns)
-        self.marker_pub.publish(msg)
+        if self.path is not None:  # the bag's node announces them; a live view only shows them
+            self.marker_pub.publish(msg)
 
     def _failed(self, why: str) -> None:
         self.recording = False
