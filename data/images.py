@@ -59,3 +59,47 @@ def prepare_frames(frames: np.ndarray, size_px: int) -> np.ndarray:
     if len(square) == 0:
         return np.zeros((0, size_px, size_px, frames.shape[-1]), frames.dtype)
     return np.stack([_resize_square(f, size_px) for f in square])
+
+
+# --------------------------------------------------------------------------- camera messages
+# Colour encodings camera drivers publish (sensor_msgs/image_encodings.hpp names): bytes per
+# pixel and the OpenCV conversion to RGB (None: already RGB). Plain numpy, no ROS: the nodes
+# (ros/convert.py) and the bag reader (ros/bag.py, which runs without ROS) both decode here.
+_TO_RGB: dict[str, tuple[int, int | None]] = {
+    "rgb8": (3, None),
+    "bgr8": (3, cv2.COLOR_BGR2RGB),
+    "rgba8": (4, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, cv2.COLOR_BGRA2RGB),
+    "mono8": (1, cv2.COLOR_GRAY2RGB),
+}
+IMAGE_ENCODINGS = tuple(_TO_RGB)
+
+
+def rgb_from_raw(encoding: str, height: int, width: int, step: int, data: bytes) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a raw image message's fields: a view of ``data`` for rgb8,
+    converted once for bgr8, rgba8, bgra8 and mono8; other encodings are refused."""
+    if encoding not in _TO_RGB:
+        raise ValueError(f"image encoding {encoding!r} is not supported; "
+                         f"publish one of {', '.join(IMAGE_ENCODINGS)}")  # fmt: skip
+    channels, code = _TO_RGB[encoding]
+    row = width * channels
+    if step < row or len(data) < height * step:
+        raise ValueError(f"{encoding} image of {width}x{height} needs step >= {row} and "
+                         f"{height} rows; got step {step}, {len(data)} bytes")  # fmt: skip
+    buf = np.frombuffer(data, dtype=np.uint8)[: height * step]
+    px = buf.reshape(height, step)[:, :row].reshape(height, width, channels)
+    return px if code is None else cv2.cvtColor(px, code)
+
+
+def rgb_from_compressed(fmt: str, data: bytes) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a compressed image message (jpeg or png, as image_transport's
+    compressed plugin publishes them); ``fmt`` is the message's format field."""
+    low = fmt.lower()
+    if "depth" in low:
+        raise ValueError(f"compressed image format {fmt!r} is a depth image, not colour")
+    if "jpeg" not in low and "jpg" not in low and "png" not in low:
+        raise ValueError(f"compressed image format {fmt!r} is not supported (jpeg, png)")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"compressed image ({fmt}, {len(data)} bytes) does not decode")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

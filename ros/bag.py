@@ -651,32 +651,19 @@ def parse_marker(text: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- images
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
 
 
 def image_from_message(type_name: str, msg: Any) -> Any:
     """(H, W, 3) uint8 RGB of a decoded sensor_msgs/CompressedImage (jpeg, png) or Image (rgb8,
-    bgr8, rgba8, bgra8, mono8) from a bag; ValueError naming what does not decode."""
-    import cv2
+    bgr8, rgba8, bgra8, mono8) from a bag, decoded where the nodes decode them
+    (data/images.py, no ROS needed); ValueError naming what does not decode."""
     import numpy as np
+    from video2reward.data.images import rgb_from_compressed, rgb_from_raw
 
     if type_name == COMPRESSED_TYPE:
-        bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"compressed image ({msg.format!r}, {len(msg.data)} bytes) "
-                             "does not decode")  # fmt: skip
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return rgb_from_compressed(str(msg.format), bytes(msg.data))
     if type_name != IMAGE_TYPE:
         raise ValueError(f"{type_name} is not an image type ({IMAGE_TYPE}, {COMPRESSED_TYPE})")
-    enc = str(msg.encoding)
-    if enc not in _CHANNELS:
-        raise ValueError(f"image encoding {enc!r} is not supported ({', '.join(_CHANNELS)})")
-    c = _CHANNELS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    buf = np.frombuffer(bytes(msg.data), np.uint8)
-    if step < w * c or buf.size < h * step:
-        raise ValueError(f"{enc} image {w}x{h}: step {step}, {buf.size} bytes is too short")
-    px = buf[: h * step].reshape(h, step)[:, : w * c].reshape(h, w, c)
-    code = {"bgr8": cv2.COLOR_BGR2RGB, "rgba8": cv2.COLOR_RGBA2RGB,
-            "bgra8": cv2.COLOR_BGRA2RGB, "mono8": cv2.COLOR_GRAY2RGB}.get(enc)  # fmt: skip
-    return np.ascontiguousarray(px) if code is None else cv2.cvtColor(px, code)
+    rgb = rgb_from_raw(str(msg.encoding), int(msg.height), int(msg.width), int(msg.step),
+                       bytes(msg.data))  # fmt: skip
+    return np.ascontiguousarray(rgb)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 
-import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped, Vector3Stamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Float32MultiArray, Header
+from video2reward.data.images import rgb_from_compressed, rgb_from_raw
 from video2reward.robot.camera import CameraIntrinsics
 from video2reward.robot.kinematics import quat_wxyz_from_rpy
 
@@ -65,48 +65,15 @@ def image_msg(rgb: np.ndarray, stamp_s: float, frame_id: str) -> Image:
     return msg
 
 
-# Colour encodings a camera driver may publish (sensor_msgs/image_encodings.hpp names), with
-# their bytes per pixel and the OpenCV conversion to RGB (None: already RGB).
-_TO_RGB: dict[str, tuple[int, int | None]] = {
-    "rgb8": (3, None),
-    "bgr8": (3, cv2.COLOR_BGR2RGB),
-    "rgba8": (4, cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, cv2.COLOR_BGRA2RGB),
-    "mono8": (1, cv2.COLOR_GRAY2RGB),
-}
-IMAGE_ENCODINGS = tuple(_TO_RGB)
-
-
 def image_from_msg(msg: Image) -> np.ndarray:
     """(H, W, 3) uint8 RGB from an rgb8 (a view of the message), bgr8, rgba8, bgra8 or mono8
-    image (converted once, here); any other encoding is refused with the ones accepted."""
-    if msg.encoding not in _TO_RGB:
-        raise ValueError(f"image encoding {msg.encoding!r} is not supported; "
-                         f"publish one of {', '.join(IMAGE_ENCODINGS)}")  # fmt: skip
-    channels, code = _TO_RGB[msg.encoding]
-    row = msg.width * channels
-    if msg.step < row or len(msg.data) < msg.height * msg.step:
-        raise ValueError(f"{msg.encoding} image of {msg.width}x{msg.height} needs step >= {row} "
-                         f"and {msg.height} rows; got step {msg.step}, {len(msg.data)} bytes")
-    buf = np.frombuffer(bytes(msg.data), dtype=np.uint8)[: msg.height * msg.step]
-    px = buf.reshape(msg.height, msg.step)[:, :row].reshape(msg.height, msg.width, channels)
-    if code is None:
-        return px
-    return cv2.cvtColor(px, code)
+    image (data/images.py rgb_from_raw); any other encoding is refused with the ones accepted."""
+    return rgb_from_raw(msg.encoding, msg.height, msg.width, msg.step, bytes(msg.data))
 
 
 def compressed_image_from_msg(msg: CompressedImage) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from a sensor_msgs/CompressedImage (jpeg or png, as
-    image_transport's compressed plugin publishes them)."""
-    fmt = msg.format.lower()
-    if "jpeg" not in fmt and "jpg" not in fmt and "png" not in fmt:
-        raise ValueError(f"compressed image format {msg.format!r} is not supported (jpeg, png)")
-    if "depth" in fmt:
-        raise ValueError(f"compressed image format {msg.format!r} is a depth image, not colour")
-    bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise ValueError(f"compressed image ({msg.format}, {len(msg.data)} bytes) does not decode")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    """(H, W, 3) uint8 RGB from a sensor_msgs/CompressedImage (jpeg or png)."""
+    return rgb_from_compressed(msg.format, bytes(msg.data))
 
 
 def depth_msg(depth_m: np.ndarray, stamp_s: float, frame_id: str) -> Image:

@@ -25,7 +25,8 @@ def _raw(pixels: np.ndarray, encoding: str, pad: int = 0):  # type: ignore[no-un
 
 
 def test_every_colour_encoding_gives_the_same_rgb() -> None:
-    from video2reward.ros.convert import IMAGE_ENCODINGS, image_from_msg, image_msg
+    from video2reward.data.images import IMAGE_ENCODINGS
+    from video2reward.ros.convert import image_from_msg, image_msg
 
     rgb = np.random.default_rng(0).integers(0, 256, (12, 10, 3), dtype=np.uint8)
     alpha = np.full((12, 10, 1), 200, np.uint8)
