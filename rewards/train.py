@@ -12,6 +12,11 @@ same command again resumes from there. At the end the model is calibrated on the
 demos and written to ``out/model.pt``; ``out/train_summary.json`` records the wall time.
 Training uses only the successful expert episodes of the data. Rank2Reward's discriminator can
 be pre-fitted on agent frames with ``agent_data=...`` (it is otherwise updated online).
+
+Under ``torchrun --nproc_per_node=N`` the same command trains data-parallel (DDP; Gloo on the
+CPU, NCCL on CUDA): ``batch_size`` stays the global batch, split across the ranks, and rank 0
+alone logs, checkpoints, calibrates and writes the model (rewards/distributed.py,
+docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ from video2reward.compute.device import (
     resolve_device,
     set_deterministic,
 )
+from video2reward.rewards import distributed
 from video2reward.rewards.base import (
     CheckpointError,
     RewardConfig,
     RewardModel,
     build_model,
+    read_checkpoint,
 )
 from video2reward.rewards.data import load_episodes
 
@@ -119,11 +126,27 @@ def _save_state(path: Path, model: RewardModel, opt: torch.optim.Optimizer, step
 
 
 def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
+    """Train, calibrate and save a reward model; under torchrun, one rank of a DDP job."""
+    ranks = distributed.detect()
+    if ranks is None:
+        return _train(model_cfg, cfg, None)
+    distributed.check_batch(model_cfg.batch_size, ranks.world_size)
+    created = distributed.init(ranks, distributed.rank_device(cfg.device, ranks))
+    try:
+        return _train(model_cfg, cfg, ranks)
+    finally:
+        distributed.shutdown(created)
+
+
+def _train(model_cfg: RewardConfig, cfg: TrainConfig,
+           ranks: distributed.Ranks | None) -> RewardModel:
+    main = ranks is None or ranks.is_main
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    device = (resolve_device(cfg.device) if ranks is None
+              else distributed.rank_device(cfg.device, ranks))
     if cfg.deterministic:
         set_deterministic()
     data = load_episodes(cfg.data, model_cfg.image_size_px, cfg.max_episodes).demos()
@@ -152,20 +175,29 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
         opt.load_state_dict(state["optimizer"])
         start, elapsed_s = int(state["step"]), float(state.get("elapsed_s", 0.0))
         cpu_s = float(state.get("cpu_s", 0.0))
-    (out / "config.json").write_text(json.dumps(
-        {"method": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(cfg)}, indent=2))
-
-    if start == 0:  # a fresh run: do not append to an earlier run's log
-        (out / "metrics.csv").unlink(missing_ok=True)
-    logs = _Logs(out)
-    # A fresh generator per (seed, start step): a resumed run draws new batches.
+    # The loss as DDP runs it (gradients averaged over the ranks in backward); built after the
+    # resumed weights are in, as every rank reads them before DDP's first collective.
+    step_loss = model.loss
+    if ranks is not None:
+        distributed.check_same_step(start, device, str(state_path))
+        step_loss = distributed.wrap(model, device)
+    if main:
+        (out / "config.json").write_text(json.dumps(
+            {"method": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(cfg)},
+            indent=2))
+        if start == 0:  # a fresh run: do not append to an earlier run's log
+            (out / "metrics.csv").unlink(missing_ok=True)
+    logs = _Logs(out) if main else None
+    # A fresh generator per (seed, start step): a resumed run draws new batches. Every rank
+    # draws the same global batch from it and keeps its rows, so the stream does not depend
+    # on the number of ranks (a run resumes on any number).
     rng = np.random.default_rng([model_cfg.seed, start])
     steps = model_cfg.steps
     t0 = time.monotonic() - elapsed_s
     c0 = time.process_time() - cpu_s  # CPU seconds of this process: wall time on a shared
     # machine depends on the neighbours, CPU time does not
     bar: Any = None
-    if cfg.progress_bar and steps > start:
+    if cfg.progress_bar and steps > start and main:
         from tqdm import tqdm
 
         bar = tqdm(total=steps, initial=start, desc=f"train {model.method}", unit="step")
@@ -181,7 +213,8 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
         bad_weights = weights and not bool(
             torch.stack([p.isfinite().all() for p in model.parameters()]).all()
         )
-        if bool(nonfinite) or bad_weights:
+        bad_loss = bool(nonfinite) if ranks is None else distributed.any_rank(nonfinite)
+        if bad_loss or bad_weights:
             raise FloatingPointError(
                 f"{'weights' if bad_weights else 'loss'} became NaN/inf between steps "
                 f"{checked} and {step}; lower lr"
@@ -191,32 +224,48 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
     try:
         for step in range(start, steps):
             batch = model.sample_batch(data, rng)
-            loss, metrics = model.loss(batch)
+            if ranks is not None:
+                batch = distributed.split_batch(batch, model_cfg.batch_size, ranks)
+            loss, metrics = step_loss(batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             nonfinite |= ~torch.isfinite(loss.detach())
             if step % cfg.log_every == 0 or step == steps - 1:
-                values = host_scalars({**metrics, "_nonfinite": nonfinite})
+                flag = nonfinite
+                if ranks is not None:  # the metrics of the global batch: the ranks' mean
+                    metrics, flag = distributed.mean_metrics(metrics, nonfinite,
+                                                             ranks.world_size)
+                values = host_scalars({**metrics, "_nonfinite": flag})
                 if values.pop("_nonfinite"):
                     check_finite(step)
                 checked = step + 1
-                logs.write(step, {**values, "time_s": time.monotonic() - t0})
+                if logs is not None:
+                    logs.write(step, {**values, "time_s": time.monotonic() - t0})
                 if bar is not None:
                     bar.set_postfix(loss=f"{values.get('loss', float('nan')):.4f}")
             if bar is not None:
                 bar.update(1)
             if (step + 1) % cfg.ckpt_every == 0 and step + 1 < steps:
                 check_finite(step, weights=True)  # never checkpoint NaN weights
-                _save_state(state_path, model, opt, step + 1, time.monotonic() - t0,
-                            time.process_time() - c0)
+                if main:
+                    _save_state(state_path, model, opt, step + 1, time.monotonic() - t0,
+                                time.process_time() - c0)
         check_finite(steps - 1, weights=True)
     finally:
         if bar is not None:
             bar.close()
-        logs.close()
+        if logs is not None:
+            logs.close()
     train_time_s = time.monotonic() - t0
     train_cpu_s = time.process_time() - c0
+    if not main:  # rank 0 finishes the run; the others take its model when it is written
+        distributed.barrier()
+        ckpt = read_checkpoint(out)
+        model.load_state_dict(ckpt["state_dict"])
+        thr = ckpt.get("success_progress")
+        model.success_progress = None if thr is None else float(thr)
+        return model
     _save_state(state_path, model, opt, steps, train_time_s, train_cpu_s)
 
     if cfg.agent_data and hasattr(model, "update"):
@@ -236,5 +285,8 @@ def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
         "episodes": len(data), "frames": int(data.lengths.sum()), "checkpoint": str(path),
         "threads": torch.get_num_threads(), "device": str(device),
         "success_progress": model.success_progress,
+        "world_size": 1 if ranks is None else ranks.world_size,
     }, indent=2))
+    if ranks is not None:
+        distributed.barrier()
     return model
