@@ -263,6 +263,30 @@ def launch(ckpt: str, out: Path, log: Path, **args: object) -> subprocess.Popen[
     return subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
+def bag_summary(bag: Path) -> dict[str, Any]:
+    """What the bag of a run holds, read back with the mcap reader (ros/bag.py)."""
+    from video2reward.ros.bag import BagReader, image_from_message
+
+    if not bag.exists():
+        return {"exists": False}
+    reader = BagReader(bag)
+    counts: dict[str, int] = {}
+    log_times: dict[str, list[int]] = {}
+    images_ok = 0
+    for m in reader.messages():
+        counts[m.topic] = counts.get(m.topic, 0) + 1
+        log_times.setdefault(m.topic, []).append(m.log_time_ns)
+        if m.topic.endswith("/compressed") and images_ok < 5:
+            images_ok += image_from_message(m.type_name, m.decode()).ndim == 3
+    return {
+        "exists": True,
+        "truncated": reader.truncated,
+        "counts": counts,
+        "log_times_increasing": all(t == sorted(t) for t in log_times.values()),
+        "images_decoded": images_ok,
+    }
+
+
 def reward_kill(probe: Probe, out: Path) -> dict[str, Any]:
     """SIGKILL the reward node mid-episode; what followed."""
     r: dict[str, Any] = {}
@@ -432,8 +456,10 @@ def _scenario(probe: Probe, ckpt: str, out: Path, result_path: Path, r: dict[str
     r["replay_before_restart"] = EpisodeStore.open(store).n_episodes
     committed = digests(store)  # the learner is gone: nothing writes the store now
     steps_before = json.loads((out / "state.json").read_text())["agent_steps"]
-    graph = launch(ckpt, out, log, max_episodes=1)
+    bag = out.parent / "restart.mcap"  # the restart run is also recorded to a bag
+    graph = launch(ckpt, out, log, max_episodes=1, with_bag="true", record_bag=bag)
     r["restart_exit"] = graph.wait(timeout=240)
+    r["bag"] = bag_summary(bag)
     state = json.loads((out / "state.json").read_text())
     replay = EpisodeStore.open(store)
     r["replay_after_restart"] = replay.n_episodes

@@ -70,3 +70,12 @@ def test_sim_graph_learns_survives_faults_and_resumes(
     assert r["last_episode_rows"] == 41
     assert r["steps_added_after_restart"] >= 40
     assert r["train_summary"]["episodes"] == 1
+    # the restart run was recorded (with_bag:=true): an MCAP bag the mcap reader reads whole,
+    # with the graph's images (compressed, decodable), rewards, commands and episode markers
+    bag = r["bag"]
+    assert bag["exists"] and bag["truncated"] is None, bag
+    counts = bag["counts"]
+    assert counts.get("/camera/color/image_raw/compressed", 0) > 40, counts
+    assert counts.get("/reward/reward", 0) > 40 and counts.get("/xarm_driver/action", 0) >= 40
+    assert counts.get("/bag/episode", 0) >= 2, counts  # the episode's start and end
+    assert bag["log_times_increasing"] and bag["images_decoded"] == 5, bag
