@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_graph.py --reward-ckpt runs/main/reward [--hz 20]
     .venv/bin/python benchmarks/bench_graph.py --reward-ckpt runs/main_try1/reward --hz 30 \
         --sizes 84x84 640x480 --json benchmarks/results/graph_640x480.json
+    .venv/bin/python benchmarks/bench_graph.py --reward-ckpt runs/main/reward --hz 10 --bag \
+        --json benchmarks/results/graph_bag.json     # the bag node's cost to the control loop
 
 Runs ``v2r launch sim.launch.xml`` (twin, driver, reward, learner) in a private network
 namespace with an observer node, for a few episodes at ``--hz``, once per camera size in
@@ -35,7 +37,9 @@ import numpy as np
 SMALL_IMAGE_PX = 84 * 84  # at or below this, default DDS transports
 
 
-def observe(args: argparse.Namespace, width: int, height: int) -> dict[str, float]:
+def observe(
+    args: argparse.Namespace, width: int, height: int, bag: bool = False
+) -> dict[str, float]:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
@@ -79,6 +83,7 @@ def observe(args: argparse.Namespace, width: int, height: int) -> dict[str, floa
             f"max_episodes:={args.episodes}",
             f"camera_width:={width}",
             f"camera_height:={height}",
+            *(["with_bag:=true", f"record_bag:={out}/graph.mcap"] if bag else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -117,6 +122,7 @@ def observe(args: argparse.Namespace, width: int, height: int) -> dict[str, floa
     return {
         "width": width,
         "height": height,
+        "bag": bag,
         "large_data": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "") == "LARGE_DATA",
         "wall_s": round(wall_s, 1),
         "commands": int(cmd.size),
@@ -132,6 +138,7 @@ def observe(args: argparse.Namespace, width: int, height: int) -> dict[str, floa
 
 def report(r: dict[str, float], hz: float) -> None:
     size = f"{r['width']}x{r['height']}" + (" (LARGE_DATA)" if r["large_data"] else "")
+    size += " recording a bag" if r.get("bag") else ""
     rate = r["control_rate_hz"]
     print(f"--- {size}: {r['commands']} commands in {r['wall_s']:.0f} s")
     print(f"control rate      {rate:6.1f} Hz   (target {hz} Hz: "
@@ -163,22 +170,26 @@ def main() -> None:
     ap.add_argument("--sizes", type=size_arg, nargs="+", default=[(84, 84)],
                     help="camera sizes, WIDTHxHEIGHT, run one after the other")  # fmt: skip
     ap.add_argument("--json", default="", help="write every size's figures here")
+    ap.add_argument("--bag", action="store_true",
+                    help="each size twice: without, then with the bag node recording (its cost)")
     args = ap.parse_args()
     if os.environ.get("V2R_LAUNCH_NETNS"):
         w, h = size_arg(os.environ["V2R_BENCH_SIZE"])
-        result = observe(args, w, h)
+        result = observe(args, w, h, bag=os.environ.get("V2R_BENCH_BAG") == "1")
         with open(os.environ["V2R_BENCH_OUT"], "w") as f:
             json.dump(result, f)
         return
     results = []
     load_before = os.getloadavg()
-    for w, h in args.sizes:
+    runs = [(size, bag) for size in args.sizes for bag in [False, True][: 1 + args.bag]]
+    for (w, h), bag in runs:
         # One graph (and one observer process) per size: the DDS transports are chosen when a
         # process starts, so each size gets its own.
         fd, tmp = tempfile.mkstemp(suffix=".json", prefix="bench_graph_")
         os.close(fd)
         env = {**os.environ, "V2R_LAUNCH_NETNS": "1", "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-               "V2R_BENCH_SIZE": f"{w}x{h}", "V2R_BENCH_OUT": tmp}  # fmt: skip
+               "V2R_BENCH_SIZE": f"{w}x{h}", "V2R_BENCH_OUT": tmp,
+               "V2R_BENCH_BAG": "1" if bag else "0"}  # fmt: skip
         if w * h > SMALL_IMAGE_PX:
             env["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
         else:
