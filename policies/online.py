@@ -156,6 +156,7 @@ class OnlineLearner:
         replay = None
         self.restored_steps = 0
         self.demo_info: dict[str, Any] = {}  # what the demonstrations gave (empty without)
+        self.reward_method: str | None = None  # the reward model's method, once loaded
         if not c.eval_mode:
             replay = ReplayBuffer(
                 ReplayConfig(
@@ -236,6 +237,7 @@ class OnlineLearner:
         rewarder = EpisodeRewarder(
             RewardSpec(source="model", ckpt=c.reward_ckpt, success="model"), self.device
         )
+        self.reward_method = rewarder.model.method
         buffer, thr = relabelled_demos(demos, [d.images for d in demos], rewarder,
                                        c.success_bonus, replay_cfg, self._frame, proprio_dim,
                                        shape, extra)  # fmt: skip

@@ -161,7 +161,8 @@ class LearnerNode(Node):
         if p["reward_ckpt"]:
             from video2reward.rewards.base import method_class, read_checkpoint
 
-            method = str(read_checkpoint(p["reward_ckpt"])["method"])
+            # read once: the learner loaded the model already when it relabelled demos
+            method = self.learner.reward_method or str(read_checkpoint(p["reward_ckpt"])["method"])
             self.sum_frame_rewards = method_class(method).potential_difference
         self.lock = threading.Lock()
         self.new_image = threading.Condition(self.lock)  # notified on every image

@@ -288,6 +288,7 @@ def test_learner_node_driver_loads_demos_the_trainers_way_and_pretrains_once(
                        pretrain_updates=3, agent=agent)  # fmt: skip
     learner = OnlineLearner(cfg)
     assert learner.demo_info["rows_per_step"] == 1 and learner.demo_info["episodes"] == 2
+    assert learner.reward_method == "vip"  # the node reads it here, not from disk again
     assert learner.pretrain() == 3 and learner.agent.num_updates == 3  # before the first frame
     # the same demo transitions, rewards and success calls as the twin trainer's relabelling
     rewarder = EpisodeRewarder(RewardSpec(source="model", ckpt=str(ckpt), success="model"),
