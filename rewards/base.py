@@ -56,6 +56,7 @@ METHODS: dict[str, str] = {
     "hold_c": "video2reward.rewards.hold:HoldC",
     "rank2reward": "video2reward.rewards.rank2reward:Rank2Reward",
     "uvd": "video2reward.rewards.uvd:UVD",
+    "viper": "video2reward.rewards.viper:Viper",
 }
 
 

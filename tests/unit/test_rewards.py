@@ -21,6 +21,7 @@ from video2reward.rewards.base import (
     read_checkpoint,
 )
 from video2reward.rewards.data import (
+    VideoDataset,
     augment,
     dataset_from_store,
     load_episodes,
@@ -353,17 +354,27 @@ def small_data():
     return dataset_from_store(synthetic_store(6, 2, size_px=40, length=14, seed=3), 40)
 
 
+# Methods whose sizes need more than image_size_px/embed_dim (VIPER's tokenizer: 32 px to 4x4)
+SMALL_EXTRA = {"viper": {"image_size_px": 32, "code_grid": 4, "codebook_size": 16, "code_dim": 8,
+                         "tokenizer_channels": 8, "n_layer": 1, "n_head": 2, "n_embd": 16,
+                         "steps": 2, "tokenizer_steps": 1}}
+
+
 def _small_model(method="vip", **kw):
     cls = method_class(method)
-    return build_model(cls.config_cls(image_size_px=40, embed_dim=8, batch_size=4, steps=1, **kw),
-                       torch.device("cpu"))
+    args = {"image_size_px": 40, "embed_dim": 8, "batch_size": 4, "steps": 1,
+            **SMALL_EXTRA.get(method, {}), **kw}
+    return build_model(cls.config_cls(**args), torch.device("cpu"))
 
 
 def test_score_shapes_and_checkpoint_round_trip(tmp_path, small_data):
     for method in base.METHODS:
         model = _small_model(method)
-        model.calibrate(small_data.demos())
         demos = small_data.demos()
+        if model.config.image_size_px != demos.size_px:  # training data comes at model size
+            demos = VideoDataset([demos.episode(i) for i in range(len(demos))], demos.infos,
+                                 model.config.image_size_px)
+        model.calibrate(demos)
         videos = [demos.episode(i) for i in range(len(demos))]
         thr = model.calibrate_success(videos)
         last = [float(model.score(v).progress[-1]) for v in videos]

@@ -1,0 +1,224 @@
+"""A video tokenizer: a VQ autoencoder from frames to a grid of discrete codes.
+
+    tok = VQTokenizer(TokenizerConfig(image_size=64, code_grid=8, codebook_size=256))
+    loss, metrics = tok.loss(frames)          # (N, 3, 64, 64) float in [0, 255]
+    codes = tok.encode(frames)                # (N, 8, 8) int64 in [0, codebook_size)
+    frames_back = tok.decode(codes)           # (N, 3, 64, 64) float in [0, 255]
+
+The generative rewards (VIPER in ``rewards/viper.py``; Diffusion Reward) model videos as
+sequences of these codes, as their papers do with a VQ-GAN: 64x64 frames to 8x8 codes
+(``code_grid=16``: 16x16), trained on the same demonstration videos as every reward model.
+
+The quantizer is ``vector_quantize_pytorch.VectorQuantize`` (MIT, maintained, used by many
+VQ models): an EMA codebook (``ema_decay``), k-means initialisation from the first batch, a
+commitment term (``commitment_weight``) and dead-code restarts (a code whose EMA usage falls
+below ``dead_code_threshold`` is replaced by an encoder output from the batch). Writing those
+by hand would repeat a well-tested library for no gain; its state is plain tensors (``embed``,
+``embed_avg``, ``cluster_size``, ``initted``), so checkpoints still load with
+``weights_only=True``.
+
+Losses: reconstruction (mean squared error on [-1, 1] images) plus the quantizer's commitment
+term (the codebook itself moves by EMA, not by gradient). The papers' tokenizers (VQ-GAN) add a
+perceptual (LPIPS) and an adversarial loss. LPIPS needs pretrained VGG weights, which cannot be
+fetched here: ``perceptual_path`` loads torchvision-layout VGG16 weights from a local file
+(``features.N.weight``/``bias`` keys) and ``perceptual_weight`` adds the mean squared distance
+of their relu1_2, relu2_2 and relu3_3 features (LPIPS without its learned per-channel weights).
+Off by default; the adversarial loss is not implemented. At 64 px on twin scenes the
+reconstruction loss alone keeps the arm and objects legible (``tests/unit/test_tokenizer.py``
+checks that it falls).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+    image_size: int = 64  # square frames in, pixels
+    code_grid: int = 8  # codes per side (8: 64 -> 8x8 as in VIPER and Diffusion Reward)
+    codebook_size: int = 256  # VIPER's DMC setting; Diffusion Reward uses 1024
+    code_dim: int = 64  # codebook vector size
+    channels: int = 64  # width of the first conv stage (doubled once after it)
+    ema_decay: float = 0.99
+    commitment_weight: float = 0.25
+    dead_code_threshold: float = 2.0  # EMA usage below which a code is restarted
+    perceptual_path: str = ""  # local torchvision VGG16 weights (never fetched)
+    perceptual_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        down = self.image_size // max(self.code_grid, 1)
+        if (self.code_grid < 2 or self.image_size % self.code_grid
+                or down < 2 or down & (down - 1)):
+            raise ValueError(
+                f"image_size ({self.image_size}) / code_grid ({self.code_grid}) must be a power "
+                "of two >= 2 (64 px: code_grid 8 or 16)"
+            )
+        if self.codebook_size < 2 or self.code_dim < 1 or self.channels < 1:
+            raise ValueError("codebook_size >= 2, code_dim >= 1 and channels >= 1 are needed")
+        if not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.commitment_weight < 0 or self.dead_code_threshold < 0:
+            raise ValueError("commitment_weight and dead_code_threshold must be >= 0")
+        if self.perceptual_weight < 0:
+            raise ValueError(f"perceptual_weight must be >= 0, got {self.perceptual_weight}")
+        if self.perceptual_weight > 0 and not self.perceptual_path:
+            raise ValueError(
+                "perceptual_weight > 0 needs perceptual_path: local torchvision VGG16 weights "
+                "(vgg16-397923af.pth); they are never downloaded"
+            )
+        if self.perceptual_path and not Path(self.perceptual_path).is_file():
+            raise ValueError(f"perceptual_path {self.perceptual_path!r} is not a file")
+
+    @property
+    def stages(self) -> int:
+        """Stride-2 stages from image_size down to code_grid."""
+        return int(math.log2(self.image_size // self.code_grid))
+
+
+class _Res(nn.Module):
+    def __init__(self, ch: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(), nn.Conv2d(ch, ch, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+def _encoder(cfg: TokenizerConfig) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    ch_in, ch = 3, cfg.channels
+    for i in range(cfg.stages):
+        layers += [nn.Conv2d(ch_in, ch, 4, stride=2, padding=1), nn.ReLU()]
+        ch_in, ch = ch, (2 * cfg.channels if i == 0 else ch)
+    layers += [nn.Conv2d(ch_in, ch_in, 3, padding=1), _Res(ch_in), _Res(ch_in), nn.ReLU(),
+               nn.Conv2d(ch_in, cfg.code_dim, 1)]
+    return nn.Sequential(*layers)
+
+
+def _decoder(cfg: TokenizerConfig) -> nn.Sequential:
+    top = 2 * cfg.channels if cfg.stages > 1 else cfg.channels
+    layers: list[nn.Module] = [nn.Conv2d(cfg.code_dim, top, 3, padding=1), _Res(top), _Res(top)]
+    ch = top
+    for i in range(cfg.stages):
+        last = i == cfg.stages - 1
+        out = 3 if last else (cfg.channels if i == cfg.stages - 2 else ch)
+        layers += [nn.ReLU(), nn.ConvTranspose2d(ch, out, 4, stride=2, padding=1)]
+        ch = out
+    return nn.Sequential(*layers)
+
+
+class _VGGFeatures(nn.Module):
+    """VGG16's conv trunk up to relu3_3 with torchvision's ``features.N`` layout."""
+
+    CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256)
+    TAPS = (3, 8, 15)  # relu1_2, relu2_2, relu3_3 in torchvision's numbering
+
+    def __init__(self, path: str):
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = 3
+        for v in self.CFG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(ch, int(v), 3, padding=1), nn.ReLU()]
+                ch = int(v)
+        self.features = nn.Sequential(*layers)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        own = {k: v for k, v in state.items() if k.split(".")[0] == "features"
+               and int(k.split(".")[1]) < len(layers)}
+        missing = set(self.state_dict()) - set(own)
+        if missing:
+            raise ValueError(
+                f"{path} is not torchvision VGG16 weights (missing {sorted(missing)[:3]})"
+            )
+        self.load_state_dict(own)
+        self.requires_grad_(False)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, x01: torch.Tensor) -> list[torch.Tensor]:
+        h, outs = (x01 - self.mean) / self.std, []
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in self.TAPS:
+                outs.append(h)
+        return outs
+
+
+class VQTokenizer(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        from vector_quantize_pytorch import VectorQuantize
+
+        self.cfg = cfg
+        self.encoder = _encoder(cfg)
+        self.decoder = _decoder(cfg)
+        self.quantizer = VectorQuantize(
+            dim=cfg.code_dim, codebook_size=cfg.codebook_size, decay=cfg.ema_decay,
+            commitment_weight=cfg.commitment_weight, kmeans_init=True,
+            threshold_ema_dead_code=cfg.dead_code_threshold, accept_image_fmap=True,
+        )  # fmt: skip
+        # Not a submodule: the VGG weights stay out of checkpoints (they are the user's file).
+        self._vgg: list[_VGGFeatures] = (
+            [_VGGFeatures(cfg.perceptual_path)] if cfg.perceptual_weight > 0 else []
+        )
+
+    @staticmethod
+    def normalise(frames: torch.Tensor) -> torch.Tensor:
+        return frames / 127.5 - 1.0
+
+    def _check(self, frames: torch.Tensor) -> None:
+        s = self.cfg.image_size
+        if frames.ndim != 4 or tuple(frames.shape[1:]) != (3, s, s):
+            raise ValueError(
+                f"the tokenizer takes (N, 3, {s}, {s}) frames, got {tuple(frames.shape)}"
+            )
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) float in [0, 255] -> (N, G, G) int64 codes (no EMA update: eval)."""
+        self._check(frames)
+        was = self.quantizer.training
+        self.quantizer.eval()
+        try:
+            _, idx, _ = self.quantizer(self.encoder(self.normalise(frames)))
+        finally:
+            self.quantizer.train(was)
+        return idx
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N, G, G) codes -> (N, 3, S, S) float in [0, 255]."""
+        z = self.quantizer.get_output_from_indices(codes)
+        return ((self.decoder(z).clamp(-1, 1) + 1.0) * 127.5)
+
+    def loss(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Reconstruction + commitment (+ perceptual) on a batch; updates the EMA codebook."""
+        self._check(frames)
+        x = self.normalise(frames)
+        zq, idx, commit = self.quantizer(self.encoder(x))
+        recon = self.decoder(zq)
+        rec = F.mse_loss(recon, x)
+        loss = rec + commit.sum()
+        metrics = {"tok_recon": rec.detach(), "tok_commit": commit.detach().sum()}
+        if self._vgg:
+            vgg = self._vgg[0].to(x.device)
+            fa, fb = vgg((recon + 1) / 2), vgg((x + 1) / 2)
+            perc = torch.stack([F.mse_loss(a, b) for a, b in zip(fa, fb, strict=True)]).mean()
+            loss = loss + self.cfg.perceptual_weight * perc
+            metrics["tok_perceptual"] = perc.detach()
+        # share of the codebook used by this batch (collapse shows as a small number)
+        used = torch.zeros(self.cfg.codebook_size, device=x.device).index_fill_(0, idx.flatten(), 1)
+        metrics["tok_usage"] = used.mean()
+        metrics["loss"] = loss.detach()
+        return loss, metrics
