@@ -203,6 +203,11 @@ class RewardModel(nn.Module, ABC):
         """Whether ``score`` reads the goal image (evaluation runs the counterfactual check)."""
         return True
 
+    @property
+    def context_frames(self) -> int:
+        """Earlier frames a frame's reward depends on (1: the previous frame at most)."""
+        return 1
+
     # -- training (used by rewards/train.py)
     @abstractmethod
     def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:

@@ -177,6 +177,10 @@ class Viper(RewardModel):
         return False
 
     @property
+    def context_frames(self) -> int:
+        return (self.config.seq_len - 1) * self.config.frame_skip
+
+    @property
     def phase(self) -> str:
         if self._step is None:
             self._step = int(self.trained_steps)

@@ -186,3 +186,10 @@ def test_perceptual_loss_reads_local_vgg16_weights_and_stays_out_of_checkpoints(
     with pytest.raises(ValueError, match="not torchvision VGG16 weights"):
         VQTokenizer(TokenizerConfig(image_size=S, code_grid=8, perceptual_weight=0.1,
                                     perceptual_path=str(tmp_path / "other.pth")))
+
+
+def test_the_reward_stream_refuses_viper_with_the_reason():
+    from video2reward.rewards.stream import RewardStream, RewardStreamConfig
+
+    with pytest.raises(RewardError, match="windows of 3 frames"):
+        RewardStream(RewardStreamConfig(ckpt="unused", device="cpu"), model=Viper(SMALL))
