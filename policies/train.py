@@ -640,6 +640,8 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
     if cfg.reward.source == "model":
         resume_from = out / REWARD_MODEL_FILE if cfg.resume else None
         rewarder = EpisodeRewarder(cfg.reward, device, resume_from)
+        # one scored frame per agent step: action_repeat frames of the reward's training videos
+        rewarder.model.set_frame_stride(cfg.action_repeat)
     # The oracle success bonus of the baseline (reward.source=oracle); a learned reward adds
     # its bonus when the episode is relabelled.
     oracle_bonus = cfg.reward.success_bonus if rewarder is None else 0.0

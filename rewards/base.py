@@ -208,6 +208,13 @@ class RewardModel(nn.Module, ABC):
         """Earlier frames a frame's reward depends on (1: the previous frame at most)."""
         return 1
 
+    def set_frame_stride(self, stride: int) -> None:
+        """Score videos whose consecutive frames are ``stride`` frames of the training videos
+        apart (the twin trainer scores one frame per agent step, ``action_repeat`` recorded
+        frames). Methods whose reward reads no frame spacing ignore it."""
+        if stride < 1:
+            raise RewardError(f"frame stride must be >= 1, got {stride}")
+
     # -- training (used by rewards/train.py)
     @abstractmethod
     def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:

@@ -180,6 +180,20 @@ class Viper(RewardModel):
     def context_frames(self) -> int:
         return (self.config.seq_len - 1) * self.config.frame_skip
 
+    def set_frame_stride(self, stride: int) -> None:
+        """Windows stay ``frame_skip`` training-video frames apart when the scored frames are
+        ``stride`` apart: the skip becomes frame_skip / stride (it must divide)."""
+        super().set_frame_stride(stride)
+        if stride == 1:
+            return
+        skip = self.config.frame_skip
+        if skip % stride:
+            raise RewardError(
+                f"VIPER's frame_skip ({skip}) counts frames of its training videos; frames "
+                f"scored {stride} apart need a frame_skip divisible by {stride}"
+            )
+        self.config = dataclasses.replace(self.config, frame_skip=skip // stride)
+
     @property
     def phase(self) -> str:
         if self._step is None:

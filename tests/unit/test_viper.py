@@ -193,3 +193,16 @@ def test_the_reward_stream_refuses_viper_with_the_reason():
 
     with pytest.raises(RewardError, match="windows of 3 frames"):
         RewardStream(RewardStreamConfig(ckpt="unused", device="cpu"), model=Viper(SMALL))
+
+
+def test_frame_stride_keeps_windows_in_training_video_frames(trained):
+    model, _ = trained
+    video = np.concatenate([bar_video(np.random.default_rng(4), n=12)] * 1)
+    m = Viper(dataclasses.replace(SMALL, frame_skip=2))
+    m.load_state_dict(model.state_dict())
+    full = m.score(video).reward[::2]  # every 2nd frame, windows 2 frames apart
+    m.set_frame_stride(2)  # now given every 2nd frame only: windows 1 scored frame apart
+    assert m.config.frame_skip == 1
+    np.testing.assert_allclose(m.score(video[::2].copy()).reward, full, rtol=1e-4, atol=1e-4)
+    with pytest.raises(RewardError, match="divisible by 3"):
+        Viper(dataclasses.replace(SMALL, frame_skip=2)).set_frame_stride(3)
