@@ -62,7 +62,7 @@ def main() -> None:
 
         def stream_frame(m=m, frame=frame, codes=codes) -> None:
             m.tokenizer.encode(frame)
-            m._token_logprobs(codes)
+            m.token_logprobs(codes)
 
         with torch.inference_mode():
             one = _timeit(stream_frame, args.repeats)

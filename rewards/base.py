@@ -187,6 +187,8 @@ class RewardModel(nn.Module, ABC):
     # Training cuts demos this many frames after their first successful frame (when the data
     # labels success per step); -1 keeps the idle tail. See rewards/train.py.
     default_trim_after_success: ClassVar[int] = 2
+    # progress sums over the episode (VIPER, Diffusion Reward): scoring needs episode bounds
+    cumulative_progress: ClassVar[bool] = False
 
     def __init__(self, config: RewardConfig):
         super().__init__()

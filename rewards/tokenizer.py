@@ -32,11 +32,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from abc import abstractmethod
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from video2reward.rewards.base import RewardConfig, RewardError, RewardModel, to_tensor
+from video2reward.rewards.data import VideoDataset, augment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,3 +227,201 @@ class VQTokenizer(nn.Module):
         metrics["tok_usage"] = used.mean()
         metrics["loss"] = loss.detach()
         return loss, metrics
+
+
+# ------------------------------------------------------------- rewards built on the codes
+@dataclasses.dataclass(frozen=True)
+class TokenRewardConfig(RewardConfig):
+    """Fields of the rewards that model videos as tokenizer codes (VIPER, Diffusion Reward)."""
+
+    image_size_px: int = 64  # the papers' tokenizer input
+    augment: str = "none"  # "none" lets training encode every frame once
+    lr: float = 5e-4
+    batch_size: int = 16
+    steps: int = 3000  # tokenizer steps first, then the video model's
+    tokenizer_steps: int = 1000
+    code_grid: int = 8
+    codebook_size: int = 256
+    code_dim: int = 32
+    tokenizer_channels: int = 32
+    score_batch: int = 32  # samples per forward pass when scoring
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.tokenizer_config()  # validates the tokenizer fields
+        if not 0 < self.tokenizer_steps < self.steps:
+            raise ValueError(
+                f"tokenizer_steps ({self.tokenizer_steps}) must be in [1, steps={self.steps}): "
+                "the tokenizer trains first, then the video model"
+            )
+        if self.score_batch < 1:
+            raise ValueError(f"score_batch must be >= 1, got {self.score_batch}")
+
+    def tokenizer_config(self) -> TokenizerConfig:
+        return TokenizerConfig(
+            image_size=self.image_size_px, code_grid=self.code_grid,
+            codebook_size=self.codebook_size, code_dim=self.code_dim,
+            channels=self.tokenizer_channels,
+        )  # fmt: skip
+
+
+class TokenRewardModel(RewardModel):
+    """A tokenizer trained first, then a video model on its frozen codes; a raw per-frame
+    score standardised on the demonstrations.
+
+    Subclasses give :meth:`sample_frames` (the frame indices of one training sample, ending
+    at t), :meth:`video_loss` (on the codes of a batch of samples) and :meth:`raw_scores`
+    (the raw score of every frame of one episode from its codes). Training runs the first
+    ``tokenizer_steps`` steps on the tokenizer, the rest on the video model. ``reward`` is the
+    raw score's z-score over the demonstration frames; ``progress`` the standardised
+    cumulative reward: sum over s <= t of (z[s] - z_low) over the demos' median total, z_low
+    the demos' 5th percentile of z, so a demonstration ends near 1.
+    """
+
+    config: TokenRewardConfig
+    cumulative_progress = True
+    trained_steps: torch.Tensor
+    raw_mean: torch.Tensor
+    raw_std: torch.Tensor
+    z_low: torch.Tensor
+    progress_ref: torch.Tensor
+
+    def __init__(self, config: TokenRewardConfig):
+        super().__init__(config)
+        self.tokenizer = VQTokenizer(config.tokenizer_config())
+        self.register_buffer("trained_steps", torch.zeros((), dtype=torch.long))
+        for name, value in (("raw_mean", 0.0), ("raw_std", 1.0), ("z_low", -2.0),
+                            ("progress_ref", 1.0)):
+            self.register_buffer(name, torch.tensor(value))
+        self._step: int | None = None  # host copy of trained_steps (read once)
+        self._cache: tuple[VideoDataset, torch.Tensor] | None = None
+        self._checked: VideoDataset | None = None  # the dataset whose lengths were checked
+
+    @property
+    def uses_goal(self) -> bool:
+        return False
+
+    # -- what a method defines
+    @abstractmethod
+    def sample_frames(self, t: np.ndarray) -> np.ndarray:
+        """(N,) end frames -> (N, W) frame indices of each training sample (clamped at 0)."""
+
+    @property
+    @abstractmethod
+    def min_frames(self) -> int:
+        """Shortest training video the method accepts."""
+
+    @abstractmethod
+    def video_loss(self, codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """codes (B, W, G, G) of a batch of samples -> (loss, metrics)."""
+
+    @abstractmethod
+    def raw_scores(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (T, G, G) of one episode's frames -> (T,) raw scores, higher = more
+        demonstration-like."""
+
+    # -- training
+    @property
+    def phase(self) -> str:
+        if self._step is None:
+            self._step = int(self.trained_steps)
+        return "tokenizer" if self._step < self.config.tokenizer_steps else "video"
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._step = None  # re-read after a resume
+
+    def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
+        b, s = self.config.batch_size, self.config.image_size_px
+        if self._checked is not data:
+            short = np.flatnonzero(data.lengths < self.min_frames)
+            if len(short):
+                i = int(short[0])
+                raise RewardError(
+                    f"{self.method} needs videos of at least {self.min_frames} frames; "
+                    f"{data.infos[i].source} has {int(data.lengths[i])} ({len(short)} too short)"
+                )
+            self._checked = data
+        ep = np.asarray(rng.integers(0, len(data), size=b))
+        t = (rng.random(b) * data.lengths[ep]).astype(np.int64)
+        if self.phase == "tokenizer":
+            x = data.frames_tensor(ep, t, self.device)
+            return {"frames": augment(x, self.config.augment, rng, self.config.crop_scale_min)}
+        idx = self.sample_frames(t)
+        if self.config.augment == "none":  # the frozen tokenizer's codes, computed once
+            rows = torch.from_numpy(data.starts[ep][:, None] + idx).to(self.device)
+            return {"codes": self._dataset_codes(data)[rows]}
+        x = data.frames_tensor(np.repeat(ep, idx.shape[1]), idx.reshape(-1), self.device)
+        x = augment(x.view(b, -1, 3, s, s), self.config.augment, rng, self.config.crop_scale_min)
+        return {"windows": x.reshape(-1, 3, s, s), "width": idx.shape[1]}
+
+    def _dataset_codes(self, data: VideoDataset) -> torch.Tensor:
+        """Codes of every frame of ``data`` (N, G, G), kept while the same dataset trains."""
+        if self._cache is None or self._cache[0] is not data:
+            n = int(data.lengths.sum())
+            codes = torch.cat([
+                self.codes(to_tensor(data.frames[c], self.device))
+                for c in np.array_split(np.arange(n), max(1, n // self.score_chunk))
+            ])  # fmt: skip
+            self._cache = (data, codes)
+        return self._cache[1]
+
+    def codes(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) frames -> (N, G, G) codes of the (frozen, eval-mode) tokenizer."""
+        with torch.no_grad():
+            return self.tokenizer.encode(frames)
+
+    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        phase = self.phase
+        self.trained_steps += 1
+        self._step = (self._step or 0) + 1
+        if phase == "tokenizer":
+            loss, metrics = self.tokenizer.loss(batch["frames"])
+            return loss, {**metrics, "video_loss": torch.full_like(loss.detach(), float("nan"))}
+        self.tokenizer.eval()
+        g = self.config.code_grid
+        if "codes" in batch:
+            codes = batch["codes"]
+        else:
+            codes = self.codes(batch["windows"]).view(-1, int(batch["width"]), g, g)
+        loss, metrics = self.video_loss(codes)
+        nan = torch.full_like(loss.detach(), float("nan"))
+        return loss, {"tok_recon": nan, "tok_commit": nan, "tok_usage": nan,
+                      "loss": loss.detach(), "video_loss": loss.detach(), **metrics}
+
+    # -- scoring
+    def raw(self, frames: torch.Tensor) -> torch.Tensor:
+        """(T, 3, S, S) frames of one episode -> (T,) raw scores."""
+        codes = torch.cat([self.codes(c) for c in frames.split(self.score_chunk)])
+        return self.raw_scores(codes)
+
+    def _score(
+        self, frames: torch.Tensor, goal: torch.Tensor | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        z = (self.raw(frames) - self.raw_mean) / self.raw_std
+        progress = torch.cumsum(z - self.z_low, 0) / self.progress_ref
+        return self.reward_from_z(z, frames).cpu().numpy(), progress.cpu().numpy()
+
+    def reward_from_z(self, z: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """The reward of each frame from its standardised score (methods may add terms)."""
+        return z
+
+    @torch.no_grad()
+    def calibrate(self, data: VideoDataset) -> None:
+        """Fit the standardisation and the progress scale on the demonstrations."""
+        was = self.training
+        self.eval()
+        try:
+            raws = [self.raw(data.frames_tensor(np.full(n, i), np.arange(n), self.device))
+                    for i, n in enumerate(data.lengths)]
+        finally:
+            self.train(was)
+        flat = torch.cat(raws)
+        if not bool(torch.isfinite(flat).all()):
+            raise RewardError(f"{self.method}: non-finite scores on the demonstrations")
+        self.raw_mean.fill_(float(flat.mean()))
+        self.raw_std.fill_(float(flat.std().clamp_min(1e-3)) if len(flat) > 1 else 1.0)
+        zs = [(r - self.raw_mean) / self.raw_std for r in raws]
+        self.z_low.fill_(float(torch.quantile(torch.cat(zs), 0.05)))
+        totals = torch.stack([(z - self.z_low).sum() for z in zs])
+        self.progress_ref.fill_(float(totals.median().clamp_min(1e-3)))

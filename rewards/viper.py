@@ -42,8 +42,9 @@ Deviations, each for a reason:
   the official agent (DrQ-v2 has no world model to measure disagreement in), EMA weights and
   the VQ-GAN's perceptual and adversarial losses (see ``rewards/tokenizer.py``).
 
-Training: the first ``tokenizer_steps`` of ``steps`` train the tokenizer (reconstruction +
-commitment on single frames); the rest train the transformer on the frozen tokenizer's codes.
+Training (``rewards/tokenizer.py``'s ``TokenRewardModel``, shared with Diffusion Reward): the
+first ``tokenizer_steps`` of ``steps`` train the tokenizer (reconstruction + commitment on
+single frames); the rest train the transformer on the frozen tokenizer's codes.
 Sizes: the defaults are a CPU configuration (4 frames strided by 2, 4 layers of 128; ~15 min
 on 2 cores for 50 twin demos); ``configs/reward_method/viper_paper.yaml`` has the official
 DMC sizes (16 frames, 8 layers of 256, 8 heads, dropout 0.1, codebook 256 at 8x8) for a GPU.
@@ -52,62 +53,34 @@ DMC sizes (16 frames, 8 layers of 256, 8 heads, dropout 0.1, codebook 256 at 8x8
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from video2reward.rewards.base import RewardConfig, RewardError, RewardModel, to_tensor
-from video2reward.rewards.data import VideoDataset, augment
-from video2reward.rewards.tokenizer import TokenizerConfig, VQTokenizer
+from video2reward.rewards.base import RewardError
+from video2reward.rewards.tokenizer import TokenRewardConfig, TokenRewardModel
 
 
 @dataclasses.dataclass(frozen=True)
-class ViperConfig(RewardConfig):
+class ViperConfig(TokenRewardConfig):
     method: str = "viper"
-    image_size_px: int = 64  # the papers' tokenizer input
-    augment: str = "none"
-    lr: float = 5e-4
-    batch_size: int = 16
-    steps: int = 3000  # tokenizer steps first, then the transformer's
-    tokenizer_steps: int = 1000
-    # tokenizer (rewards/tokenizer.py)
-    code_grid: int = 8
-    codebook_size: int = 256
-    code_dim: int = 32
-    tokenizer_channels: int = 32
-    # video model
     seq_len: int = 4  # frames per window (official DMC: 16)
-    frame_skip: int = 2  # steps between the window's frames (official DMC: 1; Atari: 4)
+    frame_skip: int = 2  # training-video frames between the window's frames (DMC: 1; Atari: 4)
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0
     compute_joint: bool = True  # window joint log-likelihood (official default) or last frame's
-    score_batch: int = 32  # windows per forward pass when scoring
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.tokenizer_config()  # validates the tokenizer fields
-        if not 0 < self.tokenizer_steps < self.steps:
-            raise ValueError(
-                f"tokenizer_steps ({self.tokenizer_steps}) must be in [1, steps={self.steps}): "
-                "the tokenizer trains first, then the video model"
-            )
         if self.seq_len < 2 or self.frame_skip < 1:
             raise ValueError("seq_len must be >= 2 and frame_skip >= 1")
         if self.n_layer < 1 or self.n_head < 1 or self.n_embd % self.n_head:
             raise ValueError("n_layer, n_head >= 1 and n_embd divisible by n_head are needed")
-        if not 0.0 <= self.dropout < 1.0 or self.score_batch < 1:
-            raise ValueError("dropout must be in [0, 1) and score_batch >= 1")
-
-    def tokenizer_config(self) -> TokenizerConfig:
-        return TokenizerConfig(
-            image_size=self.image_size_px, code_grid=self.code_grid,
-            codebook_size=self.codebook_size, code_dim=self.code_dim,
-            channels=self.tokenizer_channels,
-        )  # fmt: skip
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 class VideoGPT(nn.Module):
@@ -116,7 +89,6 @@ class VideoGPT(nn.Module):
     def __init__(self, cfg: ViperConfig):
         super().__init__()
         g, d = cfg.code_grid, cfg.n_embd
-        self.t, self.g = cfg.seq_len, g
         self.inp = nn.Linear(cfg.code_dim, d)
         self.sos = nn.Parameter(torch.zeros(d))
         self.pos_t = nn.Parameter(torch.randn(cfg.seq_len, 1, 1, d) * 0.02)
@@ -150,35 +122,22 @@ def window_indices(t: np.ndarray, seq_len: int, frame_skip: int) -> np.ndarray:
     return np.maximum(np.asarray(t)[:, None] - offsets[None], 0)
 
 
-class Viper(RewardModel):
+class Viper(TokenRewardModel):
     method = "viper"
     config_cls = ViperConfig
     config: ViperConfig
-    trained_steps: torch.Tensor
-    ll_mean: torch.Tensor
-    ll_std: torch.Tensor
-    z_low: torch.Tensor
-    progress_ref: torch.Tensor
 
     def __init__(self, config: ViperConfig):
         super().__init__(config)
-        self.tokenizer = VQTokenizer(config.tokenizer_config())
         self.video = VideoGPT(config)
-        self.register_buffer("trained_steps", torch.zeros((), dtype=torch.long))
-        for name, value in (("ll_mean", 0.0), ("ll_std", 1.0), ("z_low", -2.0),
-                            ("progress_ref", 1.0)):
-            self.register_buffer(name, torch.tensor(value))
-        self._step: int | None = None  # host copy of trained_steps (read once)
-        self._cache: tuple[VideoDataset, torch.Tensor] | None = None
-        self._checked: VideoDataset | None = None  # the dataset whose lengths were checked
-
-    @property
-    def uses_goal(self) -> bool:
-        return False
 
     @property
     def context_frames(self) -> int:
         return (self.config.seq_len - 1) * self.config.frame_skip
+
+    @property
+    def min_frames(self) -> int:
+        return self.config.seq_len
 
     def set_frame_stride(self, stride: int) -> None:
         """Windows stay ``frame_skip`` training-video frames apart when the scored frames are
@@ -194,121 +153,33 @@ class Viper(RewardModel):
             )
         self.config = dataclasses.replace(self.config, frame_skip=skip // stride)
 
-    @property
-    def phase(self) -> str:
-        if self._step is None:
-            self._step = int(self.trained_steps)
-        return "tokenizer" if self._step < self.config.tokenizer_steps else "video"
+    def sample_frames(self, t: np.ndarray) -> np.ndarray:
+        return window_indices(t, self.config.seq_len, self.config.frame_skip)
 
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
-        self._step = None  # re-read after a resume
-
-    # -- training
-    def sample_batch(self, data: VideoDataset, rng: np.random.Generator) -> dict[str, Any]:
-        b, s = self.config.batch_size, self.config.image_size_px
-        if self._checked is not data:
-            short = np.flatnonzero(data.lengths < self.config.seq_len)
-            if len(short):
-                i = int(short[0])
-                raise RewardError(
-                    f"VIPER needs videos of at least seq_len={self.config.seq_len} frames; "
-                    f"{data.infos[i].source} has {int(data.lengths[i])} ({len(short)} too short)"
-                )
-            self._checked = data
-        ep = np.asarray(rng.integers(0, len(data), size=b))
-        t = (rng.random(b) * data.lengths[ep]).astype(np.int64)
-        if self.phase == "tokenizer":
-            x = data.frames_tensor(ep, t, self.device)
-            return {"frames": augment(x, self.config.augment, rng, self.config.crop_scale_min)}
-        idx = window_indices(t, self.config.seq_len, self.config.frame_skip)
-        if self.config.augment == "none":  # the frozen tokenizer's codes, computed once
-            rows = torch.from_numpy(data.starts[ep][:, None] + idx).to(self.device)
-            return {"codes": self._dataset_codes(data)[rows]}
-        x = data.frames_tensor(np.repeat(ep, idx.shape[1]), idx.reshape(-1), self.device)
-        x = augment(x.view(b, -1, 3, s, s), self.config.augment, rng, self.config.crop_scale_min)
-        return {"windows": x.reshape(-1, 3, s, s)}
-
-    def _dataset_codes(self, data: VideoDataset) -> torch.Tensor:
-        """Codes of every frame of ``data`` (N, G, G), kept while the same dataset trains."""
-        if self._cache is None or self._cache[0] is not data:
-            self.tokenizer.eval()
-            n = int(data.lengths.sum())
-            codes = torch.cat([
-                self._codes(to_tensor(data.frames[c], self.device))
-                for c in np.array_split(np.arange(n), max(1, n // self.score_chunk))
-            ])  # fmt: skip
-            self._cache = (data, codes)
-        return self._cache[1]
-
-    def _codes(self, frames: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.tokenizer.encode(frames)
-
-    def _token_logprobs(self, codes: torch.Tensor) -> torch.Tensor:
+    def token_logprobs(self, codes: torch.Tensor) -> torch.Tensor:
         """codes (B, T, G, G) -> (B, T*G*G) log p(token | earlier tokens)."""
-        b = codes.shape[0]
+        b, g = codes.shape[0], self.config.code_grid
         vec = self.tokenizer.quantizer.get_output_from_indices(codes.flatten(0, 1))
-        vec = vec.view(b, self.config.seq_len, -1, self.config.code_grid,
-                       self.config.code_grid).permute(0, 1, 3, 4, 2)
+        vec = vec.view(b, self.config.seq_len, -1, g, g).permute(0, 1, 3, 4, 2)
         logits = self.video(vec.detach())
         return -F.cross_entropy(logits.transpose(1, 2), codes.reshape(b, -1), reduction="none")
 
-    def loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        phase = self.phase
-        self.trained_steps += 1
-        self._step = (self._step or 0) + 1
-        if phase == "tokenizer":
-            loss, metrics = self.tokenizer.loss(batch["frames"])
-            return loss, {**metrics, "bits_per_token": torch.full_like(loss.detach(), np.nan)}
-        self.tokenizer.eval()
-        g = self.config.code_grid
-        codes = batch["codes"] if "codes" in batch else self._codes(batch["windows"])
-        codes = codes.reshape(-1, self.config.seq_len, g, g)
-        nll = -self._token_logprobs(codes).mean()  # per-token mean, as the official loss
-        nan = torch.full_like(nll.detach(), np.nan)
-        return nll, {"tok_recon": nan, "tok_commit": nan, "tok_usage": nan, "loss": nll.detach(),
-                     "bits_per_token": nll.detach() / float(np.log(2))}
+    def video_loss(self, codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        nll = -self.token_logprobs(codes).mean()  # per-token mean, as the official loss
+        return nll, {"bits_per_token": nll.detach() / float(np.log(2))}
 
-    # -- scoring
-    def log_likelihood(self, frames: torch.Tensor) -> torch.Tensor:
-        """(T, 3, S, S) frames of one episode -> (T,) log-likelihood of the window ending at
-        each frame (joint over the window, or the last frame's conditional)."""
+    def raw_scores(self, codes: torch.Tensor) -> torch.Tensor:
+        """The log-likelihood of the window ending at each frame (joint over the window, or
+        the last frame's conditional), summed over tokens."""
         cfg = self.config
-        codes = torch.cat([self._codes(c) for c in frames.split(self.score_chunk)])
-        idx = torch.from_numpy(window_indices(np.arange(len(frames)), cfg.seq_len,
-                                              cfg.frame_skip)).to(codes.device)
+        idx = torch.from_numpy(self.sample_frames(np.arange(len(codes)))).to(codes.device)
         g2 = cfg.code_grid**2
         out = []
         for chunk in idx.split(cfg.score_batch):
-            lp = self._token_logprobs(codes[chunk]).view(len(chunk), cfg.seq_len, g2).sum(-1)
+            lp = self.token_logprobs(codes[chunk]).view(len(chunk), cfg.seq_len, g2).sum(-1)
             out.append(lp.sum(-1) if cfg.compute_joint else lp[:, -1])
         return torch.cat(out)
 
-    def _score(
-        self, frames: torch.Tensor, goal: torch.Tensor | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        z = (self.log_likelihood(frames) - self.ll_mean) / self.ll_std
-        progress = torch.cumsum(z - self.z_low, 0) / self.progress_ref
-        return z.cpu().numpy(), progress.cpu().numpy()
-
-    @torch.no_grad()
-    def calibrate(self, data: VideoDataset) -> None:
-        """Fit the standardisation and the progress scale on the demonstration windows."""
-        was = self.training
-        self.eval()
-        try:
-            lls = [self.log_likelihood(data.frames_tensor(np.full(n, i), np.arange(n),
-                                                          self.device))
-                   for i, n in enumerate(data.lengths)]
-        finally:
-            self.train(was)
-        flat = torch.cat(lls)
-        if not bool(torch.isfinite(flat).all()):
-            raise RewardError("VIPER: non-finite log-likelihood on the demonstrations")
-        self.ll_mean.fill_(float(flat.mean()))
-        self.ll_std.fill_(float(flat.std().clamp_min(1e-3)) if len(flat) > 1 else 1.0)
-        zs = [(ll - self.ll_mean) / self.ll_std for ll in lls]
-        self.z_low.fill_(float(torch.quantile(torch.cat(zs), 0.05)))
-        totals = torch.stack([(z - self.z_low).sum() for z in zs])
-        self.progress_ref.fill_(float(totals.median().clamp_min(1e-3)))
+    def log_likelihood(self, frames: torch.Tensor) -> torch.Tensor:
+        """(T, 3, S, S) frames of one episode -> (T,) raw log-likelihoods (nats)."""
+        return self.raw(frames)

@@ -140,7 +140,7 @@ def test_window_indices_stride_and_clamp_at_the_first_frame():
 
 def test_bad_input():
     model = Viper(SMALL)
-    with pytest.raises(RewardError, match="at least seq_len=3 frames; bar0 has 2"):
+    with pytest.raises(RewardError, match="viper needs videos of at least 3 frames; bar0 has 2"):
         model.sample_batch(VideoDataset([bar_video(np.random.default_rng(0), n=2)],
                                         [EpisodeInfo("bar0", True, "bar", "expert")], S),
                            np.random.default_rng(0))
