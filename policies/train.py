@@ -59,7 +59,7 @@ from video2reward.policies.drqv2 import (
 from video2reward.policies.intervention import InterventionConfig, ScriptedIntervener
 from video2reward.policies.learner import CoreConfig, LearnerCore, relabelled_demos
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
-from video2reward.rewards.rank2reward import OnlineDiscriminator, Rank2Reward
+from video2reward.rewards.rank2reward import OnlineDiscriminator
 
 AGENT_FILE = "agent.pt"
 REWARD_MODEL_FILE = "reward_model.pt"  # the online-updated reward model (Rank2Reward)
@@ -318,7 +318,8 @@ class EpisodeRewarder:
         self.disc = (
             OnlineDiscriminator(self.model, spec.disc_batch, spec.disc_frames,
                                 every_frames=spec.disc_update_every_steps, steps=spec.disc_steps)
-            if spec.disc_update_every_steps > 0 and isinstance(self.model, Rank2Reward)
+            # Rank2Reward's discriminator, Diffusion Reward's RND: models trained online
+            if spec.disc_update_every_steps > 0 and callable(getattr(self.model, "update", None))
             else None
         )
         self.can_update = self.disc is not None

@@ -57,6 +57,7 @@ METHODS: dict[str, str] = {
     "rank2reward": "video2reward.rewards.rank2reward:Rank2Reward",
     "uvd": "video2reward.rewards.uvd:UVD",
     "viper": "video2reward.rewards.viper:Viper",
+    "diffusion_reward": "video2reward.rewards.diffusion_reward:DiffusionReward",
 }
 
 

@@ -279,7 +279,7 @@ class OnlineDiscriminator:
 
     def __init__(
         self,
-        model: Rank2Reward,
+        model: Any,  # Rank2Reward, or any reward model with update(frames) -> metrics (RND)
         batch: int,
         capacity: int,
         every_frames: int = 0,

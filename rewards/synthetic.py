@@ -70,3 +70,16 @@ def synthetic_store(
             frames, ok = blob_episode(rng, kind, task, size_px, length)
             store.append_episode({keys.IMAGE: frames}, task=task, success=ok, kind=kind)
     return store
+
+
+def bar_video(rng: np.random.Generator, n: int = 10, size_px: int = 32) -> np.ndarray:
+    """(n, size, size, 3) uint8: a vertical bar of a random colour that moves one column of
+    size/8 pixels to the right per frame, wrapping around. Deterministic dynamics: the next
+    frame is predictable from the ones before (the generative rewards' tests)."""
+    w = size_px // 8
+    x0, colour = int(rng.integers(0, 8)), rng.integers(150, 256, 3)
+    v = np.full((n, size_px, size_px, 3), 30, np.uint8)
+    for t in range(n):
+        x = w * ((x0 + t) % 8)
+        v[t, :, x : x + w] = colour
+    return v

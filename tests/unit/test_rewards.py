@@ -357,7 +357,11 @@ def small_data():
 # Methods whose sizes need more than image_size_px/embed_dim (VIPER's tokenizer: 32 px to 4x4)
 SMALL_EXTRA = {"viper": {"image_size_px": 32, "code_grid": 4, "codebook_size": 16, "code_dim": 8,
                          "tokenizer_channels": 8, "n_layer": 1, "n_head": 2, "n_embd": 16,
-                         "steps": 2, "tokenizer_steps": 1}}
+                         "steps": 2, "tokenizer_steps": 1},
+               "diffusion_reward": {"image_size_px": 32, "code_grid": 4, "codebook_size": 16,
+                                    "code_dim": 8, "tokenizer_channels": 8, "n_layer": 1,
+                                    "n_head": 2, "n_embd": 16, "cond_dim": 16, "steps": 2,
+                                    "tokenizer_steps": 1, "expl_weight": 0.0}}
 
 
 def _small_model(method="vip", **kw):

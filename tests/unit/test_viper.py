@@ -13,22 +13,12 @@ import pytest
 import torch
 from video2reward.rewards.base import RewardError, load_reward_model, read_checkpoint, to_tensor
 from video2reward.rewards.data import EpisodeInfo, VideoDataset
+from video2reward.rewards.synthetic import bar_video
 from video2reward.rewards.tokenizer import TokenizerConfig, VQTokenizer
 from video2reward.rewards.viper import Viper, ViperConfig, window_indices
 
 torch.set_num_threads(1)
 S = 32
-
-
-def bar_video(rng: np.random.Generator, n: int = 10) -> np.ndarray:
-    """A vertical bar of a random colour that moves one 4 px column right per frame (wrapping):
-    deterministic dynamics, so the next frame is predictable from the previous ones."""
-    x0, colour = int(rng.integers(0, 8)), rng.integers(150, 256, 3)
-    v = np.full((n, S, S, 3), 30, np.uint8)
-    for t in range(n):
-        x = 4 * ((x0 + t) % 8)
-        v[t, :, x : x + 4] = colour
-    return v
 
 
 def bar_dataset(n: int, seed: int) -> VideoDataset:
