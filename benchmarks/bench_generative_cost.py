@@ -1,10 +1,11 @@
-"""What a generative reward costs to score on this machine, beside Rank2Reward in the same run.
+"""What the generative rewards cost to score on this machine, beside Rank2Reward in the same run.
 
     LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
         .venv/bin/python benchmarks/bench_generative_cost.py [--threads 1] [--repeats 20]
 
 - batch 1: one new frame as a stream sees it. VIPER tokenizes the frame and runs its video
-  model over one window (the earlier frames' codes are known); Rank2Reward scores the frame.
+  model over one window (the earlier frames' codes are known); Diffusion Reward tokenizes it,
+  runs its sampler (11 calls) on one history and its RND; Rank2Reward scores the frame.
 - batch 32: a 32-frame episode through ``model.score`` (preparation included), per frame.
 
 Weights are untrained (the cost does not depend on them). Prints one JSON; a 10 Hz control
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from video2reward.rewards.base import build_model, to_tensor
+from video2reward.rewards.diffusion_reward import DiffusionRewardConfig
 from video2reward.rewards.rank2reward import Rank2RewardConfig
 from video2reward.rewards.viper import ViperConfig
 
@@ -68,6 +70,21 @@ def main() -> None:
             one = _timeit(stream_frame, args.repeats)
         ep = _timeit(lambda m=m: m.score(video), max(2, args.repeats // 4)) / len(video)
         rows[name] = {"batch1_ms": one * 1e3, "batch32_ms_per_frame": ep * 1e3}
+
+    dcfg = DiffusionRewardConfig()
+    dr = build_model(dcfg, cpu).eval()
+    frame = torch.rand(1, 3, 64, 64) * 255
+    hist = torch.randint(0, dcfg.codebook_size, (1, dcfg.history, dcfg.code_grid, dcfg.code_grid))
+
+    def dr_frame() -> None:
+        dr.tokenizer.encode(frame)
+        dr.neg_entropy(hist)
+        dr.rnd.error(frame)
+
+    with torch.inference_mode():
+        one = _timeit(dr_frame, args.repeats)
+    ep = _timeit(lambda: dr.score(video), max(2, args.repeats // 4)) / len(video)
+    rows["diffusion_reward"] = {"batch1_ms": one * 1e3, "batch32_ms_per_frame": ep * 1e3}
 
     base = rows["rank2reward"]
     for r in rows.values():
