@@ -245,10 +245,17 @@ class TokenRewardConfig(RewardConfig):
     code_dim: int = 32
     tokenizer_channels: int = 32
     score_batch: int = 32  # samples per forward pass when scoring
+    # Every Nth demonstration is kept out of the video model's training and fits the
+    # standardisation (0: train and fit on all). Fitted on the training demos, the z-scores
+    # read the model's memory of them: on twin reach, held-out expert videos then scored
+    # z = -20 to -35 per frame.
+    holdout_every: int = 5
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.tokenizer_config()  # validates the tokenizer fields
+        if self.holdout_every < 0 or self.holdout_every == 1:
+            raise ValueError(f"holdout_every must be 0 or >= 2, got {self.holdout_every}")
         if not 0 < self.tokenizer_steps < self.steps:
             raise ValueError(
                 f"tokenizer_steps ({self.tokenizer_steps}) must be in [1, steps={self.steps}): "
@@ -272,14 +279,18 @@ class TokenRewardModel(RewardModel):
     Subclasses give :meth:`sample_frames` (the frame indices of one training sample, ending
     at t), :meth:`video_loss` (on the codes of a batch of samples) and :meth:`raw_scores`
     (the raw score of every frame of one episode from its codes). Training runs the first
-    ``tokenizer_steps`` steps on the tokenizer, the rest on the video model. ``reward`` is the
-    raw score's z-score over the demonstration frames; ``progress`` the standardised
+    ``tokenizer_steps`` steps on the tokenizer, the rest on the video model (on all demos but
+    every ``holdout_every``-th). ``reward`` is the raw score's z-score over the frames of the
+    held-out demos; ``progress`` the standardised
     cumulative reward: sum over s <= t of (z[s] - z_low) over the demos' median total, z_low
     the demos' 5th percentile of z, so a demonstration ends near 1.
     """
 
     config: TokenRewardConfig
     cumulative_progress = True
+    # Whole recordings, the hold at the goal included: a frame the model never saw is
+    # unlikely, and the hold is what a successful episode ends with.
+    default_trim_after_success = -1
     trained_steps: torch.Tensor
     raw_mean: torch.Tensor
     raw_std: torch.Tensor
@@ -342,7 +353,10 @@ class TokenRewardModel(RewardModel):
                     f"{data.infos[i].source} has {int(data.lengths[i])} ({len(short)} too short)"
                 )
             self._checked = data
-        ep = np.asarray(rng.integers(0, len(data), size=b))
+        if self.phase == "tokenizer":
+            ep = np.asarray(rng.integers(0, len(data), size=b))
+        else:  # the video model never sees the calibration demos
+            ep = np.asarray(rng.choice(self.split(len(data))[0], size=b))
         t = (rng.random(b) * data.lengths[ep]).astype(np.int64)
         if self.phase == "tokenizer":
             x = data.frames_tensor(ep, t, self.device)
@@ -354,6 +368,16 @@ class TokenRewardModel(RewardModel):
         x = data.frames_tensor(np.repeat(ep, idx.shape[1]), idx.reshape(-1), self.device)
         x = augment(x.view(b, -1, 3, s, s), self.config.augment, rng, self.config.crop_scale_min)
         return {"windows": x.reshape(-1, 3, s, s), "width": idx.shape[1]}
+
+    def split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the demos the video model trains on and of those that fit the
+        standardisation (every ``holdout_every``-th; all of them when there are too few)."""
+        idx = np.arange(n)
+        k = self.config.holdout_every
+        if k == 0 or n < k:
+            return idx, idx
+        held = idx % k == k - 1
+        return idx[~held], idx[held]
 
     def _dataset_codes(self, data: VideoDataset) -> torch.Tensor:
         """Codes of every frame of ``data`` (N, G, G), kept while the same dataset trains."""
@@ -408,12 +432,13 @@ class TokenRewardModel(RewardModel):
 
     @torch.no_grad()
     def calibrate(self, data: VideoDataset) -> None:
-        """Fit the standardisation and the progress scale on the demonstrations."""
+        """Fit the standardisation and the progress scale on the held-out demonstrations."""
         was = self.training
         self.eval()
         try:
             raws = [self.raw(data.frames_tensor(np.full(n, i), np.arange(n), self.device))
-                    for i, n in enumerate(data.lengths)]
+                    for i, n in ((int(i), int(data.lengths[i]))
+                                 for i in self.split(len(data))[1])]
         finally:
             self.train(was)
         flat = torch.cat(raws)

@@ -29,9 +29,10 @@ Deviations, each for a reason:
   distribution.
 - **Standardisation.** The official reward feeds DreamerV3, whose symlog reward head and
   return normalisation set the scale. DrQ-v2 takes the reward as it is, so training fits the
-  mean and standard deviation of the log-likelihood over all demonstration windows and the
-  reward is the z-score (``reward = (ll - mean) / std``): ~0 on demonstration-like frames,
-  strongly negative on frames the model finds unlikely.
+  mean and standard deviation of the log-likelihood over the windows of demonstrations the
+  video model did not train on (every ``holdout_every``-th) and the reward is the z-score
+  (``reward = (ll - mean) / std``): ~0 on demonstration-like frames, strongly negative on
+  frames the model finds unlikely.
 - **progress** (the report card's metrics read it): the standardised cumulative reward,
   shifted so demonstration frames add to it: progress[t] = sum over s <= t of
   (z[s] - z_low), divided by the demos' median total, where z_low is the demos' 5th
@@ -70,7 +71,7 @@ class ViperConfig(TokenRewardConfig):
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
-    dropout: float = 0.0
+    dropout: float = 0.1  # the official DMC model's (attention and residual)
     compute_joint: bool = True  # window joint log-likelihood (official default) or last frame's
 
     def __post_init__(self) -> None:

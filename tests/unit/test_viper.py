@@ -101,7 +101,9 @@ def test_true_videos_are_likelier_than_shuffled_and_reversed(trained):
 def test_standardised_reward_and_progress(trained):
     model, _ = trained
     demo = bar_dataset(16, seed=0)
-    z = np.concatenate([model.score(demo.episode(i)).reward for i in range(len(demo))])
+    train, held = model.split(len(demo))
+    assert list(held) == [4, 9, 14] and len(train) == 13  # every 5th fits the z-scores
+    z = np.concatenate([model.score(demo.episode(i)).reward for i in held])
     assert abs(z.mean()) < 0.05 and z.std() == pytest.approx(1.0, abs=0.05)  # fitted there
     out = model.score(bar_video(np.random.default_rng(9)))
     assert out.progress[-1] == pytest.approx(1.0, abs=0.3)  # a demo-like video ends near 1
