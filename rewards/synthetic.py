@@ -11,10 +11,15 @@ yellow disc, so a goal image from one task is a counterfactual goal for the othe
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore
+
+if TYPE_CHECKING:
+    from video2reward.rewards.data import VideoDataset
 
 _FLOOR = {"reach": (120, 120, 120), "push": (90, 110, 150)}
 _AGENT = {"reach": (220, 40, 40), "push": (230, 200, 40)}
@@ -83,3 +88,12 @@ def bar_video(rng: np.random.Generator, n: int = 10, size_px: int = 32) -> np.nd
         x = w * ((x0 + t) % 8)
         v[t, :, x : x + w] = colour
     return v
+
+
+def bar_dataset(n: int, seed: int, size_px: int = 32) -> VideoDataset:
+    """``n`` :func:`bar_video` episodes as a training set of successful expert videos."""
+    from video2reward.rewards.data import EpisodeInfo, VideoDataset
+
+    rng = np.random.default_rng(seed)
+    infos = [EpisodeInfo(f"bar{i}", True, "bar", "expert") for i in range(n)]
+    return VideoDataset([bar_video(rng, size_px=size_px) for _ in range(n)], infos, size_px)

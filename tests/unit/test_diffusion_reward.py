@@ -17,17 +17,11 @@ from video2reward.rewards.diffusion_reward import (
     DiffusionRewardConfig,
     keep_schedule,
 )
-from video2reward.rewards.synthetic import bar_video
+from video2reward.rewards.synthetic import bar_dataset, bar_video
 
 S = 32
 
 torch.set_num_threads(1)
-
-
-def bar_dataset(n: int, seed: int) -> VideoDataset:
-    rng = np.random.default_rng(seed)
-    infos = [EpisodeInfo(f"bar{i}", True, "bar", "expert") for i in range(n)]
-    return VideoDataset([bar_video(rng) for _ in range(n)], infos, S)
 
 
 # A short schedule (10 steps, no skip) learns the toy set's dynamics in a few hundred steps;

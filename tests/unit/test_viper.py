@@ -13,18 +13,12 @@ import pytest
 import torch
 from video2reward.rewards.base import RewardError, load_reward_model, read_checkpoint, to_tensor
 from video2reward.rewards.data import EpisodeInfo, VideoDataset
-from video2reward.rewards.synthetic import bar_video
+from video2reward.rewards.synthetic import bar_dataset, bar_video
 from video2reward.rewards.tokenizer import TokenizerConfig, VQTokenizer
 from video2reward.rewards.viper import Viper, ViperConfig, window_indices
 
 torch.set_num_threads(1)
 S = 32
-
-
-def bar_dataset(n: int, seed: int) -> VideoDataset:
-    rng = np.random.default_rng(seed)
-    infos = [EpisodeInfo(f"bar{i}", True, "bar", "expert") for i in range(n)]
-    return VideoDataset([bar_video(rng) for _ in range(n)], infos, S)
 
 
 SMALL = ViperConfig(image_size_px=S, code_grid=8, codebook_size=32, code_dim=16,
