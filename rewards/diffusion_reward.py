@@ -66,6 +66,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from video2reward.compute.device import from_host
 from video2reward.data.images import prepare_frames
 from video2reward.rewards.base import to_tensor
 from video2reward.rewards.tokenizer import TokenRewardConfig, TokenRewardModel
@@ -217,8 +218,13 @@ class DiffusionReward(TokenRewardModel):
         self.t_count: torch.Tensor
         self.register_buffer("lt2", torch.zeros(config.diffusion_steps))
         self.register_buffer("t_count", torch.zeros(config.diffusion_steps, dtype=torch.long))
-        self._warm = False
+        self._host_count: np.ndarray | None = np.zeros(config.diffusion_steps, np.int64)
+        self._t_rng = np.random.default_rng(config.seed + 11)
         self._rnd_opt: torch.optim.Optimizer | None = None
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_count = None  # the loaded t counts, read once
 
     @property
     def min_frames(self) -> int:
@@ -233,10 +239,12 @@ class DiffusionReward(TokenRewardModel):
         """Timesteps and their probabilities: uniform until every t was drawn more than 10
         times, then proportional to sqrt(E[L_t^2]) (VQ-Diffusion's importance sampling)."""
         steps = self.config.diffusion_steps
-        if not self._warm:
-            self._warm = bool((self.t_count > 10).all())
-        if not self._warm:
-            t = torch.randint(0, steps, (b,), device=device)
+        if self._host_count is None:  # once (after a resume, the saved counts)
+            self._host_count = self.t_count.cpu().numpy().copy()
+        if not (self._host_count > 10).all():  # drawn here: no read of the device per step
+            t_host = self._t_rng.integers(0, steps, b)
+            np.add.at(self._host_count, t_host, 1)
+            t = from_host(t_host, device)
             return t, torch.full((b,), 1.0 / steps, device=device)
         p = self.lt2.sqrt() + 1e-4
         p = p / p.sum()
@@ -259,7 +267,7 @@ class DiffusionReward(TokenRewardModel):
         lt = self._unmask_prob(t, t - 1) * ce.sum(-1)  # the bound's term at t, per sample
         with torch.no_grad():  # the importance sampler's running E[L_t^2]
             self.lt2[t] = 0.9 * self.lt2[t] + 0.1 * lt.detach().pow(2)
-            self.t_count[t] += 1
+            self.t_count.index_add_(0, t, torch.ones_like(t))
         aux = cfg.aux_loss_weight * (2.0 - t.float() / cfg.diffusion_steps) * ce.sum(-1)
         n = x0.shape[1]
         vlb = lt / pt

@@ -304,7 +304,7 @@ class TokenRewardModel(RewardModel):
         for name, value in (("raw_mean", 0.0), ("raw_std", 1.0), ("z_low", -2.0),
                             ("progress_ref", 1.0)):
             self.register_buffer(name, torch.tensor(value))
-        self._step: int | None = None  # host copy of trained_steps (read once)
+        self._step: int | None = 0  # host copy of trained_steps (None: read it once)
         self._cache: tuple[VideoDataset, torch.Tensor] | None = None
         self._checked: VideoDataset | None = None  # the dataset whose lengths were checked
 

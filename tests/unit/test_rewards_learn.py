@@ -254,7 +254,7 @@ def test_tcn_at_goal_frames_sit_at_the_first_success_time(heldout):
 def test_goal_conditioned_rank2reward_reads_the_goal(demos_path, heldout, tmp_path):
     """Trained with other demos' goals as 'no progress', a wrong goal gives no rising progress."""
     cls = method_class("rank2reward")
-    cfg = cls.config_cls(image_size_px=SIZE, embed_dim=16, steps=150, goal_conditioned=True)
+    cfg = cls.config_cls(image_size_px=SIZE, embed_dim=16, steps=300, goal_conditioned=True)
     model = train(cfg, TrainConfig(data=str(demos_path), out=str(tmp_path / "gc"),
                                    progress_bar=False, device="cpu"))
     batch = model.sample_batch(heldout, np.random.default_rng(0))
