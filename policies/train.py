@@ -655,9 +655,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
             cfg, rewarder, observer, replay.cfg, proprio_dim, frame_shape, extra
         )
     intervener = _intervener(cfg, env) if cfg.intervention.enabled else None
-    if intervener is not None and rewarder is not None and (
-        rewarder.model.context_frames > 1 or rewarder.model.cumulative_progress
-    ):
+    if intervener is not None and rewarder is not None and rewarder.model.needs_episode:
         raise ValueError(
             f"intervention.enabled watches the progress of single frames; {rewarder.model.method} "
             "scores windows of frames over an episode: run it without the scripted intervener"

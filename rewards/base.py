@@ -211,6 +211,12 @@ class RewardModel(nn.Module, ABC):
         """Earlier frames a frame's reward depends on (1: the previous frame at most)."""
         return 1
 
+    @property
+    def needs_episode(self) -> bool:
+        """Whether a frame can only be scored within its episode: its reward reads more than
+        the previous frame, or its progress sums over the episode (VIPER, Diffusion Reward)."""
+        return self.context_frames > 1 or self.cumulative_progress
+
     def set_frame_stride(self, stride: int) -> None:
         """Score videos whose consecutive frames are ``stride`` frames of the training videos
         apart (the twin trainer scores one frame per agent step, ``action_repeat`` recorded

@@ -69,7 +69,7 @@ from torch.nn import functional as F
 from video2reward.compute.device import from_host
 from video2reward.data.images import prepare_frames
 from video2reward.rewards.base import to_tensor
-from video2reward.rewards.tokenizer import TokenRewardConfig, TokenRewardModel
+from video2reward.rewards.tokenizer import TokenRewardConfig, TokenRewardModel, window_indices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,8 +232,7 @@ class DiffusionReward(TokenRewardModel):
 
     def sample_frames(self, t: np.ndarray) -> np.ndarray:
         """History frames t-H .. t-1, then the target frame t (clamped at 0)."""
-        h = self.config.history
-        return np.maximum(np.asarray(t)[:, None] - np.arange(h, -1, -1)[None], 0)
+        return window_indices(t, self.config.history + 1)
 
     def _sample_t(self, b: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Timesteps and their probabilities: uniform until every t was drawn more than 10
@@ -311,8 +310,7 @@ class DiffusionReward(TokenRewardModel):
 
     def raw_scores(self, codes: torch.Tensor) -> torch.Tensor:
         """-H(frame t+1 | frames t-H+1 .. t) for each frame t (its history ends at t)."""
-        h = self.config.history
-        idx = np.maximum(np.arange(len(codes))[:, None] - np.arange(h - 1, -1, -1)[None], 0)
+        idx = window_indices(np.arange(len(codes)), self.config.history)
         rows = torch.from_numpy(idx).to(codes.device)
         # a fixed generator: the same video scores the same (one sample per frame)
         gen = torch.Generator(device=codes.device).manual_seed(self.config.seed)
@@ -323,7 +321,8 @@ class DiffusionReward(TokenRewardModel):
         cfg = self.config
         r = cfg.entropy_weight * z
         if cfg.expl_weight > 0:
-            r = r + cfg.expl_weight * torch.cat([self.rnd.error(c) for c in frames.split(64)])
+            rnd = torch.cat([self.rnd.error(c) for c in frames.split(self.score_chunk)])
+            r = r + cfg.expl_weight * rnd
         return r
 
     # -- online: RND on the agent's frames (the learner's online schedule calls this)

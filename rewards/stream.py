@@ -105,9 +105,8 @@ class RewardStream:
         except ValueError as e:
             raise RewardError(str(e)) from e
         self.model = model if model is not None else load_reward_model(config.ckpt, device)
-        if self.model.context_frames > 1 or self.model.cumulative_progress:
-            # A frame's reward needs that many earlier frames, and progress sums over the
-            # episode: this stream keeps one frame and knows no episode boundaries.
+        if self.model.needs_episode:
+            # this stream keeps one earlier frame and knows no episode boundaries
             raise RewardError(
                 f"{self.model.method} scores windows of {self.model.context_frames + 1} frames "
                 "and sums progress over an episode, which the reward node does not keep yet "

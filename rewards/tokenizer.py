@@ -230,6 +230,13 @@ class VQTokenizer(nn.Module):
 
 
 # ------------------------------------------------------------- rewards built on the codes
+def window_indices(t: np.ndarray, length: int, frame_skip: int = 1) -> np.ndarray:
+    """(N,) end frames -> (N, length) frame indices t-(L-1)k, ..., t-k, t, clamped at 0
+    (a window that would start before the episode repeats its first frame)."""
+    offsets = frame_skip * np.arange(length - 1, -1, -1)
+    return np.maximum(np.asarray(t)[:, None] - offsets[None], 0)
+
+
 @dataclasses.dataclass(frozen=True)
 class TokenRewardConfig(RewardConfig):
     """Fields of the rewards that model videos as tokenizer codes (VIPER, Diffusion Reward)."""
@@ -353,12 +360,13 @@ class TokenRewardModel(RewardModel):
                     f"{data.infos[i].source} has {int(data.lengths[i])} ({len(short)} too short)"
                 )
             self._checked = data
-        if self.phase == "tokenizer":
+        tokenizer_phase = self.phase == "tokenizer"
+        if tokenizer_phase:
             ep = np.asarray(rng.integers(0, len(data), size=b))
         else:  # the video model never sees the calibration demos
             ep = np.asarray(rng.choice(self.split(len(data))[0], size=b))
         t = (rng.random(b) * data.lengths[ep]).astype(np.int64)
-        if self.phase == "tokenizer":
+        if tokenizer_phase:
             x = data.frames_tensor(ep, t, self.device)
             return {"frames": augment(x, self.config.augment, rng, self.config.crop_scale_min)}
         idx = self.sample_frames(t)
@@ -436,9 +444,8 @@ class TokenRewardModel(RewardModel):
         was = self.training
         self.eval()
         try:
-            raws = [self.raw(data.frames_tensor(np.full(n, i), np.arange(n), self.device))
-                    for i, n in ((int(i), int(data.lengths[i]))
-                                 for i in self.split(len(data))[1])]
+            raws = [self.raw(to_tensor(data.episode(int(i)), self.device))
+                    for i in self.split(len(data))[1]]
         finally:
             self.train(was)
         flat = torch.cat(raws)

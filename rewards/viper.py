@@ -60,7 +60,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from video2reward.rewards.base import RewardError
-from video2reward.rewards.tokenizer import TokenRewardConfig, TokenRewardModel
+from video2reward.rewards.tokenizer import TokenRewardConfig, TokenRewardModel, window_indices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,13 +114,6 @@ class VideoGPT(nn.Module):
         x = x.reshape(b, -1, x.shape[-1])
         x = torch.cat([self.sos.expand(b, 1, -1), x[:, :-1]], 1)  # right shift behind SOS
         return self.head(self.norm(self.blocks(x, mask=self.mask, is_causal=True)))
-
-
-def window_indices(t: np.ndarray, seq_len: int, frame_skip: int) -> np.ndarray:
-    """(N,) end frames -> (N, seq_len) frame indices t-(L-1)k, ..., t-k, t, clamped at 0
-    (a window that would start before the episode repeats its first frame)."""
-    offsets = frame_skip * np.arange(seq_len - 1, -1, -1)
-    return np.maximum(np.asarray(t)[:, None] - offsets[None], 0)
 
 
 class Viper(TokenRewardModel):
@@ -180,7 +173,3 @@ class Viper(TokenRewardModel):
             lp = self.token_logprobs(codes[chunk]).view(len(chunk), cfg.seq_len, g2).sum(-1)
             out.append(lp.sum(-1) if cfg.compute_joint else lp[:, -1])
         return torch.cat(out)
-
-    def log_likelihood(self, frames: torch.Tensor) -> torch.Tensor:
-        """(T, 3, S, S) frames of one episode -> (T,) raw log-likelihoods (nats)."""
-        return self.raw(frames)
