@@ -65,3 +65,30 @@ def _run_graph_scenario(
 @pytest.fixture
 def run_graph_scenario() -> Callable[..., tuple[dict[str, Any], int, str]]:
     return _run_graph_scenario
+
+
+def _wait_matched(node: Any, pubs: Any = (), subs: Any = (), timeout_s: float = 60.0,
+                  settle_s: float = 1.0) -> None:
+    """Spin ``node`` until each of its publishers has a subscriber and each subscription a
+    publisher, then ``settle_s`` more. Discovery is not symmetric: our side can see a match
+    before the remote side has matched us, and a volatile reliable topic drops what is sent
+    before both ends have matched (a first frame that never gets its reward)."""
+    import time
+
+    import rclpy
+
+    deadline = time.monotonic() + timeout_s
+    def unmatched() -> list[str]:
+        return [p.topic_name for p in pubs if p.get_subscription_count() == 0] + [
+            s.topic_name for s in subs if s.get_publisher_count() == 0]
+    while unmatched() and time.monotonic() < deadline:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    assert not unmatched(), f"never matched: {unmatched()}"
+    settle = time.monotonic() + settle_s
+    while time.monotonic() < settle:
+        rclpy.spin_once(node, timeout_sec=0.05)
+
+
+@pytest.fixture
+def wait_matched() -> Callable[..., None]:
+    return _wait_matched

@@ -3,6 +3,7 @@ conversion module every node uses (reward, learner, recorder, calibration)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -80,7 +81,7 @@ def test_compressed_images_decode_to_rgb() -> None:
 
 @pytest.mark.parametrize("transport", ["raw", "compressed"])  # bgr8 frames; png frames
 def test_reward_node_scores_other_encodings_as_it_scores_rgb8(
-    reward_ckpt: Path, transport: str
+    reward_ckpt: Path, transport: str, wait_matched: Callable[..., None]
 ) -> None:
     """A bgr8 camera and a compressed (png) stream give the rewards the rgb8 frames give."""
     import os
@@ -112,13 +113,11 @@ def test_reward_node_scores_other_encodings_as_it_scores_rgb8(
     rclpy.init(domain_id=domain)
     node = rclpy.create_node("encoding_test_client")
     got: list[Vector3Stamped] = []
-    node.create_subscription(Vector3Stamped, "/reward/reward", got.append, 100)
+    sub = node.create_subscription(Vector3Stamped, "/reward/reward", got.append, 100)
     pub = node.create_publisher(Image if transport == "raw" else CompressedImage, "/cam/image", 20)
     try:
+        wait_matched(node, [pub], [sub])
         deadline = time.monotonic() + 60
-        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            rclpy.spin_once(node, timeout_sec=0.1)
-        assert pub.get_subscription_count() == 1, "reward node never subscribed"
         for f, ns in zip(frames, stamps, strict=True):
             if transport == "raw":
                 msg = _raw(f[..., ::-1], "bgr8")

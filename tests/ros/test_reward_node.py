@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ SIZE = 40  # the conftest reward model's image size
 
 
 def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_updates(
-    reward_ckpt: Path,
+    reward_ckpt: Path, wait_matched: Callable[..., None]
 ) -> None:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
@@ -53,16 +54,14 @@ def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_update
     node = rclpy.create_node("reward_test_client")  # only standard messages, as any tool
     rewards: list[Vector3Stamped] = []
     diags: list[DiagnosticArray] = []
-    node.create_subscription(Vector3Stamped, "/reward/reward", rewards.append, 200)
+    sub = node.create_subscription(Vector3Stamped, "/reward/reward", rewards.append, 200)
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 50)
     pub = node.create_publisher(Image, "/camera/color/image_raw", 10)
     frames = blob_episode(np.random.default_rng(5), size_px=SIZE, length=40)[0]
     sent = []
     try:
+        wait_matched(node, [pub], [sub])
         deadline = time.monotonic() + 60
-        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            rclpy.spin_once(node, timeout_sec=0.1)
-        assert pub.get_subscription_count() == 1, "reward node never subscribed"
         for i, f in enumerate(frames):
             t = 100.0 + i / 30
             pub.publish(image_msg(f, t, "camera_color_optical_frame"))
