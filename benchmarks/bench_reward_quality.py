@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 V2R = [sys.executable, "-m", "video2reward.cli.main"]
-METHODS = ("vip", "tcn", "hold_r", "hold_c", "rank2reward", "uvd", "viper", "diffusion_reward")
+METHODS = ("vip", "tcn", "hold_r", "hold_c", "rank2reward", "uvd", "viper", "diffusion_reward",
+           "timerewarder")
 BAR = 0.9
 
 

@@ -184,7 +184,7 @@ def main() -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="reach", choices=sorted(BARS))
     p.add_argument("--reward", default="rank2reward",
-                   choices=["rank2reward", "vip", "viper", "diffusion_reward"])
+                   choices=["rank2reward", "vip", "viper", "diffusion_reward", "timerewarder"])
     p.add_argument("--demos", type=int, default=50, help="demonstrations in replay (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=0, help="budget (0: the task's bar)")

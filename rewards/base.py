@@ -58,6 +58,7 @@ METHODS: dict[str, str] = {
     "uvd": "video2reward.rewards.uvd:UVD",
     "viper": "video2reward.rewards.viper:Viper",
     "diffusion_reward": "video2reward.rewards.diffusion_reward:DiffusionReward",
+    "timerewarder": "video2reward.rewards.timerewarder:TimeRewarder",
 }
 
 
