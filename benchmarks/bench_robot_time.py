@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # (no uniform-random phase) and updates begin after a few episodes.
     agent = DrQV2Config(
         batch_size=128, hidden_dim=256, lr=3e-4, num_expl_steps=0 if with_demos else 1000,
-        stddev_schedule_steps=10_000, stddev_final=0.1,
+        stddev_schedule_steps=10_000, stddev_init=args.stddev_init,
+        stddev_final=min(0.1, args.stddev_init),
         bc_weight=args.bc_weight if with_demos else 0.0, bc_decay_steps=args.bc_decay_steps,
         bc_encoder=args.bc_encoder, updates_per_step=args.updates_per_step,
         shift_pad_px=3 if args.agent_px == 48 else 4,
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         task=args.task, out=str(out), seed=args.seed, image_size=84, agent_image_size=args.agent_px,
         threads=1, num_train_frames=args.frames or BARS[args.task],
         num_seed_frames=500 if with_demos else 2000, eval_every_frames=args.eval_every,
-        num_eval_episodes=10, checkpoint_every_frames=args.eval_every,
+        num_eval_episodes=args.eval_episodes, checkpoint_every_frames=args.eval_every,
         replay_capacity_steps=100_000, resume=out.exists(), video=False,
         reward=rspec, agent=agent,
         demos=DemoSpec(path=str(demos) if with_demos else "", max_episodes=args.demos,
@@ -189,6 +190,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=0, help="budget (0: the task's bar)")
     p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--stddev-init", type=float, default=1.0,
+                   help="exploration stddev at the first agent step (DrQ-v2: 1.0)")
     p.add_argument("--bc-weight", type=float, default=0.4)
     p.add_argument("--bc-decay-steps", type=int, default=0)
     p.add_argument("--bc-encoder", action="store_true",

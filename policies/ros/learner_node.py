@@ -90,6 +90,7 @@ PARAMS: tuple[ParamSpec, ...] = (
     field_param(A, "update_every_steps", "one update per this many agent steps", I(1, 100)),
     field_param(A, "stddev_schedule_steps", "agent steps of the exploration-noise decay",
                 I(1, 100_000_000)),
+    field_param(A, "stddev_init", "exploration stddev at the first agent step", F(0.0, 1.0)),
     field_param(A, "stddev_final", "exploration stddev after the decay", F(0.0, 1.0)),
     field_param(A, "shift_pad_px", "random-shift augmentation padding, pixels", I(0, 32)),
     field_param(O, "success_bonus", "added on every step called successful (success_source "
