@@ -146,6 +146,7 @@ def _eval(overrides: list[str], flags: list[str]) -> int:
     metrics = evaluate(model, data, cf, out)
     metrics["out"] = str(out)
     print(json.dumps(metrics, indent=None if "--compact" in flags else 2, allow_nan=False))
+    print(metrics["verdict"], file=sys.stderr)  # the one line to read; stdout stays JSON
     return 0
 
 

@@ -229,23 +229,24 @@ def dataset_from_store(
     n = store.n_episodes if max_episodes is None else min(max_episodes, store.n_episodes)
     if n == 0:
         raise RewardError(f"episode store {store.path} holds no episodes")
-    videos, infos = [], []
-    has_success = "success" in store.data_keys  # per-step labels (the twin writes them)
-    for i in range(n):
-        meta = store.episode_meta(i)
-        videos.append(store.episode(i, [keys.IMAGE])[keys.IMAGE])
-        first = -1
-        if has_success:
-            steps = np.asarray(store.episode(i, ["success"])["success"]).reshape(-1)
-            first = int(np.argmax(steps)) if steps.any() else -1
-        infos.append(EpisodeInfo(f"{store.path or 'memory'}#{i}", bool(meta[keys.EPISODE_SUCCESS]),
-                                 str(meta[keys.EPISODE_TASK] or ""),
-                                 str(meta[keys.EPISODE_KIND] or "expert"),
-                                 str(meta.get(keys.EPISODE_NOTES) or ""), first))
-    return VideoDataset(videos, infos, image_size_px)
+    videos = [store.episode(i, [keys.IMAGE])[keys.IMAGE] for i in range(n)]
+    return VideoDataset(videos, [episode_info(store, i) for i in range(n)], image_size_px)
 
 
-def _is_zarr(p: Path) -> bool:
+def episode_info(store: EpisodeStore, i: int) -> EpisodeInfo:
+    """Episode i's labels; its first successful step where the store labels success per step
+    (the twin and the recorder write them)."""
+    meta = store.episode_meta(i)
+    first = -1
+    if "success" in store.data_keys:
+        steps = np.asarray(store.episode(i, ["success"])["success"]).reshape(-1)
+        first = int(np.argmax(steps)) if steps.any() else -1
+    return EpisodeInfo(f"{store.path or 'memory'}#{i}", bool(meta[keys.EPISODE_SUCCESS]),
+                       str(meta[keys.EPISODE_TASK] or ""), str(meta[keys.EPISODE_KIND] or "expert"),
+                       str(meta.get(keys.EPISODE_NOTES) or ""), first)
+
+
+def is_store_path(p: Path) -> bool:
     return p.suffix == ".zarr" or (p.is_dir() and (p / ".zgroup").exists())
 
 
@@ -258,7 +259,7 @@ def load_episodes(
         raise RewardError(f"data {p} does not exist")
     videos: list[np.ndarray] = []
     infos: list[EpisodeInfo] = []
-    if _is_zarr(p):
+    if is_store_path(p):
         try:
             store = EpisodeStore.open(p)
         except EpisodeStoreError as e:

@@ -52,6 +52,7 @@ from video2reward.rewards.data import VideoDataset
 
 CF_MAX_SPEARMAN = 0.5  # counterfactual-goal check: mean Spearman must fall to this or below,
 CF_MAX_CLIMB_FRACTION = 0.1  # or the progress climb to this fraction of the true goal's
+BAR = 0.9  # the quality bar on Spearman and AUROC the verdict line applies
 
 
 def auroc(scores_pos: np.ndarray, scores_neg: np.ndarray) -> float:
@@ -168,6 +169,7 @@ def evaluate(
             **figures, "passed": by is not None, "passed_by": by,
         }
 
+    metrics["verdict"] = verdict(metrics, model.uses_goal)
     metrics = _finite_or_none(metrics)
     if out_dir is not None:
         out = Path(out_dir)
@@ -175,6 +177,45 @@ def evaluate(
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         plot_curves(curves, metrics, out / "curves.png")
     return metrics
+
+
+def verdict(m: dict[str, Any], uses_goal: bool, bar: float = BAR) -> str:
+    """One line a lab can act on before robot time: whether the reward rises in order along
+    held-out demonstrations, separates successes from failures and ignores a wrong goal, and
+    what to do about the first thing that fails (``bar``: 0.9, the project's quality bar)."""
+    def ok(x: Any) -> bool:
+        return x is not None and np.isfinite(x) and x >= bar
+
+    parts, fixes = [], []
+    rho = m.get("spearman")
+    if ok(rho):
+        parts.append(f"rises in order along held-out demos (Spearman {rho:.2f})")
+    else:
+        parts.append(f"does NOT rise in order along held-out demos (Spearman {_fmt(rho)})")
+        fixes.append("more demos or training steps, or another method")
+    au, n_fail = m.get("auroc"), m.get("episodes", {}).get("failed", 0)
+    if not n_fail:
+        parts.append("separation from failures untested (no failed episodes in the data)")
+        fixes.append("record a few failed attempts to check it")
+    elif ok(au):
+        parts.append(f"separates successes from failures (AUROC {au:.2f})")
+    else:
+        parts.append(f"does NOT separate successes from failures (AUROC {_fmt(au)}): its "
+                     "success call will misfire")
+        fixes.append("add failed episodes to training or raise the success threshold")
+    cf = m.get("counterfactual")
+    if not uses_goal:
+        parts.append("needs no goal image")
+    elif cf is None:
+        parts.append("wrong-goal check not run")
+    elif cf.get("passed"):
+        parts.append("ignores a wrong goal")
+    else:
+        parts.append("FOLLOWS a wrong goal too (it reads the motion, not the goal)")
+        fixes.append("check the goal image, or use a method that passed this check")
+    head = "ready for robot time" if not fixes else "NOT ready"
+    tail = f"; fix: {fixes[0]}" if fixes else ""
+    return f"{m.get('method', 'reward')}: {head}: {', '.join(parts)}{tail}"
 
 
 def counterfactual_verdict(cf: dict[str, float]) -> str | None:
@@ -216,7 +257,7 @@ def _resize(img: np.ndarray, hw: tuple[int, ...]) -> np.ndarray:
 
 
 def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.3f}"
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
 
 def plot_curves(curves: dict[str, list[dict[str, np.ndarray]]], metrics: dict[str, Any],

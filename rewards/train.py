@@ -44,7 +44,8 @@ from video2reward.rewards.base import (
     build_model,
     read_checkpoint,
 )
-from video2reward.rewards.data import load_episodes
+from video2reward.rewards.data import VideoDataset, load_episodes
+from video2reward.rewards.streaming import EpisodeStream, StreamConfig
 
 STATE_NAME = "train_state.pt"
 
@@ -70,8 +71,13 @@ class TrainConfig:
     # the first success (data.KEEP_AFTER_SUCCESS); the frames after it feed their at-goal terms.
     trim_after_success: int | None = None
     progress_bar: bool = True
+    # Stream the data from shards through a bounded buffer (rewards/streaming.py) instead of
+    # loading every episode: for video sets larger than memory.
+    stream: StreamConfig = dataclasses.field(default_factory=StreamConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.stream, dict):
+            object.__setattr__(self, "stream", StreamConfig(**self.stream))
         if not self.data:
             raise ValueError("data is required: a zarr store, video file or folder")
         if not self.out:
@@ -149,12 +155,19 @@ def _train(model_cfg: RewardConfig, cfg: TrainConfig,
               else distributed.rank_device(cfg.device, ranks))
     if cfg.deterministic:
         set_deterministic()
-    data = load_episodes(cfg.data, model_cfg.image_size_px, cfg.max_episodes).demos()
     torch.manual_seed(model_cfg.seed)
     model = build_model(model_cfg, device)
     model.set_bf16(cfg.bf16)  # refuses bf16 off CUDA before any work
     trim = cfg.trim_after_success
-    data = data.trimmed(model.default_trim_after_success if trim is None else trim)
+    keep = model.default_trim_after_success if trim is None else trim
+    stream: EpisodeStream | None = None
+    data: VideoDataset
+    if cfg.stream.enabled:
+        if cfg.max_episodes is not None:
+            raise ValueError("max_episodes does not apply to a streamed data set")
+    else:
+        data = load_episodes(cfg.data, model_cfg.image_size_px, cfg.max_episodes).demos()
+        data = data.trimmed(keep)
     opt = torch.optim.Adam(model.parameters(), lr=model_cfg.lr)
 
     start, elapsed_s, cpu_s = 0, 0.0, 0.0
@@ -190,8 +203,16 @@ def _train(model_cfg: RewardConfig, cfg: TrainConfig,
     logs = _Logs(out) if main else None
     # A fresh generator per (seed, start step): a resumed run draws new batches. Every rank
     # draws the same global batch from it and keeps its rows, so the stream does not depend
-    # on the number of ranks (a run resumes on any number).
+    # on the number of ranks (a run resumes on any number). Streamed, each rank reads its own
+    # shards into its own buffer and draws from it with a generator of its own.
     rng = np.random.default_rng([model_cfg.seed, start])
+    if cfg.stream.enabled:
+        rank, world = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
+        rng = np.random.default_rng([model_cfg.seed, start, rank])
+        stream = EpisodeStream(cfg.data, model_cfg.image_size_px, cfg.stream,
+                               seed=model_cfg.seed, rank=rank, world_size=world,
+                               first_epoch=start)  # fmt: skip
+        data = stream.refresh().trimmed(keep)
     steps = model_cfg.steps
     t0 = time.monotonic() - elapsed_s
     c0 = time.process_time() - cpu_s  # CPU seconds of this process: wall time on a shared
@@ -223,6 +244,8 @@ def _train(model_cfg: RewardConfig, cfg: TrainConfig,
 
     try:
         for step in range(start, steps):
+            if stream is not None and step > start and step % cfg.stream.refresh_every == 0:
+                data = stream.refresh().trimmed(keep)
             batch = model.sample_batch(data, rng)
             if ranks is not None:
                 batch = distributed.split_batch(batch, model_cfg.batch_size, ranks)
@@ -275,6 +298,7 @@ def _train(model_cfg: RewardConfig, cfg: TrainConfig,
             ep = arng.integers(0, len(agent), size=model_cfg.batch_size)
             t = (arng.random(ep.shape[0]) * agent.lengths[ep]).astype(np.int64)
             model.update(agent.frames[agent.starts[ep] + t])
+    # Streamed, calibration reads the buffer: a sample of the data, not all of it.
     model.calibrate(data)
     # success: the progress the (trimmed) demonstrations end at, kept in the checkpoint
     model.calibrate_success([data.episode(i) for i in range(len(data))])
@@ -283,6 +307,9 @@ def _train(model_cfg: RewardConfig, cfg: TrainConfig,
         "method": model.method, "steps": steps, "train_time_s": round(train_time_s, 2),
         "train_cpu_s": round(train_cpu_s, 2),
         "episodes": len(data), "frames": int(data.lengths.sum()), "checkpoint": str(path),
+        "streamed": None if stream is None else {
+            "episodes_read": stream.episodes_read, "epochs_started": stream.epochs_started,
+            "shards": stream.n_shards, "buffer_episodes": cfg.stream.buffer_episodes},
         "threads": torch.get_num_threads(), "device": str(device),
         "success_progress": model.success_progress,
         "world_size": 1 if ranks is None else ranks.world_size,

@@ -188,6 +188,25 @@ def test_auroc_matches_pairwise_count():
     assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0
 
 
+def test_verdict_says_ready_only_when_every_check_passes_and_names_the_first_fix():
+    from video2reward.rewards.evaluate import verdict
+
+    good = {"method": "vip", "spearman": 0.97, "auroc": 0.95,
+            "episodes": {"expert": 10, "success": 10, "failed": 10},
+            "counterfactual": {"passed": True}}
+    line = verdict(good, uses_goal=True)
+    assert line.startswith("vip: ready for robot time:") and "ignores a wrong goal" in line
+    assert "fix" not in line
+    assert "needs no goal image" in verdict({**good, "method": "rank2reward"}, uses_goal=False)
+    bad = verdict({**good, "auroc": 0.7, "counterfactual": {"passed": False}}, uses_goal=True)
+    assert bad.startswith("vip: NOT ready:") and "does NOT separate" in bad
+    assert "FOLLOWS a wrong goal" in bad and bad.endswith("raise the success threshold")
+    flat = verdict({**good, "spearman": None}, uses_goal=True)
+    assert "Spearman n/a" in flat and "more demos or training steps" in flat
+    untested = verdict({**good, "episodes": {"failed": 0}}, uses_goal=True)
+    assert "NOT ready" in untested and "record a few failed attempts" in untested
+
+
 def test_counterfactual_check_passes_a_falling_or_flat_curve_and_fails_a_rising_one():
     from video2reward.rewards.evaluate import climb, counterfactual_verdict
 
