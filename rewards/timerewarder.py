@@ -33,7 +33,9 @@ so scoring a stream costs one encoder pass per frame.
 Not in the paper, and both off at 0 (the paper's setting):
 - ``cross_episode_fraction``: a share of each batch pairs frames of two different demos, with
   the difference of their normalised times (phases) as the target. Progress is read from other
-  demos' first frames, a pairing that same-video pairs alone never train.
+  demos' first frames, a pairing that same-video pairs alone never train. Twin reach, seed 0
+  (bench_reward_quality.py): AUROC 1.00 with them, 0.58 without (Spearman 1.00 both); push
+  0.99 / 1.00 either way.
 - ``at_goal_fraction``: a share of each batch pairs the first
 successful frame of a demo with a later frame of its recording, target 0 in either order. The
 held-out successes of twin push stay ~90 frames at the goal after the expert lifts its tool,
