@@ -135,7 +135,7 @@ def main() -> int:
                 print(_fmt_row(row), flush=True)
 
     print(f"\n{'task':<15} {'method':<12} {'seed':>4} {'spearman':>9} {'auroc':>7} "
-          f"{'counterf.':>10} {'train s':>8}  bar")  # fmt: skip
+          f"{'one goal':>10} {'counterf.':>10} {'train s':>8}  bar")  # fmt: skip
     for row in results:
         print(_fmt_row(row))
     summary: dict[str, Any] = {"runs": results}
@@ -169,6 +169,8 @@ def train_and_eval(args: argparse.Namespace, name: str, method: str, seed: int, 
     cfc = m.get("counterfactual")
     row = {
         "spearman": m["spearman"], "auroc": m["auroc"],
+        "spearman_one_goal": m.get("spearman_one_goal"), "auroc_one_goal": m.get("auroc_one_goal"),
+        "verdict": m.get("verdict"),
         "counterfactual": None if cfc is None else cfc["passed"],
         "counterfactual_by": None if cfc is None else cfc.get("passed_by"),
         "train_cpu_s": t.get("train_cpu_s"), "train_s": t.get("train_time_s"),
@@ -200,8 +202,11 @@ def _over_seeds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _fmt_row(r: dict[str, Any]) -> str:
     cf = {None: "-", True: "pass", False: "FAIL"}[r["counterfactual"]]
     cf = "pass/flat" if r.get("counterfactual_by") == "flat" else cf
+    one = (f"{r['spearman_one_goal']:.2f}/{r['auroc_one_goal']:.2f}"
+           if r.get("spearman_one_goal") is not None and r.get("auroc_one_goal") is not None
+           else "-")  # fmt: skip
     return (f"{r['task']:<15} {r['method']:<12} {r['seed']:4d} {r['spearman']:9.3f} "
-            f"{r['auroc']:7.3f} {cf:>10} {r['train_s'] or 0:8.0f}  "
+            f"{r['auroc']:7.3f} {one:>10} {cf:>10} {r['train_s'] or 0:8.0f}  "
             f"{'yes' if r['meets_bar'] else 'NO'}")  # fmt: skip
 
 

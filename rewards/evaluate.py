@@ -16,6 +16,10 @@ Metrics (``metrics.json``) and plots (``curves.png``):
   successful episode's goal frame is the goal for every episode of that scene; episodes
   without a successful partner get the model's default goal. ``auroc_no_goal`` always uses
   the default goal (for Rank2Reward without a goal the two are the same).
+- ``spearman_one_goal``, ``auroc_one_goal`` (goal-conditioned models): the same two, every
+  episode scored against one goal image taken in another episode of the task (the first
+  held-out expert's goal frame; its own scene gets the second's): what a lab has, a goal
+  photographed once while every episode's scene differs a little.
 - ``counterfactual``: goal-conditioned models score the held-out expert episodes again with a
   goal from another task (``cf_data``'s goal frames; without it, each episode's own first
   frame). A sound reward then stops leading along the demo. ``rise`` and ``rise_true_goal``
@@ -138,6 +142,26 @@ def evaluate(
         "final_progress_failed": float(np.mean(ep_scores[False])) if fail else float("nan"),
     }
 
+    if model.uses_goal and len(experts) >= 2:
+        # What a lab has: one goal image, photographed once in another episode of the task.
+        # Every episode is scored against the first held-out expert's goal frame, except the
+        # episodes of that scene, which get the second expert's.
+        photos = [experts[0], experts[1]]
+        scene0 = data.infos[photos[0]].notes
+
+        def lab_goal(i: int) -> np.ndarray:
+            same = i == photos[0] or (bool(scene0) and data.infos[i].notes == scene0)
+            return goal_frame(data, photos[1] if same else photos[0])
+
+        rho_one = [time_spearman(model.score(data.episode(i), lab_goal(i)).progress
+                                 [:_task_frames(data, i)]) for i in experts]  # fmt: skip
+        one: dict[bool, list[float]] = {True: [], False: []}
+        for i in succ + fail:
+            one[data.infos[i].success].append(
+                final_score(model.score(data.episode(i), lab_goal(i)).progress))
+        metrics["spearman_one_goal"] = float(np.mean(rho_one))
+        metrics["auroc_one_goal"] = auroc(np.array(one[True]), np.array(one[False]))
+
     if model.uses_goal and experts:
         rho_cf, final_cf, rise_cf, climb_cf = [], [], [], []
         for n, i in enumerate(experts):
@@ -213,6 +237,15 @@ def verdict(m: dict[str, Any], uses_goal: bool, bar: float = BAR) -> str:
     else:
         parts.append("FOLLOWS a wrong goal too (it reads the motion, not the goal)")
         fixes.append("check the goal image, or use a method that passed this check")
+    one = (m.get("spearman_one_goal"), m.get("auroc_one_goal"))
+    if uses_goal and one[0] is not None:
+        if ok(one[0]) and (not n_fail or ok(one[1])):
+            parts.append("holds with one goal photographed in another episode")
+        else:
+            parts.append(f"needs each episode's own goal image (one goal from another "
+                         f"episode: Spearman {_fmt(one[0])}, AUROC {_fmt(one[1])})")
+            fixes.append("photograph the goal in the scene of each run, or use a method "
+                         "without a goal image")
     head = "ready for robot time" if not fixes else "NOT ready"
     tail = f"; fix: {fixes[0]}" if fixes else ""
     return f"{m.get('method', 'reward')}: {head}: {', '.join(parts)}{tail}"

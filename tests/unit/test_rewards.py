@@ -203,6 +203,11 @@ def test_verdict_says_ready_only_when_every_check_passes_and_names_the_first_fix
     assert "FOLLOWS a wrong goal" in bad and bad.endswith("raise the success threshold")
     flat = verdict({**good, "spearman": None}, uses_goal=True)
     assert "Spearman n/a" in flat and "more demos or training steps" in flat
+    one = verdict({**good, "spearman_one_goal": 0.95, "auroc_one_goal": 0.96}, uses_goal=True)
+    assert "ready for robot time" in one and "holds with one goal photographed" in one
+    lab = verdict({**good, "spearman_one_goal": -0.25, "auroc_one_goal": 0.45}, uses_goal=True)
+    assert "NOT ready" in lab and "needs each episode's own goal image" in lab
+    assert "Spearman -0.250, AUROC 0.450" in lab
     untested = verdict({**good, "episodes": {"failed": 0}}, uses_goal=True)
     assert "NOT ready" in untested and "record a few failed attempts" in untested
 
