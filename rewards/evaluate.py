@@ -145,9 +145,10 @@ def evaluate(
     if model.uses_goal and len(experts) >= 2:
         # What a lab has: one goal image, photographed once in another episode of the task.
         # Every episode is scored against the first held-out expert's goal frame, except the
-        # episodes of that scene, which get the second expert's.
-        photos = [experts[0], experts[1]]
-        scene0 = data.infos[photos[0]].notes
+        # episodes of that scene, which get the goal frame of the first expert of another.
+        scene0 = data.infos[experts[0]].notes
+        other = [i for i in experts[1:] if not scene0 or data.infos[i].notes != scene0]
+        photos = [experts[0], (other or experts[1:])[0]]
 
         def lab_goal(i: int) -> np.ndarray:
             same = i == photos[0] or (bool(scene0) and data.infos[i].notes == scene0)

@@ -14,15 +14,17 @@ r, r + W, r + 2W, ... of that order: every shard is read once per epoch across t
 
 Decoding runs in a ``torch.utils.data.DataLoader`` over an ``IterableDataset`` (``workers``
 processes; 0 decodes in this process), which keeps at most ``prefetch`` episodes per worker
-decoded ahead. The resident set is the buffer: ``buffer_episodes`` prepared episodes (centre
-square resized to ``size_px``, as ``VideoDataset`` holds them). ``refresh`` replaces
+decoded ahead; with workers, worker w reads shards w, w + n, ... of the rank's list of each
+epoch, each worker at its own pace. The resident set is the buffer: ``buffer_episodes``
+prepared episodes (centre square resized to ``size_px``). ``refresh`` replaces
 ``refresh_fraction`` of it (the oldest first) with newly decoded episodes and rebuilds the
-``VideoDataset`` batches are drawn from: shuffled by shard, then within the buffer. Memory
-is the buffer plus the prefetch queue, whatever the size of the data.
+``VideoDataset`` batches are drawn from (a copy, and a trimmed copy for methods that cut
+demos after success): shuffled by shard, then within the buffer. Memory is two to three
+copies of the buffer plus the prefetch queue, whatever the size of the data.
 
 What it leaves out: LeRobot folders stream only once imported to an episode store
 (``v2r record import``); the position in the stream is not checkpointed (a resumed run starts
-a new epoch order, seeded by the step it resumes at).
+a new epoch order: ``seed`` is the method's seed and the step it resumes at).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class Reader:
     data: str
     size_px: int
     cfg: StreamConfig
-    seed: int
+    seed: tuple[int, ...]
     rank: int
     world_size: int
 
@@ -120,11 +122,24 @@ def list_shards(path: str | Path, shard_episodes: int) -> list[Shard]:
     return shards
 
 
-def rank_shards(shards: list[Shard], epoch: int, seed: int, rank: int,
+def rank_shards(shards: list[Shard], epoch: int, seed: tuple[int, ...], rank: int,
                 world_size: int) -> list[Shard]:
     """Rank r's shards of one epoch: the epoch's shuffled order, every W-th from r."""
-    order = np.random.default_rng([seed, epoch]).permutation(len(shards))
+    order = np.random.default_rng([*seed, epoch]).permutation(len(shards))
     return [shards[i] for i in order[rank::world_size]]
+
+
+def _usable(info: EpisodeInfo) -> bool:
+    return info.success and info.kind in ("expert", "teleop", "human")
+
+
+def usable_episodes(shard: Shard) -> int:
+    """How many of a shard's episodes reward training reads (labels only, no frames)."""
+    if not shard.source:
+        return shard.count
+    store = EpisodeStore.open(shard.source)
+    return sum(_usable(episode_info(store, i))
+               for i in range(shard.first, shard.first + shard.count))
 
 
 def read_shard(shard: Shard, size_px: int) -> Iterator[tuple[np.ndarray, EpisodeInfo]]:
@@ -135,7 +150,7 @@ def read_shard(shard: Shard, size_px: int) -> Iterator[tuple[np.ndarray, Episode
         store = EpisodeStore.open(shard.source)
         for i in range(shard.first, shard.first + shard.count):
             info = episode_info(store, i)
-            if not (info.success and info.kind in ("expert", "teleop", "human")):
+            if not _usable(info):
                 continue
             frames = store.episode(i, [keys.IMAGE])[keys.IMAGE]
             yield prepare_frames(check_frames(frames, f"episode {info.source}"), size_px), info
@@ -149,25 +164,19 @@ class ShardEpisodes(torch.utils.data.IterableDataset):
     """Endless episodes of this rank's shards, epoch after epoch; DataLoader workers split the
     rank's shards of each epoch between them."""
 
-    def __init__(self, shards: list[Shard], reader: Reader, first_epoch: int):
-        self.shards, self.reader, self.first_epoch = shards, reader, first_epoch
+    def __init__(self, shards: list[Shard], reader: Reader):
+        self.shards, self.reader = shards, reader
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, EpisodeInfo, int]]:
         w = torch.utils.data.get_worker_info()
         wid, nw = (0, 1) if w is None else (w.id, w.num_workers)
-        epoch = self.first_epoch
+        epoch = 0
         while True:
             r = self.reader
             mine = rank_shards(self.shards, epoch, r.seed, r.rank, r.world_size)[wid::nw]
-            found = 0
-            for shard in mine:
+            for shard in mine:  # a shard of failures only yields nothing (checked at start)
                 for frames, info in read_shard(shard, r.size_px):
-                    found += 1
                     yield frames, info, epoch
-            if mine and not found:  # an epoch without one usable episode: never ends
-                raise RewardError(
-                    f"no successful expert episodes in this reader's {len(mine)} shards of "
-                    f"{r.data} (meta/episode_kind, meta/episode_success)")
             epoch += 1
 
 
@@ -178,33 +187,38 @@ def _identity(batch: Any) -> Any:
 class EpisodeStream:
     """A bounded buffer of prepared episodes, renewed from the rank's shards (module docstring).
     ``dataset`` is the :class:`VideoDataset` of the buffer; ``epochs_started`` counts the
-    passes over the rank's shards that have begun."""
+    passes over the rank's shards that have begun (with workers: the furthest worker's)."""
 
-    def __init__(self, data: str | Path, size_px: int, cfg: StreamConfig, *, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, first_epoch: int = 0):
+    def __init__(self, data: str | Path, size_px: int, cfg: StreamConfig, *,
+                 seed: tuple[int, ...] = (0,), rank: int = 0, world_size: int = 1):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.cfg, self.size_px = cfg, size_px
+        self.epochs_started, self.episodes_read = 0, 0
         shards = list_shards(data, cfg.shard_episodes)
-        if len(shards) < world_size:
-            raise RewardError(f"{data} has {len(shards)} shards for {world_size} ranks; "
-                              "lower stream.shard_episodes")
+        per_rank = len(shards) // world_size
+        if per_rank < max(1, cfg.workers):
+            raise RewardError(
+                f"{data} has {len(shards)} shards for {world_size} ranks x "
+                f"{max(1, cfg.workers)} readers: each needs one; lower stream.shard_episodes "
+                "or stream.workers")
+        if not any(usable_episodes(s) for s in shards):  # every rank sees the same answer
+            raise RewardError(f"no successful expert episodes in {data} to train on "
+                              "(meta/episode_kind, meta/episode_success)")
         self.n_shards = len(shards)
-        reader = Reader(str(data), size_px, cfg, seed, rank, world_size)
+        reader = Reader(str(data), size_px, cfg, tuple(seed), rank, world_size)
         loader = torch.utils.data.DataLoader(
-            ShardEpisodes(shards, reader, first_epoch), batch_size=None, collate_fn=_identity,
+            ShardEpisodes(shards, reader), batch_size=None, collate_fn=_identity,
             num_workers=cfg.workers, prefetch_factor=cfg.prefetch if cfg.workers else None,
             persistent_workers=cfg.workers > 0,
         )  # fmt: skip
         self._it = iter(loader)
         self._buffer: deque[tuple[np.ndarray, EpisodeInfo]] = deque()
-        self.epochs_started = 0
-        self.episodes_read = 0
         self._dataset: VideoDataset | None = None
 
     def _next(self) -> tuple[np.ndarray, EpisodeInfo]:
         frames, info, epoch = next(self._it)
-        self.epochs_started = max(self.epochs_started, int(epoch) + 1)
+        self.epochs_started = max(self.epochs_started, int(epoch) + 1)  # workers run level
         self.episodes_read += 1
         return np.asarray(frames), info
 

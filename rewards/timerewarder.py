@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,8 @@ from video2reward.compute.device import from_host
 from video2reward.rewards.base import RewardConfig, RewardError, RewardModel
 from video2reward.rewards.data import KEEP_AFTER_SUCCESS, VideoDataset, augment
 from video2reward.rewards.encoders import build_encoder
+
+MIN_END_PROGRESS = 0.05  # calibration scales progress only when the demos' ends read above this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,8 +215,13 @@ class TimeRewarder(RewardModel):
         all_ep = np.arange(len(demos))
         last = self.embed_frames(demos.frames_tensor(all_ep, demos.lengths - 1, self.device))
         self.progress_ref.fill_(1.0)
-        raw = self._progress(last)
-        self.progress_ref.fill_(float(raw.median().clamp_min(1e-3)))
+        end = float(self._progress(last).median())
+        if end < MIN_END_PROGRESS:  # scaling that up would only amplify noise
+            warnings.warn(f"TimeRewarder: the demos' last frames read a progress of {end:.3f} "
+                          "from their first frames: progress left unscaled; train longer",
+                          stacklevel=2)
+        else:
+            self.progress_ref.fill_(end)
         self.train(was_training)
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,

@@ -210,8 +210,7 @@ def _train(model_cfg: RewardConfig, cfg: TrainConfig,
         rank, world = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
         rng = np.random.default_rng([model_cfg.seed, start, rank])
         stream = EpisodeStream(cfg.data, model_cfg.image_size_px, cfg.stream,
-                               seed=model_cfg.seed, rank=rank, world_size=world,
-                               first_epoch=start)  # fmt: skip
+                               seed=(model_cfg.seed, start), rank=rank, world_size=world)
         data = stream.refresh().trimmed(keep)
     steps = model_cfg.steps
     t0 = time.monotonic() - elapsed_s

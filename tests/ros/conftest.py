@@ -72,7 +72,9 @@ def _wait_matched(node: Any, pubs: Any = (), subs: Any = (), timeout_s: float = 
     """Spin ``node`` until each of its publishers has a subscriber and each subscription a
     publisher, then ``settle_s`` more. Discovery is not symmetric: our side can see a match
     before the remote side has matched us, and a volatile reliable topic drops what is sent
-    before both ends have matched (a first frame that never gets its reward)."""
+    before both ends have matched (a first frame that never gets its reward). Publishers of a
+    subscription's topic are counted from the node's graph view (``count_publishers``):
+    ``Subscription.get_publisher_count`` is not in Humble's rclpy."""
     import time
 
     import rclpy
@@ -80,7 +82,7 @@ def _wait_matched(node: Any, pubs: Any = (), subs: Any = (), timeout_s: float = 
     deadline = time.monotonic() + timeout_s
     def unmatched() -> list[str]:
         return [p.topic_name for p in pubs if p.get_subscription_count() == 0] + [
-            s.topic_name for s in subs if s.get_publisher_count() == 0]
+            s.topic_name for s in subs if node.count_publishers(s.topic_name) == 0]
     while unmatched() and time.monotonic() < deadline:
         rclpy.spin_once(node, timeout_sec=0.1)
     assert not unmatched(), f"never matched: {unmatched()}"

@@ -37,17 +37,17 @@ def test_every_shard_is_read_once_per_epoch_across_ranks(store12: Path) -> None:
     shards = list_shards(store12, 2)
     assert [(s.first, s.count) for s in shards] == [(i, 2) for i in range(0, 14, 2)]
     for epoch in range(3):
-        per_rank = [rank_shards(shards, epoch, 0, r, 2) for r in range(2)]
+        per_rank = [rank_shards(shards, epoch, (0,), r, 2) for r in range(2)]
         assert sorted(s.first for s in per_rank[0] + per_rank[1]) == list(range(0, 14, 2))
-    assert rank_shards(shards, 0, 0, 0, 1) != rank_shards(shards, 1, 0, 0, 1)  # reshuffled
+    assert rank_shards(shards, 0, (0,), 0, 1) != rank_shards(shards, 1, (0,), 0, 1)  # reshuffled
 
     cfg = StreamConfig(enabled=True, shard_episodes=2)
     experts = sorted(f"{store12}#{i}" for i in range(12))  # the failures are never read
     for epoch in range(2):
         seen = []
         for rank in range(2):
-            reader = Reader(str(store12), 32, cfg, seed=0, rank=rank, world_size=2)
-            for frames, info, ep in ShardEpisodes(shards, reader, first_epoch=0):
+            reader = Reader(str(store12), 32, cfg, seed=(0,), rank=rank, world_size=2)
+            for frames, info, ep in ShardEpisodes(shards, reader):
                 if ep > epoch:
                     break
                 if ep == epoch:
@@ -60,6 +60,26 @@ def test_every_shard_is_read_once_per_epoch_across_ranks(store12: Path) -> None:
     while stream.episodes_read < 36:
         assert len(stream.refresh()) == 2
     assert stream.epochs_started == 3
+
+
+def test_worker_processes_and_shards_of_failures_only(tmp_path: Path) -> None:
+    """Decoding in two worker processes; failures in a block of their own (shards holding no
+    usable episode) are passed over on every rank instead of stopping one of them."""
+    path = tmp_path / "blocks.zarr"
+    synthetic_store(4, 4, size_px=32, length=6, seed=2, path=str(path))  # failures written last
+    for rank in range(2):
+        stream = EpisodeStream(path, 32, StreamConfig(buffer_episodes=2, refresh_fraction=0.5,
+                                                      shard_episodes=2), rank=rank, world_size=2)
+        while stream.episodes_read < 20:
+            assert all(i.success for i in stream.refresh().infos)
+    stream = EpisodeStream(path, 32, StreamConfig(buffer_episodes=3, shard_episodes=1,
+                                                  workers=2, prefetch=2))
+    sources = set()
+    while stream.episodes_read < 12:
+        sources |= {i.source for i in stream.refresh().infos}
+    assert sources == {f"{path}#{i}" for i in range(4)}
+    with pytest.raises(RewardError, match="each needs one"):
+        EpisodeStream(path, 32, StreamConfig(shard_episodes=8, workers=2))  # one shard
 
 
 def _rss_mb() -> float:
@@ -119,6 +139,6 @@ def test_bad_input(store12: Path, tmp_path: Path) -> None:
     failed = tmp_path / "failed.zarr"
     synthetic_store(0, 3, size_px=32, length=6, seed=0, path=str(failed))
     with pytest.raises(RewardError, match="no successful expert episodes"):
-        EpisodeStream(failed, 32, StreamConfig(buffer_episodes=2)).refresh()
+        EpisodeStream(failed, 32, StreamConfig(buffer_episodes=2))
     with pytest.raises(ValueError, match="refresh_fraction"):
         StreamConfig(refresh_fraction=0.0)

@@ -93,6 +93,40 @@ def test_progress_rises_along_a_held_out_demo_and_backwards_is_penalised(trained
     assert float(np.median(ends)) == pytest.approx(1.0, abs=1e-3)  # calibrated at the median
 
 
+def test_at_goal_and_cross_demo_pairs_have_their_targets():
+    """Frame t of each toy video is filled with the value 10 t + 120 e (episode e), so the
+    sampled pair's indices can be read back from the (shifted) frames."""
+    n, first = 12, 5
+    videos = [np.full((n, S, S, 3), 0, np.uint8) + (10 * np.arange(n) + 120 * e)
+              .astype(np.uint8)[:, None, None, None] for e in range(2)]  # fmt: skip
+    infos = [EpisodeInfo(f"ep{e}", True, "t", "expert", first_success=first) for e in range(2)]
+    data = VideoDataset(videos, infos, S)
+    cut = int(data.cut_lengths(2)[0])  # the time pairs stop 2 frames after the first success
+    for kind, cfg in (("at_goal", {"at_goal_fraction": 0.99, "cross_episode_fraction": 0.0}),
+                      ("cross", {"at_goal_fraction": 0.0, "cross_episode_fraction": 0.99}),
+                      ("same", {"at_goal_fraction": 0.0, "cross_episode_fraction": 0.0})):
+        model = TimeRewarder(TimeRewarderConfig(image_size_px=S, batch_size=256, **cfg))
+        b = model.sample_batch(data, np.random.default_rng(0))
+        val = b["frames"][:, :, 0, S // 2, S // 2].numpy().round().astype(int)  # (B, 2)
+        ep, t = val // 120, (val % 120) // 10
+        target = b["target"].numpy()
+        if kind == "at_goal":
+            rows = np.flatnonzero(target == 0.0)
+            assert len(rows) > 200  # ~99% of rows (others: same-video time pairs)
+            assert (ep[rows, 0] == ep[rows, 1]).all()
+            assert ((t[rows] == first).any(1) & (t[rows] >= first).all(1)).all()
+            assert (t[rows, 0] > first).any() and (t[rows, 1] > first).any()  # both orders
+        elif kind == "cross":
+            rows = np.flatnonzero(ep[:, 0] != ep[:, 1])
+            assert len(rows) > 200
+            want = t[rows, 1] / (cut - 1) - t[rows, 0] / (cut - 1)
+            np.testing.assert_allclose(target[rows], want, atol=1e-6)
+        else:
+            assert (ep[:, 0] == ep[:, 1]).all() and (t < cut).all()
+            np.testing.assert_allclose(target, (t[:, 1] - t[:, 0]) / (cut - 1), atol=1e-6)
+            assert (target > 0).any() and (target < 0).any()  # both orders
+
+
 def test_checkpoint_round_trip(trained, tmp_path):
     model, _ = trained
     model.success_progress = 0.95
