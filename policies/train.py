@@ -86,7 +86,10 @@ class RewardSpec:
     disc_steps: int = 1  # discriminator steps per burst (official code: 20 every 2000 steps)
     disc_batch: int = 64  # agent frames per discriminator step
     disc_frames: int = 5000  # recent agent frames kept for discriminator updates
-    goal: str = "none"  # goal image for goal-conditioned models: none | env (env.goal_image())
+    # Goal image for goal-conditioned models: none (the model's default), env (each episode's
+    # own, env.goal_image(): what a lab never has) or photo (one goal image rendered once at
+    # the first episode's scene and used for every episode and the demos: what a lab has).
+    goal: str = "none"
     alpha: float | None = None  # Rank2Reward: weight of the discriminator term (None: the ckpt's)
 
     @property
@@ -110,8 +113,8 @@ class RewardSpec:
             raise ValueError("reward.success=model needs a reward model (reward.source=model)")
         if self.success_progress is not None and not math.isfinite(self.success_progress):
             raise ValueError("reward.success_progress must be finite")
-        if self.goal not in ("none", "env"):
-            raise ValueError(f"reward.goal must be 'none' or 'env', got {self.goal!r}")
+        if self.goal not in ("none", "env", "photo"):
+            raise ValueError(f"reward.goal must be none, env or photo, got {self.goal!r}")
         if self.disc_update_every_steps < 0 or self.disc_batch < 2 or self.disc_frames < 2:
             raise ValueError("need disc_update_every_steps >= 0, disc_batch and disc_frames >= 2")
         if self.disc_steps < 1:
@@ -327,6 +330,7 @@ class EpisodeRewarder:
         # model's demos (in its checkpoint), else calibrate_success on this run's demos, else 0.9
         thr = spec.success_progress
         self.success_progress = thr if thr is not None else self.model.success_progress or 0.9
+        self.photo: np.ndarray | None = None  # reward.goal=photo: the one goal image
 
     def episode_rewards(
         self,
@@ -341,7 +345,7 @@ class EpisodeRewarder:
         ``success_progress``, the twin's ``oracle_success``, or none). The one relabelling
         path of agent episodes and demonstrations (``agent_frames=False``: not kept for the
         discriminator)."""
-        out = self.model.score(frames, goal=goal)
+        out = self.model.score(frames, goal=self.photo if goal is None else goal)
         source = self.spec.success_source
         if source == "model":
             success = out.progress[1:] >= self.success_progress
@@ -614,10 +618,11 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
     embed = frame_embedder(cfg.features_ckpt, device) if cfg.obs == "features" else None
     env = make_env(cfg.task, cfg.image_size, cfg.seed, cfg.control_hz)
     eval_env = make_env(cfg.task, cfg.image_size, cfg.seed + 10_000, cfg.control_hz)
-    if cfg.reward.source == "model" and cfg.reward.goal == "env" and not hasattr(
+    if cfg.reward.source == "model" and cfg.reward.goal in ("env", "photo") and not hasattr(
         env, "goal_image"
     ):
-        raise ValueError(f"reward.goal=env: the {cfg.task!r} env has no goal_image(); use none")
+        raise ValueError(f"reward.goal={cfg.reward.goal}: the {cfg.task!r} env has no "
+                         "goal_image(); use none")
     observer, eval_observer = Observer(cfg, embed), Observer(cfg, embed)
     obs0, _ = env.reset(seed=cfg.seed)
     frame_shape = observer.frame(obs0).shape
@@ -643,6 +648,8 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         rewarder = EpisodeRewarder(cfg.reward, device, resume_from)
         # one scored frame per agent step: action_repeat frames of the reward's training videos
         rewarder.model.set_frame_stride(cfg.action_repeat)
+        if cfg.reward.goal == "photo":
+            rewarder.photo = env.goal_image()  # the scene env.reset(seed=cfg.seed) made
     # The oracle success bonus of the baseline (reward.source=oracle); a learned reward adds
     # its bonus when the episode is relabelled.
     oracle_bonus = cfg.reward.success_bonus if rewarder is None else 0.0

@@ -259,6 +259,28 @@ def test_goal_conditioned_reward_scores_against_the_episode_goal_image(tmp_path:
         train(tiny(tmp_path / "toy", reward=spec))
 
 
+def test_one_photographed_goal_scores_every_episode(tmp_path: Path) -> None:
+    """reward.goal=photo: the goal image rendered once at the first scene, for every episode."""
+    import torch
+    from video2reward.policies.train import EpisodeRewarder, RewardSpec
+
+    ckpt = _reward_ckpt(tmp_path, "vip")
+    spec = RewardSpec(source="model", ckpt=str(ckpt), goal="photo")
+    rewarder = EpisodeRewarder(spec, torch.device("cpu"))
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    rewarder.photo = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    ok = np.zeros(5, bool)
+    got, _ = rewarder.episode_rewards(frames, ok, None)
+    np.testing.assert_allclose(got, rewarder.model.score(frames, goal=rewarder.photo).reward[1:],
+                               rtol=1e-6)  # fmt: skip
+    summary = train(tiny(tmp_path / "twin", task="reach", reward=spec, num_train_frames=60,
+                         num_seed_frames=60, num_eval_episodes=0))  # fmt: skip
+    assert summary["frames"] >= 60
+    with pytest.raises(ValueError, match="none, env or photo"):
+        RewardSpec(source="model", ckpt=str(ckpt), goal="own")
+
+
 def test_agent_sees_a_downsized_frame_while_rewards_see_the_render(tmp_path: Path) -> None:
     import cv2
 
