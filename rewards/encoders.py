@@ -255,3 +255,11 @@ def build_encoder(
             load_torchvision_weights(model, pretrained_path)
         return model
     raise ValueError(f"unknown encoder {name!r}; use conv, resnet18, resnet34 or resnet50")
+
+
+def pair_head(embed_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """The MLP that reads a frame pair's embeddings side by side with their difference (3 x
+    ``embed_dim`` inputs): HOLD-R's distance head, TimeRewarder's time head."""
+    return nn.Sequential(nn.Linear(3 * embed_dim, hidden_dim), nn.ReLU(),
+                         nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+                         nn.Linear(hidden_dim, out_dim))

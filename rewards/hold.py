@@ -49,7 +49,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from video2reward.compute.device import from_host
 from video2reward.rewards.base import (
     GoalDistanceModel,
@@ -59,7 +58,7 @@ from video2reward.rewards.base import (
     to_tensor,
 )
 from video2reward.rewards.data import KEEP_AFTER_SUCCESS, VideoDataset, augment
-from video2reward.rewards.encoders import build_encoder
+from video2reward.rewards.encoders import build_encoder, pair_head
 from video2reward.rewards.tcn import sample_clips, tc_loss
 
 
@@ -122,10 +121,7 @@ class HoldR(RewardModel):
         super().__init__(config)
         self.encoder = build_encoder(config.encoder, config.image_size_px, config.embed_dim,
                                      config.pretrained_path)
-        d = config.embed_dim
-        self.head = nn.Sequential(nn.Linear(3 * d, config.hidden_dim), nn.ReLU(),
-                                  nn.Linear(config.hidden_dim, config.hidden_dim), nn.ReLU(),
-                                  nn.Linear(config.hidden_dim, 1))
+        self.head = pair_head(config.embed_dim, config.hidden_dim, 1)
         s = config.image_size_px
         self.register_buffer("default_goal", torch.zeros(1, 3, s, s))
         self.register_buffer("distance_ref", torch.ones(()))

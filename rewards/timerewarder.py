@@ -55,11 +55,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from video2reward.compute.device import from_host
 from video2reward.rewards.base import RewardConfig, RewardError, RewardModel
 from video2reward.rewards.data import KEEP_AFTER_SUCCESS, VideoDataset, augment
-from video2reward.rewards.encoders import build_encoder
+from video2reward.rewards.encoders import build_encoder, pair_head
 
 MIN_END_PROGRESS = 0.05  # calibration scales progress only when the demos' ends read above this
 
@@ -135,11 +134,8 @@ class TimeRewarder(RewardModel):
         super().__init__(config)
         self.encoder = build_encoder(config.encoder, config.image_size_px, config.embed_dim,
                                      config.pretrained_path)
-        d = config.embed_dim
-        self.head = nn.Sequential(nn.Linear(3 * d, config.hidden_dim), nn.ReLU(),
-                                  nn.Linear(config.hidden_dim, config.hidden_dim), nn.ReLU(),
-                                  nn.Linear(config.hidden_dim, config.bins))
-        self.register_buffer("start_embeddings", torch.zeros(1, d))
+        self.head = pair_head(config.embed_dim, config.hidden_dim, config.bins)
+        self.register_buffer("start_embeddings", torch.zeros(1, config.embed_dim))
         self.register_buffer("progress_ref", torch.ones(()))
 
     @property

@@ -131,6 +131,25 @@ def _save_state(path: Path, model: RewardModel, opt: torch.optim.Optimizer, step
     tmp.replace(path)
 
 
+def fit(model: RewardModel, data: VideoDataset, steps: int, seed: int = 0,
+        metric: str = "loss") -> list[float]:
+    """``steps`` plain Adam steps (the config's lr) on a method's loss, then calibration on
+    ``data``: no logging, checkpoints or ranks (tests and notebooks). Returns ``metric`` per
+    step."""
+    opt = torch.optim.Adam(model.parameters(), lr=model.config.lr)
+    rng = np.random.default_rng(seed)
+    out = []
+    model.train()
+    for _ in range(steps):
+        loss, metrics = model.loss(model.sample_batch(data, rng))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out.append(float(metrics[metric]))
+    model.calibrate(data)
+    return out
+
+
 def train(model_cfg: RewardConfig, cfg: TrainConfig) -> RewardModel:
     """Train, calibrate and save a reward model; under torchrun, one rank of a DDP job."""
     ranks = distributed.detect()

@@ -18,6 +18,7 @@ from video2reward.rewards.diffusion_reward import (
     keep_schedule,
 )
 from video2reward.rewards.synthetic import bar_dataset, bar_video
+from video2reward.rewards.train import fit
 
 S = 32
 
@@ -37,14 +38,7 @@ def trained():
     torch.manual_seed(0)
     data = bar_dataset(16, seed=0)
     model = DiffusionReward(SMALL)
-    opt = torch.optim.Adam(model.parameters(), SMALL.lr)
-    rng = np.random.default_rng(0)
-    for _ in range(SMALL.steps):
-        loss, _ = model.loss(model.sample_batch(data, rng))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.calibrate(data)
+    fit(model, data, SMALL.steps)
     return model.eval(), data
 
 

@@ -21,6 +21,7 @@ from video2reward.rewards.timerewarder import (
     sample_gaps,
     two_hot,
 )
+from video2reward.rewards.train import fit
 
 torch.set_num_threads(1)
 S = 40
@@ -33,17 +34,8 @@ def trained():
     torch.manual_seed(0)
     data = dataset_from_store(synthetic_store(12, 0, size_px=S, length=16, seed=0), S).demos()
     model = TimeRewarder(SMALL)
-    opt = torch.optim.Adam(model.parameters(), SMALL.lr)
-    rng = np.random.default_rng(0)
-    losses = []
-    for _ in range(SMALL.steps):
-        loss, metrics = model.loss(model.sample_batch(data, rng))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(metrics["abs_err"]))
-    model.calibrate(data)
-    return model.eval(), losses
+    errs = fit(model, data, SMALL.steps, metric="abs_err")
+    return model.eval(), errs
 
 
 def test_two_hot_puts_its_expectation_on_the_value():

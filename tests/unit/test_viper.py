@@ -15,6 +15,7 @@ from video2reward.rewards.base import RewardError, load_reward_model, read_check
 from video2reward.rewards.data import EpisodeInfo, VideoDataset
 from video2reward.rewards.synthetic import bar_dataset, bar_video
 from video2reward.rewards.tokenizer import TokenizerConfig, VQTokenizer
+from video2reward.rewards.train import fit
 from video2reward.rewards.viper import Viper, ViperConfig, window_indices
 
 torch.set_num_threads(1)
@@ -31,16 +32,7 @@ def trained():
     torch.manual_seed(0)
     data = bar_dataset(16, seed=0)
     model = Viper(SMALL)
-    opt = torch.optim.Adam(model.parameters(), SMALL.lr)
-    rng = np.random.default_rng(0)
-    losses = []
-    for _ in range(SMALL.steps):
-        loss, metrics = model.loss(model.sample_batch(data, rng))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(metrics["loss"]))
-    model.calibrate(data)
+    losses = fit(model, data, SMALL.steps)
     return model.eval(), losses
 
 
