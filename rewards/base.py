@@ -191,6 +191,9 @@ class RewardModel(nn.Module, ABC):
     default_trim_after_success: ClassVar[int] = 2
     # progress sums over the episode (VIPER, Diffusion Reward): scoring needs episode bounds
     cumulative_progress: ClassVar[bool] = False
+    # Buffers whose first dimension calibration sets from the data (Rank2Reward's expert bank,
+    # TimeRewarder's start embeddings): loading a checkpoint takes the saved size.
+    data_sized_buffers: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: RewardConfig):
         super().__init__()
@@ -217,6 +220,14 @@ class RewardModel(nn.Module, ABC):
         """Whether a frame can only be scored within its episode: its reward reads more than
         the previous frame, or its progress sums over the episode (VIPER, Diffusion Reward)."""
         return self.context_frames > 1 or self.cumulative_progress
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,
+                              **kwargs: Any) -> None:
+        for name in self.data_sized_buffers:
+            saved = state_dict.get(prefix + name)
+            if saved is not None:
+                setattr(self, name, torch.empty_like(saved, device=getattr(self, name).device))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def set_frame_stride(self, stride: int) -> None:
         """Score videos whose consecutive frames are ``stride`` frames of the training videos

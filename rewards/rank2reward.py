@@ -123,6 +123,7 @@ class Rank2Reward(RewardModel):
     config: Rank2RewardConfig
     default_goal: torch.Tensor
     expert_bank: torch.Tensor
+    data_sized_buffers = ("expert_bank",)  # its size is only known once calibrated
 
     def __init__(self, config: Rank2RewardConfig):
         super().__init__(config)
@@ -245,13 +246,6 @@ class Rank2Reward(RewardModel):
         idx = rng.choice(len(data.frames), size=min(self.config.expert_bank_frames,
                                                     len(data.frames)), replace=False)
         self.expert_bank = torch.from_numpy(data.frames[np.sort(idx)]).to(self.device)
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,
-                              **kwargs: Any) -> None:
-        bank = state_dict.get(prefix + "expert_bank")
-        if bank is not None:  # the bank's size is only known once calibrated
-            self.expert_bank = torch.empty_like(bank, device=self.expert_bank.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _score(
         self, frames: torch.Tensor, goal: torch.Tensor | None

@@ -129,6 +129,7 @@ class TimeRewarder(RewardModel):
     default_trim_after_success = -1  # whole episodes: the tail feeds the at-goal pairs
     start_embeddings: torch.Tensor
     progress_ref: torch.Tensor
+    data_sized_buffers = ("start_embeddings",)  # its size is only known once calibrated
 
     def __init__(self, config: TimeRewarderConfig):
         super().__init__(config)
@@ -219,13 +220,6 @@ class TimeRewarder(RewardModel):
         else:
             self.progress_ref.fill_(end)
         self.train(was_training)
-
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any,
-                              **kwargs: Any) -> None:
-        bank = state_dict.get(prefix + "start_embeddings")
-        if bank is not None:  # the bank's size is only known once calibrated
-            self.start_embeddings = torch.empty_like(bank, device=self.start_embeddings.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # -- scoring
     def _progress(self, e: torch.Tensor) -> torch.Tensor:
