@@ -57,6 +57,11 @@ class EpisodeInfo:
     notes: str = ""  # the store's meta/episode_notes (the twin writes "seed=N": same scene)
     first_success: int = -1  # first frame labelled successful (data/success), -1 if unknown
 
+    @property
+    def is_demo(self) -> bool:
+        """A successful expert demonstration: what reward learning trains on."""
+        return self.success and self.kind in ("expert", "teleop", "human")
+
 
 class VideoDataset:
     """Episodes prepared to one square size (``data.images.prepare_frames``: centre square crop,
@@ -99,8 +104,7 @@ class VideoDataset:
 
     def demos(self) -> VideoDataset:
         """The successful expert demonstrations (what reward learning trains on)."""
-        idx = [i for i, info in enumerate(self.infos)
-               if info.success and info.kind in ("expert", "teleop", "human")]
+        idx = [i for i, info in enumerate(self.infos) if info.is_demo]
         if not idx:
             raise RewardError("no successful expert episodes in the data (meta/episode_kind)")
         return self.subset(idx)
@@ -233,12 +237,13 @@ def dataset_from_store(
     return VideoDataset(videos, [episode_info(store, i) for i in range(n)], image_size_px)
 
 
-def episode_info(store: EpisodeStore, i: int) -> EpisodeInfo:
+def episode_info(store: EpisodeStore, i: int, first_success: bool = True) -> EpisodeInfo:
     """Episode i's labels; its first successful step where the store labels success per step
-    (the twin and the recorder write them)."""
+    (the twin and the recorder write them) and ``first_success`` asks for it (it reads the
+    episode's per-step labels; without it, -1)."""
     meta = store.episode_meta(i)
     first = -1
-    if "success" in store.data_keys:
+    if first_success and "success" in store.data_keys:
         steps = np.asarray(store.episode(i, ["success"])["success"]).reshape(-1)
         first = int(np.argmax(steps)) if steps.any() else -1
     return EpisodeInfo(f"{store.path or 'memory'}#{i}", bool(meta[keys.EPISODE_SUCCESS]),

@@ -129,16 +129,12 @@ def rank_shards(shards: list[Shard], epoch: int, seed: tuple[int, ...], rank: in
     return [shards[i] for i in order[rank::world_size]]
 
 
-def _usable(info: EpisodeInfo) -> bool:
-    return info.success and info.kind in ("expert", "teleop", "human")
-
-
 def usable_episodes(shard: Shard) -> int:
     """How many of a shard's episodes reward training reads (labels only, no frames)."""
     if not shard.source:
         return shard.count
     store = EpisodeStore.open(shard.source)
-    return sum(_usable(episode_info(store, i))
+    return sum(episode_info(store, i, first_success=False).is_demo
                for i in range(shard.first, shard.first + shard.count))
 
 
@@ -149,9 +145,9 @@ def read_shard(shard: Shard, size_px: int) -> Iterator[tuple[np.ndarray, Episode
     if shard.source:
         store = EpisodeStore.open(shard.source)
         for i in range(shard.first, shard.first + shard.count):
-            info = episode_info(store, i)
-            if not _usable(info):
+            if not episode_info(store, i, first_success=False).is_demo:
                 continue
+            info = episode_info(store, i)
             frames = store.episode(i, [keys.IMAGE])[keys.IMAGE]
             yield prepare_frames(check_frames(frames, f"episode {info.source}"), size_px), info
         return
