@@ -154,12 +154,12 @@ def evaluate(
             same = i == photos[0] or (bool(scene0) and data.infos[i].notes == scene0)
             return goal_frame(data, photos[1] if same else photos[0])
 
-        rho_one = [time_spearman(model.score(data.episode(i), lab_goal(i)).progress
-                                 [:_task_frames(data, i)]) for i in experts]  # fmt: skip
+        progress = {i: model.score(data.episode(i), lab_goal(i)).progress
+                    for i in succ + fail}  # the experts are among the successes
+        rho_one = [time_spearman(progress[i][:_task_frames(data, i)]) for i in experts]
         one: dict[bool, list[float]] = {True: [], False: []}
         for i in succ + fail:
-            one[data.infos[i].success].append(
-                final_score(model.score(data.episode(i), lab_goal(i)).progress))
+            one[data.infos[i].success].append(final_score(progress[i]))
         metrics["spearman_one_goal"] = float(np.mean(rho_one))
         metrics["auroc_one_goal"] = auroc(np.array(one[True]), np.array(one[False]))
 
