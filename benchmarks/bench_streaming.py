@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from video2reward.rewards import distributed
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "streaming.json"
 FRAMES_PER_STEP = 2 * 32  # Rank2Reward: batch_size (32) frame pairs per step
@@ -33,7 +35,7 @@ def run(data: Path, out: Path, steps: int, stream: bool, nproc: int) -> dict[str
     if stream:
         args += ["stream.enabled=true", "stream.buffer_episodes=64", "stream.refresh_every=50"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+    for v in (*distributed.ENV_VARS, "MASTER_ADDR", "MASTER_PORT"):  # torchrun sets these
         env.pop(v, None)
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
                  f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable])
