@@ -224,8 +224,9 @@ def _train(model_cfg: RewardConfig, cfg: TrainConfig,
     # draws the same global batch from it and keeps its rows, so the stream does not depend
     # on the number of ranks (a run resumes on any number). Streamed, each rank reads its own
     # shards into its own buffer and draws from it with a generator of its own.
-    rng = np.random.default_rng([model_cfg.seed, start])
-    if cfg.stream.enabled:
+    if not cfg.stream.enabled:
+        rng = np.random.default_rng([model_cfg.seed, start])
+    else:
         rank, world = (0, 1) if ranks is None else (ranks.rank, ranks.world_size)
         rng = np.random.default_rng([model_cfg.seed, start, rank])
         stream = EpisodeStream(cfg.data, model_cfg.image_size_px, cfg.stream,
