@@ -117,6 +117,7 @@ def test_reward_node_scores_other_encodings_as_it_scores_rgb8(
     pub = node.create_publisher(Image if transport == "raw" else CompressedImage, "/cam/image", 20)
     try:
         wait_matched(node, [pub], [sub])
+        assert pub.get_subscription_count() == 1, "reward node never subscribed"
         deadline = time.monotonic() + 60
         for f, ns in zip(frames, stamps, strict=True):
             if transport == "raw":

@@ -61,6 +61,7 @@ def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_update
     sent = []
     try:
         wait_matched(node, [pub], [sub])
+        assert pub.get_subscription_count() == 1, "reward node never subscribed"
         deadline = time.monotonic() + 60
         for i, f in enumerate(frames):
             t = 100.0 + i / 30

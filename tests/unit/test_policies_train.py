@@ -233,7 +233,7 @@ def test_frozen_encoder_features_as_observation(tmp_path: Path) -> None:
     assert "img" not in store.data_keys  # features replace pixels in the replay
 
 
-def test_goal_conditioned_reward_scores_against_the_episode_goal_image(tmp_path: Path) -> None:
+def test_goal_conditioned_reward_scores_against_the_goal_image_it_is_given(tmp_path: Path) -> None:
     import torch
     from video2reward.policies.train import EpisodeRewarder, RewardSpec
 
@@ -258,24 +258,14 @@ def test_goal_conditioned_reward_scores_against_the_episode_goal_image(tmp_path:
     with pytest.raises(ValueError, match="goal_image"):
         train(tiny(tmp_path / "toy", reward=spec))
 
-
-def test_one_photographed_goal_scores_every_episode(tmp_path: Path) -> None:
-    """reward.goal=photo: the goal image rendered once at the first scene, for every episode."""
-    import torch
-    from video2reward.policies.train import EpisodeRewarder, RewardSpec
-
-    ckpt = _reward_ckpt(tmp_path, "vip")
-    spec = RewardSpec(source="model", ckpt=str(ckpt), goal="photo")
-    rewarder = EpisodeRewarder(spec, torch.device("cpu"))
-    rng = np.random.default_rng(1)
-    frames = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
-    rewarder.photo = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    ok = np.zeros(5, bool)
+    # reward.goal=photo: one goal image, rendered once at the first scene, for every episode
+    photo = RewardSpec(source="model", ckpt=str(ckpt), goal="photo")
+    rewarder = EpisodeRewarder(photo, torch.device("cpu"))
+    rewarder.photo = goal
     got, _ = rewarder.episode_rewards(frames, ok, None)
-    np.testing.assert_allclose(got, rewarder.model.score(frames, goal=rewarder.photo).reward[1:],
-                               rtol=1e-6)  # fmt: skip
-    summary = train(tiny(tmp_path / "twin", task="reach", reward=spec, num_train_frames=60,
-                         num_seed_frames=60, num_eval_episodes=0))  # fmt: skip
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    summary = train(tiny(tmp_path / "twin_photo", task="reach", reward=photo,
+                         num_train_frames=60, num_seed_frames=60, num_eval_episodes=0))
     assert summary["frames"] >= 60
     with pytest.raises(ValueError, match="none, env or photo"):
         RewardSpec(source="model", ckpt=str(ckpt), goal="own")
