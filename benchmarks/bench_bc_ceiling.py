@@ -34,6 +34,9 @@ def main() -> int:
     p.add_argument("--bc-weight", type=float, default=2.5)
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-demos", type=int, default=50, help="demonstrations used")
+    p.add_argument("--demos", default=None,
+                   help="a demo store other than the benchmark's (its name joins the variant's)")
     args = p.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
     from video2reward.policies.drqv2 import DrQV2Config
@@ -41,11 +44,15 @@ def main() -> int:
 
     base = ROOT / "runs" / "bench_robot_time" / "reach"
     reward, demos = base / "rank2reward_2000", base / "demos.zarr"
+    tag = ""
+    if args.demos:
+        demos, tag = Path(args.demos).resolve(), f"_{Path(args.demos).stem}"
     if not (reward / "model.pt").exists() or not demos.exists():
         print(f"{base} lacks demos.zarr or rank2reward_2000: run bench_robot_time.py first")
         return 2
     name = (f"pre{args.pretrain}_px{args.px}_pad{args.pad}_bc{args.bc_weight:g}"
-            f"{'_enc' if args.bc_encoder else ''}_seed{args.seed}")
+            f"{'_enc' if args.bc_encoder else ''}{tag}"
+            f"{f'_n{args.max_demos}' if args.max_demos != 50 else ''}_seed{args.seed}")
     out = ROOT / "runs" / "bench_bc_ceiling" / name
     agent = DrQV2Config(batch_size=128, hidden_dim=256, lr=3e-4, num_expl_steps=0,
                         stddev_schedule_steps=10_000, stddev_final=0.1, shift_pad_px=args.pad,
@@ -57,7 +64,7 @@ def main() -> int:
         progress_bar=False, resume=out.exists(), agent=agent,
         reward=RewardSpec(source="model", ckpt=str(reward), success="model", success_bonus=1.0,
                           alpha=1.0),
-        demos=DemoSpec(path=str(demos), max_episodes=50, pretrain_updates=args.pretrain),
+        demos=DemoSpec(path=str(demos), max_episodes=args.max_demos, pretrain_updates=args.pretrain),
     )  # fmt: skip
     t0 = time.monotonic()
     train(cfg)
@@ -65,7 +72,8 @@ def main() -> int:
         first = next(csv.DictReader(f))  # the evaluation at frame 0, after pretraining
     row = {"variant": name, "pretrain": args.pretrain, "px": args.px, "pad": args.pad,
            "bc_weight": args.bc_weight, "bc_encoder": args.bc_encoder, "seed": args.seed,
-           "episodes": args.episodes, "success": float(first["success_rate"]),
+           "demos": str(demos.relative_to(ROOT)) if demos.is_relative_to(ROOT) else str(demos),
+           "max_demos": args.max_demos, "episodes": args.episodes, "success": float(first["success_rate"]),
            "success_at_end": float(first["success_at_end"]),
            "wall_s": round(time.monotonic() - t0, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
