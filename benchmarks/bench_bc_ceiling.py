@@ -64,7 +64,8 @@ def main() -> int:
         progress_bar=False, resume=out.exists(), agent=agent,
         reward=RewardSpec(source="model", ckpt=str(reward), success="model", success_bonus=1.0,
                           alpha=1.0),
-        demos=DemoSpec(path=str(demos), max_episodes=args.max_demos, pretrain_updates=args.pretrain),
+        demos=DemoSpec(path=str(demos), max_episodes=args.max_demos,
+                       pretrain_updates=args.pretrain),
     )  # fmt: skip
     t0 = time.monotonic()
     train(cfg)
@@ -73,7 +74,8 @@ def main() -> int:
     row = {"variant": name, "pretrain": args.pretrain, "px": args.px, "pad": args.pad,
            "bc_weight": args.bc_weight, "bc_encoder": args.bc_encoder, "seed": args.seed,
            "demos": str(demos.relative_to(ROOT)) if demos.is_relative_to(ROOT) else str(demos),
-           "max_demos": args.max_demos, "episodes": args.episodes, "success": float(first["success_rate"]),
+           "max_demos": args.max_demos, "episodes": args.episodes,
+           "success": float(first["success_rate"]),
            "success_at_end": float(first["success_at_end"]),
            "wall_s": round(time.monotonic() - t0, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
