@@ -34,6 +34,7 @@ def main() -> int:
     p.add_argument("--bc-weight", type=float, default=2.5)
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-proprio", action="store_true", help="pixels only (no ee_pos/gripper)")
     p.add_argument("--max-demos", type=int, default=50, help="demonstrations used")
     p.add_argument("--demos", default=None,
                    help="a demo store other than the benchmark's (its name joins the variant's)")
@@ -52,7 +53,8 @@ def main() -> int:
         return 2
     name = (f"pre{args.pretrain}_px{args.px}_pad{args.pad}_bc{args.bc_weight:g}"
             f"{'_enc' if args.bc_encoder else ''}{tag}"
-            f"{f'_n{args.max_demos}' if args.max_demos != 50 else ''}_seed{args.seed}")
+            f"{f'_n{args.max_demos}' if args.max_demos != 50 else ''}"
+            f"{'_noproprio' if args.no_proprio else ''}_seed{args.seed}")
     out = ROOT / "runs" / "bench_bc_ceiling" / name
     agent = DrQV2Config(batch_size=128, hidden_dim=256, lr=3e-4, num_expl_steps=0,
                         stddev_schedule_steps=10_000, stddev_final=0.1, shift_pad_px=args.pad,
@@ -61,7 +63,7 @@ def main() -> int:
         task="reach", out=str(out), seed=args.seed, image_size=84, agent_image_size=args.px,
         threads=1, num_train_frames=1, num_seed_frames=500, eval_every_frames=1000,
         num_eval_episodes=args.episodes, replay_capacity_steps=10_000, video=False,
-        progress_bar=False, resume=out.exists(), agent=agent,
+        progress_bar=False, resume=out.exists(), agent=agent, proprio=not args.no_proprio,
         reward=RewardSpec(source="model", ckpt=str(reward), success="model", success_bonus=1.0,
                           alpha=1.0),
         demos=DemoSpec(path=str(demos), max_episodes=args.max_demos,
@@ -74,7 +76,7 @@ def main() -> int:
     row = {"variant": name, "pretrain": args.pretrain, "px": args.px, "pad": args.pad,
            "bc_weight": args.bc_weight, "bc_encoder": args.bc_encoder, "seed": args.seed,
            "demos": str(demos.relative_to(ROOT)) if demos.is_relative_to(ROOT) else str(demos),
-           "max_demos": args.max_demos, "episodes": args.episodes,
+           "max_demos": args.max_demos, "proprio": not args.no_proprio, "episodes": args.episodes,
            "success": float(first["success_rate"]),
            "success_at_end": float(first["success_at_end"]),
            "wall_s": round(time.monotonic() - t0, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}

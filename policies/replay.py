@@ -177,6 +177,8 @@ class ReplayBuffer:
             ):
                 if k == FEATURES_KEY and self.pixels:
                     k, v = keys.IMAGE, np.ascontiguousarray(o.transpose(1, 2, 0))
+                if k == PROPRIO_KEY and not self.proprio_dim:
+                    continue  # pixels only: no zero-width array in the store
                 self._pending.setdefault(k, []).append(np.array(v))
 
     def start_episode(self, obs: np.ndarray, proprio: np.ndarray | None = None) -> None:
@@ -342,7 +344,10 @@ class ReplayBuffer:
             keep.append(i)
             used += int(lengths[i])
         obs_key = keys.IMAGE if self.pixels else FEATURES_KEY
-        fields = [obs_key, PROPRIO_KEY, keys.ACTION, REWARD_KEY, CONT_KEY]
+        fields = [obs_key, keys.ACTION, REWARD_KEY, CONT_KEY]
+        if self.proprio_dim:
+            fields.append(PROPRIO_KEY)
+        no_proprio = np.zeros(0, np.float32)
         flagged = INTERVENED_KEY in self.store.data_keys
         store, self.store = self.store, None  # do not re-persist while loading
         try:
@@ -359,7 +364,8 @@ class ReplayBuffer:
                         np.asarray(ep[REWARD_KEY][1:], np.float32)))  # fmt: skip
                 self._ep_start = self._next
                 for t in range(len(obs)):
-                    self._write(obs[t], ep[PROPRIO_KEY][t], ep[keys.ACTION][t],
+                    p = ep[PROPRIO_KEY][t] if self.proprio_dim else no_proprio
+                    self._write(obs[t], p, ep[keys.ACTION][t],
                                 float(ep[REWARD_KEY][t]), float(ep[CONT_KEY][t]))  # fmt: skip
                 self._starts.append(self._ep_start)
                 self._ends.append(self._next)

@@ -131,3 +131,28 @@ def test_restore_after_crash_reloads_every_finished_episode(tmp_path: object) ->
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
     assert 31 not in a.obs  # the unfinished episode is not resurrected
+
+
+def test_pixels_only_replay_persists_and_restores(tmp_path: object) -> None:
+    """proprio_dim=0 (train proprio=false): the store gets no zero-width proprio array (zarr
+    cannot chunk one) and a restart restores the same transitions."""
+    cfg = ReplayConfig(capacity_steps=100, frame_stack=3, nstep=3, discount=0.5)
+
+    def pixels_only(**kw: object) -> ReplayBuffer:
+        return ReplayBuffer(cfg, (1, 2, 2), action_dim=2, proprio_dim=0, seed=3, **kw)  # type: ignore[arg-type]
+
+    rb = pixels_only(directory=tmp_path)
+    for first, rewards in ((0, [1.0, 2.0, 3.0]), (10, [4.0, 5.0])):
+        rb.start_episode(frame(first))
+        for i, r in enumerate(rewards, start=1):
+            rb.add(np.full(2, first + i, np.float32), r, frame(first + i))
+        rb.end_episode()
+    assert "proprio" not in rb.store.data_keys  # type: ignore[union-attr]
+    again = pixels_only(directory=tmp_path)
+    assert again.restore() == 5
+    a, b = again.sample(64), rb.sample(64)
+    for x, y in zip(a, b, strict=True):
+        if x is None:
+            assert y is None
+        else:
+            np.testing.assert_array_equal(x, y)
