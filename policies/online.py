@@ -76,6 +76,11 @@ class OnlineConfig:
     # the replay and join the demo buffer, which keeps room for this many of them.
     interventions: bool = False
     intervention_capacity_steps: int = 20_000
+    # Score each finished episode here with reward_ckpt (EpisodeRewarder, the twin trainer's
+    # path) instead of taking the reward node's per-frame rewards: for methods whose reward
+    # reads a window of earlier frames and sums progress over the episode (VIPER, Diffusion
+    # Reward), which the reward node refuses. Frames are kept at the model's size meanwhile.
+    episode_rewards: bool = False
     agent: DrQV2Config = field(default_factory=DrQV2Config)
 
     def __post_init__(self) -> None:
@@ -97,6 +102,8 @@ class OnlineConfig:
             raise ValueError("pretrain_updates, demo_rows_per_step >= 0 and control_hz > 0")
         if self.pretrain_updates and not self.demos:
             raise ValueError("pretrain_updates needs demos")
+        if self.episode_rewards and not self.reward_ckpt:
+            raise ValueError("episode_rewards needs reward_ckpt: the model that scores episodes")
         if self.pretrain_updates and self.agent.num_expl_steps:
             # a policy pretrained on the demos acts from the first frame: no uniform phase
             object.__setattr__(self, "agent", dataclasses.replace(self.agent, num_expl_steps=0))
@@ -157,6 +164,8 @@ class OnlineLearner:
         self.restored_steps = 0
         self.demo_info: dict[str, Any] = {}  # what the demonstrations gave (empty without)
         self.reward_method: str | None = None  # the reward model's method, once loaded
+        # The reward model in this process (demos and episode_rewards), loaded once
+        self._rewarder: EpisodeRewarder | None = None
         if not c.eval_mode:
             replay = ReplayBuffer(
                 ReplayConfig(
@@ -232,18 +241,44 @@ class OnlineLearner:
         if not c.demos:
             return demo_replay([], replay_cfg, self._frame, lambda d: np.zeros(0), proprio_dim,
                                shape, extra)  # fmt: skip
-        rows = c.demo_rows_per_step or rows_per_step(c.demos, c.control_hz)
+        rows = self._rows_per_step()
         demos = load_demo_episodes(c.demos, rows, c.demo_max_episodes, (c.image_size,) * 2)
-        rewarder = EpisodeRewarder(
-            RewardSpec(source="model", ckpt=c.reward_ckpt, success="model"), self.device
-        )
-        self.reward_method = rewarder.model.method
+        rewarder = self.rewarder
         buffer, thr = relabelled_demos(demos, [d.images for d in demos], rewarder,
                                        c.success_bonus, replay_cfg, self._frame, proprio_dim,
                                        shape, extra)  # fmt: skip
         self.demo_info = {"episodes": len(demos), "transitions": len(buffer),
                           "rows_per_step": rows, "success_progress": thr}  # fmt: skip
         return buffer
+
+    def _rows_per_step(self) -> int:
+        """Recorded rows of the demos per control step (1 without demos)."""
+        c = self.config
+        if not c.demos:
+            return c.demo_rows_per_step or 1
+        return c.demo_rows_per_step or rows_per_step(c.demos, c.control_hz)
+
+    @property
+    def rewarder(self) -> EpisodeRewarder:
+        """``reward_ckpt`` loaded once. Its frames are one control step apart: the demos'
+        recorded rows per step (``demo_rows_per_step`` or their timestamps), else 1."""
+        if self._rewarder is None:
+            c = self.config
+            self._rewarder = EpisodeRewarder(
+                RewardSpec(source="model", ckpt=c.reward_ckpt, success="model"), self.device
+            )
+            self._rewarder.model.set_frame_stride(self._rows_per_step())
+            self.reward_method = self._rewarder.model.method
+        return self._rewarder
+
+    def score_episode(self, frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``episode_rewards``: the episode's camera frames (the first one and one per step)
+        -> one reward and one success call per step, by the path that rewards the demos."""
+        if len(frames) < 2:
+            raise ValueError("an episode needs its first frame and at least one step")
+        size = self.rewarder.model.config.image_size_px
+        video = np.stack([prepare_frame(np.asarray(f), size) for f in frames])
+        return self.rewarder.episode_rewards(video, agent_frames=False)
 
     # ----------------------------------------------------------------- observations
     def _frame(self, rgb: np.ndarray) -> np.ndarray:

@@ -110,8 +110,9 @@ class RewardStream:
             raise RewardError(
                 f"{self.model.method} scores windows of {self.model.context_frames + 1} frames "
                 "and sums progress over an episode, which the reward node does not keep yet "
-                "(one earlier frame, no episode bounds); "
-                "use it in `v2r rl train` (whole episodes) or `v2r reward score`"
+                "(one earlier frame, no episode bounds); the learner node scores whole "
+                "episodes with it instead (episode_rewards:=true on the launch files, no reward "
+                "node), as do `v2r rl train` and `v2r reward score`"
             )
         self._handoff = WeightHandoff(self.model.device)
         if config.bf16:

@@ -9,6 +9,8 @@
    (``out/learner/``: agent, replay, ``train_curve.png``). The learner's demo buffer holds the
    same demos with their actions (``demos_in_replay``): ``pretrain_updates`` updates on them
    before the first frame, then half of every batch, with the BC term of the learner's params;
+   VIPER and Diffusion Reward are scored by the learner at each episode's end
+   (``episode_rewards:=true``: no reward node);
 4. ``v2r launch eval.launch.xml use_twin:=true``: the policy alone for ``eval_episodes``
    (``eval_summary.json``, ``eval_curve.png``, ``eval_last_episode.mp4``).
 
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from video2reward.configs.compose import compose, run_cli, to_dataclass
-from video2reward.rewards.base import METHODS
+from video2reward.rewards.base import METHODS, method_class
 from video2reward.sim.tasks import TASKS
 
 
@@ -87,6 +89,10 @@ def learn(cfg: LearnConfig) -> dict[str, object]:
              *steps)
     common = [f"task:={cfg.task}", f"reward_ckpt:={reward}", f"out:={learner}",
               f"episode_steps:={cfg.episode_steps}"]
+    if method_class(cfg.reward).cumulative_progress:
+        # VIPER, Diffusion Reward: the reward node refuses them (a window of earlier frames,
+        # progress over an episode); the learner scores each finished episode itself
+        common.append("episode_rewards:=true")
     if not (learner / "train_summary.json").exists():
         seed = ([f"demos:={demos}", f"pretrain_updates:={cfg.pretrain_updates}",
                  f"stddev_init:={cfg.explore_stddev}"] if cfg.demos_in_replay else [])

@@ -12,11 +12,15 @@ gathers the reward node's per-frame rewards with stamps in (stamp of o_t, stamp 
 matched by image stamp: their sum for potential-difference rewards (VIP, UVD: exact whatever
 the camera rate, ``rewards.stream``), their mean for rewards of the state (Rank2Reward, HOLD,
 TCN), so a step's reward is what the twin trainer and the demonstrations (``demos``, rewarded
-by ``reward_ckpt``) give it; without ``reward_ckpt`` the sum. Episodes
+by ``reward_ckpt``) give it; without ``reward_ckpt`` the sum. With ``episode_rewards`` the node
+reads no reward topic: it scores each finished episode's frames (one per step) with
+``reward_ckpt`` as the demonstrations are scored, which VIPER and Diffusion Reward need (a
+window of earlier frames, progress summed over the episode). Episodes
 last ``episode_steps``; between them the node calls ``enable``, the optional
 ``reset_task`` (the twin re-randomizes its objects) and ``home`` (std_srvs/Trigger).
 
-Fail-safe: when images stop (``image_timeout_s``), rewards stop (``reward_timeout_s``) or the
+Fail-safe: when images stop (``image_timeout_s``), rewards stop (``reward_timeout_s``; not
+with ``episode_rewards``) or the
 driver's pose stops (``state_timeout_s``: the driver publishes none while its controller is
 lost, until ``clear_fault`` reconnects), the node stops publishing, so the driver's watchdog
 stops the arm; the episode is dropped and a new one starts once they all flow again. An
@@ -48,6 +52,7 @@ from std_srvs.srv import SetBool, Trigger
 from video2reward.policies.drqv2 import DrQV2Config, NonFiniteError
 from video2reward.policies.intervention import OperatorTakeover
 from video2reward.policies.online import OnlineConfig, OnlineLearner, step_rewards
+from video2reward.rewards.base import RewardError
 from video2reward.ros import convert
 from video2reward.ros.image_topic import IMAGE_TRANSPORT, ImageMsg, subscribe_image
 from video2reward.ros.node_main import run_node
@@ -117,6 +122,8 @@ PARAMS: tuple[ParamSpec, ...] = (
         True,
     ),
     field_param(O, "interventions", "an operator may take over on the intervention topic"),
+    field_param(O, "episode_rewards", "score each finished episode here with reward_ckpt "
+                "(VIPER, Diffusion Reward) instead of the reward topic"),
     ("intervention_timeout_s", 0.3, "silence while the operator drives: device lost",
      F(0.05, 5.0), True),
     ("reward_timeout_s", 1.0, "rewards this late stop the arm", F(0.05, 60.0), True),
@@ -159,7 +166,12 @@ class LearnerNode(Node):
         # How a step's reward gathers its frames' rewards: the sum for potential differences
         # (exact at any camera rate), the mean for a reward of the state (one frame's scale).
         self.sum_frame_rewards = True
-        if p["reward_ckpt"]:
+        # episode_rewards: the episode is scored here at its end; no reward topic to wait on
+        self.own_rewards = bool(p["episode_rewards"])
+        if self.own_rewards:
+            self.get_logger().info(f"episodes scored here by {self.learner.rewarder.model.method} "
+                                   f"from {p['reward_ckpt']} (the reward topic is not read)")
+        elif p["reward_ckpt"]:
             from video2reward.rewards.base import method_class, read_checkpoint
 
             # read once: the learner loaded the model already when it relabelled demos
@@ -340,7 +352,7 @@ class LearnerNode(Node):
         self.phase = "wait_inputs"
         with self.lock:
             image_age = time.monotonic() - self.image[1] if self.image else float("inf")
-            reward_age = time.monotonic() - self.t_last_reward
+            reward_age = 0.0 if self.own_rewards else time.monotonic() - self.t_last_reward
         if image_age > p["image_timeout_s"] or reward_age > p["reward_timeout_s"]:
             self.get_logger().warning("waiting for images and rewards before the next episode",
                                    throttle_duration_sec=10.0)
@@ -366,7 +378,7 @@ class LearnerNode(Node):
                 "no image or ee pose after home; retrying", throttle_duration_sec=5.0
             )
             return False
-        if not self._rewards_upto(img[0], p["reward_timeout_s"]):
+        if not self.own_rewards and not self._rewards_upto(img[0], p["reward_timeout_s"]):
             self.get_logger().warning("no reward for the first frame; retrying")
             return False
         self.success_flag = False
@@ -393,7 +405,7 @@ class LearnerNode(Node):
                 self.get_logger().error("camera stalled: commands stopped, episode dropped")
                 return False
             with self.lock:
-                reward_lag = time.monotonic() - self.t_last_reward
+                reward_lag = 0.0 if self.own_rewards else time.monotonic() - self.t_last_reward
             if reward_lag > p["reward_timeout_s"]:
                 self.get_logger().error("rewards stopped: commands stopped, episode dropped")
                 return False
@@ -425,15 +437,24 @@ class LearnerNode(Node):
                 self._publish(applied, img[0])
         self.action_pub.publish(convert.array_msg(np.zeros(4, np.float32)))  # hold still
         self.phase = "score"
-        if not self._rewards_upto(stamps[-1], p["reward_timeout_s"] * 5):
-            self.get_logger().error("rewards for the episode's last frames never came")
-            return False
-        with self.lock:
-            scored = list(self.rewards)
-        frame_ns = np.array([f[0] for f in scored], np.int64)
-        rw = np.array([f[1:] for f in scored], np.float64).reshape(-1, 3)  # reward, progress, ok
-        rewards, called = step_rewards(np.asarray(stamps, np.int64), frame_ns, rw[:, 0],
-                                       rw[:, 2] > 0.5, self.sum_frame_rewards)  # fmt: skip
+        if self.own_rewards:
+            try:
+                rewards, called = self.learner.score_episode(frames)
+            except (RewardError, ValueError) as e:
+                self.get_logger().error(f"could not score the episode, dropped: {e}")
+                return False
+            frame_ns, rw = np.zeros(0, np.int64), np.zeros((0, 3))
+        else:
+            if not self._rewards_upto(stamps[-1], p["reward_timeout_s"] * 5):
+                self.get_logger().error("rewards for the episode's last frames never came")
+                return False
+            with self.lock:
+                scored = list(self.rewards)
+            frame_ns = np.array([f[0] for f in scored], np.int64)
+            # reward, progress, success call per scored frame
+            rw = np.array([f[1:] for f in scored], np.float64).reshape(-1, 3)
+            rewards, called = step_rewards(np.asarray(stamps, np.int64), frame_ns, rw[:, 0],
+                                           rw[:, 2] > 0.5, self.sum_frame_rewards)  # fmt: skip
         success: bool | np.ndarray
         if self.operator_label is not None:
             success = self.operator_label  # the operator's key: the last step

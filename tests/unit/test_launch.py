@@ -55,6 +55,17 @@ def test_eval_graph_only_acts():
     assert "twin" in nodes
 
 
+def test_episode_rewards_scores_in_the_learner_without_a_reward_node():
+    """VIPER/Diffusion Reward: no reward node (it refuses them); the learner scores episodes."""
+    for f, args in (("sim.launch.xml", {}), ("robot.launch.xml", {}),
+                    ("eval.launch.xml", {"use_twin": "true"})):  # fmt: skip
+        nodes = _by_name(load(LAUNCH / f, {**args, "episode_rewards": "true"}))
+        assert "reward" not in nodes and "learner" in nodes, f
+        assert ("episode_rewards", "true") in nodes["learner"].params, f
+    nodes = _by_name(load(LAUNCH / "sim.launch.xml", {}))
+    assert ("episode_rewards", "false") in nodes["learner"].params
+
+
 def test_every_declared_argument_has_a_description():
     for f in LAUNCH.glob("*.launch.xml"):
         for arg in declared_args(f):

@@ -147,3 +147,43 @@ def test_step_rewards_gather_the_frames_between_two_steps_exactly():
     empty, none = step_rewards(edges, frames[:2], r[:2], ok[:2], potential_difference=False)
     np.testing.assert_array_equal(empty, [0, 0])
     np.testing.assert_array_equal(none, [False, False])
+
+
+def test_episode_rewards_score_a_windowed_reward_as_the_demos_are_scored(tmp_path):
+    """episode_rewards: VIPER (its reward reads a window of earlier frames, which the reward
+    node cannot keep) scores the finished episode in the learner, by the demos' path."""
+    from video2reward.data.images import prepare_frames
+    from video2reward.rewards.base import load_reward_model
+    from video2reward.rewards.synthetic import bar_dataset
+    from video2reward.rewards.train import fit
+    from video2reward.rewards.viper import Viper, ViperConfig
+
+    with pytest.raises(ValueError, match="episode_rewards needs reward_ckpt"):
+        _cfg(tmp_path, episode_rewards=True)
+    torch.manual_seed(0)
+    viper = Viper(ViperConfig(image_size_px=32, code_grid=8, codebook_size=32, code_dim=16,
+                              tokenizer_channels=16, seq_len=3, frame_skip=1, n_layer=1,
+                              n_head=2, n_embd=32, batch_size=4, steps=4,
+                              tokenizer_steps=2))  # fmt: skip
+    fit(viper, bar_dataset(4, seed=0), 4)  # a few steps: the codebook is initialised from data
+    ckpt = viper.save(tmp_path / "viper.pt")
+    learner = OnlineLearner(_cfg(tmp_path, reward_ckpt=str(ckpt), episode_rewards=True))
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 48, 3), np.uint8) for _ in range(9)]
+    p = np.array([0.3, 0.0, 0.2, 1.0], np.float32)
+    learner.begin(frames[0], p)
+    for f in frames[1:]:
+        learner.step(f, p)
+    rewards, calls = learner.score_episode(frames)
+    expected = load_reward_model(ckpt).score(prepare_frames(np.stack(frames), 32)).reward[1:]
+    assert rewards.shape == calls.shape == (8,) and calls.dtype == bool
+    np.testing.assert_allclose(rewards, expected, rtol=1e-5, atol=1e-5)
+    # the last step's reward reads two frames back: a window, not a frame pair
+    changed = [*frames[:-3], rng.integers(0, 255, (48, 48, 3), np.uint8), *frames[-2:]]
+    assert not np.isclose(learner.score_episode(changed)[0][-1], rewards[-1])
+    learner.finish(rewards, calls)
+    store = EpisodeStore.open(tmp_path / "run" / "replay" / STORE_NAME)
+    np.testing.assert_allclose(store.episode(0, ["reward"])["reward"][1:], rewards, rtol=1e-6)
+    with pytest.raises(ValueError, match="at least one step"):
+        learner.score_episode(frames[:1])
+    learner.close()
