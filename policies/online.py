@@ -79,7 +79,8 @@ class OnlineConfig:
     # Score each finished episode here with reward_ckpt (EpisodeRewarder, the twin trainer's
     # path) instead of taking the reward node's per-frame rewards: for methods whose reward
     # reads a window of earlier frames and sums progress over the episode (VIPER, Diffusion
-    # Reward), which the reward node refuses. Frames are kept at the model's size meanwhile.
+    # Reward), which the reward node refuses. The node keeps the episode's camera frames (one
+    # per step) until it ends.
     episode_rewards: bool = False
     agent: DrQV2Config = field(default_factory=DrQV2Config)
 
