@@ -3,6 +3,8 @@ them, before any robot time (frame 0 of a robot-time run).
 
     .venv/bin/python benchmarks/bench_bc_ceiling.py --pretrain 1000 --bc-encoder
     .venv/bin/python benchmarks/bench_bc_ceiling.py --pad 1 --px 48
+    .venv/bin/python benchmarks/bench_bc_ceiling.py --demos d200.zarr --max-demos 200 --episodes 40
+    .venv/bin/python benchmarks/bench_bc_ceiling.py --no-proprio --episodes 40 --seed 1
 
 Uses the robot-time benchmark's reach demonstrations and Rank2Reward model
 (runs/bench_robot_time/reach: run bench_robot_time.py once first), the CPU agent sizes and
