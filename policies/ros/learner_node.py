@@ -443,7 +443,7 @@ class LearnerNode(Node):
             except (RewardError, ValueError) as e:
                 self.get_logger().error(f"could not score the episode, dropped: {e}")
                 return False
-            frame_ns, rw = np.zeros(0, np.int64), np.zeros((0, 3))
+            progress_end = float("nan")  # the episode's rewards only, no per-frame progress
         else:
             if not self._rewards_upto(stamps[-1], p["reward_timeout_s"] * 5):
                 self.get_logger().error("rewards for the episode's last frames never came")
@@ -455,6 +455,8 @@ class LearnerNode(Node):
             rw = np.array([f[1:] for f in scored], np.float64).reshape(-1, 3)
             rewards, called = step_rewards(np.asarray(stamps, np.int64), frame_ns, rw[:, 0],
                                            rw[:, 2] > 0.5, self.sum_frame_rewards)  # fmt: skip
+            last = (frame_ns > stamps[0]) & (frame_ns <= stamps[-1])
+            progress_end = float(rw[last][-1, 1]) if last.any() else float("nan")
         success: bool | np.ndarray
         if self.operator_label is not None:
             success = self.operator_label  # the operator's key: the last step
@@ -469,8 +471,7 @@ class LearnerNode(Node):
         except NonFiniteError as e:
             self.get_logger().error(f"non-finite reward, episode dropped: {e}")
             return False
-        last = (frame_ns > stamps[0]) & (frame_ns <= stamps[-1])
-        summary["progress_end"] = float(rw[last][-1, 1]) if last.any() else float("nan")
+        summary["progress_end"] = progress_end
         summary["operator_lost"] = bool(note)
         self.history.append(summary)
         self.last_frames = frames
