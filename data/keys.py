@@ -20,9 +20,9 @@ SUCCESS = "success"  # (T,) bool, twin only: task predicate at each step
 
 # Row t holds the observation before action t and the action applied after it; an episode of
 # N commands has N + 1 rows, the last one the final observation with a zero action.
-# Exception, until the formats work aligns it: the learner's replay store (policies/replay.py,
-# episode kind "agent") holds in row t the action that *led to* observation t (row 0: zeros),
-# with its reward and intervened flag; its own restore reads it that way.
+# The learner's replay store (policies/replay.py, episode kind "agent") is written this way
+# too (ATTR_ACTION_ROW below); replay stores written before 2026-12-06 lack that attribute and
+# hold in row t the action that led to observation t (row 0: zeros).
 
 # Per-episode arrays, stored as meta/<key> with shape (E, ...).
 EPISODE_ENDS = "episode_ends"  # (E,) int64, exclusive end index of each episode in data/*
@@ -36,6 +36,9 @@ ATTR_FPS = "fps"
 ATTR_INTRINSICS = "camera_intrinsics"  # {"width", "height", "fx", "fy", "cx", "cy"}
 ATTR_SOURCE = "source"  # "twin", "robot", "video-import"
 ATTR_FORMAT_VERSION = "format_version"
+# The learner's replay store: "taken" = row t holds the action taken at t (the layout above);
+# absent on replay stores written before 2026-12-06 (row t: the action that led to t).
+ATTR_ACTION_ROW = "replay_action_row"
 
 # Gymnasium observation dict keys (the image key matches the store key).
 OBS_IMAGE = IMAGE

@@ -584,6 +584,12 @@ def export_lerobot(
     return report
 
 
+def _replay_led_to(store: EpisodeStore) -> bool:
+    """Whether ``store`` is a learner replay store in the layout before 2026-12-06."""
+    a = store.attrs
+    return a.get(keys.ATTR_SOURCE) == "replay" and keys.ATTR_ACTION_ROW not in a
+
+
 def _export(
     store: EpisodeStore,
     root: Path,
@@ -606,10 +612,16 @@ def _export(
     episode_rows: list[dict[str, Any]] = []
     totals: dict[str, _Moments] = {}
     start = 0
+    # A learner replay store written before its rows took the episode layout (data/keys.py)
+    # holds in row t the action that led to it: shifted up one row here, as rows are now.
+    led_to = _replay_led_to(store)
     try:
         for i in range(store.n_episodes):
             meta = store.episode_meta(i)
             ep = store.episode(i)
+            for k in (keys.ACTION, "intervened") if led_to else ():
+                if k in ep:
+                    ep[k] = np.concatenate([ep[k][1:], np.zeros_like(ep[k][:1])])
             task = str(meta[keys.EPISODE_TASK])
             task_index = tasks.setdefault(task, len(tasks))
             table, cols = _episode_table(

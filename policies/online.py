@@ -181,6 +181,7 @@ class OnlineLearner:
                 directory=self.out / "replay",
                 seed=c.seed,
                 task="online",
+                fps=c.control_hz,
             )
             self.restored_steps = replay.restore()
         demos = None

@@ -16,8 +16,8 @@ steps that remain and bootstraps with gamma^m, so the last transitions (often th
 ones) are trained on too; a terminal step (``terminated=True``) bootstraps with 0.
 
 With ``directory`` set, every finished episode is appended to ``<directory>/episodes.zarr`` (the
-project's episode layout: ``img`` in HWC, ``action``, ``reward``, ``cont``, ``proprio``; unlike
-recorded demos, row t's ``action`` is the one that led to observation t) before it
+project's episode layout: ``img`` in HWC, ``action``, ``reward``, ``cont``, ``proprio``; row t's
+``action`` is the one taken at observation t, the last row's zero, as in recorded demos) before it
 becomes sampleable, and :meth:`ReplayBuffer.restore` reloads the newest ``capacity_steps`` of them
 after a crash. The same store doubles as a source of agent frames for reward training.
 """
@@ -38,7 +38,13 @@ FEATURES_KEY = "features"  # (T, D) float32 observation when it is not an image
 PROPRIO_KEY = "proprio"  # (T, P) float32
 REWARD_KEY = "reward"  # (T,) float32, reward received on arriving at step t (0 at t=0)
 CONT_KEY = "cont"  # (T,) float32, 0 if step t is terminal, else 1
-INTERVENED_KEY = "intervened"  # (T,) bool, the action into step t came from an operator
+INTERVENED_KEY = "intervened"  # (T,) bool, the action taken at row t came from an operator
+# Which action a stored row holds. In memory, slot t holds the action that *led to* observation
+# t (DrQ-v2's time-step layout: row 0 zeros); stores written since 2026-12-06 shift it to the
+# episode layout (data/keys.py: row t, the action taken at t; the last row zeros), so an export
+# (LeRobot) or any reader of episode stores sees agent episodes as it sees demos. A store
+# without this attribute was written in the in-memory layout and is read, and appended to, so.
+ACTION_ROW_ATTR = keys.ATTR_ACTION_ROW  # "taken" (episode layout) or absent ("led_to")
 
 
 class OperatorSteps(NamedTuple):
@@ -97,6 +103,7 @@ class ReplayBuffer:
         directory: str | Path | None = None,
         seed: int = 0,
         task: str = "",
+        fps: float = 1.0,
     ):
         if len(obs_shape) not in (1, 3):
             raise ValueError(f"obs_shape must be (C, H, W) or (D,), got {obs_shape}")
@@ -121,6 +128,7 @@ class ReplayBuffer:
         self._rng = np.random.default_rng(seed)
         self.n_episodes_total = 0  # committed since creation (incl. restored)
         self.store: EpisodeStore | None = None
+        self._taken_rows = False  # the store's rows hold the action taken at them
         self.directory = None if directory is None else Path(directory)
         self._pending: dict[str, list[np.ndarray]] = {}
         self.restored_interventions: list[OperatorSteps] = []  # filled by restore()
@@ -130,7 +138,10 @@ class ReplayBuffer:
                 self.store = EpisodeStore.open(path, mode="a")
             else:
                 self.directory.mkdir(parents=True, exist_ok=True)
-                self.store = EpisodeStore.create(path, fps=1.0, source="replay")
+                # fps: agent steps per second, the rate an export (LeRobot) plays rows at
+                self.store = EpisodeStore.create(path, fps=fps, source="replay",
+                                                 **{ACTION_ROW_ATTR: "taken"})  # fmt: skip
+            self._taken_rows = self.store.attrs.get(ACTION_ROW_ATTR) == "taken"
 
     # ----------------------------------------------------------------- writing
     def _check(self, obs: np.ndarray, proprio: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -249,10 +260,13 @@ class ReplayBuffer:
             return
         if self.store is not None:
             data = {k: np.stack(v) for k, v in self._pending.items()}
-            flags = np.zeros(end - start, bool)
+            flags = np.zeros(end - start, bool)  # in memory: flag t = the action into row t
             if intervened is not None and len(intervened):
                 flags[1 : 1 + len(intervened)] = np.asarray(intervened, bool)[: end - start - 1]
             data[INTERVENED_KEY] = flags
+            if self._taken_rows:  # to the episode layout: row t, the action taken at t
+                for k in (keys.ACTION, INTERVENED_KEY):
+                    data[k] = np.concatenate([data[k][1:], np.zeros_like(data[k][:1])])
             self.store.append_episode(data, task=self.task, success=success, kind="agent",
                                       notes=note)  # fmt: skip
         self._pending = {}
@@ -349,10 +363,14 @@ class ReplayBuffer:
             fields.append(PROPRIO_KEY)
         no_proprio = np.zeros(0, np.float32)
         flagged = INTERVENED_KEY in self.store.data_keys
+        taken_rows = self.store.attrs.get(ACTION_ROW_ATTR) == "taken"
         store, self.store = self.store, None  # do not re-persist while loading
         try:
             for i in reversed(keep):
                 ep = store.episode(i, fields + ([INTERVENED_KEY] if flagged else []))
+                if taken_rows:  # back to the in-memory layout: row t, the action into t
+                    for k in (keys.ACTION, INTERVENED_KEY) if flagged else (keys.ACTION,):
+                        ep[k] = np.concatenate([np.zeros_like(ep[k][:1]), ep[k][:-1]])
                 obs = np.asarray(ep[obs_key])
                 if self.pixels:
                     obs = obs.transpose(0, 3, 1, 2)

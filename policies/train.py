@@ -641,6 +641,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         directory=out / REPLAY_DIR,
         seed=cfg.seed,
         task=cfg.task,
+        fps=cfg.control_hz / cfg.action_repeat,  # one row per agent step
     )
     rewarder = None
     if cfg.reward.source == "model":

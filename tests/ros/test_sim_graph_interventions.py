@@ -55,7 +55,10 @@ def test_operator_takes_over_labels_and_loses_the_device(
     # recorded action; the other steps are the policy's
     assert r["teleop_commands"] and all(is_operator(v) for v in r["teleop_commands"]), r
     assert all(is_operator(a) for a in actions[flags]), actions[flags].tolist()
-    assert not any(is_operator(a) for a in actions[1:][~flags[1:]]), actions.tolist()
+    # (row t holds the command sent after observation t; the last row, the final observation,
+    # none)
+    assert not any(is_operator(a) for a in actions[:-1][~flags[:-1]]), actions.tolist()
+    assert not flags[-1] and not actions[-1].any(), (flags.tolist(), actions.tolist())
     # the driver received them (the learner forwarded the operator's command), and after the
     # hand-back the policy drove again in the same episode
     assert r["driver_commands_operator"] >= 3, r
@@ -79,7 +82,7 @@ def test_operator_takes_over_labels_and_loses_the_device(
     assert r["kept_steps_logged"] and lost["rows"] == r["kept_steps_logged"][-1] + 1, r
     assert 2 <= lost["rows"] < STEPS + 1, lost["rows"]
     lost_flags = np.asarray(lost["intervened"], bool)
-    assert lost_flags[-1] and lost_flags.any(), lost_flags.tolist()
+    assert lost_flags[-2], lost_flags.tolist()  # the operator sent the last command
     assert all(is_operator(a) for a in np.asarray(lost["actions"])[lost_flags])
     # nothing committed before changed
     assert r["committed_before_lost"] >= 2, r

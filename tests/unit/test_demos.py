@@ -235,7 +235,7 @@ def test_interventions_are_flagged_enveloped_stored_and_join_the_demos(
         ep = store.episode(i)
         a = ep[keys.ACTION][ep[INTERVENED_KEY]]
         assert np.isfinite(a).all() and np.abs(a).max() <= 1.0  # the envelope's output
-        assert not ep[INTERVENED_KEY][0]  # row 0 is the first observation, no action into it
+        assert not ep[INTERVENED_KEY][-1]  # the last row is the final observation, no action
     rows = (tmp_path / "run" / "train.csv").read_text().splitlines()
     assert "intervened_steps" in rows[0]
 

@@ -33,8 +33,8 @@ def test_both_drivers_fill_the_replay_alike_and_take_the_same_next_update(tmp_pa
     for i in range(first.n_episodes):
         ep = first.episode(i)
         node.begin(ep[keys.IMAGE][0], ep["proprio"][0])
-        for t in range(1, len(ep[keys.IMAGE])):
-            node.step(ep[keys.IMAGE][t], ep["proprio"][t], applied_action=ep[keys.ACTION][t])
+        for t in range(1, len(ep[keys.IMAGE])):  # row t - 1's action led to frame t
+            node.step(ep[keys.IMAGE][t], ep["proprio"][t], applied_action=ep[keys.ACTION][t - 1])
         node.finish(ep["reward"][1:], success=False)
     node.close()
     second = EpisodeStore.open(tmp_path / "node" / "replay" / STORE_NAME)

@@ -594,3 +594,41 @@ def test_export_refuses_a_non_empty_folder_and_leaves_it(store, tmp_path):
         export_lerobot(odd, tmp_path / "odd_lerobot")
     assert not (tmp_path / "odd_lerobot").exists() and _leftovers(tmp_path) == []
     assert os.listdir(tmp_path / "taken") == ["mine.txt"]
+
+
+@pytest.mark.parametrize("old_layout", [False, True])
+def test_a_learner_replay_exports_each_action_beside_the_observation_it_followed(
+    tmp_path, old_layout
+):
+    """The learner's replay store (episode kind "agent") exports like demonstrations: row t's
+    action is the command sent after observation t. Stores written before the replay took that
+    layout (row t: the action that led to t; no layout attribute) are shifted by the export."""
+    from video2reward.policies.replay import ReplayBuffer, ReplayConfig
+
+    rb = ReplayBuffer(ReplayConfig(100, 3, 3, 0.99), (3, 16, 16), 4, 4,
+                      directory=tmp_path / "replay", fps=5.0)  # fmt: skip
+    rng = np.random.default_rng(0)
+    sent = rng.uniform(-1, 1, (6, 4)).astype(np.float32)
+    frames = rng.integers(0, 255, (7, 3, 16, 16), np.uint8)
+    rb.start_episode(frames[0], np.zeros(4, np.float32))
+    for t, a in enumerate(sent):  # action t is sent after frame t and leads to frame t + 1
+        rb.add(a, 0.1 * t, frames[t + 1], np.full(4, t + 1, np.float32))
+    rb.end_episode(success=True, intervened=np.arange(6) == 2)
+    store = rb.store
+    assert store is not None
+    if old_layout:  # the same episode as it was stored before: actions one row down
+        ep = store.episode(0)
+        old = EpisodeStore.create(tmp_path / "old.zarr", fps=5.0, source="replay")
+        for k in (keys.ACTION, "intervened"):
+            ep[k] = np.concatenate([np.zeros_like(ep[k][:1]), ep[k][:-1]])
+        old.append_episode(ep, task="online", success=True, kind="agent")
+        store = old
+    export_lerobot(store, tmp_path / "ds")
+    info = json.loads((tmp_path / "ds/meta/info.json").read_text())
+    assert info["fps"] == 5 and info["total_frames"] == 7
+    table = _read_all(tmp_path / "ds", "data/*/*.parquet")
+    actions = np.stack(table.column("action").to_numpy(zero_copy_only=False))
+    np.testing.assert_allclose(actions[:6], sent)
+    assert not actions[6].any()  # the final observation: no command after it
+    flags = table.column("v2r.intervened").to_pylist()
+    assert flags == [False, False, True, False, False, False, False]

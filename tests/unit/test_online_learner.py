@@ -104,12 +104,13 @@ def test_operator_steps_are_flagged_stored_and_join_the_demo_buffer(tmp_path):
     learner.close()
     ep = EpisodeStore.open(tmp_path / "run" / "replay" / STORE_NAME)
     data = ep.episode(0)
-    np.testing.assert_array_equal(data[INTERVENED_KEY][1:], taken)
-    for t, flag in enumerate(taken):  # row t + 1 holds the action that led to it
+    np.testing.assert_array_equal(data[INTERVENED_KEY][:-1], taken)
+    for t, flag in enumerate(taken):  # row t holds the action taken at it (data/keys.py)
         if flag:
-            np.testing.assert_array_equal(data["action"][t + 1], op)
+            np.testing.assert_array_equal(data["action"][t], op)
         else:
-            assert not np.array_equal(data["action"][t + 1], op)
+            assert not np.array_equal(data["action"][t], op)
+    assert not data[INTERVENED_KEY][-1] and not data["action"][-1].any()  # final observation
     assert ep.episode_meta(0)[keys.EPISODE_NOTES] == "operator device lost"
     demos = learner.core.demos
     assert len(demos) == 3  # two segments: steps 1-2 and step 4

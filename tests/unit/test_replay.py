@@ -156,3 +156,53 @@ def test_pixels_only_replay_persists_and_restores(tmp_path: object) -> None:
             assert y is None
         else:
             np.testing.assert_array_equal(x, y)
+
+
+def test_stored_rows_hold_the_action_taken_at_them_and_old_stores_still_restore(
+    tmp_path: object,
+) -> None:
+    """The store is an episode store like the demos' (data/keys.py): row t holds observation t
+    and the action taken after it, the last row a zero action, so an export (LeRobot) needs no
+    shift. A store written before (no layout attribute: row t held the action into t) restores
+    and takes new episodes in its own layout."""
+    from pathlib import Path
+
+    from video2reward.data import keys
+    from video2reward.data.episode_store import EpisodeStore
+    from video2reward.policies.replay import ACTION_ROW_ATTR, INTERVENED_KEY
+
+    rb = make(directory=tmp_path, seed=3)
+    rb.start_episode(frame(0), np.array([0], np.float32))
+    for i in (1, 2, 3):
+        rb.add(np.full(2, i, np.float32), float(i), frame(i), np.array([i], np.float32))
+    rb.end_episode(intervened=np.array([False, True, False]))
+    store = EpisodeStore.open(Path(str(tmp_path)) / "episodes.zarr")
+    ep = store.episode(0)
+    np.testing.assert_array_equal(ep[keys.ACTION][:, 0], [1, 2, 3, 0])  # taken at rows 0-2
+    np.testing.assert_array_equal(ep[INTERVENED_KEY], [False, True, False, False])
+    np.testing.assert_array_equal(ep[keys.IMAGE][:, 0, 0, 0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(ep["reward"], [0, 1, 2, 3])  # of the state at row t
+    again = make(directory=tmp_path, seed=3)
+    assert again.restore() == 3
+    (ops,) = again.restored_interventions
+    np.testing.assert_array_equal(ops.intervened, [False, True, False])
+    np.testing.assert_array_equal(np.stack(ops.actions)[:, 0], [1, 2, 3])
+    a, b = again.sample(32), rb.sample(32)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+    # The layout before: rewrite the store's rows as it held them, without the attribute.
+    old_dir = Path(str(tmp_path)) / "old"
+    old = EpisodeStore.create(old_dir / "episodes.zarr", fps=1.0, source="replay")
+    shifted = {k: np.asarray(v) for k, v in ep.items()}
+    for k in (keys.ACTION, INTERVENED_KEY):
+        shifted[k] = np.concatenate([np.zeros_like(shifted[k][:1]), shifted[k][:-1]])
+    old.append_episode(shifted, task="", success=False, kind="agent")
+    assert ACTION_ROW_ATTR not in old.attrs
+    resumed, same = make(directory=old_dir, seed=3), make(directory=tmp_path, seed=3)
+    assert resumed.restore() == same.restore() == 3
+    for x, y in zip(resumed.sample(32), same.sample(32), strict=True):
+        np.testing.assert_array_equal(x, y)
+    fill(resumed, 10, [4.0])  # appended in the store's own layout
+    new_ep = EpisodeStore.open(old_dir / "episodes.zarr").episode(1)
+    np.testing.assert_array_equal(new_ep[keys.ACTION][:, 0], [0, 11])
