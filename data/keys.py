@@ -34,7 +34,7 @@ EPISODE_NOTES = "episode_notes"  # (E,) str, free text from the operator
 # Store-level attributes.
 ATTR_FPS = "fps"
 ATTR_INTRINSICS = "camera_intrinsics"  # {"width", "height", "fx", "fy", "cx", "cy"}
-ATTR_SOURCE = "source"  # "twin", "robot", "video-import"
+ATTR_SOURCE = "source"  # "twin", "robot", "video-import", "replay", "lerobot-import", ...
 ATTR_FORMAT_VERSION = "format_version"
 # The learner's replay store: "taken" = row t holds the action taken at t (the layout above);
 # absent on replay stores written before 2026-12-06 (row t: the action that led to t).

@@ -443,6 +443,12 @@ _EXTRA_NOTES = {
     "(wall clock for the robot); the timestamp column is frame_index / fps",
     keys.SUCCESS: "twin only: the task predicate at this frame's observation",
     keys.ORACLE_REWARD: "twin only: dense oracle reward at this frame's observation",
+    # the learner's replay store (episode kind "agent")
+    "reward": "learner replay: the reward received on arriving at this frame's observation, "
+    "i.e. for the previous frame's action (0 on the first frame); not LeRobot's next.reward",
+    "cont": "learner replay: 0 if this frame's observation is terminal, else 1",
+    "intervened": "learner replay: this frame's action came from an operator",
+    "proprio": "learner replay: the agent's proprioception (ee_pos xyz m, gripper open fraction)",
 }
 
 

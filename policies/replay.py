@@ -38,7 +38,7 @@ FEATURES_KEY = "features"  # (T, D) float32 observation when it is not an image
 PROPRIO_KEY = "proprio"  # (T, P) float32
 REWARD_KEY = "reward"  # (T,) float32, reward received on arriving at step t (0 at t=0)
 CONT_KEY = "cont"  # (T,) float32, 0 if step t is terminal, else 1
-INTERVENED_KEY = "intervened"  # (T,) bool, the action taken at row t came from an operator
+INTERVENED_KEY = "intervened"  # (T,) bool, row t's action came from an operator (see below)
 # Which action a stored row holds. In memory, slot t holds the action that *led to* observation
 # t (DrQ-v2's time-step layout: row 0 zeros); stores written since 2026-12-06 shift it to the
 # episode layout (data/keys.py: row t, the action taken at t; the last row zeros), so an export
