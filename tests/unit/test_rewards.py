@@ -93,15 +93,20 @@ def test_tc_loss_hand_case():
     assert int(n_short) == 0 and float(short) == 0.0
 
 
-def _tc_loss_loops(emb, t, seq, pos_r, neg_r, margin, cross_clip=True):
+def _tc_loss_loops(emb, t, seq, pos_r, neg_r, margin, cross_clip=True, goal=None):
     n = len(emb)
+    goal = np.zeros(n, bool) if goal is None else goal
     d = ((emb[:, None] - emb[None]) ** 2).sum(-1)
     total, count = 0.0, 0
     for i in range(n):
-        negs = [k for k in range(n) if (cross_clip and seq[k] != seq[i])
-                or (seq[k] == seq[i] and abs(t[k] - t[i]) > neg_r)]
+        negs = [k for k in range(n) if ((cross_clip and seq[k] != seq[i])
+                or (seq[k] == seq[i] and abs(t[k] - t[i]) > neg_r))
+                and not (goal[i] and goal[k])]
+        if not negs:
+            continue
         for j in range(n):
-            if j == i or seq[j] != seq[i] or abs(t[j] - t[i]) > pos_r:
+            goal_pair = goal[i] and goal[j]
+            if j == i or (not goal_pair and (seq[j] != seq[i] or abs(t[j] - t[i]) > pos_r)):
                 continue
             count += 1
             semi = [d[i, k] for k in negs if d[i, k] > d[i, j]]
@@ -125,6 +130,14 @@ def test_hold_c_tc_loss_matches_loop_reference():
                      cross_clip_negatives=False)
     assert float(own) == pytest.approx(ref_own, rel=1e-6)
     assert ref_own != pytest.approx(ref)
+    # goal-set frames (TCN's at-goal frames): positives of each other across clips, and never
+    # each other's negatives
+    goal = np.isin(np.arange(12), [4, 5, 10, 11])
+    ref_goal, count_goal = _tc_loss_loops(emb, t, seq, 1, 2, 0.2, goal=goal)
+    ours_goal, n_goal = tc_loss(torch.tensor(emb), torch.tensor(t), torch.tensor(seq), 1, 2, 0.2,
+                                goal=torch.tensor(goal))
+    assert int(n_goal) == count_goal > count  # the cross-clip goal pairs join the positives
+    assert float(ours_goal) == pytest.approx(ref_goal, rel=1e-6)
 
 
 def test_rank_losses_hand_cases():

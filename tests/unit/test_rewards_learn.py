@@ -133,7 +133,8 @@ def test_loaded_model_scores_like_trained(demos_path, heldout, tmp_path):
 def test_hold_r_pairs_some_frames_with_another_demos_goal_as_far(heldout):
     cls = method_class("hold_r")
     model = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=400,
-                               other_goal_fraction=0.25, other_goal_steps=2.0))
+                               other_goal_fraction=0.25, other_goal_steps=2.0,
+                               demo_goal_fraction=0.0))
     batch = model.sample_batch(heldout, np.random.default_rng(0))
     target = batch["target_steps"].numpy()
     far = 2.0 * heldout.lengths.max()
@@ -172,7 +173,8 @@ def test_hold_r_pairs_frames_after_success_with_the_success_frame_at_zero(heldou
 
     cls = method_class("hold_r")
     model = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=4000, augment="none",
-                               other_goal_fraction=0.25, at_goal_fraction=0.25))
+                               other_goal_fraction=0.25, at_goal_fraction=0.25,
+                               demo_goal_fraction=0.0))
     batch = model.sample_batch(labelled, np.random.default_rng(0))
     target = batch["target_steps"].numpy()
     s_idx, g_idx = batch["frames"][:, :, 0, 0, 0].round().long().numpy().T
@@ -194,6 +196,43 @@ def test_hold_r_pairs_frames_after_success_with_the_success_frame_at_zero(heldou
     regress = target != 2.0 * heldout.lengths.max()
     assert 0.7 < regress.mean() < 0.8 and g_idx[regress].max() == 19
     np.testing.assert_array_equal(target[regress], g_idx[regress] - s_idx[regress])
+
+
+def test_hold_r_pairs_frames_with_another_demos_goal_at_their_own_steps_to_go(heldout):
+    """Demo-goal pairs: a frame of one demo against a frame of another demo's goal set, target
+    the steps this demo still needs to its own goal; wrong goals then come from before the
+    other demo's goal set only, so no frame is both "the goal" and "far"."""
+    first = 8
+    videos, labelled = _frame_indexed(heldout, first)
+    for i, v in enumerate(videos):
+        v[:, 0, 0, 1] = 10 * (i + 1)  # the episode, in a second channel
+    from video2reward.rewards.data import VideoDataset
+
+    labelled = VideoDataset(videos, labelled.infos, heldout.size_px)
+    cls = method_class("hold_r")
+    model = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=4000, augment="none",
+                               other_goal_fraction=0.2, at_goal_fraction=0.2,
+                               demo_goal_fraction=0.3))
+    batch = model.sample_batch(labelled, np.random.default_rng(0))
+    target = batch["target_steps"].numpy()
+    px = batch["frames"][:, :, :2, 0, 0].round().long().numpy()  # (B, 2 frames, 2 channels)
+    s_idx, g_idx = px[:, 0, 0], px[:, 1, 0]
+    s_ep, g_ep = px[:, 0, 1], px[:, 1, 1]
+    far = target > heldout.lengths.max()
+    cross = (s_ep != g_ep) & ~far
+    assert 0.25 < cross.mean() < 0.35  # about the requested fraction
+    assert (g_idx[cross] >= first).all()  # the other demo's goal set
+    np.testing.assert_array_equal(target[cross], np.maximum(first - s_idx[cross], 0))
+    assert (g_idx[far] < first).all() and (s_ep[far] != g_ep[far]).all()
+    assert 0.15 < far.mean() < 0.25
+    # 0 turns them off: every pair from another demo is a wrong goal again
+    off = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=2000, augment="none",
+                             demo_goal_fraction=0.0))
+    b2 = off.sample_batch(labelled, np.random.default_rng(0))
+    px2 = b2["frames"][:, :, 1, 0, 0].round().long().numpy()
+    assert (b2["target_steps"].numpy()[px2[:, 0] != px2[:, 1]] > heldout.lengths.max()).all()
+    with pytest.raises(ValueError, match="demo_goal_fraction"):
+        cls.config_cls(other_goal_fraction=0.3, at_goal_fraction=0.3, demo_goal_fraction=0.4)
 
 
 def test_tcn_at_goal_frames_sit_at_the_first_success_time(heldout):
