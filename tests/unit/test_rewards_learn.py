@@ -160,6 +160,16 @@ def _frame_indexed(heldout, first: int):
     return videos, VideoDataset(videos, infos, heldout.size_px)
 
 
+def _hold_r_batch(data, **fractions):
+    """A HOLD-R model with these pair fractions, one 4000-pair batch of ``data`` (no
+    augmentation, so pixel values read back), and its targets."""
+    cls = method_class("hold_r")
+    model = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=4000, augment="none",
+                               **fractions))
+    batch = model.sample_batch(data, np.random.default_rng(0))
+    return model, batch, batch["target_steps"].numpy()
+
+
 def test_hold_r_pairs_frames_after_success_with_the_success_frame_at_zero(heldout):
     """At-goal pairs: a frame from the first success on, against that frame, target 0 steps;
     regression pairs and wrong goals stop KEEP_AFTER_SUCCESS frames after it."""
@@ -171,12 +181,8 @@ def test_hold_r_pairs_frames_after_success_with_the_success_frame_at_zero(heldou
     # no labels: whole episodes
     assert (heldout.cut_lengths(KEEP_AFTER_SUCCESS) == heldout.lengths).all()
 
-    cls = method_class("hold_r")
-    model = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=4000, augment="none",
-                               other_goal_fraction=0.25, at_goal_fraction=0.25,
-                               demo_goal_fraction=0.0))
-    batch = model.sample_batch(labelled, np.random.default_rng(0))
-    target = batch["target_steps"].numpy()
+    model, batch, target = _hold_r_batch(labelled, other_goal_fraction=0.25,
+                                         at_goal_fraction=0.25, demo_goal_fraction=0.0)
     s_idx, g_idx = batch["frames"][:, :, 0, 0, 0].round().long().numpy().T
     wrong = target == 2.0 * cut
     at_goal = ~wrong & ((s_idx > g_idx) | ((target == 0) & (g_idx == first)))
@@ -209,12 +215,8 @@ def test_hold_r_pairs_frames_with_another_demos_goal_at_their_own_steps_to_go(he
     from video2reward.rewards.data import VideoDataset
 
     labelled = VideoDataset(videos, labelled.infos, heldout.size_px)
-    cls = method_class("hold_r")
-    model = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=4000, augment="none",
-                               other_goal_fraction=0.2, at_goal_fraction=0.2,
-                               demo_goal_fraction=0.3))
-    batch = model.sample_batch(labelled, np.random.default_rng(0))
-    target = batch["target_steps"].numpy()
+    _, batch, target = _hold_r_batch(labelled, other_goal_fraction=0.2, at_goal_fraction=0.2,
+                                     demo_goal_fraction=0.3)
     px = batch["frames"][:, :, :2, 0, 0].round().long().numpy()  # (B, 2 frames, 2 channels)
     s_idx, g_idx = px[:, 0, 0], px[:, 1, 0]
     s_ep, g_ep = px[:, 0, 1], px[:, 1, 1]
@@ -226,13 +228,12 @@ def test_hold_r_pairs_frames_with_another_demos_goal_at_their_own_steps_to_go(he
     assert (g_idx[far] < first).all() and (s_ep[far] != g_ep[far]).all()
     assert 0.15 < far.mean() < 0.25
     # 0 turns them off: every pair from another demo is a wrong goal again
-    off = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=2000, augment="none",
-                             demo_goal_fraction=0.0))
-    b2 = off.sample_batch(labelled, np.random.default_rng(0))
+    _, b2, t2 = _hold_r_batch(labelled, demo_goal_fraction=0.0)
     px2 = b2["frames"][:, :, 1, 0, 0].round().long().numpy()
-    assert (b2["target_steps"].numpy()[px2[:, 0] != px2[:, 1]] > heldout.lengths.max()).all()
+    assert (t2[px2[:, 0] != px2[:, 1]] > heldout.lengths.max()).all()
     with pytest.raises(ValueError, match="demo_goal_fraction"):
-        cls.config_cls(other_goal_fraction=0.3, at_goal_fraction=0.3, demo_goal_fraction=0.4)
+        method_class("hold_r").config_cls(other_goal_fraction=0.3, at_goal_fraction=0.3,
+                                          demo_goal_fraction=0.4)
 
 
 def test_tcn_at_goal_frames_sit_at_the_first_success_time(heldout):
