@@ -17,7 +17,7 @@ index never points at a half-written episode.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -386,6 +386,18 @@ class EpisodeWriter:
             self.close()
         else:
             self.discard()
+
+
+def shift_rows(arrays: dict[str, np.ndarray], names: Iterable[str], *, down: bool) -> None:
+    """Move each ``arrays[name]`` (those present) one row along the episode, in place, the
+    vacated row zero: ``down`` row t takes row t-1, else row t takes row t+1. Converts the
+    learner replay's in-memory rows (row t: the action that led to observation t) to the
+    episode layout of data/keys.py (row t: the action taken at t) and back."""
+    for k in names:
+        if k in arrays:
+            a = np.asarray(arrays[k])
+            zero = np.zeros_like(a[:1])
+            arrays[k] = np.concatenate([zero, a[:-1]] if down else [a[1:], zero])
 
 
 def repair_index(

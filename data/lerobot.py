@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from video2reward.data import keys
-from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError, shift_rows
 
 CODEBASE_VERSION = "v3.0"
 INFO_PATH = "meta/info.json"
@@ -625,9 +625,8 @@ def _export(
         for i in range(store.n_episodes):
             meta = store.episode_meta(i)
             ep = store.episode(i)
-            for k in (keys.ACTION, "intervened") if led_to else ():
-                if k in ep:
-                    ep[k] = np.concatenate([ep[k][1:], np.zeros_like(ep[k][:1])])
+            if led_to:
+                shift_rows(ep, (keys.ACTION, "intervened"), down=False)
             task = str(meta[keys.EPISODE_TASK])
             task_index = tasks.setdefault(task, len(tasks))
             table, cols = _episode_table(

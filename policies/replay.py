@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 from video2reward.data import keys
-from video2reward.data.episode_store import EpisodeStore
+from video2reward.data.episode_store import EpisodeStore, shift_rows
 
 STORE_NAME = "episodes.zarr"
 FEATURES_KEY = "features"  # (T, D) float32 observation when it is not an image
@@ -265,8 +265,7 @@ class ReplayBuffer:
                 flags[1 : 1 + len(intervened)] = np.asarray(intervened, bool)[: end - start - 1]
             data[INTERVENED_KEY] = flags
             if self._taken_rows:  # to the episode layout: row t, the action taken at t
-                for k in (keys.ACTION, INTERVENED_KEY):
-                    data[k] = np.concatenate([data[k][1:], np.zeros_like(data[k][:1])])
+                shift_rows(data, (keys.ACTION, INTERVENED_KEY), down=False)
             self.store.append_episode(data, task=self.task, success=success, kind="agent",
                                       notes=note)  # fmt: skip
         self._pending = {}
@@ -363,14 +362,12 @@ class ReplayBuffer:
             fields.append(PROPRIO_KEY)
         no_proprio = np.zeros(0, np.float32)
         flagged = INTERVENED_KEY in self.store.data_keys
-        taken_rows = self.store.attrs.get(ACTION_ROW_ATTR) == "taken"
         store, self.store = self.store, None  # do not re-persist while loading
         try:
             for i in reversed(keep):
                 ep = store.episode(i, fields + ([INTERVENED_KEY] if flagged else []))
-                if taken_rows:  # back to the in-memory layout: row t, the action into t
-                    for k in (keys.ACTION, INTERVENED_KEY) if flagged else (keys.ACTION,):
-                        ep[k] = np.concatenate([np.zeros_like(ep[k][:1]), ep[k][:-1]])
+                if self._taken_rows:  # back to the in-memory layout: row t, the action into t
+                    shift_rows(ep, (keys.ACTION, INTERVENED_KEY), down=True)
                 obs = np.asarray(ep[obs_key])
                 if self.pixels:
                     obs = obs.transpose(0, 3, 1, 2)

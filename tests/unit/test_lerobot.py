@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from video2reward.cli.main import main as v2r
 from video2reward.data import keys
-from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError, shift_rows
 from video2reward.data.lerobot import (
     LeRobotFormatError,
     LeRobotImportConfig,
@@ -619,8 +619,7 @@ def test_a_learner_replay_exports_each_action_beside_the_observation_it_followed
     if old_layout:  # the same episode as it was stored before: actions one row down
         ep = store.episode(0)
         old = EpisodeStore.create(tmp_path / "old.zarr", fps=5.0, source="replay")
-        for k in (keys.ACTION, "intervened"):
-            ep[k] = np.concatenate([np.zeros_like(ep[k][:1]), ep[k][:-1]])
+        shift_rows(ep, (keys.ACTION, "intervened"), down=True)
         old.append_episode(ep, task="online", success=True, kind="agent")
         store = old
     export_lerobot(store, tmp_path / "ds")

@@ -168,7 +168,7 @@ def test_stored_rows_hold_the_action_taken_at_them_and_old_stores_still_restore(
     from pathlib import Path
 
     from video2reward.data import keys
-    from video2reward.data.episode_store import EpisodeStore
+    from video2reward.data.episode_store import EpisodeStore, shift_rows
     from video2reward.policies.replay import ACTION_ROW_ATTR, INTERVENED_KEY
 
     rb = make(directory=tmp_path, seed=3)
@@ -195,8 +195,7 @@ def test_stored_rows_hold_the_action_taken_at_them_and_old_stores_still_restore(
     old_dir = Path(str(tmp_path)) / "old"
     old = EpisodeStore.create(old_dir / "episodes.zarr", fps=1.0, source="replay")
     shifted = {k: np.asarray(v) for k, v in ep.items()}
-    for k in (keys.ACTION, INTERVENED_KEY):
-        shifted[k] = np.concatenate([np.zeros_like(shifted[k][:1]), shifted[k][:-1]])
+    shift_rows(shifted, (keys.ACTION, INTERVENED_KEY), down=True)
     old.append_episode(shifted, task="", success=False, kind="agent")
     assert ACTION_ROW_ATTR not in old.attrs
     resumed, same = make(directory=old_dir, seed=3), make(directory=tmp_path, seed=3)
