@@ -42,8 +42,9 @@ def main() -> int:
                    help="a demo store other than the benchmark's (its name joins the variant's)")
     args = p.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
+    from video2reward.policies.demos import DemoSpec
     from video2reward.policies.drqv2 import DrQV2Config
-    from video2reward.policies.train import DemoSpec, RewardSpec, TrainConfig, train
+    from video2reward.policies.train import RewardSpec, TrainConfig, train
 
     base = ROOT / "runs" / "bench_robot_time" / "reach"
     reward, demos = base / "rank2reward_2000", base / "demos.zarr"
@@ -63,11 +64,11 @@ def main() -> int:
                         bc_weight=args.bc_weight, bc_encoder=args.bc_encoder)  # fmt: skip
     cfg = TrainConfig(
         task="reach", out=str(out), seed=args.seed, image_size=84, agent_image_size=args.px,
-        threads=1, num_train_frames=1, num_seed_frames=500, eval_every_frames=1000,
+        threads=1, num_train_frames=1, seed_steps=250, eval_every_frames=1000,
         num_eval_episodes=args.episodes, replay_capacity_steps=10_000, video=False,
         progress_bar=False, resume=out.exists(), agent=agent, proprio=not args.no_proprio,
-        reward=RewardSpec(source="model", ckpt=str(reward), success="model", success_bonus=1.0,
-                          alpha=1.0),
+        success_bonus=1.0, reward=RewardSpec(source="model", ckpt=str(reward), success="model",
+                                             alpha=1.0),
         demos=DemoSpec(path=str(demos), max_episodes=args.max_demos,
                        pretrain_updates=args.pretrain),
     )  # fmt: skip

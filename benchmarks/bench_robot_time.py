@@ -54,9 +54,10 @@ def frames_to_90(rows: list[dict[str, str]], need: int = 3) -> tuple[int | None,
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from video2reward.policies.demos import DemoSpec
     from video2reward.policies.drqv2 import DrQV2Config
     from video2reward.policies.intervention import InterventionConfig
-    from video2reward.policies.train import DemoSpec, RewardSpec, TrainConfig, train
+    from video2reward.policies.train import RewardSpec, TrainConfig, train
 
     base = ROOT / "runs" / "bench_robot_time" / args.task
     demos = base / "demos.zarr"
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shift_pad_px=3 if args.agent_px == 48 else 4,
     )  # fmt: skip
     rspec = RewardSpec(
-        source="model", ckpt=str(reward), success=args.success, success_bonus=args.success_bonus,
+        source="model", ckpt=str(reward), success=args.success,
         disc_update_every_steps=args.disc_every if args.reward == "rank2reward" else 0,
         disc_steps=args.disc_steps,
         alpha=args.alpha if args.reward == "rank2reward" else None,
@@ -90,10 +91,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = TrainConfig(
         task=args.task, out=str(out), seed=args.seed, image_size=84, agent_image_size=args.agent_px,
         threads=1, num_train_frames=args.frames or BARS[args.task],
-        num_seed_frames=500 if with_demos else 2000, eval_every_frames=args.eval_every,
+        seed_steps=250 if with_demos else 1000, eval_every_frames=args.eval_every,
         num_eval_episodes=args.eval_episodes, checkpoint_every_frames=args.eval_every,
         replay_capacity_steps=100_000, resume=out.exists(), video=False,
-        reward=rspec, agent=agent,
+        reward=rspec, agent=agent, success_bonus=args.success_bonus,
         demos=DemoSpec(path=str(demos) if with_demos else "", max_episodes=args.demos,
                        pretrain_updates=args.pretrain if with_demos else 0),
         intervention=InterventionConfig(enabled=args.interventions),
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "interventions": args.interventions, "seed": args.seed, "variant": args.tag,
         "bc_weight": agent.bc_weight, "bc_encoder": agent.bc_encoder, "agent_px": args.agent_px,
         "updates_per_step": agent.updates_per_step, "alpha": rspec.alpha,
-        "disc_every": rspec.disc_update_every_steps, "success_bonus": rspec.success_bonus,
+        "disc_every": rspec.disc_update_every_steps, "success_bonus": cfg.success_bonus,
         "reward_steps": args.reward_steps, "pretrain_updates": cfg.demos.pretrain_updates,
         "frames_to_90": f90,
         "intervened_steps": summary["intervened_steps"], "takeovers": summary["takeovers"],

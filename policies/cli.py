@@ -9,7 +9,7 @@ r"""``v2r rl train``: DrQ-v2 on a twin task, with the oracle or a learned reward
 ``agent=<name>`` picks configs/rl_agent/<name>.yaml (gpu: the paper's full size, the default;
 cpu: 48 px pixels sized for 2 cores; cpu_features: frozen reward-model embedding);
 ``reward=<name>`` picks configs/rl_reward/<name>.yaml (oracle, vip, rank2reward, model). Every
-field can be overridden: ``agent.batch_size=128``, ``reward.success_bonus=1``, ``threads=1``.
+field can be overridden: ``agent.batch_size=128``, ``success_bonus=1``, ``threads=1``.
 ``v2r`` itself re-runs under tcmalloc where installed (measured: most DrQ-v2 update runs on
 the CPU 1.3-2.8x faster; glibc's allocator page-faults on every step's activations).
 """

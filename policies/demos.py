@@ -36,11 +36,34 @@ from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
 __all__ = [
     "DemoEpisode",
     "DemoError",
+    "DemoSpec",
     "add_segment",
     "demo_replay",
     "load_demo_episodes",
     "sample_mixed",
 ]
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """Demonstrations with actions in replay; part of both drivers' :class:`LearnSpec
+    <video2reward.policies.learner.LearnSpec>` (``demos.*`` in ``v2r rl train``; the learner
+    node's ``demos``, ``demo_fraction``, ``demo_max_episodes``, ``pretrain_updates``)."""
+
+    path: str = ""  # episode store with actions ('' = no demonstrations)
+    max_episodes: int = 0  # the first N successful episodes (0 = all)
+    fraction: float = 0.5  # share of every batch drawn from them (RLPD's symmetric sampling)
+    # Updates on demonstration batches alone before the first env step (BC + critic on the
+    # relabelled demos): they cost computer time, no robot time. 0 = none (RLPD).
+    pretrain_updates: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pretrain_updates < 0:
+            raise ValueError(f"demos.pretrain_updates must be >= 0, got {self.pretrain_updates}")
+        if self.max_episodes < 0:
+            raise ValueError(f"demos.max_episodes must be >= 0, got {self.max_episodes}")
+        if not 0.0 <= self.fraction < 1.0:
+            raise ValueError(f"demos.fraction must be in [0, 1), got {self.fraction}")
 
 
 class DemoError(ValueError):

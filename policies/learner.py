@@ -1,11 +1,16 @@
 """One learner core for every driver: the twin trainer (``v2r rl train``) and the learner node.
 
-    core = LearnerCore(CoreConfig(...), agent, replay, demos=demo_buffer)
+    core = LearnerCore(spec.core_config(learner="thread"), agent, replay, demos=demo_buffer)
     a = core.begin(frame, proprio)              # an episode's first agent frame -> first action
     core.record(a, frame, proprio)              # each agent step: the transition, reward pending
     a = core.act(proprio)                       # on the frame stack the core keeps
     core.maybe_update()                         # updates when due (seed steps, update ratio)
     core.finish(rewards, success_calls)         # relabelled rewards; commits the episode
+
+One config for what learning is: :class:`LearnSpec` (seed, device, frame stack, proprio,
+replay size, seed steps, success bonus, the demonstrations, the DrQ-v2 agent). The twin
+trainer's ``TrainConfig`` and the learner node's ``OnlineConfig`` are subclasses that add only
+what their driver has; ``LearnSpec.core_config`` builds the core's config from it.
 
 What the core owns, so that both drivers mean the same by every option:
 - the frame stack the policy acts on and the replay's episode in progress;
@@ -27,20 +32,27 @@ topics), and their own counters and logs.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
-from video2reward.compute.device import Staged, training_stream
-from video2reward.policies.demos import DemoEpisode, add_segment, demo_replay, sample_mixed
-from video2reward.policies.drqv2 import DrQV2Agent, NonFiniteError, Policy
+from video2reward.compute.device import Staged, check_device_name, training_stream
+from video2reward.policies.demos import (
+    DemoEpisode,
+    DemoSpec,
+    add_segment,
+    demo_replay,
+    sample_mixed,
+)
+from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, NonFiniteError, Policy
 from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
 
-__all__ = ["CoreConfig", "LearnerCore", "LearnerThread", "with_bonus"]
+__all__ = ["CoreConfig", "LearnSpec", "LearnerCore", "LearnerThread", "with_bonus"]
 
 
 def with_bonus(rewards: np.ndarray, success_calls: np.ndarray, bonus: float) -> np.ndarray:
@@ -78,6 +90,59 @@ class CoreConfig:
             raise ValueError(f"success_bonus must be finite, got {self.success_bonus}")
         if not 0.0 <= self.demo_fraction < 1.0:
             raise ValueError(f"demo_fraction must be in [0, 1), got {self.demo_fraction}")
+
+
+@dataclass(frozen=True)
+class LearnSpec:
+    """What learning is, one definition for both drivers: the twin trainer's
+    :class:`~video2reward.policies.train.TrainConfig` and the learner node's
+    :class:`~video2reward.policies.online.OnlineConfig` are this class plus what only their
+    driver has (the twin's budgets and evaluations; the node's topics' timing and its
+    checkpoints per episode). A field means the same in both, with the same default and the
+    same checks; the node's ROS parameters carry these names (``demos.*`` as ``demos``,
+    ``demo_fraction``, ``demo_max_episodes``, ``pretrain_updates``) and the agent's fields
+    flat. Counts are agent steps (one agent step = ``action_repeat`` twin frames)."""
+
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA when available, else CPU), cpu, cuda or cuda:N
+    frame_stack: int = 3  # frames per observation (DrQ-v2: 3)
+    proprio: bool = True  # ee position (3) + gripper opening (1) beside the pixels
+    replay_capacity_steps: int = 100_000  # agent steps kept (np.empty: unused rows cost nothing)
+    seed_steps: int = 2000  # agent steps recorded before the first update (DrQ-v2: 4000 frames)
+    # Added to the reward of every step the success call says is successful: the reward
+    # model's call or the operator's key (which calls the episode's last step only).
+    success_bonus: float = 0.0
+    demos: DemoSpec = field(default_factory=DemoSpec)
+    agent: DrQV2Config = field(default_factory=DrQV2Config)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.demos, dict):
+            object.__setattr__(self, "demos", DemoSpec(**self.demos))
+        if isinstance(self.agent, dict):
+            object.__setattr__(self, "agent", DrQV2Config(**self.agent))
+        check_device_name(self.device)
+        if self.frame_stack < 1:
+            raise ValueError(f"frame_stack must be >= 1, got {self.frame_stack}")
+        if self.replay_capacity_steps < 100:
+            raise ValueError(f"replay_capacity_steps must be >= 100, got "
+                             f"{self.replay_capacity_steps}")  # fmt: skip
+        if self.seed_steps < 0 or self.seed < 0:
+            raise ValueError("seed_steps and seed must be >= 0")
+        if not np.isfinite(self.success_bonus):
+            raise ValueError(f"success_bonus must be finite, got {self.success_bonus}")
+        if self.demos.pretrain_updates and not self.demos.path:
+            raise ValueError("demos.pretrain_updates needs demonstrations (demos.path)")
+        if self.demos.pretrain_updates and self.agent.num_expl_steps:
+            # a policy pretrained on the demos acts from the first frame: no uniform phase
+            object.__setattr__(self, "agent", dataclasses.replace(self.agent, num_expl_steps=0))
+
+    def core_config(self, **driver: Any) -> CoreConfig:
+        """The core's config: this spec's learning options and the driver's scheduling
+        (``learner``, ``when_lagging``, ...); ``driver`` may override the bonus (the oracle
+        baseline adds its own per frame)."""
+        return CoreConfig(**{"frame_stack": self.frame_stack, "seed_steps": self.seed_steps,
+                             "success_bonus": self.success_bonus,
+                             "demo_fraction": self.demos.fraction, **driver})  # fmt: skip
 
 
 class DemoRewarder(Protocol):

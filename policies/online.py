@@ -19,21 +19,20 @@ synchronised policy copy: a control tick never waits for an update.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from video2reward.compute.device import check_device_name, resolve_device
+from video2reward.compute.device import resolve_device
 from video2reward.data.images import prepare_frame
 from video2reward.policies.demos import demo_replay, load_demo_episodes, rows_per_step
-from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, NonFiniteError
-from video2reward.policies.learner import CoreConfig, LearnerCore, relabelled_demos
+from video2reward.policies.drqv2 import DrQV2Agent, NonFiniteError
+from video2reward.policies.learner import LearnerCore, LearnSpec, relabelled_demos
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
 from video2reward.policies.train import PROPRIO_DIM, EpisodeRewarder, RewardSpec
 
@@ -49,29 +48,22 @@ class ReplayWriteError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class OnlineConfig:
+class OnlineConfig(LearnSpec):
+    """The learner node's run: :class:`~video2reward.policies.learner.LearnSpec` (seed, device,
+    frame stack, proprio, replay, seed steps, success bonus, ``demos``, ``agent``: the same
+    fields as ``v2r rl train``'s) plus what only the node has."""
+
     out: str = "runs/learner"  # run folder: agent.pt, state.json, replay/
     image_size: int = 84  # frames are resized to this square before the agent sees them
-    frame_stack: int = 3
-    proprio: bool = True  # ee_pos (3) + gripper open fraction (1) beside the pixels
     eval_mode: bool = False  # act with the mean action; no replay, no updates
-    replay_capacity_steps: int = 100_000
     checkpoint_every_episodes: int = 1
     update_threads: int = 1  # torch threads of the update thread (the CPU is shared)
     max_learner_lag_updates: int = 8  # owed updates beyond which new ones are skipped
-    device: str = "auto"
-    seed: int = 0
-    success_bonus: float = 0.0  # on every step called successful (an operator key: the last)
-    seed_steps: int = 500  # agent steps recorded before the first update
-    # Demonstrations with actions in replay (policies/demos.py), rewarded by reward_ckpt (the
-    # reward node's model) through the twin trainer's relabelling path.
-    demos: str = ""  # episode store with actions ('' = none)
-    reward_ckpt: str = ""  # the reward model (needed with demos)
-    demo_fraction: float = 0.5  # share of every batch from the demos (RLPD's symmetric sampling)
-    demo_max_episodes: int = 0  # first N successful episodes (0 = all)
+    # The reward model: it rewards the demonstrations (demos.path) through the twin trainer's
+    # relabelling path, and tells the node how to gather a step's frame rewards.
+    reward_ckpt: str = ""
     demo_rows_per_step: int = 0  # recorded rows per control step (0: from the store's timestamps)
     control_hz: float = 10.0  # control steps per second (to cut demos into steps)
-    pretrain_updates: int = 0  # updates on the demos alone before the first frame
     # An operator may take over (the node's intervention topic): their steps are flagged in
     # the replay and join the demo buffer, which keeps room for this many of them.
     interventions: bool = False
@@ -82,32 +74,20 @@ class OnlineConfig:
     # Reward), which the reward node refuses. The node keeps the episode's camera frames (one
     # per step) until it ends.
     episode_rewards: bool = False
-    agent: DrQV2Config = field(default_factory=DrQV2Config)
 
     def __post_init__(self) -> None:
-        if isinstance(self.agent, dict):
-            object.__setattr__(self, "agent", DrQV2Config(**self.agent))
+        super().__post_init__()
         if not 16 <= self.image_size <= 480:
             raise ValueError(f"image_size must be in [16, 480], got {self.image_size}")
-        if self.frame_stack < 1 or self.checkpoint_every_episodes < 1:
-            raise ValueError("frame_stack and checkpoint_every_episodes must be >= 1")
-        if self.replay_capacity_steps < 100:
-            raise ValueError("replay_capacity_steps must be >= 100")
-        check_device_name(self.device)
-        if self.demos and not self.reward_ckpt:
+        if self.checkpoint_every_episodes < 1:
+            raise ValueError("checkpoint_every_episodes must be >= 1")
+        if self.demos.path and not self.reward_ckpt:
             raise ValueError("demos need reward_ckpt: demonstrations are rewarded by the model "
                              "that rewards the live stream")  # fmt: skip
-        if not 0.0 <= self.demo_fraction < 1.0:
-            raise ValueError(f"demo_fraction must be in [0, 1), got {self.demo_fraction}")
-        if self.pretrain_updates < 0 or self.demo_rows_per_step < 0 or self.control_hz <= 0:
-            raise ValueError("pretrain_updates, demo_rows_per_step >= 0 and control_hz > 0")
-        if self.pretrain_updates and not self.demos:
-            raise ValueError("pretrain_updates needs demos")
+        if self.demo_rows_per_step < 0 or self.control_hz <= 0:
+            raise ValueError("demo_rows_per_step must be >= 0 and control_hz > 0")
         if self.episode_rewards and not self.reward_ckpt:
             raise ValueError("episode_rewards needs reward_ckpt: the model that scores episodes")
-        if self.pretrain_updates and self.agent.num_expl_steps:
-            # a policy pretrained on the demos acts from the first frame: no uniform phase
-            object.__setattr__(self, "agent", dataclasses.replace(self.agent, num_expl_steps=0))
 
 
 def step_rewards(
@@ -185,18 +165,14 @@ class OnlineLearner:
             )
             self.restored_steps = replay.restore()
         demos = None
-        if replay is not None and (c.demos or c.interventions):
+        if replay is not None and (c.demos.path or c.interventions):
             demos = self._demo_buffer(replay.cfg, proprio_dim)
         self.core = LearnerCore(
-            CoreConfig(
-                frame_stack=c.frame_stack,
-                seed_steps=c.seed_steps,
+            c.core_config(
                 learner="thread",
                 max_learner_lag_updates=c.max_learner_lag_updates,
                 when_lagging="skip",
                 update_threads=c.update_threads,
-                success_bonus=c.success_bonus,
-                demo_fraction=c.demo_fraction,
                 act_seed=c.seed + 7,
             ),
             self.agent,
@@ -213,15 +189,15 @@ class OnlineLearner:
         """``pretrain_updates`` updates on the demos alone, once per run (a restart does not
         repeat them), then a checkpoint; returns the updates made."""
         c = self.config
-        if self.core.demos is None or not c.pretrain_updates or self.state.get("pretrained"):
+        if self.core.demos is None or not c.demos.pretrain_updates or self.state.get("pretrained"):
             return 0
         # torch's intra-op thread count is per calling thread here: two threads beside the
         # graph's other processes run many times slower than one
         torch.set_num_threads(c.update_threads)
-        self.core.pretrain(c.pretrain_updates, progress_bar=progress_bar)
+        self.core.pretrain(c.demos.pretrain_updates, progress_bar=progress_bar)
         self.state["pretrained"] = True
         self.checkpoint()
-        return c.pretrain_updates
+        return c.demos.pretrain_updates
 
     @property
     def episode_steps(self) -> int:
@@ -240,11 +216,12 @@ class OnlineLearner:
         c = self.config
         extra = c.intervention_capacity_steps if c.interventions else 0
         shape = (3, c.image_size, c.image_size)
-        if not c.demos:
+        if not c.demos.path:
             return demo_replay([], replay_cfg, self._frame, lambda d: np.zeros(0), proprio_dim,
                                shape, extra)  # fmt: skip
         rows = self._rows_per_step()
-        demos = load_demo_episodes(c.demos, rows, c.demo_max_episodes, (c.image_size,) * 2)
+        demos = load_demo_episodes(c.demos.path, rows, c.demos.max_episodes,
+                                   (c.image_size,) * 2)
         rewarder = self.rewarder
         buffer, thr = relabelled_demos(demos, [d.images for d in demos], rewarder,
                                        c.success_bonus, replay_cfg, self._frame, proprio_dim,
@@ -256,9 +233,9 @@ class OnlineLearner:
     def _rows_per_step(self) -> int:
         """Recorded rows of the demos per control step (1 without demos)."""
         c = self.config
-        if not c.demos:
+        if not c.demos.path:
             return c.demo_rows_per_step or 1
-        return c.demo_rows_per_step or rows_per_step(c.demos, c.control_hz)
+        return c.demo_rows_per_step or rows_per_step(c.demos.path, c.control_hz)
 
     @property
     def rewarder(self) -> EpisodeRewarder:

@@ -19,7 +19,7 @@ rewards such as VIP's span one agent step) before the episode enters the replay;
 model's discriminator is updated online on recent agent frames, ``reward.disc_steps`` steps
 every ``reward.disc_update_every_steps`` agent steps (the official code: 20 every 2000, after
 the seed frames). Stored rewards are not
-recomputed after later discriminator updates. ``reward.success_bonus`` adds a sparse term.
+recomputed after later discriminator updates. ``success_bonus`` adds a sparse term.
 
 Learner. ``learner=thread`` runs updates in a background thread on a snapshot-synchronised
 copy of the policy, so env stepping/rendering and acting overlap with updates and never wait on
@@ -44,7 +44,6 @@ from typing import Any
 import numpy as np
 import torch
 from video2reward.compute.device import (
-    check_device_name,
     resolve_device,
     set_deterministic,
 )
@@ -53,11 +52,10 @@ from video2reward.data.images import prepare_frame, prepare_frames
 from video2reward.policies.demos import demo_replay, load_demo_episodes
 from video2reward.policies.drqv2 import (
     DrQV2Agent,
-    DrQV2Config,
     NonFiniteError,
 )
 from video2reward.policies.intervention import InterventionConfig, ScriptedIntervener
-from video2reward.policies.learner import CoreConfig, LearnerCore, relabelled_demos
+from video2reward.policies.learner import LearnerCore, LearnSpec, relabelled_demos
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
 from video2reward.rewards.rank2reward import OnlineDiscriminator
 
@@ -72,7 +70,6 @@ class RewardSpec:
     source: str = "oracle"  # "oracle" (the env's dense reward) or "model" (a rewards/ checkpoint)
     ckpt: str = ""  # reward-model run folder or .pt, for source=model
     scale: float = 1.0  # multiplies the reward (oracle or model)
-    success_bonus: float = 0.0  # added on every step the success call says is successful
     # Who calls success during learning: "model" (the reward model's progress at or above
     # success_progress), "oracle" (the twin's predicate: evaluation-only information, so the
     # run's summary says oracle_in_learning) or "none". "auto": model with a reward model,
@@ -103,8 +100,8 @@ class RewardSpec:
             raise ValueError(f"reward.source must be 'oracle' or 'model', got {self.source!r}")
         if self.source == "model" and not self.ckpt:
             raise ValueError("reward.source=model needs reward.ckpt=<run folder or .pt>")
-        if not math.isfinite(self.scale) or not math.isfinite(self.success_bonus):
-            raise ValueError("reward.scale and reward.success_bonus must be finite")
+        if not math.isfinite(self.scale):
+            raise ValueError("reward.scale must be finite")
         if self.success not in ("auto", "model", "oracle", "none"):
             raise ValueError(
                 f"reward.success must be auto, model, oracle or none, got {self.success!r}"
@@ -124,59 +121,35 @@ class RewardSpec:
 
 
 @dataclass(frozen=True)
-class DemoSpec:
-    """Demonstrations with actions in replay (policies/demos.py)."""
+class TrainConfig(LearnSpec):
+    """The twin trainer's run: :class:`~video2reward.policies.learner.LearnSpec` (seed, device,
+    frame stack, proprio, replay, seed steps, success bonus, ``demos.*``, ``agent.*``: the
+    same fields as the learner node's) plus the twin's task, budgets and evaluations."""
 
-    path: str = ""  # episode store with actions ('' = no demonstrations)
-    max_episodes: int = 0  # the first N successful episodes (0 = all)
-    fraction: float = 0.5  # share of every batch drawn from them (RLPD's symmetric sampling)
-    # Updates on demonstration batches alone before the first env step (BC + critic on the
-    # relabelled demos): they cost computer time, no robot time. 0 = none (RLPD).
-    pretrain_updates: int = 0
-
-    def __post_init__(self) -> None:
-        if self.pretrain_updates < 0:
-            raise ValueError(f"demos.pretrain_updates must be >= 0, got {self.pretrain_updates}")
-        if self.max_episodes < 0:
-            raise ValueError(f"demos.max_episodes must be >= 0, got {self.max_episodes}")
-        if not 0.0 <= self.fraction < 1.0:
-            raise ValueError(f"demos.fraction must be in [0, 1), got {self.fraction}")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
     task: str = "reach"  # a twin task (reach, push, button-press) or "toy" (policies/toy_env.py)
     out: str = "runs/rl"  # run folder
-    seed: int = 0
     obs: str = "pixels"  # "pixels" (conv encoder) or "features" (frozen reward-model encoder)
     features_ckpt: str = ""  # reward-model run whose encoder embeds frames, for obs=features
     image_size: int = 84  # rendered square image, pixels (what reward models and videos see)
     agent_image_size: int = 0  # pixels the agent sees, downsized from image_size; 0 = the same
-    proprio: bool = True  # concatenate ee_pos (3) + gripper (1) to the features
-    frame_stack: int = 3  # frames per observation (paper: 3)
     action_repeat: int = 2  # frames per agent step (paper: 2)
     control_hz: float = 10.0  # twin command rate (frames per second of the env)
     num_train_frames: int = 100_000  # budget, env frames
-    num_seed_frames: int = 4000  # frames before the first update
     eval_every_frames: int = 10_000
     num_eval_episodes: int = 10
     checkpoint_every_frames: int = 10_000
-    replay_capacity_steps: int = 1_000_000  # agent steps kept in memory
     learner: str = "sync"  # "sync" or "thread" (updates off the acting thread)
     max_learner_lag_updates: int = 4  # thread learner: owed updates before acting waits
     # torch intra-op threads; 0 = torch default. 1 when the CPU is shared: two OpenMP threads
     # collapse (10-100x slower) when another process holds a core.
     threads: int = 1
-    device: str = "auto"  # auto (CUDA when available, else CPU), cpu, cuda or cuda:N
     deterministic: bool = False  # bit-reproducible CUDA kernels (slower); the CPU always is
     resume: bool = False  # continue from out/agent.pt + out/replay
     video: bool = True  # mp4 of the first evaluation episode at each evaluation
     progress_bar: bool = True
     log_every_updates: int = 100  # TensorBoard rows of update metrics
     reward: RewardSpec = field(default_factory=RewardSpec)
-    demos: DemoSpec = field(default_factory=DemoSpec)
     intervention: InterventionConfig = field(default_factory=InterventionConfig)
-    agent: DrQV2Config = field(default_factory=DrQV2Config)
 
     @property
     def oracle_in_learning(self) -> bool:
@@ -184,10 +157,9 @@ class TrainConfig:
         return self.reward.source == "oracle" or self.reward.success_source == "oracle"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if isinstance(self.reward, dict):
             object.__setattr__(self, "reward", RewardSpec(**self.reward))
-        if isinstance(self.demos, dict):
-            object.__setattr__(self, "demos", DemoSpec(**self.demos))
         if isinstance(self.intervention, dict):
             object.__setattr__(self, "intervention", InterventionConfig(**self.intervention))
         if self.intervention.enabled and self.reward.source != "model":
@@ -199,20 +171,13 @@ class TrainConfig:
                 "demos need a learned reward to relabel them (reward.source=model); the "
                 "oracle-reward baseline runs without demonstrations"
             )
-        if isinstance(self.agent, dict):
-            object.__setattr__(self, "agent", DrQV2Config(**self.agent))
-        if self.demos.path and self.demos.pretrain_updates and self.agent.num_expl_steps:
-            # a policy pretrained on the demos acts from the first frame: no uniform phase
-            object.__setattr__(self, "agent", dataclasses.replace(self.agent, num_expl_steps=0))
         if self.obs not in ("pixels", "features"):
             raise ValueError(f"obs must be 'pixels' or 'features', got {self.obs!r}")
         if self.obs == "features" and not self.features_ckpt:
             raise ValueError("obs=features needs features_ckpt=<reward-model run>")
         if self.learner not in ("sync", "thread"):
             raise ValueError(f"learner must be 'sync' or 'thread', got {self.learner!r}")
-        check_device_name(self.device)
         for name in (
-            "frame_stack",
             "action_repeat",
             "num_train_frames",
             "eval_every_frames",
@@ -222,8 +187,8 @@ class TrainConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_seed_frames < 0 or self.num_eval_episodes < 0 or self.threads < 0:
-            raise ValueError("num_seed_frames, num_eval_episodes and threads must be >= 0")
+        if self.num_eval_episodes < 0 or self.threads < 0:
+            raise ValueError("num_eval_episodes and threads must be >= 0")
         if not 17 <= self.image_size <= 480:
             raise ValueError(f"image_size must be in [17, 480], got {self.image_size}")
         if self.agent_image_size and not 17 <= self.agent_image_size <= self.image_size:
@@ -539,7 +504,7 @@ def _demo_buffer(
         demos,
         [rendered(d.images) for d in demos],
         rewarder,
-        cfg.reward.success_bonus,
+        cfg.success_bonus,
         replay_cfg,
         lambda img: observer.frame({keys.OBS_IMAGE: rendered(img[None])[0]}),
         proprio_dim,
@@ -653,7 +618,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
             rewarder.photo = env.goal_image()  # the scene env.reset(seed=cfg.seed) made
     # The oracle success bonus of the baseline (reward.source=oracle); a learned reward adds
     # its bonus when the episode is relabelled.
-    oracle_bonus = cfg.reward.success_bonus if rewarder is None else 0.0
+    oracle_bonus = cfg.success_bonus if rewarder is None else 0.0
     demo_buffer, n_demos = None, 0
     # Interventions join the demonstrations; room for them is reserved (np.empty: untouched
     # pages cost nothing).
@@ -689,17 +654,14 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
 
     log = RunLog(out)
     core = LearnerCore(
-        CoreConfig(
-            frame_stack=cfg.frame_stack,
-            seed_steps=cfg.num_seed_frames // cfg.action_repeat,
+        cfg.core_config(
             learner=cfg.learner,
             max_learner_lag_updates=cfg.max_learner_lag_updates,
             when_lagging="wait",
             update_threads=cfg.threads,
             log_every_updates=cfg.log_every_updates,
             # the oracle baseline's bonus is added per frame by repeat_step
-            success_bonus=cfg.reward.success_bonus if rewarder is not None else 0.0,
-            demo_fraction=cfg.demos.fraction,
+            success_bonus=cfg.success_bonus if rewarder is not None else 0.0,
             act_seed=cfg.seed + 3 + int(state["step"]),
         ),
         agent,

@@ -9,7 +9,7 @@ trained on the demonstration videos. The reward of frame t is the negative condi
 entropy of the next frame given frames (t-1, t): low when the model is sure what comes next,
 which it is on demonstration-like histories. Plus, as in the official agent, an RND
 exploration term on the frame itself; the paper's sparse success term is the learner's
-success bonus (``reward.success_bonus=1`` with the model's or the operator's success call).
+success bonus (``success_bonus=1`` with the model's or the operator's success call).
 
 What the official code (TEA-Lab/diffusion_reward) does, and this file:
 - **The estimator** (``calc_vlb``, reward_type ``entropy``): one sample of the next frame is

@@ -49,6 +49,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
+from video2reward.policies.demos import DemoSpec
 from video2reward.policies.drqv2 import DrQV2Config, NonFiniteError
 from video2reward.policies.intervention import OperatorTakeover
 from video2reward.policies.online import OnlineConfig, OnlineLearner, step_rewards
@@ -66,8 +67,9 @@ from video2reward.ros.params import (
 )
 
 F, I = float_range, int_range
-O, A = OnlineConfig, DrQV2Config
-# Fields of OnlineConfig (O) and DrQV2Config (A) take their defaults from the dataclass; the
+O, A, D = OnlineConfig, DrQV2Config, DemoSpec
+# Fields of OnlineConfig (O: the learning options of LearnSpec, the twin trainer's too, and the
+# node's own), DrQV2Config (A) and DemoSpec (D) take their defaults from the dataclass; the
 # presets (configs/learner_cpu.yaml, learner_gpu.yaml) carry only what they change.
 PARAMS: tuple[ParamSpec, ...] = (
     field_param(O, "out", "run folder: agent.pt, state.json, replay/ (resumed if present)"),
@@ -100,11 +102,15 @@ PARAMS: tuple[ParamSpec, ...] = (
     field_param(A, "shift_pad_px", "random-shift augmentation padding, pixels", I(0, 32)),
     field_param(O, "success_bonus", "added on every step called successful (success_source "
                 "topic: the last)", F(0.0, 1000.0)),
-    field_param(O, "demos", "episode store with actions seeding a demo buffer ('' = none)"),
+    field_param(D, "path", "episode store with actions seeding a demo buffer ('' = none)",
+                name="demos"),
+    field_param(D, "max_episodes", "the demos' first N successful episodes (0: all)",
+                I(0, 10_000_000), name="demo_max_episodes"),
     field_param(O, "reward_ckpt", "the reward node's model: rewards the demos, sets reward "
                 "summing"),
-    field_param(O, "demo_fraction", "share of every batch from the demos", F(0.0, 0.99)),
-    field_param(O, "pretrain_updates", "updates on the demos before the first frame",
+    field_param(D, "fraction", "share of every batch from the demos", F(0.0, 0.99),
+                name="demo_fraction"),
+    field_param(D, "pretrain_updates", "updates on the demos before the first frame",
                 I(0, 1_000_000)),
     field_param(A, "bc_weight", "behaviour cloning on demo rows (TD3+BC, |Q|-scaled)",
                 F(0.0, 100.0)),
@@ -143,6 +149,13 @@ PARAMS: tuple[ParamSpec, ...] = (
 )
 
 
+def config_from_params(p: dict[str, Any]) -> OnlineConfig:
+    """The learner's config from the node's parameter values (what ``declare_all`` read)."""
+    return OnlineConfig(agent=DrQV2Config(**config_values(DrQV2Config, PARAMS, p)),
+                        demos=DemoSpec(**config_values(DemoSpec, PARAMS, p)),
+                        **config_values(OnlineConfig, PARAMS, p))  # fmt: skip
+
+
 class LearnerNode(Node):
     def __init__(self) -> None:
         super().__init__("learner")
@@ -151,10 +164,7 @@ class LearnerNode(Node):
             raise ValueError(
                 f"success_source must be reward, operator or topic, got {p['success_source']}"
             )
-        agent = DrQV2Config(**config_values(DrQV2Config, PARAMS, p))
-        self.learner = OnlineLearner(
-            OnlineConfig(agent=agent, **config_values(OnlineConfig, PARAMS, p))
-        )
+        self.learner = OnlineLearner(config_from_params(p))
         if self.learner.demo_info:
             self.get_logger().info(f"demonstrations in replay: {self.learner.demo_info}")
         if p["pretrain_updates"] and not self.learner.state.get("pretrained"):

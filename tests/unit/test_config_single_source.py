@@ -35,6 +35,7 @@ from video2reward.configs.compose import (
     field_default,
     to_dataclass,
 )
+from video2reward.policies.demos import DemoSpec
 from video2reward.policies.drqv2 import DrQV2Config
 from video2reward.policies.online import OnlineConfig
 from video2reward.policies.ros import learner_node
@@ -52,7 +53,7 @@ CONFIGS = ROOT / "configs"
 
 # node table -> the dataclasses its parameters may come from
 NODES: dict[str, tuple[Any, tuple[type, ...]]] = {
-    "learner": (learner_node.PARAMS, (OnlineConfig, DrQV2Config)),
+    "learner": (learner_node.PARAMS, (OnlineConfig, DrQV2Config, DemoSpec)),
     "reward": (reward_node.PARAMS, (RewardStreamConfig,)),
     "xarm_driver": (
         xarm_driver_node.PARAMS,
@@ -60,7 +61,8 @@ NODES: dict[str, tuple[Any, tuple[type, ...]]] = {
     ),
 }
 # (node, parameter) whose name is a field of one of its dataclasses but which is the node's own
-NODE_ONLY: set[tuple[str, str]] = set()
+# (the learner's max_episodes stops the node; DemoSpec's, the node's demo_max_episodes, caps demos)
+NODE_ONLY: set[tuple[str, str]] = {("learner", "max_episodes")}
 # ROS cannot carry None: these fields default to None and are declared as the value given
 NONE_AS: dict[tuple[str, str], Any] = {("reward", "success_progress"): 0.0}
 # (file, dotted key) that deliberately restate a default: none at present
@@ -108,9 +110,7 @@ def test_node_params_take_their_dataclass_defaults(node: str) -> None:
 def test_nodes_build_the_dataclass_defaults_from_their_defaults() -> None:
     p = {s[0]: s[1] for s in learner_node.PARAMS}
     specs = learner_node.PARAMS
-    agent = DrQV2Config(**config_values(DrQV2Config, specs, p))
-    assert agent == DrQV2Config()
-    assert OnlineConfig(agent=agent, **config_values(OnlineConfig, specs, p)) == OnlineConfig()
+    assert learner_node.config_from_params(p) == OnlineConfig()
 
     p = {s[0]: s[1] for s in reward_node.PARAMS} | {"ckpt": "run"}
     stream = RewardStreamConfig(**config_values(RewardStreamConfig, reward_node.PARAMS, p))

@@ -13,6 +13,7 @@ from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore
 from video2reward.policies.demos import (
     DemoError,
+    DemoSpec,
     demo_replay,
     load_demo_episodes,
     sample_mixed,
@@ -96,8 +97,8 @@ def test_mixed_batches_have_exact_proportions_and_flags() -> None:
 def test_demos_are_relabelled_exactly_like_agent_episodes(tmp_path: Path) -> None:
     store = toy_demo_store(tmp_path / "d.zarr", episodes=2)
     rewarder = EpisodeRewarder(
-        RewardSpec(source="model", ckpt=str(reward_ckpt(tmp_path)), success_bonus=1.0,
-                   success_progress=-1e9),  # every step called successful: the bonus shows
+        RewardSpec(source="model", ckpt=str(reward_ckpt(tmp_path)),
+                   success_progress=-1e9),  # every step called successful
         torch.device("cpu"),
     )  # fmt: skip
     demos = load_demo_episodes(store, action_repeat=2)
@@ -194,7 +195,7 @@ def test_training_with_demos_uses_no_oracle(tmp_path: Path) -> None:
                         bc_weight=0.4)  # fmt: skip
     cfg = TrainConfig(
         task="toy", out=str(tmp_path / "run"), image_size=SIZE, num_train_frames=120,
-        num_seed_frames=40, eval_every_frames=120, num_eval_episodes=1, progress_bar=False,
+        seed_steps=20, eval_every_frames=120, num_eval_episodes=1, progress_bar=False,
         agent=agent, reward=RewardSpec(source="model", ckpt=str(reward_ckpt(tmp_path))),
         demos={"path": str(store), "fraction": 0.5},
     )  # fmt: skip
@@ -219,7 +220,7 @@ def test_interventions_are_flagged_enveloped_stored_and_join_the_demos(
     agent = DrQV2Config(batch_size=16, hidden_dim=32, feature_dim=16, num_expl_steps=0)
     cfg = TrainConfig(
         task=task, out=str(tmp_path / "run"), image_size=SIZE, num_train_frames=100,
-        num_seed_frames=40, num_eval_episodes=0, progress_bar=False, agent=agent,
+        seed_steps=20, num_eval_episodes=0, progress_bar=False, agent=agent,
         reward=RewardSpec(source="model", ckpt=str(reward_ckpt(tmp_path))),
         # a stall is declared whatever the progress: the operator takes over every episode
         intervention={"enabled": True, "stall_steps": 2, "min_gain": 1e9, "takeover_steps": 3,
@@ -263,7 +264,7 @@ def test_pretraining_on_demos_spends_no_frames_and_runs_once(tmp_path: Path) -> 
     agent = DrQV2Config(batch_size=16, hidden_dim=32, feature_dim=16, bc_weight=0.4)
     kw: dict[str, Any] = dict(
         task="toy", out=str(tmp_path / "run"), image_size=SIZE, num_train_frames=40,
-        num_seed_frames=10**6, num_eval_episodes=0, progress_bar=False, agent=agent,
+        seed_steps=10**6, num_eval_episodes=0, progress_bar=False, agent=agent,
         reward=RewardSpec(source="model", ckpt=str(reward_ckpt(tmp_path))),
         demos={"path": str(store), "pretrain_updates": 7},
     )  # fmt: skip
@@ -284,8 +285,8 @@ def test_learner_node_driver_loads_demos_the_trainers_way_and_pretrains_once(
     assert rows_per_step(store, 10.0) == 1 and rows_per_step(store, 5.0) == 2  # 10 fps rows
     agent = DrQV2Config(batch_size=8, hidden_dim=16, feature_dim=8, bc_weight=0.4)
     cfg = OnlineConfig(out=str(tmp_path / "node"), image_size=SIZE, frame_stack=2, device="cpu",
-                       demos=str(store), reward_ckpt=str(ckpt), success_bonus=1.0,
-                       pretrain_updates=3, agent=agent)  # fmt: skip
+                       demos=DemoSpec(path=str(store), pretrain_updates=3),
+                       reward_ckpt=str(ckpt), success_bonus=1.0, agent=agent)  # fmt: skip
     learner = OnlineLearner(cfg)
     assert learner.demo_info["rows_per_step"] == 1 and learner.demo_info["episodes"] == 2
     assert learner.reward_method == "vip"  # the node reads it here, not from disk again
@@ -312,7 +313,7 @@ def test_learner_node_driver_loads_demos_the_trainers_way_and_pretrains_once(
     assert again.pretrain() == 0 and again.agent.num_updates == 3
     again.close()
     with pytest.raises(ValueError, match="reward_ckpt"):
-        OnlineConfig(demos=str(store))
+        OnlineConfig(demos=DemoSpec(path=str(store)))
 
 
 def test_operator_takeover_drives_hands_back_refuses_garbage_and_detects_a_lost_device() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +10,12 @@ import pytest
 import torch
 from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore
+from video2reward.policies.demos import DemoSpec
 from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config
-from video2reward.policies.learner import CoreConfig, LearnerCore, with_bonus
+from video2reward.policies.learner import CoreConfig, LearnerCore, LearnSpec, with_bonus
 from video2reward.policies.online import OnlineConfig, OnlineLearner
 from video2reward.policies.replay import STORE_NAME, ReplayBuffer, ReplayConfig
-from video2reward.policies.train import REPLAY_DIR, TrainConfig, train
+from video2reward.policies.train import REPLAY_DIR, RewardSpec, TrainConfig, train
 
 torch.set_num_threads(1)
 AGENT = DrQV2Config(batch_size=16, hidden_dim=32, feature_dim=16, num_expl_steps=20)
@@ -23,7 +25,7 @@ SIZE = 32
 def test_both_drivers_fill_the_replay_alike_and_take_the_same_next_update(tmp_path: Path) -> None:
     # The twin trainer's driver (v2r rl train), on the toy task, one env frame per agent step.
     train(TrainConfig(task="toy", out=str(tmp_path / "train"), image_size=SIZE, action_repeat=1,
-                      num_train_frames=120, num_seed_frames=60, num_eval_episodes=0,
+                      num_train_frames=120, seed_steps=60, num_eval_episodes=0,
                       progress_bar=False, agent=AGENT))  # fmt: skip
     first = EpisodeStore.open(tmp_path / "train" / REPLAY_DIR / STORE_NAME)
     # The learner node's driver, fed the same episodes: frames, proprio, applied commands,
@@ -99,3 +101,29 @@ def test_update_to_data_ratio(tmp_path: Path) -> None:
         core.maybe_update()
         # 3 updates every 2nd agent step: 1.5 updates per step of data
         assert agent.num_updates == 3 * ((4 + n) // 2 - 2)
+
+
+def test_both_drivers_configs_are_one_learn_spec() -> None:
+    # One definition of the learning options: each driver's config is a LearnSpec plus its own
+    # fields, with the same defaults, the same checks and the same core config.
+    shared = [f.name for f in dataclasses.fields(LearnSpec)]
+    assert "agent" in shared and "demos" in shared and "success_bonus" in shared
+    for cls in (TrainConfig, OnlineConfig):
+        assert issubclass(cls, LearnSpec)
+        for name in shared:  # not restated with another default
+            assert getattr(cls(), name) == getattr(LearnSpec(), name), (cls.__name__, name)
+    spec = {"seed": 3, "frame_stack": 2, "seed_steps": 40, "success_bonus": 0.5,
+            "proprio": False, "replay_capacity_steps": 500, "agent": AGENT,
+            "demos": DemoSpec(path="d.zarr", fraction=0.25, pretrain_updates=5)}  # fmt: skip
+    twin = TrainConfig(reward=RewardSpec(source="model", ckpt="r"), **spec)  # type: ignore[arg-type]
+    node = OnlineConfig(reward_ckpt="r", **spec)  # type: ignore[arg-type]
+    assert twin.core_config(learner="thread") == node.core_config(learner="thread")
+    assert twin.core_config().demo_fraction == 0.25 and twin.core_config().seed_steps == 40
+    # a policy pretrained on demos acts from the first frame, in both drivers alike
+    assert twin.agent == node.agent and twin.agent.num_expl_steps == 0
+    bads = ({"seed_steps": -1}, {"frame_stack": 0}, {"success_bonus": float("inf")},
+            {"replay_capacity_steps": 10}, {"demos": DemoSpec(pretrain_updates=3)})  # fmt: skip
+    for bad in bads:
+        for cls in (TrainConfig, OnlineConfig):
+            with pytest.raises(ValueError):
+                cls(**bad)  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ TINY_AGENT = DrQV2Config(batch_size=16, hidden_dim=32, feature_dim=16, num_expl_
 def tiny(out: Path, **kw: Any) -> TrainConfig:
     base: dict[str, Any] = {
         "task": "toy", "out": str(out), "image_size": 24, "num_train_frames": 200,
-        "num_seed_frames": 50, "eval_every_frames": 100, "checkpoint_every_frames": 100,
+        "seed_steps": 25, "eval_every_frames": 100, "checkpoint_every_frames": 100,
         "num_eval_episodes": 2, "progress_bar": False, "agent": TINY_AGENT,
     }  # fmt: skip
     base.update(kw)
@@ -121,7 +121,7 @@ def test_cli_trains_and_reports_config_errors(
 ) -> None:
     out = tmp_path / "cli"
     args = ["rl", "train", "task=toy", "agent=cpu", f"out={out}", "image_size=24",
-            "agent_image_size=0", "num_train_frames=100", "num_seed_frames=50",
+            "agent_image_size=0", "num_train_frames=100", "seed_steps=25",
             "eval_every_frames=100",
             "num_eval_episodes=1", "agent.batch_size=16", "agent.hidden_dim=32",
             "progress_bar=false", "video=false"]  # fmt: skip
@@ -251,7 +251,7 @@ def test_goal_conditioned_reward_scores_against_the_goal_image_it_is_given(tmp_p
 
     # the twin renders a goal per episode; an env without goal images is refused up front
     summary = train(tiny(tmp_path / "twin", task="reach", reward=spec, num_train_frames=60,
-                         num_seed_frames=60, num_eval_episodes=0))  # fmt: skip
+                         seed_steps=30, num_eval_episodes=0))  # fmt: skip
     assert summary["frames"] >= 60
     learned = [float(r["return_learned"]) for r in rows(tmp_path / "twin" / "train.csv")]
     assert learned and np.isfinite(learned).all()
@@ -265,7 +265,7 @@ def test_goal_conditioned_reward_scores_against_the_goal_image_it_is_given(tmp_p
     got, _ = rewarder.episode_rewards(frames, ok, None)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
     summary = train(tiny(tmp_path / "twin_photo", task="reach", reward=photo,
-                         num_train_frames=60, num_seed_frames=60, num_eval_episodes=0))
+                         num_train_frames=60, seed_steps=30, num_eval_episodes=0))
     assert summary["frames"] >= 60
     with pytest.raises(ValueError, match="none, env or photo"):
         RewardSpec(source="model", ckpt=str(ckpt), goal="own")
