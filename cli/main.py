@@ -48,6 +48,18 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
         "video2reward.policies.cli:train_main",
         "DrQ-v2 on a twin task with the oracle or a learned reward (resumable)",
     ),
+    ("policy", "pretrain"): (
+        "video2reward.policies.cli:pretrain_main",
+        "VPDD: tokenizer + video diffusion pre-trained on videos without actions",
+    ),
+    ("policy", "finetune"): (
+        "video2reward.policies.cli:finetune_main",
+        "VPDD: fine-tune on demonstrations with actions (ckpt='' : no video pre-training)",
+    ),
+    ("policy", "eval"): (
+        "video2reward.policies.cli:eval_main",
+        "VPDD: success of a fine-tuned policy in the twin (the predicate evaluates only)",
+    ),
     ("calib", "intrinsics"): (
         "video2reward.calibration.cli:intrinsics_main",
         "camera intrinsics: RealSense factory values or ChArUco photos -> calibration YAML",

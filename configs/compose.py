@@ -52,6 +52,7 @@ DATACLASSES: dict[str, str] = {
     "record_export": "video2reward.robot.recorder_cli:ExportConfig",
     "record_import": "video2reward.data.video_import:ImportConfig",
     "record_teleop": "video2reward.robot.teleop_session:TeleopRecordConfig",
+    "policy_vpdd": "video2reward.policies.cli:PolicyCliConfig",
     "reward_train": "video2reward.rewards.train:TrainConfig",  # + method: its _target_
     "rl_train": "video2reward.policies.train:TrainConfig",
     "sim_demos": "video2reward.sim.demos:DemoConfig",

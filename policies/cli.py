@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
+from typing import Any
 
 from video2reward.configs.compose import ConfigError, compose, run_cli, to_dataclass
 
@@ -73,3 +75,87 @@ def _train(overrides: list[str], flags: list[str]) -> int:
 
 def train_main(argv: list[str]) -> int:
     return run_cli(_train, argv)
+
+
+# --------------------------------------------------------------------------- VPDD
+@dataclass(frozen=True)
+class PolicyCliConfig:
+    """``v2r policy pretrain|finetune|eval`` (VPDD, policies/vpdd.py)."""
+
+    data: list[str] = field(default_factory=list)  # pretrain: videos or episode stores
+    demos: str = ""  # finetune: an episode store with actions
+    ckpt: str = ""  # finetune: the pre-trained model ('' = none: no video pre-training); eval
+    out: str = "runs/vpdd"
+    max_demos: int = 0  # finetune: the first N successful demos (0 = all)
+    task: str = "reach"  # eval: the twin task
+    episodes: int = 20  # eval: episodes, by the twin's predicate (evaluation only)
+    seed: int = 0  # eval: scenes from seed + 10000
+    threads: int = 2  # torch threads
+    model: Any = None  # VPDDConfig fields (model.finetune_steps=500, ...)
+
+    def __post_init__(self) -> None:
+        from video2reward.policies.vpdd import VPDDConfig
+
+        if self.model is None or isinstance(self.model, dict):
+            object.__setattr__(self, "model", VPDDConfig(**(self.model or {})))
+        if isinstance(self.data, str):
+            object.__setattr__(self, "data", [self.data] if self.data else [])
+        if self.threads < 0 or self.episodes < 1 or self.max_demos < 0:
+            raise ValueError("threads >= 0, episodes >= 1 and max_demos >= 0 are needed")
+
+
+def _policy(stage: str, overrides: list[str], flags: list[str]) -> int:
+    if "--help" in flags or "-h" in flags:
+        from video2reward.policies import vpdd
+
+        print(vpdd.__doc__)
+        print("options (key=value):", ", ".join(PolicyCliConfig.__dataclass_fields__),
+              "and model.<VPDDConfig field>")  # fmt: skip
+        return 0
+    import torch
+    from video2reward.policies.demos import DemoError
+    from video2reward.policies.vpdd import evaluate_twin, finetune, load, pretrain
+
+    try:
+        cfg = to_dataclass(PolicyCliConfig, compose("policy_vpdd", overrides))
+    except (TypeError, ValueError) as e:
+        raise ConfigError(str(e)) from e
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        if stage == "pretrain":
+            if not cfg.data:
+                raise ConfigError("pretrain needs data=<videos or stores> (data=[a.zarr,b.zarr])")
+            pretrain(cfg.model, cfg.data, cfg.out)
+            result: dict[str, Any] = {"out": cfg.out, "stage": "pretrained"}
+        elif stage == "finetune":
+            if not cfg.demos:
+                raise ConfigError("finetune needs demos=<episode store with actions>")
+            # with a checkpoint, the model.* options named on the command line change its config
+            named = {o.partition("=")[0][len("model."):] for o in overrides
+                     if o.startswith("model.")}  # fmt: skip
+            finetune(cfg.ckpt or None, cfg.demos, cfg.out, cfg.model, cfg.max_demos,
+                     changes={k: getattr(cfg.model, k) for k in named})
+            result = {"out": cfg.out, "stage": "finetuned"}
+        else:
+            if not cfg.ckpt:
+                raise ConfigError("eval needs ckpt=<fine-tuned VPDD run>")
+            result = {"ckpt": cfg.ckpt, "task": cfg.task,
+                      **evaluate_twin(load(cfg.ckpt), cfg.task, cfg.episodes, cfg.seed)}
+    except (DemoError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+def pretrain_main(argv: list[str]) -> int:
+    return run_cli(lambda o, f: _policy("pretrain", o, f), argv)
+
+
+def finetune_main(argv: list[str]) -> int:
+    return run_cli(lambda o, f: _policy("finetune", o, f), argv)
+
+
+def eval_main(argv: list[str]) -> int:
+    return run_cli(lambda o, f: _policy("eval", o, f), argv)

@@ -1,6 +1,7 @@
 """A tiny pixel reaching task with the twin's observation layout, for tests and smoke runs.
 
     env = PointReachEnv(image_size=36, seed=0)
+    expert_store("toy.zarr", episodes=3)   # its expert's episodes, actions recorded, in a store
     obs, info = env.reset()            # {"img": (36, 36, 3) uint8, "ee_pos": (3,), "gripper": (1,)}
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
 
@@ -13,6 +14,7 @@ distance to the goal (``info["oracle_reward"]``); ``info["success"]`` within ``s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -99,3 +101,33 @@ class PointReachEnv(gym.Env[dict[str, np.ndarray], np.ndarray]):
         self._t += 1
         info = self._info()
         return self._obs(), float(info["oracle_reward"]), False, self._t >= self.episode_steps, info
+
+
+def expert_store(path: str | Path, episodes: int = 3, seed: int = 0, image_size: int = 24,
+                 **override: Any) -> Path:
+    """Episodes of the expert driving towards the target (actions recorded, the episode layout:
+    row t the action taken at observation t, the last row zeros) in a new episode store;
+    ``override`` replaces whole arrays of every episode (bad-input tests)."""
+    from video2reward.data.episode_store import EpisodeStore
+
+    env = PointReachEnv(image_size=image_size, seed=seed)
+    store = EpisodeStore.create(str(path), fps=10.0, overwrite=True)
+    observed = (keys.IMAGE, keys.EE_POS, keys.GRIPPER)
+    for e in range(episodes):
+        obs, _ = env.reset(seed=seed + e)
+        rows: dict[str, list[np.ndarray]] = {k: [] for k in (*observed, keys.ACTION)}
+        done = False
+        while not done:
+            a = env.expert_action()
+            for k in observed:
+                rows[k].append(obs[k])
+            rows[keys.ACTION].append(a)
+            obs, _, term, trunc, _ = env.step(a)
+            done = term or trunc
+        for k in observed:
+            rows[k].append(obs[k])
+        rows[keys.ACTION].append(np.zeros(4, np.float32))
+        data = {k: np.stack(v) for k, v in rows.items()}
+        data.update(override)
+        store.append_episode(data, task="toy", success=True, kind="expert")
+    return Path(path)

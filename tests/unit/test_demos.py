@@ -20,7 +20,7 @@ from video2reward.policies.demos import (
 )
 from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, bc_loss
 from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
-from video2reward.policies.toy_env import PointReachEnv
+from video2reward.policies.toy_env import expert_store
 from video2reward.policies.train import EpisodeRewarder, RewardSpec, TrainConfig, train
 
 SIZE = 24
@@ -29,27 +29,7 @@ RCFG = ReplayConfig(capacity_steps=1000, frame_stack=2, nstep=2, discount=0.9)
 
 def toy_demo_store(path: Path, episodes: int = 3, seed: int = 0, **override: Any) -> Path:
     """Episodes of the toy task driven towards its target (actions recorded), in a store."""
-    env = PointReachEnv(image_size=SIZE, seed=seed)
-    store = EpisodeStore.create(str(path), fps=10.0, overwrite=True)
-    for e in range(episodes):
-        obs, _ = env.reset(seed=seed + e)
-        rows: dict[str, list[np.ndarray]] = {k: [] for k in
-                                             (keys.IMAGE, keys.EE_POS, keys.GRIPPER, keys.ACTION)}
-        done = False
-        while not done:
-            a = env.expert_action()
-            for k in (keys.IMAGE, keys.EE_POS, keys.GRIPPER):
-                rows[k].append(obs[k])
-            rows[keys.ACTION].append(a)
-            obs, _, term, trunc, _ = env.step(a)
-            done = term or trunc
-        for k in (keys.IMAGE, keys.EE_POS, keys.GRIPPER):
-            rows[k].append(obs[k])
-        rows[keys.ACTION].append(np.zeros(4, np.float32))
-        data = {k: np.stack(v) for k, v in rows.items()}
-        data.update(override)
-        store.append_episode(data, task="toy", success=True, kind="expert")
-    return path
+    return expert_store(path, episodes, seed, SIZE, **override)
 
 
 def reward_ckpt(tmp_path: Path) -> Path:

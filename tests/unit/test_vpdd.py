@@ -1,0 +1,170 @@
+"""VPDD (policies/vpdd.py): action bins, the masked-token loss, checkpoints, refusals, acting."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from video2reward.data import keys
+from video2reward.data.episode_store import EpisodeStore
+from video2reward.policies.demos import DemoError
+from video2reward.policies.toy_env import expert_store
+from video2reward.policies.vpdd import (
+    ActionBins,
+    VPDDConfig,
+    VPDDPolicy,
+    _Windows,
+    evaluate_twin,
+    finetune,
+    load,
+    pretrain,
+    save,
+)
+
+torch.set_num_threads(1)
+TINY = VPDDConfig(image_size=32, code_grid=4, codebook_size=32, code_dim=8, tokenizer_channels=8,
+                  history=2, future=3, action_horizon=2, action_bins=8, n_layer=1, n_head=2,
+                  n_embd=32, dropout=0.0, batch_size=16, tokenizer_steps=60, pretrain_steps=0,
+                  finetune_steps=40, sample_steps=4)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["quantile", "uniform"])
+def test_action_tokens_round_trip_within_one_bin(kind: str) -> None:
+    rng = np.random.default_rng(0)
+    a = np.clip(rng.normal(0, 0.5, (500, 4)), -1, 1).astype(np.float32)
+    a[:, 3] = 1.0  # a constant gripper: its bins collapse onto the value
+    bins = ActionBins.fit(a, 16, kind)
+    tok = bins.encode(a)
+    assert tok.min() >= 0 and tok.max() < 16
+    back = bins.decode(tok)
+    np.testing.assert_array_equal(bins.encode(back), tok)  # the midpoint stays in its bin
+    lo = np.take_along_axis(bins.edges.T, tok, 0)
+    hi = np.take_along_axis(bins.edges.T, tok + 1, 0)
+    assert np.all((back >= lo - 1e-6) & (back <= hi + 1e-6))
+    assert np.all(np.abs(back - a) <= (hi - lo) + 1e-6)
+    if kind == "quantile":  # equal-frequency: every bin of a spread dimension is used, and a
+        assert len(np.unique(tok[:, 0])) == 16  # constant one comes back exactly
+        np.testing.assert_allclose(back[:, 3], 1.0)
+    assert np.all(np.abs(bins.decode(bins.encode(np.array([[-5.0, 5.0, 0.0, 0.0]])))) <= 1.0)
+
+
+def toy_demo_store(path: Path, episodes: int) -> Path:
+    return expert_store(path, episodes, image_size=32)
+
+
+def _loss(model, windows: _Windows, bins: ActionBins | None) -> float:  # type: ignore[no-untyped-def]
+    """The mean masked-token loss over fixed batches and diffusion draws."""
+    torch.manual_seed(123)
+    rng = np.random.default_rng(123)
+    model.net.eval()
+    with torch.no_grad():
+        losses = [model.diffusion_loss(*windows.sample(model.config, rng, bins))[0]
+                  for _ in range(8)]  # fmt: skip
+    return float(torch.stack(losses).mean())
+
+
+def test_masked_token_loss_falls_and_the_checkpoint_round_trips(tmp_path: Path) -> None:
+    store = toy_demo_store(tmp_path / "videos.zarr", episodes=4)
+    model = pretrain(TINY, [store], tmp_path / "pre", log_every=10**6)
+    frames = [model.codes(torch.from_numpy(np.ascontiguousarray(
+        EpisodeStore.open(store).episode(i)[keys.IMAGE][::2])).permute(0, 3, 1, 2).float())
+        for i in range(4)]  # fmt: skip
+    windows = _Windows(frames, [None] * 4, [None] * 4)
+    before = _loss(model, windows, None)
+    from video2reward.policies.vpdd import _train_net
+
+    _train_net(model, windows, 150, None, "pretrain", np.random.default_rng(0), 10**6)
+    after = _loss(model, windows, None)
+    assert after < 0.8 * before, (before, after)
+
+    # weights only, and the same model back
+    save(model, tmp_path / "trained", {"stage": "pretrained"})
+    model2 = load(tmp_path / "trained")
+    assert not model2.finetuned
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, model2.state_dict()[k]), k
+    with pytest.raises(ValueError, match="fine-tune"):
+        VPDDPolicy(model2)  # pre-trained only: it has no actions to give
+
+
+class _Payload:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (print, ("code ran",))
+
+
+def test_checkpoints_carrying_code_or_missing_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with open(bad / "model.pt", "wb") as f:
+        pickle.dump({"method": "vpdd", "state": _Payload()}, f)
+    with pytest.raises(ValueError, match="not a loadable VPDD checkpoint"):
+        load(bad)
+    assert "code ran" not in capsys.readouterr().out  # refused before anything ran
+    with pytest.raises(FileNotFoundError, match="no VPDD checkpoint"):
+        load(tmp_path / "missing")
+    torch.save({"method": "vip", "state": {}}, bad / "model.pt")
+    with pytest.raises(ValueError, match="not a VPDD checkpoint"):
+        load(bad)
+
+
+def test_finetuning_refuses_videos_without_actions(tmp_path: Path) -> None:
+    store = toy_demo_store(tmp_path / "v.zarr", episodes=2)
+    pretrain(dataclasses.replace(TINY, tokenizer_steps=2), [store], tmp_path / "pre",
+             log_every=10**6)  # fmt: skip
+    src = EpisodeStore.open(store)
+    videos = EpisodeStore.create(str(tmp_path / "no_actions.zarr"), fps=10.0)
+    ep = src.episode(0)
+    videos.append_episode({k: v for k, v in ep.items() if k != keys.ACTION}, task="toy",
+                          success=True, kind="expert")  # fmt: skip
+    with pytest.raises(DemoError, match="VPDD fine-tuning needs demonstrations with actions"):
+        finetune(tmp_path / "pre", tmp_path / "no_actions.zarr", tmp_path / "ft")
+
+
+def test_finetuned_policy_acts_in_range_through_the_twin_envelope(tmp_path: Path) -> None:
+    store = toy_demo_store(tmp_path / "d.zarr", episodes=3)
+    model = finetune(None, store, tmp_path / "ft", cfg=TINY, log_every=10**6)
+    assert model.finetuned and load(tmp_path / "ft").finetuned
+    policy = VPDDPolicy(load(tmp_path / "ft"))
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        stacked = rng.integers(0, 256, (6, 32, 32), dtype=np.uint8)
+        a = policy.act(stacked, np.array([0.4, 0.0, 0.1, 1.0], np.float32))
+        assert a.shape == (4,) and a.dtype == np.float32 and np.all(np.abs(a) <= 1.0)
+    with pytest.raises(ValueError, match="stacked frames"):
+        policy.act(np.zeros((3, 32, 32), np.uint8), np.zeros(4, np.float32))
+    with pytest.raises(ValueError, match="finite proprio"):
+        policy.act(np.zeros((6, 32, 32), np.uint8), np.array([np.nan, 0, 0, 0], np.float32))
+    # one twin episode, evaluated as v2r rl train evaluates (the env's envelope on each step)
+    got = evaluate_twin(load(tmp_path / "ft"), task="reach", episodes=1)
+    assert got["episode_frames"] == 50 and got["success_rate"] in (0.0, 1.0)
+
+
+def test_cli_pretrains_finetunes_evaluates_and_refuses_what_it_cannot_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from video2reward.cli.main import main as v2r
+
+    store = toy_demo_store(tmp_path / "d.zarr", episodes=2)
+    tiny = [f"model.{f.name}={getattr(TINY, f.name)}" for f in dataclasses.fields(TINY)
+            if getattr(TINY, f.name) != f.default]  # fmt: skip
+    steps = ["model.tokenizer_steps=5", "model.pretrain_steps=5", "model.finetune_steps=5"]
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    assert v2r(["policy", "pretrain", f"data=[{store}]", f"out={pre}", *tiny, *steps]) == 0
+    assert v2r(["policy", "finetune", f"ckpt={pre}", f"demos={store}", f"out={ft}",
+                "model.finetune_steps=5", "model.action_bins=6"]) == 0  # fmt: skip
+    assert load(ft).bin_edges.shape == (4, 7)  # the new bins; the video part kept
+    assert v2r(["policy", "eval", f"ckpt={ft}", "episodes=1"]) == 0
+    assert '"episode_frames": 50.0' in capsys.readouterr().out
+    # the architecture is the checkpoint's; a missing store and missing options are named
+    assert v2r(["policy", "finetune", f"ckpt={pre}", f"demos={store}", "model.n_layer=3"]) == 2
+    assert "model.n_layer is fixed by the pre-trained checkpoint" in capsys.readouterr().err
+    assert v2r(["policy", "finetune", f"ckpt={pre}", f"demos={tmp_path / 'none.zarr'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert v2r(["policy", "pretrain", f"out={pre}"]) == 2
+    assert "pretrain needs data=" in capsys.readouterr().err
