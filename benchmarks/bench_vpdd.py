@@ -1,0 +1,154 @@
+"""VPDD on the twin: what pre-training on actionless video buys a policy fine-tuned on few demos.
+
+    .venv/bin/python benchmarks/bench_vpdd.py --task reach --variant pre --demos 10 --seed 0
+    .venv/bin/python benchmarks/bench_vpdd.py --task reach --variant scratch --demos 10 --seed 0
+    .venv/bin/python benchmarks/bench_vpdd.py --task reach --variant bc --demos 10 --seed 0
+    .venv/bin/python benchmarks/bench_vpdd.py --report
+    .venv/bin/python benchmarks/bench_vpdd.py --smoke          # tiny sizes: the pipeline only
+
+Variants, all from the robot-time benchmark's scripted demonstrations
+(runs/bench_robot_time/<task>/demos.zarr; run bench_robot_time.py once per task first):
+- ``pre``: VPDD pre-trained on the videos (actions unused) of 50 demonstrations of each twin
+  task (reach, push, button-press: the task's own and the others'; one model per seed serves
+  every task), then fine-tuned on the first ``--demos`` demonstrations of the task with actions;
+- ``scratch``: the same model and fine-tuning without the video pre-training (its tokenizer
+  learns from the fine-tuning demos' frames);
+- ``bc``: the DrQ-v2 learner's own start from the same demos (1000 pretraining updates, BC
+  weight 2.5 with its critic, 48 px), no robot time: ``bench_bc_ceiling.py``'s setting.
+
+Each is evaluated on 20 twin episodes by the twin's predicate (evaluation only). Rows go to
+benchmarks/results/vpdd.json; ``pre / scratch`` is the paper's claim measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "vpdd.json"
+TASKS = ("reach", "push", "button-press")
+
+
+def _store(task: str) -> Path:
+    p = ROOT / "runs" / "bench_robot_time" / task / "demos.zarr"
+    if not p.exists():
+        raise SystemExit(f"{p} is missing: run benchmarks/bench_robot_time.py --task {task} once")
+    return p
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    from video2reward.policies.vpdd import VPDDConfig, evaluate_twin, finetune, load, pretrain
+
+    torch.set_num_threads(args.threads)
+    base = ROOT / "runs" / "bench_vpdd"
+    cfg = dataclasses.replace(VPDDConfig(), seed=args.seed)
+    if args.smoke:
+        cfg = dataclasses.replace(cfg, tokenizer_steps=20, pretrain_steps=20, finetune_steps=20,
+                                  n_layer=1, batch_size=8)  # fmt: skip
+        base = base / "smoke"
+    t0 = time.monotonic()
+    name = f"{args.task}_{args.variant}_demos{args.demos}_seed{args.seed}"
+    if args.variant == "bc":
+        return _bc(args, base / name, t0)
+    pre = base / f"pretrained_seed{args.seed}"
+    if args.variant == "pre" and not (pre / "model.pt").exists():
+        pretrain(cfg, [_store(t) for t in TASKS], pre)
+    out = base / name
+    if not (out / "model.pt").exists():
+        finetune(pre if args.variant == "pre" else None, _store(args.task), out,
+                 cfg if args.variant == "scratch" else None, max_episodes=args.demos)
+    got = evaluate_twin(load(out), args.task, args.episodes, args.seed)
+    return {"task": args.task, "variant": args.variant, "demos": args.demos, "seed": args.seed,
+            "episodes": args.episodes, **got, "this_call_s": round(time.monotonic() - t0, 1),
+            "threads": args.threads, "load_avg_1m": round(os.getloadavg()[0], 2),
+            "run": str(out.relative_to(ROOT))}  # fmt: skip
+
+
+def _bc(args: argparse.Namespace, out: Path, t0: float) -> dict[str, Any]:
+    from video2reward.policies.demos import DemoSpec
+    from video2reward.policies.drqv2 import DrQV2Config
+    from video2reward.policies.train import RewardSpec, TrainConfig, train
+
+    reward = ROOT / "runs" / "bench_robot_time" / args.task / "rank2reward_2000"
+    if not (reward / "model.pt").exists():
+        raise SystemExit(f"{reward} is missing: run benchmarks/bench_robot_time.py once")
+    agent = DrQV2Config(batch_size=128, hidden_dim=256, lr=3e-4, num_expl_steps=0,
+                        stddev_schedule_steps=10_000, shift_pad_px=3, bc_weight=2.5)
+    cfg = TrainConfig(
+        task=args.task, out=str(out), seed=args.seed, image_size=84, agent_image_size=48,
+        threads=args.threads, num_train_frames=1, seed_steps=250, eval_every_frames=1000,
+        num_eval_episodes=args.episodes, replay_capacity_steps=10_000, video=False,
+        progress_bar=False, resume=out.exists(), agent=agent, success_bonus=1.0,
+        reward=RewardSpec(source="model", ckpt=str(reward), success="model", alpha=1.0),
+        demos=DemoSpec(path=str(_store(args.task)), max_episodes=args.demos,
+                       pretrain_updates=20 if args.smoke else 1000),
+    )  # fmt: skip
+    train(cfg)
+    with (out / "eval.csv").open() as f:
+        first = next(csv.DictReader(f))  # frame 0: after pretraining, before any robot time
+    return {"task": args.task, "variant": "bc", "demos": args.demos, "seed": args.seed,
+            "episodes": args.episodes, "success_rate": float(first["success_rate"]),
+            "success_at_end": float(first["success_at_end"]),
+            "this_call_s": round(time.monotonic() - t0, 1), "threads": args.threads,
+            "load_avg_1m": round(os.getloadavg()[0], 2), "run": str(out.relative_to(ROOT))}
+
+
+def save(row: dict[str, Any]) -> None:
+    rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    key = ("task", "variant", "demos", "seed")
+    rows = [r for r in rows if tuple(r[k] for k in key) != tuple(row[k] for k in key)] + [row]
+    RESULTS.write_text(json.dumps(sorted(rows, key=lambda r: tuple(str(r[k]) for k in key)),
+                                  indent=1))  # fmt: skip
+
+
+def report() -> None:
+    rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    print(f"{'task':<13} {'demos':>5} {'pre':>11} {'scratch':>11} {'bc':>11} {'pre/scratch':>11}")
+    for task in TASKS:
+        for n in sorted({r["demos"] for r in rows if r["task"] == task}):
+            by = {v: [r["success_rate"] for r in rows if (r["task"], r["demos"], r["variant"])
+                      == (task, n, v)] for v in ("pre", "scratch", "bc")}  # fmt: skip
+            mean = {v: sum(s) / len(s) if s else None for v, s in by.items()}
+            cells = [f"{m:.2f} (n={len(by[v])})" if m is not None else "-"
+                     for v, m in mean.items()]  # fmt: skip
+            ratio = (f"{mean['pre'] / mean['scratch']:.2f}" if mean["pre"] is not None
+                     and mean["scratch"] else "-")  # fmt: skip
+            print(f"{task:<13} {n:>5} {cells[0]:>11} {cells[1]:>11} {cells[2]:>11} {ratio:>11}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", default="reach", choices=TASKS)
+    p.add_argument("--variant", default="pre", choices=("pre", "scratch", "bc"))
+    p.add_argument("--demos", type=int, default=10, help="demonstrations with actions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--smoke", action="store_true", help="tiny sizes; nothing is recorded")
+    p.add_argument("--report", action="store_true")
+    args = p.parse_args()
+    if args.smoke:
+        args.episodes = 2
+    if args.report:
+        report()
+        return 0
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    row = run(args)
+    print(json.dumps(row))
+    if not args.smoke:
+        save(row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
