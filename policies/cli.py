@@ -116,6 +116,9 @@ def _policy(stage: str, overrides: list[str], flags: list[str]) -> int:
     from video2reward.policies.demos import DemoError
     from video2reward.policies.vpdd import evaluate_twin, finetune, load, pretrain
 
+    # model=<name> picks configs/policy_model/<name>.yaml (cpu, paper)
+    overrides = [f"policy_model={o.partition('=')[2]}" if o.partition("=")[0] == "model" else o
+                 for o in overrides]  # fmt: skip
     try:
         cfg = to_dataclass(PolicyCliConfig, compose("policy_vpdd", overrides))
     except (TypeError, ValueError) as e:

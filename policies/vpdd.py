@@ -60,6 +60,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from video2reward.compute.device import check_device_name, resolve_device
 from video2reward.data.images import prepare_frames
 from video2reward.policies.demos import DemoError, load_demo_episodes
 from video2reward.rewards.data import load_episodes
@@ -116,6 +117,7 @@ class VPDDConfig:
     finetune_steps: int = 2000
     freeze_video: bool = False
     seed: int = 0
+    device: str = "auto"  # auto (CUDA when available, else CPU), cpu, cuda or cuda:N
 
     def __post_init__(self) -> None:
         if self.history < 1 or self.future < 1 or self.frame_skip < 1:
@@ -133,6 +135,7 @@ class VPDDConfig:
         for name in ("tokenizer_steps", "pretrain_steps", "finetune_steps", "batch_size"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        check_device_name(self.device)
 
     def tokenizer_config(self) -> TokenizerConfig:
         return TokenizerConfig(image_size=self.image_size, code_grid=self.code_grid,
@@ -243,6 +246,10 @@ class VPDD(nn.Module):
         self.register_buffer("bin_edges", torch.zeros(ACTION_DIM, config.action_bins + 1))
 
     @property
+    def device(self) -> torch.device:
+        return self.bin_edges.device
+
+    @property
     def finetuned(self) -> bool:
         return bool(self.bin_edges.abs().sum() > 0)
 
@@ -256,7 +263,7 @@ class VPDD(nn.Module):
     def codes(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) float in [0, 255] -> (N, G, G) codes, in chunks."""
         self.tokenizer.eval()
-        return torch.cat([self.tokenizer.encode(c) for c in frames.split(256)])
+        return torch.cat([self.tokenizer.encode(c.to(self.device)) for c in frames.split(256)])
 
     def _unmask_prob(self, t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         a_t, a_s = self.keep[t], self.keep[s]
@@ -377,10 +384,11 @@ class _Windows:
                 part = a[t : t + cfg.action_horizon]
                 chunk[: len(part)] = part
                 acts.append(torch.from_numpy(bins.encode(chunk).reshape(-1)))
-        proprio = torch.stack(prop) if cfg.proprio and len(prop) == b else None
+        dev = self.codes[0].device
+        proprio = torch.stack(prop).to(dev) if cfg.proprio and len(prop) == b else None
         if cfg.proprio and proprio is None:
-            proprio = torch.zeros(b, PROPRIO_DIM)  # videos without proprio: a blank token
-        actions = torch.stack(acts) if acts else None
+            proprio = torch.zeros(b, PROPRIO_DIM, device=dev)  # no proprio: a blank token
+        actions = torch.stack(acts).to(dev) if acts else None
         return torch.stack(hist), proprio, torch.stack(fut), actions
 
 
@@ -415,13 +423,13 @@ def pretrain(cfg: VPDDConfig, data: Sequence[str | Path], out: str | Path,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     videos = _videos(data, cfg)
-    model = VPDD(cfg)
+    model = VPDD(cfg).to(resolve_device(cfg.device))
     frames = np.concatenate(videos)
     opt = torch.optim.Adam(model.tokenizer.parameters(), lr=cfg.lr)
     t0 = time.monotonic()
     model.tokenizer.train()
     for step in range(1, cfg.tokenizer_steps + 1):
-        x = _as_tensor(frames[rng.integers(0, len(frames), cfg.batch_size)])
+        x = _as_tensor(frames[rng.integers(0, len(frames), cfg.batch_size)]).to(model.device)
         loss, m = model.tokenizer.loss(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -458,7 +466,7 @@ def _train_net(model: VPDD, windows: _Windows, steps: int, bins: ActionBins | No
 
 # What fine-tuning may change in a pre-trained model's config (the rest is its architecture).
 FINETUNE_FIELDS = ("finetune_steps", "freeze_video", "lr", "batch_size", "seed", "sample_steps",
-                   "top_p", "action_horizon", "action_bins", "bins")  # fmt: skip
+                   "top_p", "action_horizon", "action_bins", "bins", "device")  # fmt: skip
 
 
 def finetune(ckpt: str | Path | None, demos: str | Path, out: str | Path,
@@ -469,7 +477,7 @@ def finetune(ckpt: str | Path | None, demos: str | Path, out: str | Path,
     of ``cfg`` from scratch (tokenizer included) on the demos alone: the baseline without
     video pre-training. Saves ``out/model.pt``."""
     if ckpt is not None:
-        model = load(ckpt)
+        model = load(ckpt, (changes or {}).get("device"))
         fixed = sorted(set(changes or {}) - set(FINETUNE_FIELDS))
         if fixed:
             raise ValueError(f"model.{fixed[0]} is fixed by the pre-trained checkpoint {ckpt}; "
@@ -492,7 +500,7 @@ def finetune(ckpt: str | Path | None, demos: str | Path, out: str | Path,
     assert cfg is not None
     rng = np.random.default_rng(cfg.seed + 1)
     bins = ActionBins.fit(np.concatenate([e.actions for e in eps]), cfg.action_bins, cfg.bins)
-    model.bin_edges.copy_(torch.from_numpy(bins.edges))
+    model.bin_edges.copy_(torch.from_numpy(bins.edges).to(model.device))
     frames = [prepare_frames(e.images, cfg.image_size) for e in eps]
     windows = _Windows([model.codes(_as_tensor(f)) for f in frames],
                        [e.proprio.astype(np.float32) for e in eps],
@@ -507,7 +515,7 @@ def _with_new_action_part(model: VPDD) -> VPDD:
     """The same model with new action embeddings, positions and head for the config's
     ``action_bins`` and ``action_horizon`` (the video part is kept; the action part has not
     been trained before fine-tuning)."""
-    fresh = VPDD(model.config)
+    fresh = VPDD(model.config).to(model.device)
     action_part = ("net.action.", "net.action_head.", "net.action_pos", "bin_edges")
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(action_part)}
     fresh.load_state_dict(state, strict=False)
@@ -528,8 +536,9 @@ def save(model: VPDD, out: str | Path, info: dict[str, Any]) -> Path:
     return path
 
 
-def load(path: str | Path) -> VPDD:
-    """A checkpoint (``out/`` or ``out/model.pt``), read with ``weights_only=True``."""
+def load(path: str | Path, device: str | None = None) -> VPDD:
+    """A checkpoint (``out/`` or ``out/model.pt``), read with ``weights_only=True``, on
+    ``device`` (default: the config's, ``auto``: CUDA when available)."""
     p = Path(path)
     if p.is_dir():
         p = p / CKPT_FILE
@@ -541,10 +550,13 @@ def load(path: str | Path) -> VPDD:
         raise ValueError(f"{p} is not a loadable VPDD checkpoint: {e}") from e
     if not isinstance(raw, dict) or raw.get("method") != "vpdd":
         raise ValueError(f"{p} is not a VPDD checkpoint")
-    model = VPDD(VPDDConfig(**raw["config"]))
+    cfg = VPDDConfig(**raw["config"])
+    if device is not None:
+        cfg = dataclasses.replace(cfg, device=device)
+    model = VPDD(cfg)
     model.load_state_dict(raw["state"])
     model.eval()
-    return model
+    return model.to(resolve_device(cfg.device))
 
 
 # ----------------------------------------------------------------------------- acting
@@ -556,7 +568,7 @@ class VPDDPolicy:
     def __init__(self, model: VPDD, seed: int = 0):
         self.model = model
         self.bins = model.action_bins()
-        self.gen = torch.Generator().manual_seed(seed)
+        self.gen = torch.Generator(device=model.device).manual_seed(seed)
 
     def act(self, stacked: np.ndarray, proprio: np.ndarray | None, *_: Any) -> np.ndarray:
         cfg = self.model.config
@@ -570,10 +582,10 @@ class VPDDPolicy:
         if cfg.proprio:
             if proprio is None or not np.isfinite(proprio).all():
                 raise ValueError("VPDD needs a finite proprio (ee position + gripper)")
-            p = torch.as_tensor(np.asarray(proprio, np.float32))[None]
+            p = torch.as_tensor(np.asarray(proprio, np.float32), device=self.model.device)[None]
         _future, tokens = self.model.sample(history, p, True, self.gen)
         assert tokens is not None
-        chunk = self.bins.decode(tokens.reshape(cfg.action_horizon, ACTION_DIM).numpy())
+        chunk = self.bins.decode(tokens.reshape(cfg.action_horizon, ACTION_DIM).cpu().numpy())
         return np.clip(chunk[0], -1.0, 1.0).astype(np.float32)
 
 

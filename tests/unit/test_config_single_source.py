@@ -206,6 +206,10 @@ def test_group_files_list_only_changes() -> None:
         checked += _check_keys(f"rl_agent/{path.name}", RLTrainConfig, _load(path))
     for path in sorted((CONFIGS / "rl_reward").glob("*.yaml")):
         checked += _check_keys(f"rl_reward/{path.name}", RewardSpec, _load(path))
+    from video2reward.policies.vpdd import VPDDConfig
+
+    for path in sorted((CONFIGS / "policy_model").glob("*.yaml")):
+        checked += _check_keys(f"policy_model/{path.name}", VPDDConfig, _load(path))
     for path in sorted((CONFIGS / "reward_method").glob("*.yaml")):
         values = _load(path)
         checked += _check_keys(f"reward_method/{path.name}", _target(values), values)
