@@ -145,7 +145,7 @@ def _policy(stage: str, overrides: list[str], flags: list[str]) -> int:
                 raise ConfigError("eval needs ckpt=<fine-tuned VPDD run>")
             result = {"ckpt": cfg.ckpt, "task": cfg.task,
                       **evaluate_twin(load(cfg.ckpt), cfg.task, cfg.episodes, cfg.seed)}
-    except (DemoError, FileNotFoundError, ValueError) as e:
+    except (DemoError, ValueError) as e:  # CheckpointError too
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result))

@@ -63,6 +63,8 @@ from torch.nn import functional as F
 from video2reward.compute.device import check_device_name, resolve_device
 from video2reward.data.images import prepare_frames
 from video2reward.policies.demos import DemoError, load_demo_episodes
+from video2reward.rewards.base import CHECKPOINT_NAME as CKPT_FILE
+from video2reward.rewards.base import CHECKPOINT_VERSION, CheckpointError, read_checkpoint
 from video2reward.rewards.data import load_episodes
 from video2reward.rewards.diffusion_reward import keep_schedule
 from video2reward.rewards.tokenizer import TokenizerConfig, VQTokenizer
@@ -79,7 +81,6 @@ __all__ = [
     "save",
 ]
 
-CKPT_FILE = "model.pt"
 ACTION_DIM = 4
 PROPRIO_DIM = 4
 
@@ -528,8 +529,9 @@ def save(model: VPDD, out: str | Path, info: dict[str, Any]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     path = out / CKPT_FILE
     tmp = path.with_suffix(".tmp")
-    torch.save({"method": "vpdd", "config": asdict(model.config), "info": info,
-                "state": model.state_dict()}, tmp)  # fmt: skip
+    torch.save({"method": "vpdd", "format_version": CHECKPOINT_VERSION,
+                "config": asdict(model.config), "info": info,
+                "state_dict": model.state_dict()}, tmp)  # fmt: skip
     tmp.replace(path)
     (out / "summary.json").write_text(json.dumps({**info, "config": asdict(model.config)},
                                                  indent=2))  # fmt: skip
@@ -539,22 +541,15 @@ def save(model: VPDD, out: str | Path, info: dict[str, Any]) -> Path:
 def load(path: str | Path, device: str | None = None) -> VPDD:
     """A checkpoint (``out/`` or ``out/model.pt``), read with ``weights_only=True``, on
     ``device`` (default: the config's, ``auto``: CUDA when available)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / CKPT_FILE
-    if not p.exists():
-        raise FileNotFoundError(f"no VPDD checkpoint at {p}")
-    try:
-        raw = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickled code, a truncated file: refused, never executed
-        raise ValueError(f"{p} is not a loadable VPDD checkpoint: {e}") from e
-    if not isinstance(raw, dict) or raw.get("method") != "vpdd":
-        raise ValueError(f"{p} is not a VPDD checkpoint")
+    # refuses pickled code, truncated files and other formats, naming the problem
+    raw = read_checkpoint(path, "VPDD", "v2r policy pretrain | finetune")
+    if raw["method"] != "vpdd":
+        raise CheckpointError(f"{path} holds a {raw['method']!r} model, not a VPDD policy")
     cfg = VPDDConfig(**raw["config"])
     if device is not None:
         cfg = dataclasses.replace(cfg, device=device)
     model = VPDD(cfg)
-    model.load_state_dict(raw["state"])
+    model.load_state_dict(raw["state_dict"])
     model.eval()
     return model.to(resolve_device(cfg.device))
 

@@ -356,13 +356,17 @@ def build_model(config: RewardConfig, device: torch.device | None = None) -> Rew
     return model.to(device or default_device())
 
 
-def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint dict safely (weights_only); path may be a run folder."""
+def read_checkpoint(
+    path: str | os.PathLike[str], kind: str = "reward-model", made_by: str = "v2r reward train"
+) -> dict[str, Any]:
+    """Load a checkpoint dict safely (weights_only); path may be a run folder. ``kind`` and
+    ``made_by`` name the model and the command that trains one in the errors (VPDD's policy
+    checkpoints are read here too)."""
     p = Path(path)
     if p.is_dir():
         p = p / CHECKPOINT_NAME
     if not p.is_file():
-        raise CheckpointError(f"checkpoint {p} does not exist (train one with `v2r reward train`)")
+        raise CheckpointError(f"checkpoint {p} does not exist (train one with `{made_by}`)")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -373,7 +377,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(f"checkpoint {p} is unreadable or truncated: {e}") from e
     if not isinstance(ckpt, dict) or "method" not in ckpt or "state_dict" not in ckpt:
-        raise CheckpointError(f"{p} is not a reward-model checkpoint (no method/state_dict)")
+        raise CheckpointError(f"{p} is not a {kind} checkpoint (no method/state_dict)")
     version = ckpt.get("format_version")
     if version != CHECKPOINT_VERSION:
         raise CheckpointError(

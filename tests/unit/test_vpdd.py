@@ -24,6 +24,7 @@ from video2reward.policies.vpdd import (
     pretrain,
     save,
 )
+from video2reward.rewards.base import CHECKPOINT_VERSION, CheckpointError
 
 torch.set_num_threads(1)
 TINY = VPDDConfig(image_size=32, code_grid=4, codebook_size=32, code_dim=8, tokenizer_channels=8,
@@ -103,13 +104,17 @@ def test_checkpoints_carrying_code_or_missing_are_refused(
     bad.mkdir()
     with open(bad / "model.pt", "wb") as f:
         pickle.dump({"method": "vpdd", "state": _Payload()}, f)
-    with pytest.raises(ValueError, match="not a loadable VPDD checkpoint"):
+    with pytest.raises(CheckpointError, match="could run code"):
         load(bad)
     assert "code ran" not in capsys.readouterr().out  # refused before anything ran
-    with pytest.raises(FileNotFoundError, match="no VPDD checkpoint"):
+    with pytest.raises(CheckpointError, match=r"does not exist .*v2r policy"):
         load(tmp_path / "missing")
-    torch.save({"method": "vip", "state": {}}, bad / "model.pt")
-    with pytest.raises(ValueError, match="not a VPDD checkpoint"):
+    torch.save({"method": "vip", "state_dict": {}, "format_version": CHECKPOINT_VERSION},
+               bad / "model.pt")  # fmt: skip
+    with pytest.raises(CheckpointError, match="not a VPDD policy"):
+        load(bad)
+    torch.save({"method": "vpdd"}, bad / "model.pt")
+    with pytest.raises(CheckpointError, match="not a VPDD checkpoint"):
         load(bad)
 
 
