@@ -276,9 +276,10 @@ class VPDD(nn.Module):
         proprio: torch.Tensor | None,
         future: torch.Tensor,
         actions: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The bound's term at a uniformly drawn t plus the auxiliary x0 cross-entropy, on the
-        masked tokens of the future frame (and the actions), per token."""
+        masked tokens of the future frame (and the actions), per token. The metrics stay on
+        the device (read back only when logged)."""
         cfg = self.config
         b, dev = future.shape[0], future.device
         x0v = future.reshape(b, -1)
@@ -293,10 +294,10 @@ class VPDD(nn.Module):
         )  # fmt: skip
         ce = -lv.gather(-1, x0v[..., None]).squeeze(-1) * mv
         n = x0v.shape[1]
-        metrics = {"video_ce": float(ce.detach().sum() / mv.sum().clamp_min(1))}
+        metrics = {"video_ce": ce.detach().sum() / mv.sum().clamp_min(1)}
         if la is not None and actions is not None and ma is not None:
             ce_a = -la.gather(-1, actions[..., None]).squeeze(-1) * ma
-            metrics["action_ce"] = float(ce_a.detach().sum() / ma.sum().clamp_min(1))
+            metrics["action_ce"] = ce_a.detach().sum() / ma.sum().clamp_min(1)
             ce = torch.cat([ce, ce_a], 1)
             n += actions.shape[1]
         per_sample = ce.sum(-1)
@@ -413,8 +414,8 @@ def _videos(paths: Sequence[str | Path], cfg: VPDDConfig) -> list[np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- training
-def _log(step: int, total: int, what: str, metrics: dict[str, float], t0: float) -> None:
-    vals = " ".join(f"{k}={v:.3f}" for k, v in metrics.items())
+def _log(step: int, total: int, what: str, metrics: dict[str, Any], t0: float) -> None:
+    vals = " ".join(f"{k}={float(v):.3f}" for k, v in metrics.items())
     print(f"[{what} {step}/{total}] {vals} ({time.monotonic() - t0:.0f} s)", flush=True)
 
 
@@ -425,7 +426,19 @@ def pretrain(cfg: VPDDConfig, data: Sequence[str | Path], out: str | Path,
     rng = np.random.default_rng(cfg.seed)
     videos = _videos(data, cfg)
     model = VPDD(cfg).to(resolve_device(cfg.device))
-    frames = np.concatenate(videos)
+    _train_tokenizer(model, np.concatenate(videos), rng, log_every)
+    windows = _Windows([model.codes(_as_tensor(v)) for v in videos], [None] * len(videos),
+                       [None] * len(videos))  # fmt: skip
+    _train_net(model, windows, cfg.pretrain_steps, None, "pretrain", rng, log_every)
+    save(model, out, {"stage": "pretrained", "videos": len(videos),
+                      "data": [str(p) for p in data]})  # fmt: skip
+    return model
+
+
+def _train_tokenizer(model: VPDD, frames: np.ndarray, rng: np.random.Generator,
+                     log_every: int) -> None:
+    """``tokenizer_steps`` steps on batches of ``frames`` (N, S, S, 3) uint8."""
+    cfg = model.config
     opt = torch.optim.Adam(model.tokenizer.parameters(), lr=cfg.lr)
     t0 = time.monotonic()
     model.tokenizer.train()
@@ -436,13 +449,7 @@ def pretrain(cfg: VPDDConfig, data: Sequence[str | Path], out: str | Path,
         loss.backward()
         opt.step()
         if step % log_every == 0 or step == cfg.tokenizer_steps:
-            _log(step, cfg.tokenizer_steps, "tokenizer", {k: float(v) for k, v in m.items()}, t0)
-    windows = _Windows([model.codes(_as_tensor(v)) for v in videos], [None] * len(videos),
-                       [None] * len(videos))  # fmt: skip
-    _train_net(model, windows, cfg.pretrain_steps, None, "pretrain", rng, log_every)
-    save(model, out, {"stage": "pretrained", "videos": len(videos),
-                      "data": [str(p) for p in data]})  # fmt: skip
-    return model
+            _log(step, cfg.tokenizer_steps, "tokenizer", m, t0)
 
 
 def _train_net(model: VPDD, windows: _Windows, steps: int, bins: ActionBins | None, what: str,
@@ -461,7 +468,7 @@ def _train_net(model: VPDD, windows: _Windows, steps: int, bins: ActionBins | No
         loss.backward()
         opt.step()
         if step % log_every == 0 or step == steps:
-            _log(step, steps, what, {"loss": float(loss.detach()), **m}, t0)
+            _log(step, steps, what, {"loss": loss.detach(), **m}, t0)
     model.net.eval()
 
 
@@ -493,16 +500,18 @@ def finetune(ckpt: str | Path | None, demos: str | Path, out: str | Path,
         eps = load_demo_episodes(demos, (cfg or VPDDConfig()).frame_skip, max_episodes)
     except DemoError as e:
         raise DemoError(f"VPDD fine-tuning needs demonstrations with actions: {e}") from e
+    cfg = cfg or VPDDConfig()
+    frames = [prepare_frames(e.images, cfg.image_size) for e in eps]
     if ckpt is None:
-        cfg = cfg or VPDDConfig()
-        # no video pre-training: the tokenizer learns from the demos' frames, the video
-        # model starts from scratch
-        model = pretrain(dataclasses.replace(cfg, pretrain_steps=0), [demos], out, log_every)
-    assert cfg is not None
+        # no video pre-training: the tokenizer learns from the fine-tuning demos' frames only,
+        # the video model starts from scratch
+        torch.manual_seed(cfg.seed)
+        model = VPDD(cfg).to(resolve_device(cfg.device))
+        _train_tokenizer(model, np.concatenate(frames), np.random.default_rng(cfg.seed),
+                         log_every)  # fmt: skip
     rng = np.random.default_rng(cfg.seed + 1)
     bins = ActionBins.fit(np.concatenate([e.actions for e in eps]), cfg.action_bins, cfg.bins)
     model.bin_edges.copy_(torch.from_numpy(bins.edges).to(model.device))
-    frames = [prepare_frames(e.images, cfg.image_size) for e in eps]
     windows = _Windows([model.codes(_as_tensor(f)) for f in frames],
                        [e.proprio.astype(np.float32) for e in eps],
                        [e.actions.astype(np.float32) for e in eps])  # fmt: skip
