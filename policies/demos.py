@@ -155,12 +155,9 @@ def load_demo_episodes(
     return out
 
 
-def rows_per_step(path: str | Path, control_hz: float) -> int:
-    """How many recorded rows one control step spans: the store's row period (the median step
-    of its timestamps within episodes, else its declared fps) against ``1 / control_hz``; at
-    least 1."""
-    if control_hz <= 0:
-        raise ValueError(f"control_hz must be > 0, got {control_hz}")
+def row_period_s(path: str | Path) -> float:
+    """The store's row period, seconds: the median step of its timestamps within episodes,
+    else its declared fps."""
     try:
         store = EpisodeStore.open(Path(path))
     except EpisodeStoreError as e:
@@ -170,8 +167,15 @@ def rows_per_step(path: str | Path, control_hz: float) -> int:
         dt = np.concatenate([np.diff(np.asarray(store.episode(i, [keys.TIMESTAMP])[keys.TIMESTAMP],
                                                 np.float64)) for i in range(store.n_episodes)])
         dt = dt[np.isfinite(dt) & (dt > 0)]
-    period = float(np.median(dt)) if dt.size else 1.0 / store.fps
-    return max(1, round(1.0 / control_hz / period))
+    return float(np.median(dt)) if dt.size else 1.0 / store.fps
+
+
+def rows_per_step(path: str | Path, control_hz: float) -> int:
+    """How many recorded rows one control step spans: the store's row period
+    (:func:`row_period_s`) against ``1 / control_hz``; at least 1."""
+    if control_hz <= 0:
+        raise ValueError(f"control_hz must be > 0, got {control_hz}")
+    return max(1, round(1.0 / control_hz / row_period_s(path)))
 
 
 def demo_replay(

@@ -56,6 +56,10 @@ class OnlineConfig(LearnSpec):
     out: str = "runs/learner"  # run folder: agent.pt, state.json, replay/
     image_size: int = 84  # frames are resized to this square before the agent sees them
     eval_mode: bool = False  # act with the mean action; no replay, no updates
+    # eval_mode with a VPDD policy (`v2r policy finetune`'s out/) instead of out/agent.pt: its
+    # checkpoint sets the frames it sees (image_size, frame_stack), and control_hz must be
+    # the rate it was fine-tuned at (its demos' row rate over its frame_skip)
+    policy_ckpt: str = ""
     checkpoint_every_episodes: int = 1
     update_threads: int = 1  # torch threads of the update thread (the CPU is shared)
     max_learner_lag_updates: int = 8  # owed updates beyond which new ones are skipped
@@ -88,6 +92,33 @@ class OnlineConfig(LearnSpec):
             raise ValueError("demo_rows_per_step must be >= 0 and control_hz > 0")
         if self.episode_rewards and not self.reward_ckpt:
             raise ValueError("episode_rewards needs reward_ckpt: the model that scores episodes")
+        if self.policy_ckpt and not self.eval_mode:
+            raise ValueError("policy_ckpt (a VPDD policy) only acts: set eval_mode too (the "
+                             "learner trains DrQ-v2's agent)")  # fmt: skip
+
+
+def _vpdd_policy(c: OnlineConfig) -> tuple[Any, OnlineConfig]:
+    """A VPDD policy for ``eval_mode`` and the config it observes with: its checkpoint's image
+    size and history as ``image_size`` and ``frame_stack``. Refuses a pre-trained-only model
+    and a control rate other than the one it was fine-tuned at (its actions are steps of
+    that period: at another rate the arm would move faster or slower than it learned)."""
+    import dataclasses
+
+    from video2reward.policies.vpdd import VPDDPolicy, load
+
+    model = load(c.policy_ckpt, c.device)
+    agent_hz = model.info.get("agent_hz")
+    if agent_hz and abs(c.control_hz - agent_hz) > 0.05 * agent_hz:
+        raise ValueError(
+            f"the VPDD policy {c.policy_ckpt} was fine-tuned on steps of "
+            f"{1.0 / agent_hz:.3g} s (its demos' rows times frame_skip "
+            f"{model.config.frame_skip}): run the learner node at control_hz {agent_hz:.3g}, "
+            f"not {c.control_hz:g}"
+        )
+    policy = VPDDPolicy(model, c.seed)  # refuses a model that is not fine-tuned
+    mc = model.config
+    seen = {"image_size": mc.image_size, "frame_stack": mc.history, "proprio": mc.proprio}
+    return policy, dataclasses.replace(c, **seen)
 
 
 def step_rewards(
@@ -122,9 +153,13 @@ class OnlineLearner:
     learner thread (a control tick never waits: a lagging update is skipped)."""
 
     def __init__(self, config: OnlineConfig):
+        self.device = resolve_device(config.device)
+        vpdd = None
+        if config.policy_ckpt:
+            vpdd, config = _vpdd_policy(config)
         self.config = c = config
         self.out = Path(c.out)
-        self.device = resolve_device(c.device)
+        self.out.mkdir(parents=True, exist_ok=True)  # an evaluation's first output lands here
         obs_shape = (3 * c.frame_stack, c.image_size, c.image_size)
         proprio_dim = PROPRIO_DIM if c.proprio else 0
         self.agent = DrQV2Agent(
@@ -139,7 +174,7 @@ class OnlineLearner:
         if (self.out / AGENT_FILE).exists():
             self.agent.load(self.out / AGENT_FILE)
             self.state.update(json.loads((self.out / STATE_FILE).read_text()))
-        elif c.eval_mode:
+        elif c.eval_mode and vpdd is None:
             raise FileNotFoundError(f"eval_mode needs a trained agent: {self.out / AGENT_FILE}")
         replay = None
         self.restored_steps = 0
@@ -180,6 +215,8 @@ class OnlineLearner:
             demos=demos,
             agent_steps=int(self.state["agent_steps"]),
         )
+        if vpdd is not None:
+            self.core.policy = vpdd  # acts in place of the (untrained, unused) agent's policy
         self.replay = replay
         self._last_action: np.ndarray | None = None  # the policy's, until finish/abandon
         self._ep: dict[str, list[Any]] = {"frames": [], "proprio": [], "actions": [],

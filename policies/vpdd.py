@@ -62,7 +62,7 @@ from torch import nn
 from torch.nn import functional as F
 from video2reward.compute.device import check_device_name, resolve_device
 from video2reward.data.images import prepare_frames
-from video2reward.policies.demos import DemoError, load_demo_episodes
+from video2reward.policies.demos import DemoError, load_demo_episodes, row_period_s
 from video2reward.rewards.base import CHECKPOINT_NAME as CKPT_FILE
 from video2reward.rewards.base import CHECKPOINT_VERSION, CheckpointError, read_checkpoint
 from video2reward.rewards.data import load_episodes
@@ -239,6 +239,7 @@ class VPDD(nn.Module):
     def __init__(self, config: VPDDConfig):
         super().__init__()
         self.config = config
+        self.info: dict[str, Any] = {}  # what trained it, from its checkpoint
         torch.manual_seed(config.seed)
         self.tokenizer = VQTokenizer(config.tokenizer_config())
         self.net = Denoiser(config)
@@ -516,8 +517,11 @@ def finetune(ckpt: str | Path | None, demos: str | Path, out: str | Path,
                        [e.proprio.astype(np.float32) for e in eps],
                        [e.actions.astype(np.float32) for e in eps])  # fmt: skip
     _train_net(model, windows, cfg.finetune_steps, bins, "finetune", rng, log_every)
+    # One agent step spans frame_skip recorded rows: the rate a controller must act at
+    agent_hz = 1.0 / (row_period_s(demos) * model.config.frame_skip)
     save(model, out, {"stage": "finetuned", "demos": str(demos), "episodes": len(eps),
-                      "pretrained_from": None if ckpt is None else str(ckpt)})  # fmt: skip
+                      "pretrained_from": None if ckpt is None else str(ckpt),
+                      "agent_hz": agent_hz})  # fmt: skip
     return model
 
 
@@ -559,6 +563,7 @@ def load(path: str | Path, device: str | None = None) -> VPDD:
         cfg = dataclasses.replace(cfg, device=device)
     model = VPDD(cfg)
     model.load_state_dict(raw["state_dict"])
+    model.info = dict(raw.get("info") or {})  # what trained it (stage, demos, agent_hz)
     model.eval()
     return model.to(resolve_device(cfg.device))
 
@@ -574,7 +579,8 @@ class VPDDPolicy:
         self.bins = model.action_bins()
         self.gen = torch.Generator(device=model.device).manual_seed(seed)
 
-    def act(self, stacked: np.ndarray, proprio: np.ndarray | None, *_: Any) -> np.ndarray:
+    def act(self, stacked: np.ndarray, proprio: np.ndarray | None, *_: Any, **__: Any
+            ) -> np.ndarray:
         cfg = self.model.config
         x = np.asarray(stacked)
         if x.ndim != 3 or x.shape[0] != 3 * cfg.history or x.shape[1:] != (cfg.image_size,) * 2:

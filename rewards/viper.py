@@ -47,8 +47,9 @@ Training (``rewards/tokenizer.py``'s ``TokenRewardModel``, shared with Diffusion
 first ``tokenizer_steps`` of ``steps`` train the tokenizer (reconstruction + commitment on
 single frames); the rest train the transformer on the frozen tokenizer's codes.
 Sizes: the defaults are a CPU configuration (4 frames strided by 2, 4 layers of 128; 700
-tokenizer and 1500 video-model steps: 13.5 min on 2 quiet cores for 50 twin push demos); ``configs/reward_method/viper_paper.yaml`` has the official
-DMC sizes (16 frames, 8 layers of 256, 8 heads, dropout 0.1, codebook 256 at 8x8) for a GPU.
+tokenizer and 1500 video-model steps: 13.5 min on 2 quiet cores for 50 twin push demos);
+``configs/reward_method/viper_paper.yaml`` has the official DMC sizes (16 frames, 8 layers
+of 256, 8 heads, dropout 0.1, codebook 256 at 8x8) for a GPU.
 """
 
 from __future__ import annotations

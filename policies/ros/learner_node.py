@@ -74,6 +74,8 @@ O, A, D = OnlineConfig, DrQV2Config, DemoSpec
 PARAMS: tuple[ParamSpec, ...] = (
     field_param(O, "out", "run folder: agent.pt, state.json, replay/ (resumed if present)"),
     field_param(O, "eval_mode", "only act (mean action, no exploration, no updates)"),
+    field_param(O, "policy_ckpt", "eval_mode: a VPDD policy (v2r policy finetune's out/) "
+                "acts instead of out/agent.pt ('' = DrQ-v2's); it sets image_size, frame_stack"),
     field_param(O, "control_hz", "commands per second (up to the camera rate)", F(1.0, 60.0)),
     ("episode_steps", 50, "commands per episode", I(2, 100_000), True),
     (
@@ -383,7 +385,7 @@ class LearnerNode(Node):
         t_home = time.time_ns()
         img = self._fresh_image(t_home, p["image_timeout_s"] * 4)
         proprio = self._proprio()
-        if img is None or (proprio is None and p["proprio"]):
+        if img is None or (proprio is None and self.learner.config.proprio):
             self.get_logger().warning(
                 "no image or ee pose after home; retrying", throttle_duration_sec=5.0
             )
@@ -504,6 +506,8 @@ class LearnerNode(Node):
             "success_rate_last_10": float(np.mean([h["success"] for h in hist[-10:]])),
             "mean_return_last_10": float(np.mean([h["return"] for h in hist[-10:]])),
             "eval_mode": self.p["eval_mode"],
+            "policy": "vpdd" if self.p["policy_ckpt"] else "drqv2",
+            "policy_ckpt": self.p["policy_ckpt"] or None,
             "agent_steps": self.learner.state["agent_steps"],
             "success_source": self.p["success_source"],
             # the twin's predicate (success_source topic) fed the success bonus and labels

@@ -150,6 +150,34 @@ def test_finetuned_policy_acts_in_range_through_the_twin_envelope(tmp_path: Path
     assert got["episode_frames"] == 50 and got["success_rate"] in (0.0, 1.0)
 
 
+def test_the_learner_node_core_acts_with_a_vpdd_policy_in_eval_mode(tmp_path: Path) -> None:
+    from video2reward.policies.online import OnlineConfig, OnlineLearner
+
+    store = toy_demo_store(tmp_path / "d.zarr", episodes=2)
+    finetune(None, store, tmp_path / "ft", cfg=dataclasses.replace(TINY, finetune_steps=5),
+             log_every=10**6)  # fmt: skip
+    hz = load(tmp_path / "ft").info["agent_hz"]  # the demos' row rate over frame_skip
+    assert hz == pytest.approx(EpisodeStore.open(store).fps / TINY.frame_skip, rel=0.01)
+    cfg = OnlineConfig(out=str(tmp_path / "eval"), eval_mode=True, control_hz=hz,
+                       policy_ckpt=str(tmp_path / "ft"), image_size=84, frame_stack=3)
+    learner = OnlineLearner(cfg)  # no agent.pt needed: the VPDD policy acts
+    try:  # the policy's observation: its image size and history, not the node's params
+        assert (learner.config.image_size, learner.config.frame_stack) == (32, TINY.history)
+        rng = np.random.default_rng(1)
+        p = np.array([0.4, 0.0, 0.1, 1.0], np.float32)
+        actions = [learner.begin(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), p)]
+        actions += [learner.step(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), p)
+                    for _ in range(2)]  # fmt: skip
+        assert all(a.shape == (4,) and np.all(np.abs(a) <= 1.0) for a in actions)
+        assert learner.replay is None  # evaluation records nothing
+    finally:
+        learner.close()
+    with pytest.raises(ValueError, match=r"fine-tuned on steps of .* control_hz"):
+        OnlineLearner(dataclasses.replace(cfg, control_hz=hz * 2))
+    with pytest.raises(ValueError, match="set eval_mode"):
+        dataclasses.replace(cfg, eval_mode=False)
+
+
 def test_cli_pretrains_finetunes_evaluates_and_refuses_what_it_cannot_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
