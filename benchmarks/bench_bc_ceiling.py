@@ -21,9 +21,39 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "bc_ceiling_reach.json"
+
+
+def start_config(out: Path, seed: int, episodes: int, demos: Path, max_demos: int,
+                 pretrain: int, task: str = "reach", px: int = 48, pad: int = 3,
+                 bc_weight: float = 2.5, bc_encoder: bool = False, proprio: bool = True,
+                 ) -> Any:
+    """The DrQ-v2 learner's start from demonstrations (``pretrain`` updates on them, BC with
+    its critic, the CPU agent sizes) as a one-frame ``v2r rl train`` run whose evaluation at
+    frame 0 is the result; the task's Rank2Reward model of the robot-time benchmark rewards
+    the demos. Shared with ``bench_vpdd.py``'s ``bc`` variant."""
+    from video2reward.policies.demos import DemoSpec
+    from video2reward.policies.drqv2 import DrQV2Config
+    from video2reward.policies.train import RewardSpec, TrainConfig
+
+    reward = ROOT / "runs" / "bench_robot_time" / task / "rank2reward_2000"
+    if not (reward / "model.pt").exists():
+        raise SystemExit(f"{reward} is missing: run bench_robot_time.py --task {task} first")
+    agent = DrQV2Config(batch_size=128, hidden_dim=256, lr=3e-4, num_expl_steps=0,
+                        stddev_schedule_steps=10_000, stddev_final=0.1, shift_pad_px=pad,
+                        bc_weight=bc_weight, bc_encoder=bc_encoder)  # fmt: skip
+    return TrainConfig(
+        task=task, out=str(out), seed=seed, image_size=84, agent_image_size=px,
+        threads=1, num_train_frames=1, seed_steps=250, eval_every_frames=1000,
+        num_eval_episodes=episodes, replay_capacity_steps=10_000, video=False,
+        progress_bar=False, resume=out.exists(), agent=agent, proprio=proprio,
+        success_bonus=1.0, reward=RewardSpec(source="model", ckpt=str(reward), success="model",
+                                             alpha=1.0),
+        demos=DemoSpec(path=str(demos), max_episodes=max_demos, pretrain_updates=pretrain),
+    )  # fmt: skip
 
 
 def main() -> int:
@@ -42,9 +72,7 @@ def main() -> int:
                    help="a demo store other than the benchmark's (its name joins the variant's)")
     args = p.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from video2reward.policies.demos import DemoSpec
-    from video2reward.policies.drqv2 import DrQV2Config
-    from video2reward.policies.train import RewardSpec, TrainConfig, train
+    from video2reward.policies.train import train
 
     base = ROOT / "runs" / "bench_robot_time" / "reach"
     reward, demos = base / "rank2reward_2000", base / "demos.zarr"
@@ -59,19 +87,9 @@ def main() -> int:
             f"{f'_n{args.max_demos}' if args.max_demos != 50 else ''}"
             f"{'_noproprio' if args.no_proprio else ''}_seed{args.seed}")
     out = ROOT / "runs" / "bench_bc_ceiling" / name
-    agent = DrQV2Config(batch_size=128, hidden_dim=256, lr=3e-4, num_expl_steps=0,
-                        stddev_schedule_steps=10_000, stddev_final=0.1, shift_pad_px=args.pad,
-                        bc_weight=args.bc_weight, bc_encoder=args.bc_encoder)  # fmt: skip
-    cfg = TrainConfig(
-        task="reach", out=str(out), seed=args.seed, image_size=84, agent_image_size=args.px,
-        threads=1, num_train_frames=1, seed_steps=250, eval_every_frames=1000,
-        num_eval_episodes=args.episodes, replay_capacity_steps=10_000, video=False,
-        progress_bar=False, resume=out.exists(), agent=agent, proprio=not args.no_proprio,
-        success_bonus=1.0, reward=RewardSpec(source="model", ckpt=str(reward), success="model",
-                                             alpha=1.0),
-        demos=DemoSpec(path=str(demos), max_episodes=args.max_demos,
-                       pretrain_updates=args.pretrain),
-    )  # fmt: skip
+    cfg = start_config(out, args.seed, args.episodes, demos, args.max_demos, args.pretrain,
+                       px=args.px, pad=args.pad, bc_weight=args.bc_weight,
+                       bc_encoder=args.bc_encoder, proprio=not args.no_proprio)  # fmt: skip
     t0 = time.monotonic()
     train(cfg)
     with (out / "eval.csv").open() as f:

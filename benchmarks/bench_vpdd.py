@@ -74,24 +74,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bc(args: argparse.Namespace, out: Path, t0: float) -> dict[str, Any]:
-    from video2reward.policies.demos import DemoSpec
-    from video2reward.policies.drqv2 import DrQV2Config
-    from video2reward.policies.train import RewardSpec, TrainConfig, train
+    from bench_bc_ceiling import start_config  # the same start as the BC-ceiling benchmark
+    from video2reward.policies.train import train
 
-    reward = ROOT / "runs" / "bench_robot_time" / args.task / "rank2reward_2000"
-    if not (reward / "model.pt").exists():
-        raise SystemExit(f"{reward} is missing: run benchmarks/bench_robot_time.py once")
-    agent = DrQV2Config(batch_size=128, hidden_dim=256, lr=3e-4, num_expl_steps=0,
-                        stddev_schedule_steps=10_000, shift_pad_px=3, bc_weight=2.5)
-    cfg = TrainConfig(
-        task=args.task, out=str(out), seed=args.seed, image_size=84, agent_image_size=48,
-        threads=args.threads, num_train_frames=1, seed_steps=250, eval_every_frames=1000,
-        num_eval_episodes=args.episodes, replay_capacity_steps=10_000, video=False,
-        progress_bar=False, resume=out.exists(), agent=agent, success_bonus=1.0,
-        reward=RewardSpec(source="model", ckpt=str(reward), success="model", alpha=1.0),
-        demos=DemoSpec(path=str(_store(args.task)), max_episodes=args.demos,
-                       pretrain_updates=20 if args.smoke else 1000),
-    )  # fmt: skip
+    cfg = start_config(out, args.seed, args.episodes, _store(args.task), args.demos,
+                       20 if args.smoke else 1000, task=args.task)  # fmt: skip
     train(cfg)
     with (out / "eval.csv").open() as f:
         first = next(csv.DictReader(f))  # frame 0: after pretraining, before any robot time
