@@ -134,11 +134,6 @@ def save(row: dict[str, Any]) -> None:
 
 
 def report() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = json.loads(RESULTS.read_text())
     print(f"{'task':<6} {'reward':<16} {'demos':>5} {'variant':<24} {'int.steps':>9} {'seed':>4} "
           f"{'to_90':>6} {'best':>5} {'mean':>5} {'final':>5} {'frames':>6} {'wall_s':>6} oracle")
@@ -152,33 +147,48 @@ def report() -> None:
               f"{sum(evals) / max(len(evals), 1):>5.2f} {float(r['final_success']):>5.2f} "
               f"{r['frames']:>6} {r['wall_s']:>6.0f} {r['oracle_in_learning']}")  # fmt: skip
     for task in sorted({r["task"] for r in rows}):
-        # one line per setting: the mean over its seeds, the band between their min and max
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for r in (r for r in rows if r["task"] == task and r["eval_success"]):
-            extra = (", interventions" if r["interventions"] else "") + (
-                f", {r['variant']}" if r.get("variant") else "")
-            label = f"{r['reward']}/{r.get('reward_steps', '?')}, {r['demos']} demos{extra}"
-            groups.setdefault(label, []).append(r)
-        fig, ax = plt.subplots(figsize=(8, 4.8))
-        for label, runs in groups.items():
-            n = min(len(r["eval_success"]) for r in runs)
-            x = np.array([f for f, _ in runs[0]["eval_success"][:n]])
-            y = np.array([[s for _, s in r["eval_success"][:n]] for r in runs])
-            line = ax.plot(x, y.mean(0), marker="o", ms=3,
-                           label=f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
-            if len(runs) > 1:
-                ax.fill_between(x, y.min(0), y.max(0), color=line[0].get_color(), alpha=0.15)
-        ax.axhline(0.9, color="grey", lw=0.8, ls="--")
-        ax.set(xlabel="env frames (10 Hz: 0.1 s of robot time each)",
-               ylabel="eval success (10 episodes)", title=f"twin {task}: learned reward and "
-               "success only", ylim=(-0.05, 1.05))  # fmt: skip
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
-        fig.tight_layout()
-        png = RESULTS.parent / f"robot_time_{task}.png"
-        fig.savefig(png, dpi=100)
-        plt.close(fig)
-        print(f"curve: {png}")
+        mine = [r for r in rows if r["task"] == task and r["eval_success"]]
+        _plot(mine, f"twin {task}: learned reward and success only",
+              RESULTS.parent / f"robot_time_{task}.png")
+        # the reward methods side by side: a setting run with more than one reward
+        for variant in sorted({r.get("variant") or "" for r in mine}):
+            same = [r for r in mine if (r.get("variant") or "") == variant]
+            if variant and len({r["reward"] for r in same}) > 1:
+                _plot(same, f"twin {task}, {variant}: reward methods, same learner",
+                      RESULTS.parent / f"robot_time_{task}_{variant}.png")
+
+
+def _plot(rows: list[dict[str, Any]], title: str, png: Path) -> None:
+    """One line per setting: the mean over its seeds, the band between their min and max."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        extra = (", interventions" if r["interventions"] else "") + (
+            f", {r['variant']}" if r.get("variant") else "")
+        label = f"{r['reward']}/{r.get('reward_steps', '?')}, {r['demos']} demos{extra}"
+        groups.setdefault(label, []).append(r)
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for label, runs in groups.items():
+        n = min(len(r["eval_success"]) for r in runs)
+        x = np.array([f for f, _ in runs[0]["eval_success"][:n]])
+        y = np.array([[s for _, s in r["eval_success"][:n]] for r in runs])
+        line = ax.plot(x, y.mean(0), marker="o", ms=3,
+                       label=f"{label} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        if len(runs) > 1:
+            ax.fill_between(x, y.min(0), y.max(0), color=line[0].get_color(), alpha=0.15)
+    ax.axhline(0.9, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="env frames (10 Hz: 0.1 s of robot time each)",
+           ylabel="eval success (evaluation episodes)", title=title, ylim=(-0.05, 1.05))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    print(f"curve: {png}")
 
 
 def main() -> int:
