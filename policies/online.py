@@ -171,7 +171,7 @@ class OnlineLearner:
             "successes": 0,
             "returns": [],
         }
-        if (self.out / AGENT_FILE).exists():
+        if vpdd is None and (self.out / AGENT_FILE).exists():  # a VPDD policy ignores it
             self.agent.load(self.out / AGENT_FILE)
             self.state.update(json.loads((self.out / STATE_FILE).read_text()))
         elif c.eval_mode and vpdd is None:
