@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,8 +102,6 @@ def _vpdd_policy(c: OnlineConfig) -> tuple[Any, OnlineConfig]:
     size and history as ``image_size`` and ``frame_stack``. Refuses a pre-trained-only model
     and a control rate other than the one it was fine-tuned at (its actions are steps of
     that period: at another rate the arm would move faster or slower than it learned)."""
-    import dataclasses
-
     from video2reward.policies.vpdd import VPDDPolicy, load
 
     model = load(c.policy_ckpt, c.device)
@@ -118,7 +116,7 @@ def _vpdd_policy(c: OnlineConfig) -> tuple[Any, OnlineConfig]:
     policy = VPDDPolicy(model, c.seed)  # refuses a model that is not fine-tuned
     mc = model.config
     seen = {"image_size": mc.image_size, "frame_stack": mc.history, "proprio": mc.proprio}
-    return policy, dataclasses.replace(c, **seen)
+    return policy, replace(c, **seen)
 
 
 def step_rewards(
