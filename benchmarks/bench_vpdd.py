@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_vpdd.py --task reach --variant pre --demos 10 --seed 0
     .venv/bin/python benchmarks/bench_vpdd.py --task reach --variant scratch --demos 10 --seed 0
     .venv/bin/python benchmarks/bench_vpdd.py --task reach --variant bc --demos 10 --seed 0
+    .venv/bin/python benchmarks/bench_vpdd.py --task reach --variant drq_vpdd --demos 10 --seed 0
     .venv/bin/python benchmarks/bench_vpdd.py --report
     .venv/bin/python benchmarks/bench_vpdd.py --smoke          # tiny sizes: the pipeline only
 
@@ -15,6 +16,10 @@ Variants, all from the robot-time benchmark's scripted demonstrations
   learns from the fine-tuning demos' frames);
 - ``bc``: the DrQ-v2 learner's own start from the same demos (1000 pretraining updates, BC
   weight 2.5 with its critic, 48 px), no robot time: ``bench_bc_ceiling.py``'s setting.
+- ``drq_vpdd``: the same DrQ-v2 start, its demonstrations the ``--demos`` ones plus the task's
+  other 50 - ``--demos`` videos labelled with the ``pre`` policy's actions (``label_store``):
+  VPDD initialising the DrQ-v2 actor. Also prints how well the labels match the actions the
+  scripted expert recorded in those videos (unused otherwise).
 
 Each is evaluated on 20 twin episodes by the twin's predicate (evaluation only). Rows go to
 benchmarks/results/vpdd.json; ``pre / scratch`` is the paper's claim measured here.
@@ -59,6 +64,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     name = f"{args.task}_{args.variant}_demos{args.demos}_seed{args.seed}"
     if args.variant == "bc":
         return _bc(args, base / name, t0)
+    if args.variant == "drq_vpdd":
+        return _drq_vpdd(args, base, name, t0)
     pre = base / f"pretrained_seed{args.seed}"
     if args.variant == "pre" and not (pre / "model.pt").exists():
         pretrain(cfg, [_store(t) for t in TASKS], pre)
@@ -73,11 +80,42 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "run": str(out.relative_to(ROOT))}  # fmt: skip
 
 
-def _bc(args: argparse.Namespace, out: Path, t0: float) -> dict[str, Any]:
+def _drq_vpdd(args: argparse.Namespace, base: Path, name: str, t0: float) -> dict[str, Any]:
+    import numpy as np
+    from video2reward.data.episode_store import EpisodeStore
+    from video2reward.policies.vpdd import label_store
+
+    vpdd = base / f"{args.task}_pre_demos{args.demos}_seed{args.seed}"
+    if not (vpdd / "model.pt").exists():
+        raise SystemExit(f"{vpdd} is missing: run the pre variant with the same task, demos "
+                         f"and seed first")  # fmt: skip
+    store = base / f"{name}.zarr"
+    if not store.exists():
+        label_store(vpdd, _store(args.task), store, demos=_store(args.task),
+                    max_demos=args.demos, skip_videos=args.demos, seed=args.seed)
+    # the labels against the scripted expert's recorded actions (position part, agent steps)
+    labelled, truth = EpisodeStore.open(store), EpisodeStore.open(_store(args.task))
+    ok = [i for i in range(truth.n_episodes) if truth.episode_meta(i)["episode_success"]]
+    cos, mae = [], []
+    for j, i in zip(range(args.demos, labelled.n_episodes), ok[args.demos:], strict=False):
+        a = np.asarray(labelled.episode(j, ["action"])["action"])[:-1, :3]
+        b = np.asarray(truth.episode(i, ["action"])["action"])[:-1, :3]
+        cos.append(float(((a * b).sum(1) / (np.linalg.norm(a, axis=1)
+                                             * np.linalg.norm(b, axis=1) + 1e-8)).mean()))
+        mae.append(float(np.abs(a - b).mean()))
+    row = _bc(args, base / name, t0, store, 0)
+    return {**row, "variant": "drq_vpdd", "labels_cos_to_expert": round(float(np.mean(cos)), 3),
+            "labels_mae_to_expert": round(float(np.mean(mae)), 3),
+            "vpdd": str(vpdd.relative_to(ROOT))}  # fmt: skip
+
+
+def _bc(args: argparse.Namespace, out: Path, t0: float, demos: Path | None = None,
+        max_demos: int | None = None) -> dict[str, Any]:
     from bench_bc_ceiling import start_config  # the same start as the BC-ceiling benchmark
     from video2reward.policies.train import train
 
-    cfg = start_config(out, args.seed, args.episodes, _store(args.task), args.demos,
+    cfg = start_config(out, args.seed, args.episodes, demos or _store(args.task),
+                       args.demos if max_demos is None else max_demos,
                        20 if args.smoke else 1000, task=args.task)  # fmt: skip
     train(cfg)
     with (out / "eval.csv").open() as f:
@@ -116,7 +154,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="reach", choices=TASKS)
-    p.add_argument("--variant", default="pre", choices=("pre", "scratch", "bc"))
+    p.add_argument("--variant", default="pre", choices=("pre", "scratch", "bc", "drq_vpdd"))
     p.add_argument("--demos", type=int, default=10, help="demonstrations with actions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--episodes", type=int, default=20)

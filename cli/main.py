@@ -60,6 +60,10 @@ COMMANDS: dict[tuple[str, str], tuple[str, str]] = {
         "video2reward.policies.cli:eval_main",
         "VPDD: success of a fine-tuned policy in the twin (the predicate evaluates only)",
     ),
+    ("policy", "label"): (
+        "video2reward.policies.cli:label_main",
+        "VPDD: label robot videos with a fine-tuned policy's actions -> DrQ-v2 demos store",
+    ),
     ("calib", "intrinsics"): (
         "video2reward.calibration.cli:intrinsics_main",
         "camera intrinsics: RealSense factory values or ChArUco photos -> calibration YAML",

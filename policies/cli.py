@@ -80,13 +80,15 @@ def train_main(argv: list[str]) -> int:
 # --------------------------------------------------------------------------- VPDD
 @dataclass(frozen=True)
 class PolicyCliConfig:
-    """``v2r policy pretrain|finetune|eval`` (VPDD, policies/vpdd.py)."""
+    """``v2r policy pretrain|finetune|eval|label`` (VPDD, policies/vpdd.py)."""
 
     data: list[str] = field(default_factory=list)  # pretrain: videos or episode stores
-    demos: str = ""  # finetune: an episode store with actions
+    demos: str = ""  # finetune: an episode store with actions; label: copied first (optional)
     ckpt: str = ""  # finetune: the pre-trained model ('' = none: no video pre-training); eval
     out: str = "runs/vpdd"
-    max_demos: int = 0  # finetune: the first N successful demos (0 = all)
+    max_demos: int = 0  # finetune, label: the first N successful demos (0 = all)
+    videos: str = ""  # label: a store of robot videos (images + proprio; actions not needed)
+    skip_videos: int = 0  # label: leave out the videos' first N successful episodes
     task: str = "reach"  # eval: the twin task
     episodes: int = 20  # eval: episodes, by the twin's predicate (evaluation only)
     seed: int = 0  # eval: scenes from seed + 10000
@@ -100,8 +102,9 @@ class PolicyCliConfig:
             object.__setattr__(self, "model", VPDDConfig(**(self.model or {})))
         if isinstance(self.data, str):
             object.__setattr__(self, "data", [self.data] if self.data else [])
-        if self.threads < 0 or self.episodes < 1 or self.max_demos < 0:
-            raise ValueError("threads >= 0, episodes >= 1 and max_demos >= 0 are needed")
+        if self.threads < 0 or self.episodes < 1 or self.max_demos < 0 or self.skip_videos < 0:
+            raise ValueError("threads >= 0, episodes >= 1, max_demos >= 0 and skip_videos >= 0 "
+                             "are needed")  # fmt: skip
 
 
 def _policy(stage: str, overrides: list[str], flags: list[str]) -> int:
@@ -114,7 +117,7 @@ def _policy(stage: str, overrides: list[str], flags: list[str]) -> int:
         return 0
     import torch
     from video2reward.policies.demos import DemoError
-    from video2reward.policies.vpdd import evaluate_twin, finetune, load, pretrain
+    from video2reward.policies.vpdd import evaluate_twin, finetune, label_store, load, pretrain
 
     # model=<name> picks configs/policy_model/<name>.yaml (cpu, paper)
     overrides = [f"policy_model={o.partition('=')[2]}" if o.partition("=")[0] == "model" else o
@@ -140,12 +143,20 @@ def _policy(stage: str, overrides: list[str], flags: list[str]) -> int:
             finetune(cfg.ckpt or None, cfg.demos, cfg.out, cfg.model, cfg.max_demos,
                      changes={k: getattr(cfg.model, k) for k in named})
             result = {"out": cfg.out, "stage": "finetuned"}
+        elif stage == "label":
+            if not (cfg.ckpt and cfg.videos and cfg.out):
+                raise ConfigError("label needs ckpt=<fine-tuned VPDD run> videos=<store> "
+                                  "out=<new store> (and optionally demos=<store with actions>)")
+            info = label_store(cfg.ckpt, cfg.videos, cfg.out, cfg.demos or None, cfg.max_demos,
+                               cfg.skip_videos, cfg.seed)  # fmt: skip
+            result = {"out": cfg.out, **info,
+                      "use": f"v2r rl train demos.path={cfg.out} demos.pretrain_updates=1000"}
         else:
             if not cfg.ckpt:
                 raise ConfigError("eval needs ckpt=<fine-tuned VPDD run>")
             result = {"ckpt": cfg.ckpt, "task": cfg.task,
                       **evaluate_twin(load(cfg.ckpt), cfg.task, cfg.episodes, cfg.seed)}
-    except (DemoError, ValueError) as e:  # CheckpointError too
+    except (DemoError, ValueError, FileExistsError) as e:  # CheckpointError too
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result))
@@ -162,3 +173,7 @@ def finetune_main(argv: list[str]) -> int:
 
 def eval_main(argv: list[str]) -> int:
     return run_cli(lambda o, f: _policy("eval", o, f), argv)
+
+
+def label_main(argv: list[str]) -> int:
+    return run_cli(lambda o, f: _policy("label", o, f), argv)

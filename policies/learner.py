@@ -304,12 +304,22 @@ class LearnerCore:
     def __init__(
         self,
         cfg: CoreConfig,
-        agent: DrQV2Agent,
+        agent: DrQV2Agent | None,
         replay: ReplayBuffer | None,
         demos: ReplayBuffer | None = None,
         agent_steps: int = 0,
+        policy: Any = None,
     ):
-        self.cfg, self.agent, self.replay, self.demos = cfg, agent, replay, demos
+        """``policy``: anything with DrQ-v2's ``Policy.act`` signature that acts instead of an
+        agent (a VPDD policy in evaluation): then the core only acts (``agent=None``, no
+        replay, no demos, no updates)."""
+        if (policy is None) == (agent is None) or (
+            policy is not None and (replay is not None or demos is not None)
+        ):
+            raise ValueError("give a core an agent to train, or a policy that only acts (then "
+                             "no replay or demos)")  # fmt: skip
+        self.cfg, self.replay, self.demos = cfg, replay, demos
+        self._agent = agent
         if demos is not None and replay is not None:  # a resumed run's operator steps
             for ep in replay.restored_interventions:
                 _add_interventions(demos, ep.intervened, ep.frames, ep.proprio or
@@ -317,8 +327,8 @@ class LearnerCore:
         self.agent_steps = agent_steps  # agent steps recorded so far (the update schedule)
         self.replay_lock, self.policy_lock = threading.Lock(), threading.Lock()
         self.learner: LearnerThread | None = None
-        self.policy = agent.policy
-        if cfg.learner == "thread" and replay is not None:
+        self.policy = policy if agent is None else agent.policy
+        if cfg.learner == "thread" and replay is not None and agent is not None:
             self.policy = agent.policy_snapshot(seed=cfg.act_seed)
             self.learner = LearnerThread(
                 agent, replay, self.replay_lock, self.policy, self.policy_lock,
@@ -331,6 +341,12 @@ class LearnerCore:
         self.episode_steps = 0
         self.nonfinite_batches = 0
         self.skipped_updates = 0  # dropped because the learner thread lagged (when_lagging=skip)
+
+    @property
+    def agent(self) -> DrQV2Agent:
+        if self._agent is None:
+            raise RuntimeError("this core acts with a given policy and has no agent to train")
+        return self._agent
 
     def pretrain(
         self,
@@ -493,7 +509,7 @@ class LearnerCore:
             self.learner = None
 
     def _device_idle(self) -> None:
-        if self.agent.device.type == "cuda":
+        if self._agent is not None and self.agent.device.type == "cuda":
             torch.cuda.synchronize(self.agent.device)
 
 

@@ -160,16 +160,17 @@ class OnlineLearner:
         self.out.mkdir(parents=True, exist_ok=True)  # an evaluation's first output lands here
         obs_shape = (3 * c.frame_stack, c.image_size, c.image_size)
         proprio_dim = PROPRIO_DIM if c.proprio else 0
-        self.agent = DrQV2Agent(
+        # a VPDD policy acts alone (eval_mode): no DrQ-v2 agent is built
+        self.agent = None if vpdd is not None else DrQV2Agent(
             c.agent, obs_shape, ACTION_DIM, proprio_dim, seed=c.seed, device=self.device
-        )
+        )  # fmt: skip
         self.state: dict[str, Any] = {
             "agent_steps": 0,
             "episodes": 0,
             "successes": 0,
             "returns": [],
         }
-        if vpdd is None and (self.out / AGENT_FILE).exists():  # a VPDD policy ignores it
+        if self.agent is not None and (self.out / AGENT_FILE).exists():  # VPDD ignores it
             self.agent.load(self.out / AGENT_FILE)
             self.state.update(json.loads((self.out / STATE_FILE).read_text()))
         elif c.eval_mode and vpdd is None:
@@ -212,9 +213,8 @@ class OnlineLearner:
             replay,
             demos=demos,
             agent_steps=int(self.state["agent_steps"]),
+            policy=vpdd,
         )
-        if vpdd is not None:
-            self.core.policy = vpdd  # acts in place of the (untrained, unused) agent's policy
         self.replay = replay
         self._last_action: np.ndarray | None = None  # the policy's, until finish/abandon
         self._ep: dict[str, list[Any]] = {"frames": [], "proprio": [], "actions": [],
@@ -403,6 +403,8 @@ class OnlineLearner:
     def checkpoint(self) -> None:
         self.core.wait_idle()  # no update in flight while the weights are written
         self.state["agent_steps"] = self.core.agent_steps
+        if self.agent is None:
+            return  # a VPDD policy in evaluation: nothing learned to save
         self.agent.save(self.out / AGENT_FILE)
         tmp = self.out / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps({**self.state, "config": asdict(self.config)}, default=str))

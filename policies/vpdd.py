@@ -61,6 +61,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from video2reward.compute.device import check_device_name, resolve_device
+from video2reward.data import keys
 from video2reward.data.images import prepare_frames
 from video2reward.policies.demos import DemoError, load_demo_episodes, row_period_s
 from video2reward.rewards.base import CHECKPOINT_NAME as CKPT_FILE
@@ -76,6 +77,8 @@ __all__ = [
     "VPDDPolicy",
     "evaluate_twin",
     "finetune",
+    "label_actions",
+    "label_store",
     "load",
     "pretrain",
     "save",
@@ -597,6 +600,110 @@ class VPDDPolicy:
         assert tokens is not None
         chunk = self.bins.decode(tokens.reshape(cfg.action_horizon, ACTION_DIM).cpu().numpy())
         return np.clip(chunk[0], -1.0, 1.0).astype(np.float32)
+
+
+def label_actions(model: VPDD, images: np.ndarray, proprio: np.ndarray | None, seed: int = 0,
+                  batch: int = 32) -> np.ndarray:
+    """The fine-tuned policy's action at every recorded row of one episode (``images``
+    (T, H, W, 3) uint8, ``proprio`` (T, 4) ee position + gripper): an agent step every
+    ``frame_skip`` rows, each acting on the frames of the steps before it as :class:`VPDDPolicy`
+    does online; the rows of a step hold its action (T, 4), in [-1, 1]."""
+    cfg = model.config
+    if not model.finetuned:
+        raise ValueError("labelling needs a fine-tuned VPDD policy (v2r policy finetune)")
+    t = len(images)
+    if cfg.proprio and (proprio is None or len(proprio) != t or not np.isfinite(proprio).all()):
+        raise ValueError("this VPDD policy reads proprio (ee_pos + gripper) at every frame; the "
+                         "videos have none or non-finite ones (human videos cannot be labelled "
+                         "by it: train it with model.proprio=false)")  # fmt: skip
+    rows = np.unique(np.r_[np.arange(0, t, cfg.frame_skip), t - 1])  # as training cut them
+    steps = rows[:-1] if len(rows) > 1 else rows
+    codes = model.codes(_as_tensor(prepare_frames(np.asarray(images)[rows], cfg.image_size))
+                        .to(model.device))  # fmt: skip
+    bins = model.action_bins()
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    acts = []
+    for lo in range(0, len(steps), batch):
+        i = np.arange(lo, min(lo + batch, len(steps)))
+        idx = np.clip(i[:, None] + np.arange(-cfg.history + 1, 1)[None], 0, None)
+        p = None
+        if cfg.proprio:
+            assert proprio is not None
+            p = torch.as_tensor(np.asarray(proprio, np.float32)[rows[i]], device=model.device)
+        _f, tokens = model.sample(codes[torch.as_tensor(idx, device=model.device)], p, True, gen)
+        assert tokens is not None
+        first = tokens.reshape(len(i), cfg.action_horizon, ACTION_DIM)[:, 0].cpu().numpy()
+        acts.append(bins.decode(first))
+    per_step = np.clip(np.concatenate(acts), -1.0, 1.0).astype(np.float32)
+    # row r belongs to agent step searchsorted(steps, r, 'right') - 1; the last row (the final
+    # frame, no command after it) keeps the last step's action
+    owner = np.clip(np.searchsorted(steps, np.arange(t), side="right") - 1, 0, len(steps) - 1)
+    return per_step[owner]
+
+
+def label_store(ckpt: str | Path, videos: str | Path, out: str | Path,
+                demos: str | Path | None = None, max_demos: int = 0, skip_videos: int = 0,
+                seed: int = 0) -> dict[str, Any]:
+    """An episode store for the DrQ-v2 learner's demonstrations (``demos.path``): the
+    successful episodes of ``demos`` (the first ``max_demos``; actions as recorded), then every
+    successful episode of ``videos`` after the first ``skip_videos`` with the actions the
+    fine-tuned VPDD policy ``ckpt`` takes at its frames (any actions it holds are replaced).
+    Pretraining the DrQ-v2 actor on it (``demos.pretrain_updates``) initialises it from the
+    VPDD policy on the videos' states; the BC term then keeps it near both online. Returns
+    the summary also written as the store's ``labelled_by`` attribute."""
+    from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
+
+    model = load(ckpt)
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"{out} exists; choose another out= (nothing was overwritten)")
+    try:
+        src = EpisodeStore.open(Path(videos))
+    except EpisodeStoreError as e:
+        raise DemoError(f"videos {videos}: {e}") from e
+    for k in (keys.IMAGE, keys.EE_POS, keys.GRIPPER):
+        if k not in src.data_keys:
+            raise DemoError(f"{videos} has no {k!r} array; labelling needs images and proprio")
+    kept: list[tuple[Any, int, bool]] = []  # (store, episode, label it)
+    if demos:
+        try:
+            dstore = EpisodeStore.open(Path(demos))
+        except EpisodeStoreError as e:
+            raise DemoError(f"demos {demos}: {e}") from e
+        if keys.ACTION not in dstore.data_keys:
+            raise DemoError(f"{demos} holds no actions; give it as videos= to label it")
+        if abs(dstore.fps - src.fps) > 1e-6:
+            raise DemoError(f"{demos} ({dstore.fps} fps) and {videos} ({src.fps} fps) were "
+                            "recorded at different rates; one store holds one rate")  # fmt: skip
+        ok = [i for i in range(dstore.n_episodes) if dstore.episode_meta(i)[keys.EPISODE_SUCCESS]]
+        kept = [(dstore, i, False) for i in (ok[:max_demos] if max_demos else ok)]
+    ok = [i for i in range(src.n_episodes) if src.episode_meta(i)[keys.EPISODE_SUCCESS]]
+    todo = [(src, i, True) for i in ok[skip_videos:]]
+    if not todo:
+        raise DemoError(f"{videos} has no successful episodes after the first {skip_videos}")
+    names = [keys.IMAGE, keys.EE_POS, keys.GRIPPER, keys.ACTION]
+    names += [k for k in (keys.TIMESTAMP, keys.JOINT_POS)
+              if all(k in st.data_keys for st, _i, _l in kept + todo)]  # fmt: skip
+    info = {"vpdd": str(ckpt), "videos": str(videos), "labelled_episodes": len(todo),
+            "demos": str(demos) if demos else None, "demo_episodes": len(kept)}  # fmt: skip
+    dst = EpisodeStore.create(out, fps=src.fps, source="vpdd-labelled", labelled_by=info)
+    t0 = time.monotonic()
+    for n, (store, i, label) in enumerate(kept + todo):
+        data = store.episode(i, [k for k in names if k in store.data_keys])
+        meta = store.episode_meta(i)
+        notes = meta.get(keys.EPISODE_NOTES) or ""
+        if label:
+            data[keys.ACTION] = label_actions(
+                model, np.asarray(data[keys.IMAGE]),
+                np.concatenate([data[keys.EE_POS], data[keys.GRIPPER]], 1).astype(np.float32),
+                seed + n)  # fmt: skip
+            notes = f"actions by VPDD {ckpt} ({videos}#{i})"
+        dst.append_episode(data, task=meta.get(keys.EPISODE_TASK) or "", success=True,
+                           kind=meta.get(keys.EPISODE_KIND) or "expert", notes=notes)
+        if label and (n + 1 - len(kept)) % 10 == 0:
+            print(f"[label] {n + 1 - len(kept)}/{len(todo)} episodes "
+                  f"({time.monotonic() - t0:.0f} s)", flush=True)  # fmt: skip
+    return info
 
 
 def evaluate_twin(model: VPDD, task: str = "reach", episodes: int = 20, seed: int = 0,

@@ -83,6 +83,22 @@ def test_core_config_refuses_what_it_cannot_mean() -> None:
     core.begin(np.zeros((3, SIZE, SIZE), np.uint8), np.zeros(4, np.float32))
     assert core.act(np.zeros(4, np.float32), eval_mode=True).shape == (4,)
     assert core.maybe_update() == {}
+    # another policy (VPDD's) acts without an agent; a core cannot train one it was not given
+    class Fixed:
+        def act(self, obs: np.ndarray, proprio: np.ndarray | None, step: int,
+                eval_mode: bool = False) -> np.ndarray:
+            return np.full(4, 0.5, np.float32)
+
+    acting = LearnerCore(CoreConfig(), None, None, policy=Fixed())
+    acting.begin(np.zeros((3, SIZE, SIZE), np.uint8), None)
+    assert acting.act(None, eval_mode=True).tolist() == [0.5] * 4 and acting.maybe_update() == {}
+    with pytest.raises(ValueError, match="needs demonstrations"):
+        acting.pretrain(1)
+    replay = ReplayBuffer(ReplayConfig(capacity_steps=10), (3, SIZE, SIZE), 4, 4)
+    for args in ((agent, None, None, Fixed()), (None, None, None, None),
+                 (None, replay, None, Fixed())):  # fmt: skip
+        with pytest.raises(ValueError, match="an agent to train, or a policy"):
+            LearnerCore(CoreConfig(), *args[:3], policy=args[3])
 
 
 def test_update_to_data_ratio(tmp_path: Path) -> None:

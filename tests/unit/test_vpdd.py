@@ -20,6 +20,8 @@ from video2reward.policies.vpdd import (
     _Windows,
     evaluate_twin,
     finetune,
+    label_actions,
+    label_store,
     load,
     pretrain,
     save,
@@ -161,6 +163,7 @@ def test_the_learner_node_core_acts_with_a_vpdd_policy_in_eval_mode(tmp_path: Pa
     cfg = OnlineConfig(out=str(tmp_path / "eval"), eval_mode=True, control_hz=hz,
                        policy_ckpt=str(tmp_path / "ft"), image_size=84, frame_stack=3)
     learner = OnlineLearner(cfg)  # no agent.pt needed: the VPDD policy acts
+    assert learner.agent is None  # and no DrQ-v2 agent is built beside it
     try:  # the policy's observation: its image size and history, not the node's params
         assert (learner.config.image_size, learner.config.frame_stack) == (32, TINY.history)
         rng = np.random.default_rng(1)
@@ -201,3 +204,52 @@ def test_cli_pretrains_finetunes_evaluates_and_refuses_what_it_cannot_do(
     assert "does not exist" in capsys.readouterr().err
     assert v2r(["policy", "pretrain", f"out={pre}"]) == 2
     assert "pretrain needs data=" in capsys.readouterr().err
+
+
+def test_labelled_videos_become_demonstrations_the_drqv2_learner_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from video2reward.cli.main import main as v2r
+    from video2reward.policies.demos import load_demo_episodes
+
+    store = toy_demo_store(tmp_path / "d.zarr", episodes=3)
+    cfg = dataclasses.replace(TINY, finetune_steps=5)
+    with pytest.raises(ValueError, match="fine-tuned"):  # a pre-trained model does not act
+        label_actions(pretrain(dataclasses.replace(cfg, tokenizer_steps=2), [store],
+                               tmp_path / "pre", log_every=10**6),
+                      np.zeros((4, 32, 32, 3), np.uint8), np.zeros((4, 4), np.float32))  # fmt: skip
+    model = finetune(None, store, tmp_path / "ft", cfg=cfg, log_every=10**6)
+    src = EpisodeStore.open(store)
+    ep = src.episode(2)
+    proprio = np.concatenate([ep[keys.EE_POS], ep[keys.GRIPPER]], 1).astype(np.float32)
+    a = label_actions(model, ep[keys.IMAGE], proprio)
+    assert a.shape == (len(ep[keys.IMAGE]), 4) and np.all(np.abs(a) <= 1.0)
+    # one action per agent step: the rows of a step (frame_skip of them) hold the same one
+    k = cfg.frame_skip
+    for r in range(0, len(a) - 1, k):
+        np.testing.assert_array_equal(a[r : r + k], np.repeat(a[r : r + 1], len(a[r : r + k]), 0))
+    with pytest.raises(ValueError, match="proprio"):  # human videos: no proprio to read
+        label_actions(model, ep[keys.IMAGE], None)
+
+    info = label_store(tmp_path / "ft", store, tmp_path / "l.zarr", demos=store, max_demos=1,
+                       skip_videos=1)  # fmt: skip
+    assert (info["demo_episodes"], info["labelled_episodes"]) == (1, 2)
+    out = EpisodeStore.open(tmp_path / "l.zarr")
+    assert out.n_episodes == 3 and out.attrs["labelled_by"]["vpdd"] == str(tmp_path / "ft")
+    np.testing.assert_array_equal(out.episode(0)[keys.ACTION], src.episode(0)[keys.ACTION])
+    np.testing.assert_array_equal(out.episode(2)[keys.IMAGE], ep[keys.IMAGE])  # frames as shot
+    assert "actions by VPDD" in out.episode_meta(1)[keys.EPISODE_NOTES]
+    assert not np.array_equal(out.episode(1)[keys.ACTION], src.episode(1)[keys.ACTION])
+    demos = load_demo_episodes(tmp_path / "l.zarr", action_repeat=k)  # what DrQ-v2 pretrains on
+    assert len(demos) == 3 and all(np.all(np.abs(d.actions) <= 1.0) for d in demos)
+    with pytest.raises(FileExistsError, match="nothing was overwritten"):
+        label_store(tmp_path / "ft", store, tmp_path / "l.zarr")
+    with pytest.raises(DemoError, match="no successful episodes after the first 3"):
+        label_store(tmp_path / "ft", store, tmp_path / "l2.zarr", skip_videos=3)
+    # the command line: the same store, and a clear error for a missing option
+    assert v2r(["policy", "label", f"ckpt={tmp_path / 'ft'}", f"videos={store}",
+                f"out={tmp_path / 'l3.zarr'}", "skip_videos=2"]) == 0  # fmt: skip
+    assert '"labelled_episodes": 1' in capsys.readouterr().out
+    assert EpisodeStore.open(tmp_path / "l3.zarr").n_episodes == 1
+    assert v2r(["policy", "label", f"ckpt={tmp_path / 'ft'}", f"out={tmp_path / 'l4.zarr'}"]) != 0
+    assert "label needs ckpt=" in capsys.readouterr().err
