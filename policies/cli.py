@@ -144,13 +144,14 @@ def _policy(stage: str, overrides: list[str], flags: list[str]) -> int:
                      changes={k: getattr(cfg.model, k) for k in named})
             result = {"out": cfg.out, "stage": "finetuned"}
         elif stage == "label":
-            if not (cfg.ckpt and cfg.videos and cfg.out):
+            if not (cfg.ckpt and cfg.videos and any(o.startswith("out=") for o in overrides)):
                 raise ConfigError("label needs ckpt=<fine-tuned VPDD run> videos=<store> "
                                   "out=<new store> (and optionally demos=<store with actions>)")
             info = label_store(cfg.ckpt, cfg.videos, cfg.out, cfg.demos or None, cfg.max_demos,
                                cfg.skip_videos, cfg.seed)  # fmt: skip
             result = {"out": cfg.out, **info,
-                      "use": f"v2r rl train demos.path={cfg.out} demos.pretrain_updates=1000"}
+                      "use": f"v2r rl train demos.path={cfg.out} demos.pretrain_updates=1000 "
+                             f"action_repeat={info['frame_skip']}"}
         else:
             if not cfg.ckpt:
                 raise ConfigError("eval needs ckpt=<fine-tuned VPDD run>")

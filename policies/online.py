@@ -411,6 +411,11 @@ class OnlineLearner:
         os.replace(tmp, self.out / STATE_FILE)
 
     @property
+    def num_updates(self) -> int:
+        """DrQ-v2 updates made so far (0 while a VPDD policy acts: nothing is trained)."""
+        return 0 if self.agent is None else self.agent.num_updates
+
+    @property
     def update_metrics(self) -> dict[str, float]:
         learner = self.core.learner
         return dict(learner.metrics) if learner is not None else {}

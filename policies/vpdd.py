@@ -661,6 +661,13 @@ def label_store(ckpt: str | Path, videos: str | Path, out: str | Path,
         src = EpisodeStore.open(Path(videos))
     except EpisodeStoreError as e:
         raise DemoError(f"videos {videos}: {e}") from e
+    # an action is a command held for one agent step of the rate the policy learned at
+    hz = model.info.get("agent_hz")
+    agent_hz = 1.0 / (row_period_s(videos) * model.config.frame_skip)
+    if hz and abs(agent_hz / float(hz) - 1.0) > 0.05:
+        raise DemoError(f"{videos} gives agent steps of {1 / agent_hz:.3f} s "
+                        f"({model.config.frame_skip} rows each); the VPDD policy {ckpt} learned "
+                        f"steps of {1 / float(hz):.3f} s: record the videos at the demos' rate")
     for k in (keys.IMAGE, keys.EE_POS, keys.GRIPPER):
         if k not in src.data_keys:
             raise DemoError(f"{videos} has no {k!r} array; labelling needs images and proprio")
@@ -685,8 +692,16 @@ def label_store(ckpt: str | Path, videos: str | Path, out: str | Path,
     names += [k for k in (keys.TIMESTAMP, keys.JOINT_POS)
               if all(k in st.data_keys for st, _i, _l in kept + todo)]  # fmt: skip
     info = {"vpdd": str(ckpt), "videos": str(videos), "labelled_episodes": len(todo),
-            "demos": str(demos) if demos else None, "demo_episodes": len(kept)}  # fmt: skip
-    dst = EpisodeStore.create(out, fps=src.fps, source="vpdd-labelled", labelled_by=info)
+            "demos": str(demos) if demos else None, "demo_episodes": len(kept),
+            "frame_skip": model.config.frame_skip}  # the learner's action_repeat to use
+    # written under a temporary name and renamed when complete: a run stopped part way (bad
+    # proprio in one video, Ctrl-C) leaves no store that looks finished
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    dst = EpisodeStore.create(tmp, fps=src.fps, source="vpdd-labelled", labelled_by=info)
     t0 = time.monotonic()
     for n, (store, i, label) in enumerate(kept + todo):
         data = store.episode(i, [k for k in names if k in store.data_keys])
@@ -697,12 +712,13 @@ def label_store(ckpt: str | Path, videos: str | Path, out: str | Path,
                 model, np.asarray(data[keys.IMAGE]),
                 np.concatenate([data[keys.EE_POS], data[keys.GRIPPER]], 1).astype(np.float32),
                 seed + n)  # fmt: skip
-            notes = f"actions by VPDD {ckpt} ({videos}#{i})"
+            notes = f"actions by VPDD {ckpt} ({videos}#{i})" + (f"; {notes}" if notes else "")
         dst.append_episode(data, task=meta.get(keys.EPISODE_TASK) or "", success=True,
                            kind=meta.get(keys.EPISODE_KIND) or "expert", notes=notes)
         if label and (n + 1 - len(kept)) % 10 == 0:
             print(f"[label] {n + 1 - len(kept)}/{len(todo)} episodes "
                   f"({time.monotonic() - t0:.0f} s)", flush=True)  # fmt: skip
+    tmp.rename(out)
     return info
 
 

@@ -492,7 +492,7 @@ class LearnerNode(Node):
         self.get_logger().info(
             f"episode {n}: return {summary['return']:.3f} success {summary['success']} "
             f"(last 20: {rate:.0%}) steps {self.learner.state['agent_steps']} "
-            f"updates {self.learner.agent.num_updates}"
+            f"updates {self.learner.num_updates}"
             + (f" operator {summary['intervened_steps']} steps" if p["interventions"] else "")
         )
         return True
@@ -544,7 +544,7 @@ class LearnerNode(Node):
             "phase": self.phase,
             "episodes": len(self.history),
             "agent_steps": self.learner.state["agent_steps"],
-            "updates": self.learner.agent.num_updates,
+            "updates": self.learner.num_updates,
             "skipped_updates": self.learner.skipped_updates,
             "control_rate_hz": f"{rate:.1f}",
             "latency_p50_ms": f"{np.percentile(lat, 50):.1f}" if lat.size else "nan",

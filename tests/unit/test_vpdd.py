@@ -163,7 +163,7 @@ def test_the_learner_node_core_acts_with_a_vpdd_policy_in_eval_mode(tmp_path: Pa
     cfg = OnlineConfig(out=str(tmp_path / "eval"), eval_mode=True, control_hz=hz,
                        policy_ckpt=str(tmp_path / "ft"), image_size=84, frame_stack=3)
     learner = OnlineLearner(cfg)  # no agent.pt needed: the VPDD policy acts
-    assert learner.agent is None  # and no DrQ-v2 agent is built beside it
+    assert learner.agent is None and learner.num_updates == 0  # no DrQ-v2 agent beside it
     try:  # the policy's observation: its image size and history, not the node's params
         assert (learner.config.image_size, learner.config.frame_stack) == (32, TINY.history)
         rng = np.random.default_rng(1)
@@ -239,17 +239,41 @@ def test_labelled_videos_become_demonstrations_the_drqv2_learner_loads(
     np.testing.assert_array_equal(out.episode(0)[keys.ACTION], src.episode(0)[keys.ACTION])
     np.testing.assert_array_equal(out.episode(2)[keys.IMAGE], ep[keys.IMAGE])  # frames as shot
     assert "actions by VPDD" in out.episode_meta(1)[keys.EPISODE_NOTES]
-    assert not np.array_equal(out.episode(1)[keys.ACTION], src.episode(1)[keys.ACTION])
-    demos = load_demo_episodes(tmp_path / "l.zarr", action_repeat=k)  # what DrQ-v2 pretrains on
-    assert len(demos) == 3 and all(np.all(np.abs(d.actions) <= 1.0) for d in demos)
+    # what DrQ-v2 pretrains on (action_repeat = frame_skip): each agent step's action is the
+    # label of the row it starts at, the frames and proprio those of the recording
+    demos = load_demo_episodes(tmp_path / "l.zarr", action_repeat=k)
+    assert len(demos) == 3 and out.attrs["labelled_by"]["frame_skip"] == k
+    lab = np.asarray(out.episode(2)[keys.ACTION])
+    rows = np.arange(0, len(lab) - 1, k)
+    np.testing.assert_allclose(demos[2].actions, lab[rows], atol=1e-6)
+    np.testing.assert_array_equal(demos[2].proprio[:-1], proprio[rows])
+    np.testing.assert_allclose(demos[0].actions, load_demo_episodes(store, k)[0].actions)
     with pytest.raises(FileExistsError, match="nothing was overwritten"):
         label_store(tmp_path / "ft", store, tmp_path / "l.zarr")
     with pytest.raises(DemoError, match="no successful episodes after the first 3"):
         label_store(tmp_path / "ft", store, tmp_path / "l2.zarr", skip_videos=3)
+    # videos at another rate than the policy's steps are refused; a labelling run that stops
+    # part way (non-finite proprio in its second video) leaves no store that looks finished
+    slow = EpisodeStore.create(tmp_path / "slow.zarr", fps=src.fps / 2)
+    slow.append_episode({k_: v for k_, v in ep.items() if k_ != keys.TIMESTAMP}, task="toy",
+                        success=True)  # fmt: skip
+    with pytest.raises(DemoError, match="learned steps of"):
+        label_store(tmp_path / "ft", tmp_path / "slow.zarr", tmp_path / "l5.zarr")
+    bad = EpisodeStore.create(tmp_path / "bad.zarr", fps=src.fps)
+    for j, nan in ((0, False), (1, True)):
+        e = dict(src.episode(j))
+        if nan:
+            e[keys.EE_POS] = np.full_like(e[keys.EE_POS], np.nan)
+        bad.append_episode(e, task="toy", success=True)
+    with pytest.raises(ValueError, match="non-finite"):
+        label_store(tmp_path / "ft", tmp_path / "bad.zarr", tmp_path / "l6.zarr")
+    assert not (tmp_path / "l6.zarr").exists()
     # the command line: the same store, and a clear error for a missing option
     assert v2r(["policy", "label", f"ckpt={tmp_path / 'ft'}", f"videos={store}",
                 f"out={tmp_path / 'l3.zarr'}", "skip_videos=2"]) == 0  # fmt: skip
     assert '"labelled_episodes": 1' in capsys.readouterr().out
     assert EpisodeStore.open(tmp_path / "l3.zarr").n_episodes == 1
     assert v2r(["policy", "label", f"ckpt={tmp_path / 'ft'}", f"out={tmp_path / 'l4.zarr'}"]) != 0
+    assert "label needs ckpt=" in capsys.readouterr().err
+    assert v2r(["policy", "label", f"ckpt={tmp_path / 'ft'}", f"videos={store}"]) != 0  # no out=
     assert "label needs ckpt=" in capsys.readouterr().err
