@@ -64,9 +64,17 @@ class VIPConfig(RewardConfig):
     num_negatives: int = 0  # shuffled-negative terms (official option, default 0)
     l1_weight: float = 0.0  # weight of mean ||phi||_1 (official config: 0)
     l2_weight: float = 0.0  # weight of mean ||phi||_2 (official config: 0)
+    # Share of samples whose goal is the task's goal photographed in another demo: the goal
+    # index is the sample's own first successful frame (o_0 and o_t come before it), the goal
+    # image a frame of another demo's goal set. A lab scores against one goal photograph
+    # while every scene differs a little; the paper always takes the goal from the same
+    # video (0 = the paper).
+    demo_goal_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if not 0.0 <= self.demo_goal_fraction <= 1.0:
+            raise ValueError(f"demo_goal_fraction must be in [0, 1], got {self.demo_goal_fraction}")
         if not 0.0 < self.gamma < 1.0:
             raise ValueError(f"gamma must be in (0, 1), got {self.gamma}")
         if self.num_negatives < 0:
@@ -123,9 +131,23 @@ class VIP(GoalDistanceModel):
         goal = start + 1 + np.floor(rng.random(b) * np.maximum(n - start - 1, 1)).astype(np.int64)
         goal = np.minimum(goal, n - 1)
         t = start + np.floor(rng.random(b) * np.maximum(goal - start, 1)).astype(np.int64)
+        goal_idx, ep_goal = goal, ep
+        first = data.first_success[ep]
+        if self.config.demo_goal_fraction and len(data) > 1:
+            # another demo's goal image; this demo's own success frame as the goal index
+            swap = (rng.random(b) < self.config.demo_goal_fraction) & (first >= 1)
+            start = np.where(swap, np.floor(rng.random(b) * np.maximum(first - 1, 1)), start
+                             ).astype(np.int64)  # fmt: skip
+            goal = np.where(swap, first, goal)
+            t = np.where(swap, start + np.floor(rng.random(b) * np.maximum(goal - start, 1)), t
+                         ).astype(np.int64)  # fmt: skip
+            others = data.other_episodes(ep, rng)
+            ep_goal = np.where(swap, others, ep)
+            goal_idx = np.where(swap, data.sample_at_goal(others, rng)[1], goal)
         t1 = np.minimum(t + 1, goal)
-        idx = np.stack([start, goal, t, t1], 1)  # (B, 4)
-        x = data.frames_tensor(np.repeat(ep, 4), idx.reshape(-1), self.device)
+        idx = np.stack([start, goal_idx, t, t1], 1)  # (B, 4)
+        eps = np.stack([ep, ep_goal, ep, ep], 1)
+        x = data.frames_tensor(eps.reshape(-1), idx.reshape(-1), self.device)
         s = data.size_px
         x = augment(x.view(b, 4, 3, s, s), self.config.augment, rng, self.config.crop_scale_min)
         reward = from_host((t == goal).astype(np.float32) - 1.0, self.device)

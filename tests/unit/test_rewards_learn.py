@@ -236,6 +236,42 @@ def test_hold_r_pairs_frames_with_another_demos_goal_at_their_own_steps_to_go(he
                                           demo_goal_fraction=0.4)
 
 
+def test_vip_takes_another_demos_goal_image_at_its_own_success_frame(heldout):
+    """VIP's demo-goal samples: o_0 and o_t of one demo before its first success, o_t+1 at
+    most that frame, the goal image a frame of another demo's goal set; 0 = the paper's
+    sampler (the goal a later frame of the same video)."""
+    from video2reward.rewards.data import VideoDataset
+
+    first = 8
+    videos, labelled = _frame_indexed(heldout, first)
+    for i, v in enumerate(videos):
+        v[:, 0, 0, 1] = 10 * (i + 1)  # the episode, in a second channel
+    labelled = VideoDataset(videos, labelled.infos, heldout.size_px)
+    cls = method_class("vip")
+
+    def batch(fraction: float) -> np.ndarray:
+        model = cls(cls.config_cls(image_size_px=SIZE, embed_dim=8, batch_size=4000,
+                                   augment="none", demo_goal_fraction=fraction))  # fmt: skip
+        b = model.sample_batch(labelled, np.random.default_rng(0))
+        assert (b["reward"].numpy() == -1.0).all()
+        return b["frames"][:, :, :2, 0, 0].round().long().numpy()  # (B, [o0 g ot ot1], 2)
+
+    px = batch(0.4)
+    idx, ep = px[..., 0], px[..., 1]
+    cross = ep[:, 1] != ep[:, 0]
+    assert 0.35 < cross.mean() < 0.45
+    assert (ep[:, 2:] == ep[:, :1]).all()  # o_t, o_t+1 from the sample's own demo
+    assert (idx[cross, 1] >= first).all()  # the other demo's goal set
+    assert (idx[cross, 0] < first).all() and (idx[cross, 2] < first).all()
+    assert (idx[cross, 3] <= first).all() and (idx[cross, 0] <= idx[cross, 2]).all()
+    same = ~cross  # the paper's sampler: start < goal, start <= t < goal in one video
+    assert (idx[same, 0] < idx[same, 1]).all() and (idx[same, 2] < idx[same, 1]).all()
+    px0 = batch(0.0)
+    assert (px0[:, :, 1] == px0[:, :1, 1]).all()  # never another demo
+    with pytest.raises(ValueError, match="demo_goal_fraction"):
+        cls.config_cls(demo_goal_fraction=1.5)
+
+
 def test_tcn_at_goal_frames_sit_at_the_first_success_time(heldout):
     """TCN clips stride over the frames up to KEEP_AFTER_SUCCESS after the first success, and
     at-goal frames come from the first success to the end, all at the first success's time."""
