@@ -95,7 +95,7 @@ def _drq_vpdd(args: argparse.Namespace, base: Path, name: str, t0: float) -> dic
                     max_demos=args.demos, skip_videos=args.demos, seed=args.seed)
     # the labels against the scripted expert's recorded actions (position part, agent steps)
     labelled, truth = EpisodeStore.open(store), EpisodeStore.open(_store(args.task))
-    ok = [i for i in range(truth.n_episodes) if truth.episode_meta(i)["episode_success"]]
+    ok = truth.successful_episodes()
     cos, mae = [], []
     for j, i in zip(range(args.demos, labelled.n_episodes), ok[args.demos:], strict=False):
         a = np.asarray(labelled.episode(j, ["action"])["action"])[:-1, :3]

@@ -163,6 +163,11 @@ class EpisodeStore:
     def __len__(self) -> int:
         return self.n_episodes
 
+    def successful_episodes(self) -> list[int]:
+        """Indices of the episodes labelled successful, in order (one read of the labels)."""
+        succ = np.asarray(self._meta[keys.EPISODE_SUCCESS][: self.n_episodes], dtype=bool)
+        return [int(i) for i in np.flatnonzero(succ)]
+
     def episode_slice(self, i: int) -> slice:
         n = self.n_episodes
         if not -n <= i < n:

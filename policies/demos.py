@@ -109,9 +109,7 @@ def load_demo_episodes(
     for k in (keys.IMAGE, keys.EE_POS, keys.GRIPPER):
         if k not in store.data_keys:
             raise DemoError(f"{p} has no {k!r} array; the learner needs images and proprio")
-    chosen = [
-        i for i in range(store.n_episodes) if store.episode_meta(i)[keys.EPISODE_SUCCESS]
-    ]
+    chosen = store.successful_episodes()
     if max_episodes:
         chosen = chosen[:max_episodes]
     if not chosen:

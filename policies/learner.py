@@ -509,8 +509,8 @@ class LearnerCore:
             self.learner = None
 
     def _device_idle(self) -> None:
-        if self._agent is not None and self.agent.device.type == "cuda":
-            torch.cuda.synchronize(self.agent.device)
+        if self._agent is not None and self._agent.device.type == "cuda":
+            torch.cuda.synchronize(self._agent.device)
 
 
 def _add_interventions(

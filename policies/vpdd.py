@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -682,10 +683,9 @@ def label_store(ckpt: str | Path, videos: str | Path, out: str | Path,
         if abs(dstore.fps - src.fps) > 1e-6:
             raise DemoError(f"{demos} ({dstore.fps} fps) and {videos} ({src.fps} fps) were "
                             "recorded at different rates; one store holds one rate")  # fmt: skip
-        ok = [i for i in range(dstore.n_episodes) if dstore.episode_meta(i)[keys.EPISODE_SUCCESS]]
+        ok = dstore.successful_episodes()
         kept = [(dstore, i, False) for i in (ok[:max_demos] if max_demos else ok)]
-    ok = [i for i in range(src.n_episodes) if src.episode_meta(i)[keys.EPISODE_SUCCESS]]
-    todo = [(src, i, True) for i in ok[skip_videos:]]
+    todo = [(src, i, True) for i in src.successful_episodes()[skip_videos:]]
     if not todo:
         raise DemoError(f"{videos} has no successful episodes after the first {skip_videos}")
     names = [keys.IMAGE, keys.EE_POS, keys.GRIPPER, keys.ACTION]
@@ -698,8 +698,6 @@ def label_store(ckpt: str | Path, videos: str | Path, out: str | Path,
     # proprio in one video, Ctrl-C) leaves no store that looks finished
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     dst = EpisodeStore.create(tmp, fps=src.fps, source="vpdd-labelled", labelled_by=info)
     t0 = time.monotonic()

@@ -132,8 +132,8 @@ class VIP(GoalDistanceModel):
         goal = np.minimum(goal, n - 1)
         t = start + np.floor(rng.random(b) * np.maximum(goal - start, 1)).astype(np.int64)
         goal_idx, ep_goal = goal, ep
-        first = data.first_success[ep]
         if self.config.demo_goal_fraction and len(data) > 1:
+            first = data.first_success[ep]
             # another demo's goal image; this demo's own success frame as the goal index
             swap = (rng.random(b) < self.config.demo_goal_fraction) & (first >= 1)
             start = np.where(swap, np.floor(rng.random(b) * np.maximum(first - 1, 1)), start

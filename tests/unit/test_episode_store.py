@@ -94,6 +94,7 @@ def test_interrupted_episode_is_dropped_and_earlier_ones_survive(tmp_path):
     reopened.append_episode(_episode(3, 2), task="t", success=False)
     again = EpisodeStore.open(path)
     assert [again.episode_meta(i)["length"] for i in range(2)] == [5, 3]
+    assert again.successful_episodes() == [0]  # the committed labels, not the dropped one's
     np.testing.assert_array_equal(again.episode(0)[keys.IMAGE], _episode(5, 1)[keys.IMAGE])
 
 
