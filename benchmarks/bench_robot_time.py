@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         replay_capacity_steps=100_000, resume=out.exists(), video=False,
         reward=rspec, agent=agent, success_bonus=args.success_bonus,
         demos=DemoSpec(path=str(demos) if with_demos else "", max_episodes=args.demos,
-                       pretrain_updates=args.pretrain if with_demos else 0),
+                       pretrain_updates=args.pretrain if with_demos else 0,
+                       add_successes=args.self_imitation),
         intervention=InterventionConfig(enabled=args.interventions),
     )  # fmt: skip
     t0 = time.monotonic()
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "updates_per_step": agent.updates_per_step, "alpha": rspec.alpha,
         "disc_every": rspec.disc_update_every_steps, "success_bonus": cfg.success_bonus,
         "reward_steps": args.reward_steps, "pretrain_updates": cfg.demos.pretrain_updates,
+        "stddev_init": args.stddev_init, "self_imitation": args.self_imitation,
         "frames_to_90": f90,
         "intervened_steps": summary["intervened_steps"], "takeovers": summary["takeovers"],
         "mean_success_after": after, "final_success": rows[-1]["success_rate"] if rows else None,
@@ -227,6 +229,8 @@ def main() -> int:
                         "--demos 0 only, demo relabelling has no predicate)")
     p.add_argument("--interventions", action="store_true",
                    help="a scripted operator (the task's expert) takes over on stalls")
+    p.add_argument("--self-imitation", action="store_true",
+                   help="episodes the model calls successful join the demonstrations")
     p.add_argument("--pretrain", type=int, default=0,
                    help="updates on the demos alone before the first frame (no robot time)")
     p.add_argument("--tag", default="", help="names a variant (kept apart in the results)")

@@ -56,6 +56,10 @@ class DemoSpec:
     # Updates on demonstration batches alone before the first env step (BC + critic on the
     # relabelled demos): they cost computer time, no robot time. 0 = none (RLPD).
     pretrain_updates: int = 0
+    # Self-imitation: an online episode the success call (the reward model's or the operator's
+    # key) calls successful joins the demonstrations up to its last called step, so robot time
+    # adds scenes to behaviour cloning, not only to the critic.
+    add_successes: bool = False
 
     def __post_init__(self) -> None:
         if self.pretrain_updates < 0:

@@ -73,6 +73,7 @@ class CoreConfig:
     log_every_updates: int = 100  # metrics are read back from the device this often
     success_bonus: float = 0.0  # added on every step the success call says is successful
     demo_fraction: float = 0.5  # share of every batch from the demonstrations (if any)
+    demo_add_successes: bool = False  # called-successful episodes join the demos (DemoSpec)
     act_seed: int = 0  # seed of the acting policy copy's noise (thread learner)
 
     def __post_init__(self) -> None:
@@ -142,7 +143,8 @@ class LearnSpec:
         baseline adds its own per frame)."""
         return CoreConfig(**{"frame_stack": self.frame_stack, "seed_steps": self.seed_steps,
                              "success_bonus": self.success_bonus,
-                             "demo_fraction": self.demos.fraction, **driver})  # fmt: skip
+                             "demo_fraction": self.demos.fraction,
+                             "demo_add_successes": self.demos.add_successes, **driver})  # fmt: skip
 
 
 class DemoRewarder(Protocol):
@@ -320,10 +322,11 @@ class LearnerCore:
                              "no replay or demos)")  # fmt: skip
         self.cfg, self.replay, self.demos = cfg, replay, demos
         self._agent = agent
-        if demos is not None and replay is not None:  # a resumed run's operator steps
-            for ep in replay.restored_interventions:
-                _add_interventions(demos, ep.intervened, ep.frames, ep.proprio or
-                                   [None] * len(ep.frames), ep.actions, ep.rewards)  # fmt: skip
+        if demos is not None and replay is not None:  # what a resumed run's demos had gained
+            for ep in replay.restored_steps:
+                _join_demos(demos, ep.intervened, ep.called, cfg.demo_add_successes,
+                            ep.frames, ep.proprio or [None] * len(ep.frames), ep.actions,
+                            ep.rewards)  # fmt: skip
         self.agent_steps = agent_steps  # agent steps recorded so far (the update schedule)
         self.replay_lock, self.policy_lock = threading.Lock(), threading.Lock()
         self.learner: LearnerThread | None = None
@@ -454,8 +457,9 @@ class LearnerCore:
     ) -> np.ndarray:
         """Commit the episode with one reward and one success call per step; returns the
         rewards stored (the bonus added on every called step). NaN/inf drops the episode and
-        raises NonFiniteError. With ``intervened`` flags, each run of them (and its frames,
-        proprio and applied actions) joins the demonstrations."""
+        raises NonFiniteError. With the episode's frames, proprio and applied actions, what
+        :func:`_join_demos` picks joins the demonstrations (the operator's steps; with
+        ``demo_add_successes`` the steps up to the last called one)."""
         r = np.asarray(rewards, np.float32).reshape(-1)
         calls = np.asarray(success_calls, bool).reshape(-1)
         if r.shape != (self.episode_steps,) or calls.shape != r.shape:
@@ -473,17 +477,13 @@ class LearnerCore:
             except NonFiniteError:
                 self.replay.abandon_episode()
                 raise
-            self.replay.end_episode(success=bool(calls.any()), intervened=intervened, note=note)
-            if (
-                self.demos is not None
-                and intervened is not None
-                and np.any(intervened)
-                and actions is not None
-                and frames is not None
-                and proprio is not None
-            ):
-                _add_interventions(self.demos, np.asarray(intervened, bool), frames, proprio,
-                                   actions, stored)  # fmt: skip
+            self.replay.end_episode(success=bool(calls.any()), intervened=intervened, note=note,
+                                    called=calls)  # fmt: skip
+            if self.demos is not None and actions is not None and frames is not None \
+                    and proprio is not None:
+                flags = np.zeros(len(r), bool) if intervened is None else intervened
+                _join_demos(self.demos, np.asarray(flags, bool), calls,
+                            self.cfg.demo_add_successes, frames, proprio, actions, stored)
         return stored
 
     def abandon(self) -> None:
@@ -513,17 +513,27 @@ class LearnerCore:
             torch.cuda.synchronize(self._agent.device)
 
 
-def _add_interventions(
+def _join_demos(
     demos: ReplayBuffer,
-    flags: np.ndarray,
+    intervened: np.ndarray,
+    called: np.ndarray,
+    add_successes: bool,
     frames: list[np.ndarray],
     proprio: list[np.ndarray | None],
     actions: list[np.ndarray],
     rewards: np.ndarray,
 ) -> None:
-    """Each run of intervened steps joins the demonstrations as one segment, with the rewards
-    the episode stored. (Its first frame stack repeats its first frame, as at an episode
-    start.)"""
+    """What of a finished episode joins the demonstrations, with the rewards it was stored
+    with: with ``add_successes`` and a success call, its steps up to the last called one
+    (self-imitation: the robot's own success is a demonstration of a new scene); then each run
+    of the operator's steps not among them, as one segment (its first frame stack repeats its
+    first frame, as at an episode start)."""
+    flags = np.array(intervened, bool)
+    if add_successes and np.any(called):
+        k = int(np.flatnonzero(called)[-1]) + 1  # steps 0 .. k-1; frame k is the called one
+        p = None if proprio[0] is None else np.stack(proprio[: k + 1])  # type: ignore[arg-type]
+        add_segment(demos, frames[: k + 1], p, np.stack(actions[:k]), rewards[:k])
+        flags[:k] = False
     padded = np.append(flags, False)
     t = 0
     while t < len(flags):

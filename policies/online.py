@@ -199,7 +199,7 @@ class OnlineLearner:
             )
             self.restored_steps = replay.restore()
         demos = None
-        if replay is not None and (c.demos.path or c.interventions):
+        if replay is not None and (c.demos.path or c.interventions or c.demos.add_successes):
             demos = self._demo_buffer(replay.cfg, proprio_dim)
         self.core = LearnerCore(
             c.core_config(
@@ -249,7 +249,8 @@ class OnlineLearner:
         the twin trainer's :class:`EpisodeRewarder` (its checkpoint's success threshold); room
         for the operator's take-overs when ``interventions`` is on."""
         c = self.config
-        extra = c.intervention_capacity_steps if c.interventions else 0
+        extra = (c.intervention_capacity_steps if c.interventions or c.demos.add_successes
+                 else 0)
         shape = (3, c.image_size, c.image_size)
         if not c.demos.path:
             return demo_replay([], replay_cfg, self._frame, lambda d: np.zeros(0), proprio_dim,

@@ -39,6 +39,9 @@ PROPRIO_KEY = "proprio"  # (T, P) float32
 REWARD_KEY = "reward"  # (T,) float32, reward received on arriving at step t (0 at t=0)
 CONT_KEY = "cont"  # (T,) float32, 0 if step t is terminal, else 1
 INTERVENED_KEY = "intervened"  # (T,) bool, row t's action came from an operator (see below)
+# (T,) bool, the success call on arriving at row t (the reward model's or the operator's key;
+# row 0 False), aligned with REWARD_KEY. Stores written before 2026-12-06 lack it.
+CALLED_KEY = "success_called"
 # Which action a stored row holds. In memory, slot t holds the action that *led to* observation
 # t (DrQ-v2's time-step layout: row 0 zeros); stores written since 2026-12-06 shift it to the
 # episode layout (data/keys.py: row t, the action taken at t; the last row zeros), so an export
@@ -47,10 +50,12 @@ INTERVENED_KEY = "intervened"  # (T,) bool, row t's action came from an operator
 ACTION_ROW_ATTR = keys.ATTR_ACTION_ROW  # "taken" (episode layout) or absent ("led_to")
 
 
-class OperatorSteps(NamedTuple):
-    """A restored episode in which an operator drove some steps (flags per step)."""
+class RestoredSteps(NamedTuple):
+    """A restored episode that may have fed the demonstrations: an operator drove some steps,
+    or the success call fired (flags per step)."""
 
     intervened: np.ndarray  # (n,) bool: the action of step t came from an operator
+    called: np.ndarray  # (n,) bool: step t arrived where the success call fired
     frames: list[np.ndarray]  # n + 1 stored frames
     proprio: list[np.ndarray] | None  # n + 1, or None without proprio
     actions: list[np.ndarray]  # n applied actions
@@ -131,7 +136,7 @@ class ReplayBuffer:
         self._taken_rows = False  # the store's rows hold the action taken at them
         self.directory = None if directory is None else Path(directory)
         self._pending: dict[str, list[np.ndarray]] = {}
-        self.restored_interventions: list[OperatorSteps] = []  # filled by restore()
+        self.restored_steps: list[RestoredSteps] = []  # filled by restore()
         if self.directory is not None:
             path = self.directory / STORE_NAME
             if path.exists():
@@ -242,13 +247,18 @@ class ReplayBuffer:
             self._pending[REWARD_KEY][1:] = [np.array(x, np.float32) for x in r]
 
     def end_episode(
-        self, success: bool = False, intervened: np.ndarray | None = None, note: str = ""
+        self,
+        success: bool = False,
+        intervened: np.ndarray | None = None,
+        note: str = "",
+        called: np.ndarray | None = None,
     ) -> None:
         """Commit the current episode: persist it (if a directory is set), then make it sampleable.
 
-        ``intervened`` (one flag per step) marks actions an operator gave; it is persisted with
-        the episode, as is ``note`` (the store's episode notes, e.g. why it ended early). A
-        one-step episode (no transition) is dropped.
+        ``intervened`` (one flag per step) marks actions an operator gave, ``called`` the steps
+        the success call fired on; both are persisted with the episode, as is ``note`` (the
+        store's episode notes, e.g. why it ended early). A one-step episode (no transition) is
+        dropped.
         """
         if self._ep_start is None:
             raise RuntimeError("no episode in progress")
@@ -264,6 +274,11 @@ class ReplayBuffer:
             if intervened is not None and len(intervened):
                 flags[1 : 1 + len(intervened)] = np.asarray(intervened, bool)[: end - start - 1]
             data[INTERVENED_KEY] = flags
+            if not self.store.n_steps or CALLED_KEY in self.store.data_keys:
+                calls = np.zeros(end - start, bool)  # row t: the call on arriving at t
+                if called is not None and len(called):
+                    calls[1 : 1 + len(called)] = np.asarray(called, bool)[: end - start - 1]
+                data[CALLED_KEY] = calls
             if self._taken_rows:  # to the episode layout: row t, the action taken at t
                 shift_rows(data, (keys.ACTION, INTERVENED_KEY), down=False)
             self.store.append_episode(data, task=self.task, success=success, kind="agent",
@@ -341,8 +356,8 @@ class ReplayBuffer:
         """Reload the newest finished episodes from ``directory`` into an empty buffer.
 
         Returns the number of agent steps (transitions) restored. Episodes with operator steps
-        are also kept in :attr:`restored_interventions`, so a resumed learner can put those
-        steps back in its demonstration buffer.
+        and episodes the success call fired on are also kept in :attr:`restored_steps`, so a
+        resumed learner can put what joined its demonstration buffer back there.
         """
         if self.store is None:
             raise RuntimeError("restore() needs a replay directory")
@@ -362,18 +377,22 @@ class ReplayBuffer:
             fields.append(PROPRIO_KEY)
         no_proprio = np.zeros(0, np.float32)
         flagged = INTERVENED_KEY in self.store.data_keys
+        extra = [k for k in (INTERVENED_KEY, CALLED_KEY) if k in self.store.data_keys]
         store, self.store = self.store, None  # do not re-persist while loading
         try:
             for i in reversed(keep):
-                ep = store.episode(i, fields + ([INTERVENED_KEY] if flagged else []))
+                ep = store.episode(i, fields + extra)
                 if self._taken_rows:  # back to the in-memory layout: row t, the action into t
                     shift_rows(ep, (keys.ACTION, INTERVENED_KEY), down=True)
                 obs = np.asarray(ep[obs_key])
                 if self.pixels:
                     obs = obs.transpose(0, 3, 1, 2)
-                if flagged and np.any(ep[INTERVENED_KEY][1:]):
-                    self.restored_interventions.append(OperatorSteps(
-                        np.asarray(ep[INTERVENED_KEY][1:], bool), list(obs),
+                n = len(obs) - 1
+                flags = np.asarray(ep[INTERVENED_KEY][1:], bool) if flagged else np.zeros(n, bool)
+                calls = np.asarray(ep.get(CALLED_KEY, np.zeros(n + 1, bool))[1:], bool)
+                if flags.any() or calls.any():
+                    self.restored_steps.append(RestoredSteps(
+                        flags, calls, list(obs),
                         list(np.asarray(ep[PROPRIO_KEY])) if self.proprio_dim else None,
                         list(np.asarray(ep[keys.ACTION][1:], np.float32)),
                         np.asarray(ep[REWARD_KEY][1:], np.float32)))  # fmt: skip

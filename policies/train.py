@@ -620,10 +620,11 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
     # its bonus when the episode is relabelled.
     oracle_bonus = cfg.success_bonus if rewarder is None else 0.0
     demo_buffer, n_demos = None, 0
-    # Interventions join the demonstrations; room for them is reserved (np.empty: untouched
-    # pages cost nothing).
-    extra = cfg.replay_capacity_steps if cfg.intervention.enabled else 0
-    if rewarder is not None and (cfg.demos.path or cfg.intervention.enabled):
+    # Interventions and called successes join the demonstrations; room for them is reserved
+    # (np.empty: untouched pages cost nothing).
+    grows = cfg.intervention.enabled or cfg.demos.add_successes
+    extra = cfg.replay_capacity_steps if grows else 0
+    if rewarder is not None and (cfg.demos.path or grows):
         demo_buffer, n_demos = _demo_buffer(
             cfg, rewarder, observer, replay.cfg, proprio_dim, frame_shape, extra
         )

@@ -114,6 +114,8 @@ PARAMS: tuple[ParamSpec, ...] = (
                 name="demo_fraction"),
     field_param(D, "pretrain_updates", "updates on the demos before the first frame",
                 I(0, 1_000_000)),
+    field_param(D, "add_successes", "episodes called successful join the demos "
+                "(self-imitation)", name="demo_add_successes"),
     field_param(A, "bc_weight", "behaviour cloning on demo rows (TD3+BC, |Q|-scaled)",
                 F(0.0, 100.0)),
     field_param(A, "bc_decay_steps", "agent steps over which bc_weight falls to 0 (0: "

@@ -143,3 +143,42 @@ def test_both_drivers_configs_are_one_learn_spec() -> None:
         for cls in (TrainConfig, OnlineConfig):
             with pytest.raises(ValueError):
                 cls(**bad)  # type: ignore[arg-type]
+
+
+def test_called_successes_join_the_demos_and_come_back_on_resume(tmp_path: Path) -> None:
+    """Self-imitation (demos.add_successes): an episode the success call fires on joins the
+    demonstrations up to its last called step; a resumed learner's demos hold it again."""
+    cfg = OnlineConfig(out=str(tmp_path / "node"), image_size=SIZE, seed_steps=10**6,
+                       agent=AGENT, demos=DemoSpec(add_successes=True))  # fmt: skip
+
+    def episode(node: OnlineLearner, calls: list[bool], operator: int = -1) -> None:
+        node.begin(np.zeros((SIZE, SIZE, 3), np.uint8), np.zeros(4, np.float32))
+        for t in range(len(calls)):
+            rgb = np.full((SIZE, SIZE, 3), 10 * (t + 1), np.uint8)
+            node.step(rgb, np.full(4, t + 1, np.float32),
+                      applied_action=np.full(4, 0.1 * (t + 1), np.float32),
+                      intervened=t == operator)  # fmt: skip
+        node.finish(np.zeros(len(calls)), success=np.array(calls))
+
+    node = OnlineLearner(cfg)
+    assert node.core.demos is not None and len(node.core.demos) == 0
+    episode(node, [False, False, True, False, False])  # steps 0-2 join
+    assert len(node.core.demos) == 3
+    episode(node, [False] * 4)  # no call: nothing joins
+    assert len(node.core.demos) == 3
+    episode(node, [True, False, False, False], operator=2)  # step 0, and the operator's step 2
+    assert len(node.core.demos) == 5
+    batch = node.core.demos.sample(64)
+    held = {round(float(a), 3) for a in batch.action[:, 0]}
+    assert held == {0.1, 0.2, 0.3}  # the applied actions of the joined steps only
+    first = len(node.core.demos)
+    node.close()
+
+    again = OnlineLearner(cfg)  # the replay directory is there: a resumed run
+    assert again.restored_steps == 13
+    assert again.core.demos is not None and len(again.core.demos) == first
+    again.close()
+    off = OnlineLearner(dataclasses.replace(cfg, out=str(tmp_path / "off"),
+                                            demos=DemoSpec()))  # fmt: skip
+    assert off.core.demos is None  # off by default: no demo buffer without demos or operator
+    off.close()

@@ -184,7 +184,7 @@ def test_stored_rows_hold_the_action_taken_at_them_and_old_stores_still_restore(
     np.testing.assert_array_equal(ep["reward"], [0, 1, 2, 3])  # of the state at row t
     again = make(directory=tmp_path, seed=3)
     assert again.restore() == 3
-    (ops,) = again.restored_interventions
+    (ops,) = again.restored_steps
     np.testing.assert_array_equal(ops.intervened, [False, True, False])
     np.testing.assert_array_equal(np.stack(ops.actions)[:, 0], [1, 2, 3])
     a, b = again.sample(32), rb.sample(32)
