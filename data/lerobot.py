@@ -448,6 +448,8 @@ _EXTRA_NOTES = {
     "i.e. for the previous frame's action (0 on the first frame); not LeRobot's next.reward",
     "cont": "learner replay: 0 if this frame's observation is terminal, else 1",
     "intervened": "learner replay: this frame's action came from an operator",
+    "success_called": "learner replay: the success call (reward model or operator's key) on "
+    "arriving at this frame's observation",
     "proprio": "learner replay: the agent's proprioception (ee_pos xyz m, gripper open fraction)",
 }
 

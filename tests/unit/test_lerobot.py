@@ -613,7 +613,7 @@ def test_a_learner_replay_exports_each_action_beside_the_observation_it_followed
     rb.start_episode(frames[0], np.zeros(4, np.float32))
     for t, a in enumerate(sent):  # action t is sent after frame t and leads to frame t + 1
         rb.add(a, 0.1 * t, frames[t + 1], np.full(4, t + 1, np.float32))
-    rb.end_episode(success=True, intervened=np.arange(6) == 2)
+    rb.end_episode(success=True, intervened=np.arange(6) == 2, called=np.arange(6) == 5)
     store = rb.store
     assert store is not None
     if old_layout:  # the same episode as it was stored before: actions one row down
@@ -631,3 +631,6 @@ def test_a_learner_replay_exports_each_action_beside_the_observation_it_followed
     assert not actions[6].any()  # the final observation: no command after it
     flags = table.column("v2r.intervened").to_pylist()
     assert flags == [False, False, True, False, False, False, False]
+    # the success call stays with the observation it was made on, like the reward
+    calls = table.column("v2r.success_called").to_pylist()
+    assert calls == [False] * 6 + [True]
