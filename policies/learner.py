@@ -327,6 +327,7 @@ class LearnerCore:
                 _join_demos(demos, ep.intervened, ep.called, cfg.demo_add_successes,
                             ep.frames, ep.proprio or [None] * len(ep.frames), ep.actions,
                             ep.rewards)  # fmt: skip
+            replay.restored_steps = []  # their frames are in the demo buffer now
         self.agent_steps = agent_steps  # agent steps recorded so far (the update schedule)
         self.replay_lock, self.policy_lock = threading.Lock(), threading.Lock()
         self.learner: LearnerThread | None = None

@@ -197,7 +197,7 @@ class OnlineLearner:
                 task="online",
                 fps=c.control_hz,
             )
-            self.restored_steps = replay.restore()
+            self.restored_steps = replay.restore(with_calls=c.demos.add_successes)
         demos = None
         if replay is not None and (c.demos.path or c.interventions or c.demos.add_successes):
             demos = self._demo_buffer(replay.cfg, proprio_dim)

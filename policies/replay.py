@@ -352,12 +352,13 @@ class ReplayBuffer:
         return self.transitions(t, ep)
 
     # ----------------------------------------------------------------- persistence
-    def restore(self) -> int:
+    def restore(self, with_calls: bool = False) -> int:
         """Reload the newest finished episodes from ``directory`` into an empty buffer.
 
         Returns the number of agent steps (transitions) restored. Episodes with operator steps
-        and episodes the success call fired on are also kept in :attr:`restored_steps`, so a
-        resumed learner can put what joined its demonstration buffer back there.
+        (and, ``with_calls``, episodes the success call fired on: self-imitation) are also kept
+        in :attr:`restored_steps`, so a resumed learner can put what joined its demonstration
+        buffer back there.
         """
         if self.store is None:
             raise RuntimeError("restore() needs a replay directory")
@@ -389,7 +390,9 @@ class ReplayBuffer:
                     obs = obs.transpose(0, 3, 1, 2)
                 n = len(obs) - 1
                 flags = np.asarray(ep[INTERVENED_KEY][1:], bool) if flagged else np.zeros(n, bool)
-                calls = np.asarray(ep.get(CALLED_KEY, np.zeros(n + 1, bool))[1:], bool)
+                calls = np.zeros(n, bool)
+                if with_calls and CALLED_KEY in ep:
+                    calls = np.asarray(ep[CALLED_KEY][1:], bool)
                 if flags.any() or calls.any():
                     self.restored_steps.append(RestoredSteps(
                         flags, calls, list(obs),

@@ -650,7 +650,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
     if cfg.resume and (out / AGENT_FILE).exists():
         agent.load(out / AGENT_FILE)
         state.update(json.loads((out / STATE_FILE).read_text()))
-        restored = replay.restore()
+        restored = replay.restore(with_calls=cfg.demos.add_successes)
         print(f"resumed {out}: step {state['step']}, {restored} replay transitions restored")
 
     log = RunLog(out)
