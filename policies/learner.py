@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -322,11 +323,13 @@ class LearnerCore:
                              "no replay or demos)")  # fmt: skip
         self.cfg, self.replay, self.demos = cfg, replay, demos
         self._agent = agent
+        self.demo_steps_left_out = 0  # operator/success steps the full demo buffer had no room for
         if demos is not None and replay is not None:  # what a resumed run's demos had gained
             for ep in replay.restored_steps:
-                _join_demos(demos, ep.intervened, ep.called, cfg.demo_add_successes,
-                            ep.frames, ep.proprio or [None] * len(ep.frames), ep.actions,
-                            ep.rewards)  # fmt: skip
+                self._left_out(_join_demos(demos, ep.intervened, ep.called,
+                                           cfg.demo_add_successes, ep.frames,
+                                           ep.proprio or [None] * len(ep.frames), ep.actions,
+                                           ep.rewards))  # fmt: skip
             replay.restored_steps = []  # their frames are in the demo buffer now
         self.agent_steps = agent_steps  # agent steps recorded so far (the update schedule)
         self.replay_lock, self.policy_lock = threading.Lock(), threading.Lock()
@@ -483,8 +486,9 @@ class LearnerCore:
             if self.demos is not None and actions is not None and frames is not None \
                     and proprio is not None:
                 flags = np.zeros(len(r), bool) if intervened is None else intervened
-                _join_demos(self.demos, np.asarray(flags, bool), calls,
-                            self.cfg.demo_add_successes, frames, proprio, actions, stored)
+                self._left_out(_join_demos(self.demos, np.asarray(flags, bool), calls,
+                                           self.cfg.demo_add_successes, frames, proprio,
+                                           actions, stored))  # fmt: skip
         return stored
 
     def abandon(self) -> None:
@@ -493,6 +497,13 @@ class LearnerCore:
             with self.replay_lock:
                 self.replay.abandon_episode()
         self._last_action = None
+
+    def _left_out(self, steps: int) -> None:
+        if steps and not self.demo_steps_left_out:
+            warnings.warn("the demonstration buffer is full: further operator steps and "
+                          "called successes stay in the replay only (the teleoperated demos "
+                          "are kept)", stacklevel=3)  # fmt: skip
+        self.demo_steps_left_out += steps
 
     # ----------------------------------------------------------------- lifecycle
     def wait_idle(self) -> None:
@@ -523,17 +534,18 @@ def _join_demos(
     proprio: list[np.ndarray | None],
     actions: list[np.ndarray],
     rewards: np.ndarray,
-) -> None:
+) -> int:
     """What of a finished episode joins the demonstrations, with the rewards it was stored
     with: with ``add_successes`` and a success call, its steps up to the last called one
     (self-imitation: the robot's own success is a demonstration of a new scene); then each run
     of the operator's steps not among them, as one segment (its first frame stack repeats its
-    first frame, as at an episode start)."""
+    first frame, as at an episode start). A segment that no longer fits is left out rather
+    than evict the oldest demonstrations (the teleoperated ones); returns the steps left out."""
+    segments = []
     flags = np.array(intervened, bool)
     if add_successes and np.any(called):
         k = int(np.flatnonzero(called)[-1]) + 1  # steps 0 .. k-1; frame k is the called one
-        p = None if proprio[0] is None else np.stack(proprio[: k + 1])  # type: ignore[arg-type]
-        add_segment(demos, frames[: k + 1], p, np.stack(actions[:k]), rewards[:k])
+        segments.append((0, k))
         flags[:k] = False
     padded = np.append(flags, False)
     t = 0
@@ -542,6 +554,13 @@ def _join_demos(
             t += 1
             continue
         end = t + int(np.argmin(padded[t:]))  # the first step after the run
+        segments.append((t, end))
+        t = end
+    left_out = 0
+    for t, end in segments:
+        if demos.room() < end - t + 1:
+            left_out += end - t
+            continue
         p = None if proprio[0] is None else np.stack(proprio[t : end + 1])  # type: ignore[arg-type]
         add_segment(demos, frames[t : end + 1], p, np.stack(actions[t:end]), rewards[t:end])
-        t = end
+    return left_out

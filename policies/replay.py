@@ -301,6 +301,11 @@ class ReplayBuffer:
         self._cum = np.cumsum(lengths - 1)
 
     # ----------------------------------------------------------------- reading
+    def room(self) -> int:
+        """Slots left before a new step would evict the oldest episode."""
+        first = self._starts[0] if self._starts else self._ep_start
+        return self.cfg.capacity_steps - (0 if first is None else self._next - first)
+
     def __len__(self) -> int:
         """Transitions that can be sampled."""
         return int(self._cum[-1]) if self._cum.size else 0

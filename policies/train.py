@@ -863,6 +863,8 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         "demo_episodes": n_demos,
         "intervened_steps": int(state.get("intervened_steps", 0)),
         "takeovers": int(state.get("takeovers", 0)),
+        # operator steps and called successes the full demo buffer had no room for
+        "demo_steps_left_out": core.demo_steps_left_out,
         "success_progress": rewarder.success_progress if rewarder is not None else None,
         "curve": str(png) if png else None,
     }

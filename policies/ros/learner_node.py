@@ -517,6 +517,8 @@ class LearnerNode(Node):
             "demos": self.learner.demo_info,
             "intervened_steps": int(sum(h.get("intervened_steps", 0) for h in hist)),
             "takeovers": self.takeover.takeovers,
+            # operator steps and called successes the full demo buffer had no room for
+            "demo_steps_left_out": self.learner.core.demo_steps_left_out,
             "operator_lost_episodes": int(sum(h.get("operator_lost", False) for h in hist)),
             "operator_labels": self.p["success_source"] == "operator",
         }

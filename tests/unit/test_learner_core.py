@@ -10,7 +10,7 @@ import pytest
 import torch
 from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore
-from video2reward.policies.demos import DemoSpec
+from video2reward.policies.demos import DemoSpec, add_segment
 from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config
 from video2reward.policies.learner import CoreConfig, LearnerCore, LearnSpec, with_bonus
 from video2reward.policies.online import OnlineConfig, OnlineLearner
@@ -182,3 +182,33 @@ def test_called_successes_join_the_demos_and_come_back_on_resume(tmp_path: Path)
                                             demos=DemoSpec()))  # fmt: skip
     assert off.core.demos is None  # off by default: no demo buffer without demos or operator
     off.close()
+
+
+def test_a_full_demo_buffer_keeps_the_teleoperated_demos(tmp_path: Path) -> None:
+    """Operator steps and called successes that no longer fit are left out (counted, warned
+    once) instead of evicting the oldest demonstrations."""
+    agent = DrQV2Agent(AGENT, (9, SIZE, SIZE), 4, 4)
+    replay = ReplayBuffer(ReplayConfig(1000, 3, 2, 0.9), (3, SIZE, SIZE), 4, 4)
+    demos = ReplayBuffer(ReplayConfig(12, 3, 2, 0.9), (3, SIZE, SIZE), 4, 4)
+    frame, p = np.zeros((3, SIZE, SIZE), np.uint8), np.zeros(4, np.float32)
+    teleop = np.full(4, -0.5, np.float32)
+    add_segment(demos, [frame] * 5, np.zeros((5, 4), np.float32), np.stack([teleop] * 4),
+                np.zeros(4))  # fmt: skip
+    core = LearnerCore(CoreConfig(seed_steps=10**6, demo_add_successes=True), agent, replay,
+                       demos=demos)  # fmt: skip
+
+    def episode(n: int) -> None:
+        core.begin(frame, p)
+        for _ in range(n):
+            core.record(np.full(4, 0.5, np.float32), frame, p)
+        core.finish(np.zeros(n), np.arange(n) == n - 1, None, [np.full(4, 0.5, np.float32)] * n,
+                    [frame] * (n + 1), [p] * (n + 1))  # fmt: skip
+
+    episode(5)  # 6 slots: fits beside the demo's 5
+    assert len(demos) == 9 and core.demo_steps_left_out == 0
+    with pytest.warns(UserWarning, match="demonstration buffer is full"):
+        episode(5)
+    episode(3)
+    assert core.demo_steps_left_out == 5 + 3
+    assert len(demos) == 9
+    assert -0.5 in demos.sample(64).action[:, 0]  # the teleoperated demo is still there
