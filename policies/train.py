@@ -166,6 +166,9 @@ class TrainConfig(LearnSpec):
             raise ValueError(
                 "intervention.enabled watches the learned progress: it needs reward.source=model"
             )
+        if self.demos.add_successes and self.reward.source != "model":
+            raise ValueError("demos.add_successes joins the episodes the reward model calls "
+                             "successful to its demos: it needs reward.source=model")
         if self.demos.path and self.reward.source != "model":
             raise ValueError(
                 "demos need a learned reward to relabel them (reward.source=model); the "

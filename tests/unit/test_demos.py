@@ -167,6 +167,8 @@ def test_stores_the_learner_cannot_use_are_refused_with_the_reason(tmp_path: Pat
         load_demo_episodes(wide, action_repeat=2, image_hw=(48, 48))
     with pytest.raises(ValueError, match="oracle-reward baseline"):
         TrainConfig(demos={"path": str(good)})  # demos need a reward model to relabel them
+    with pytest.raises(ValueError, match="reward model calls"):
+        TrainConfig(demos={"add_successes": True})  # and successes need its call
 
 
 def test_training_with_demos_uses_no_oracle(tmp_path: Path) -> None:
