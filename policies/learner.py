@@ -485,8 +485,7 @@ class LearnerCore:
                                     called=calls)  # fmt: skip
             if self.demos is not None and actions is not None and frames is not None \
                     and proprio is not None:
-                flags = np.zeros(len(r), bool) if intervened is None else intervened
-                self._left_out(_join_demos(self.demos, np.asarray(flags, bool), calls,
+                self._left_out(_join_demos(self.demos, intervened, calls,
                                            self.cfg.demo_add_successes, frames, proprio,
                                            actions, stored))  # fmt: skip
         return stored
@@ -527,7 +526,7 @@ class LearnerCore:
 
 def _join_demos(
     demos: ReplayBuffer,
-    intervened: np.ndarray,
+    intervened: np.ndarray | None,
     called: np.ndarray,
     add_successes: bool,
     frames: list[np.ndarray],
@@ -542,7 +541,7 @@ def _join_demos(
     first frame, as at an episode start). A segment that no longer fits is left out rather
     than evict the oldest demonstrations (the teleoperated ones); returns the steps left out."""
     segments = []
-    flags = np.array(intervened, bool)
+    flags = np.zeros(len(called), bool) if intervened is None else np.array(intervened, bool)
     if add_successes and np.any(called):
         k = int(np.flatnonzero(called)[-1]) + 1  # steps 0 .. k-1; frame k is the called one
         segments.append((0, k))

@@ -270,15 +270,18 @@ class ReplayBuffer:
             return
         if self.store is not None:
             data = {k: np.stack(v) for k, v in self._pending.items()}
-            flags = np.zeros(end - start, bool)  # in memory: flag t = the action into row t
-            if intervened is not None and len(intervened):
-                flags[1 : 1 + len(intervened)] = np.asarray(intervened, bool)[: end - start - 1]
-            data[INTERVENED_KEY] = flags
+
+            def by_row(per_step: np.ndarray | None) -> np.ndarray:
+                """In memory, row t holds step t - 1's flag (the action into t, the call
+                on arriving at t); row 0 False."""
+                rows = np.zeros(end - start, bool)
+                if per_step is not None and len(per_step):
+                    rows[1 : 1 + len(per_step)] = np.asarray(per_step, bool)[: end - start - 1]
+                return rows
+
+            data[INTERVENED_KEY] = by_row(intervened)
             if not self.store.n_steps or CALLED_KEY in self.store.data_keys:
-                calls = np.zeros(end - start, bool)  # row t: the call on arriving at t
-                if called is not None and len(called):
-                    calls[1 : 1 + len(called)] = np.asarray(called, bool)[: end - start - 1]
-                data[CALLED_KEY] = calls
+                data[CALLED_KEY] = by_row(called)
             if self._taken_rows:  # to the episode layout: row t, the action taken at t
                 shift_rows(data, (keys.ACTION, INTERVENED_KEY), down=False)
             self.store.append_episode(data, task=self.task, success=success, kind="agent",
@@ -382,7 +385,6 @@ class ReplayBuffer:
         if self.proprio_dim:
             fields.append(PROPRIO_KEY)
         no_proprio = np.zeros(0, np.float32)
-        flagged = INTERVENED_KEY in self.store.data_keys
         extra = [k for k in (INTERVENED_KEY, CALLED_KEY) if k in self.store.data_keys]
         store, self.store = self.store, None  # do not re-persist while loading
         try:
@@ -394,8 +396,9 @@ class ReplayBuffer:
                 if self.pixels:
                     obs = obs.transpose(0, 3, 1, 2)
                 n = len(obs) - 1
-                flags = np.asarray(ep[INTERVENED_KEY][1:], bool) if flagged else np.zeros(n, bool)
-                calls = np.zeros(n, bool)
+                flags, calls = np.zeros(n, bool), np.zeros(n, bool)
+                if INTERVENED_KEY in ep:
+                    flags = np.asarray(ep[INTERVENED_KEY][1:], bool)
                 if with_calls and CALLED_KEY in ep:
                     calls = np.asarray(ep[CALLED_KEY][1:], bool)
                 if flags.any() or calls.any():
