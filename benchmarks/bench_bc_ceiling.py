@@ -5,6 +5,8 @@ them, before any robot time (frame 0 of a robot-time run).
     .venv/bin/python benchmarks/bench_bc_ceiling.py --pad 1 --px 48
     .venv/bin/python benchmarks/bench_bc_ceiling.py --demos d200.zarr --max-demos 200 --episodes 40
     .venv/bin/python benchmarks/bench_bc_ceiling.py --no-proprio --episodes 40 --seed 1
+    .venv/bin/python benchmarks/bench_bc_ceiling.py --episodes 40 --ensemble \
+        pre1000_px48_pad3_bc2.5_seed0 pre1000_px48_pad3_bc2.5_seed1 ...
 
 Uses the robot-time benchmark's reach demonstrations and Rank2Reward model
 (runs/bench_robot_time/reach: run bench_robot_time.py once first), the CPU agent sizes and
@@ -20,6 +22,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,43 @@ def start_config(out: Path, seed: int, episodes: int, demos: Path, max_demos: in
     )  # fmt: skip
 
 
+def evaluate_ensemble(variants: list[str], episodes: int) -> dict[str, Any]:
+    """The mean action of finished runs' actors (each its own encoder), acting together on the
+    scenes every run's frame-0 evaluation used (episode seeds 1,000,000 + i): averaging
+    policies trained on the same demos from different seeds. Runs must share pixels and
+    proprio; evaluation only, nothing is trained."""
+    from video2reward.data import keys
+    from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config
+    from video2reward.policies.train import PROPRIO_DIM, Observer, evaluate, make_task_env
+
+    runs = [ROOT / "runs" / "bench_bc_ceiling" / v for v in variants]
+    missing = [str(r) for r in runs if not (r / "agent.pt").exists()]
+    if missing:
+        raise SystemExit(f"no finished run (agent.pt) in: {', '.join(missing)}")
+    raws = [json.loads((r / "config.json").read_text()) for r in runs]
+    view = ("task", "image_size", "agent_image_size", "frame_stack", "proprio", "action_repeat")
+    if len({tuple(raw[k] for k in view) for raw in raws}) > 1:
+        raise SystemExit(f"the runs differ in one of {view}")
+    base = ROOT / "runs" / "bench_robot_time" / raws[0]["task"] / "demos.zarr"
+    cfg = replace(start_config(runs[0], 0, episodes, base, 50, 0, task=raws[0]["task"]),
+                  **{k: raws[0][k] for k in view[1:]})  # fmt: skip
+    env = make_task_env(cfg.task, cfg.image_size, 0, cfg.control_hz)
+    obs, _ = env.reset(seed=0)
+    observer = Observer(cfg, None)
+    c, h, w = observer.frame(obs).shape
+    agents = []
+    for run, raw in zip(runs, raws, strict=True):
+        a = DrQV2Agent(DrQV2Config(**raw["agent"]), (c * cfg.frame_stack, h, w), keys.ACTION_DIM,
+                       PROPRIO_DIM if cfg.proprio else 0)  # fmt: skip
+        a.load(run / "agent.pt")
+        agents.append(a)
+
+    def act(o: Any, p: Any, step: int) -> Any:
+        return sum(a.act(o, p, step, True) for a in agents) / len(agents)
+
+    return evaluate(cfg, env, observer, act, 0, 1_000_000, None)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,8 +110,18 @@ def main() -> int:
     p.add_argument("--max-demos", type=int, default=50, help="demonstrations used")
     p.add_argument("--demos", default=None,
                    help="a demo store other than the benchmark's (its name joins the variant's)")
+    p.add_argument("--ensemble", nargs="+", default=None, metavar="VARIANT",
+                   help="evaluate the mean action of these finished runs instead of training")
     args = p.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
+    if args.ensemble:
+        t0 = time.monotonic()
+        res = evaluate_ensemble(args.ensemble, args.episodes)
+        name = f"ensemble{len(args.ensemble)}_" + "+".join(args.ensemble)
+        save_row({"variant": name, "members": args.ensemble, "episodes": args.episodes,
+                  "success": res["success_rate"], "success_at_end": res["success_at_end"],
+                  "wall_s": round(time.monotonic() - t0, 1)})  # fmt: skip
+        return 0
     from video2reward.policies.train import train
 
     base = ROOT / "runs" / "bench_robot_time" / "reach"
@@ -101,11 +151,15 @@ def main() -> int:
            "success": float(first["success_rate"]),
            "success_at_end": float(first["success_at_end"]),
            "wall_s": round(time.monotonic() - t0, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
+    save_row(row)
+    return 0
+
+
+def save_row(row: dict[str, Any]) -> None:
     rows = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    rows = [r for r in rows if r["variant"] != name] + [row]
+    rows = [r for r in rows if r["variant"] != row["variant"]] + [row]
     RESULTS.write_text(json.dumps(sorted(rows, key=lambda r: r["variant"]), indent=1))
     print(json.dumps(row))
-    return 0
 
 
 if __name__ == "__main__":
