@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,13 @@ def evaluate_ensemble(variants: list[str], episodes: int) -> dict[str, Any]:
     proprio; evaluation only, nothing is trained."""
     from video2reward.data import keys
     from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config
-    from video2reward.policies.train import PROPRIO_DIM, Observer, evaluate, make_task_env
+    from video2reward.policies.train import (
+        PROPRIO_DIM,
+        Observer,
+        TrainConfig,
+        evaluate,
+        make_task_env,
+    )
 
     runs = [ROOT / "runs" / "bench_bc_ceiling" / v for v in variants]
     missing = [str(r) for r in runs if not (r / "agent.pt").exists()]
@@ -76,9 +81,9 @@ def evaluate_ensemble(variants: list[str], episodes: int) -> dict[str, Any]:
     view = ("task", "image_size", "agent_image_size", "frame_stack", "proprio", "action_repeat")
     if len({tuple(raw[k] for k in view) for raw in raws}) > 1:
         raise SystemExit(f"the runs differ in one of {view}")
-    base = ROOT / "runs" / "bench_robot_time" / raws[0]["task"] / "demos.zarr"
-    cfg = replace(start_config(runs[0], 0, episodes, base, 50, 0, task=raws[0]["task"]),
-                  **{k: raws[0][k] for k in view[1:]})  # fmt: skip
+    # What evaluation reads (the view the runs share, the episode count); nothing is trained.
+    cfg = TrainConfig(out=str(runs[0]), num_eval_episodes=episodes, video=False,
+                      **{k: raws[0][k] for k in view})  # fmt: skip
     env = make_task_env(cfg.task, cfg.image_size, 0, cfg.control_hz)
     obs, _ = env.reset(seed=0)
     observer = Observer(cfg, None)
