@@ -103,6 +103,12 @@ class XArmDriverConfig:
     state_timeout_s: float = 0.5
     # SDK request timeout (set and get), seconds; the SDK's own default is 2 s.
     io_timeout_s: float = 1.0
+    # How long the monitor's error polls (its idle check) may go unanswered before "controller
+    # not answering" latches; 0: at the first unanswered poll. A command that times out latches
+    # at once, so this only decides how long an idle arm's silent controller is tolerated. One
+    # late reply is what a starved process looks like: the twin on a 2-core machine under load
+    # missed one 1 s reply, and a latch on it stopped the learning graph for good.
+    poll_silence_to_fault_s: float = 3.0
 
     def __post_init__(self) -> None:
         if not self.ip:
@@ -128,6 +134,9 @@ class XArmDriverConfig:
                              f"{self.report_max_age_s} and {self.state_timeout_s}")
         if not 0.05 <= self.io_timeout_s <= 10.0:
             raise ValueError(f"io_timeout_s must be in [0.05, 10] s, got {self.io_timeout_s}")
+        if not 0.0 <= self.poll_silence_to_fault_s <= 30.0:
+            raise ValueError("poll_silence_to_fault_s must be in [0, 30] s, got "
+                             f"{self.poll_silence_to_fault_s}")
 
 
 def controller_error_text(code: int) -> str:
@@ -168,6 +177,7 @@ class XArmDriver(Arm):
         self.watchdog_stops = 0  # how often the watchdog stopped the arm
         self.rejected_commands = 0  # actions the envelope refused (never sent)
         self.reconnects = 0  # successful reconnections by reset_fault
+        self.unanswered_polls = 0  # error polls that got no answer
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -535,6 +545,7 @@ class XArmDriver(Arm):
         period = 1.0 / self.config.monitor_hz
         deadline_s = self.config.watchdog.deadline_s
         t_poll = -math.inf
+        t_answered = time.monotonic()  # the last answered error poll (or fault cleared)
         while True:
             # Wake at the watchdog deadline itself (not up to a period later), else every period.
             gap = self.watchdog.since_last_s()
@@ -543,6 +554,7 @@ class XArmDriver(Arm):
                 return
             api = self._api
             if api is None:
+                t_answered = time.monotonic()  # nothing to poll yet: no silence either
                 continue
             if not api.connected:
                 if not self.fault.active and not self._closing.is_set():
@@ -559,9 +571,18 @@ class XArmDriver(Arm):
             t_poll = time.monotonic()
             # Outside the command lock: a slow reply must not hold up commands.
             code, err, _ = self._err_warn()
-            if code == 0 and err and not self.fault.active:
-                self._latch(controller_error_text(err))
-            elif code != 0 and not self.fault.active and not self._closing.is_set():
+            now = time.monotonic()
+            if code == 0:
+                t_answered = now
+                if err and not self.fault.active:
+                    self._latch(controller_error_text(err))
+            elif not self.fault.active and not self._closing.is_set():
                 # Late reports alone are no fault (the state falls back to requests; a
-                # starved process must not stop the arm); a controller that does not answer is.
-                self._latch(f"controller not answering (SDK code {code})")
+                # starved process must not stop the arm), nor is one late reply; a controller
+                # that answers no poll for poll_silence_to_fault_s is.
+                self.unanswered_polls += 1
+                if now - t_answered >= self.config.poll_silence_to_fault_s:
+                    self._latch(f"controller not answering (SDK code {code}; no error poll "
+                                f"answered for {now - t_answered:.1f} s)")
+            else:
+                t_answered = now

@@ -87,8 +87,10 @@ def learn(cfg: LearnConfig) -> dict[str, object]:
         steps = [] if cfg.reward_steps is None else [f"method.steps={cfg.reward_steps}"]
         _v2r("reward", "train", f"method={cfg.reward}", f"data={demos}", f"out={reward}",
              *steps)
+    # In the twin nobody calls clear_fault: a fault the driver keeps latched for 2 minutes
+    # ends the run with the driver's reason (on the robot the learner waits for the operator).
     common = [f"task:={cfg.task}", f"reward_ckpt:={reward}", f"out:={learner}",
-              f"episode_steps:={cfg.episode_steps}"]
+              f"episode_steps:={cfg.episode_steps}", "fault_timeout_s:=120.0"]
     if method_class(cfg.reward).cumulative_progress:
         # VIPER, Diffusion Reward: the reward node refuses them (a window of earlier frames,
         # progress over an episode); the learner scores each finished episode itself

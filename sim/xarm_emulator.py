@@ -26,7 +26,8 @@ A small JSON-lines probe on 127.0.0.1:``probe_port`` (not part of the xArm proto
 read the twin's true joint angles, the log of every motion command received and of every stop
 of the arm (``log``, monotonic times), record the true TCP at every control tick
 (``trace_start`` / ``trace``), and inject faults: a controller
-error (``inject_error``), report streams that fall silent (``stall_reports``), dropped
+error (``inject_error``), report streams that fall silent (``stall_reports``), requests
+answered only after a pause (``stall_replies``: a starved or busy controller), dropped
 connections (``drop_connections``). Killing the process is the remaining fault: see
 ``sim.emulator_netns`` (``EMULATOR_PID_ENV``, ``start_emulator``). The SDK calls
 ``socket.setdefaulttimeout(1)`` process-wide, so the emulator always runs in its own process.
@@ -74,6 +75,7 @@ class EmulatorServer:
         self._listeners: list[socket.socket] = []
         self._conns: list[socket.socket] = []  # client connections (drop_connections)
         self._reports_paused_until = 0.0  # monotonic; report streams send nothing before it
+        self._replies_paused_until = 0.0  # monotonic; requests wait for it (a busy controller)
 
     def __enter__(self) -> EmulatorServer:
         self.start()
@@ -159,6 +161,8 @@ class EmulatorServer:
                     chunk = b""
                 except OSError:
                     return
+                if chunk:  # a stalled controller handles (and answers) nothing until it ends
+                    self._stop.wait(max(0.0, self._replies_paused_until - time.monotonic()))
                 out = b""
                 while len(buf) >= HEADER_LEN:
                     length = struct.unpack(">H", buf[4:6])[0]
@@ -239,6 +243,9 @@ class EmulatorServer:
             return {"ok": True}
         if op == "stall_reports":  # the report streams fall silent; connections stay open
             self._reports_paused_until = time.monotonic() + float(req["seconds"])
+            return {"ok": True}
+        if op == "stall_replies":  # requests are answered only after this (a starved process)
+            self._replies_paused_until = time.monotonic() + float(req["seconds"])
             return {"ok": True}
         if op == "drop_connections":  # as if the cable were pulled and put back
             conns, self._conns = self._conns, []

@@ -147,6 +147,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         True,
     ),
     ("service_timeout_s", 60.0, "longest wait for home/enable/reset_task", F(1.0, 600.0), True),
+    (
+        "fault_timeout_s",
+        0.0,
+        "end the node (exit code 1, the driver's reason logged) when enable has been refused "
+        "this long; 0 = wait for the operator's clear_fault (the robot)",
+        F(0.0, 3600.0),
+        True,
+    ),
     ("use_reset_task", False, "call reset_task between episodes (the twin)", None, True),
     ("video", True, "write an mp4 of the last episode when max_episodes is reached", None, True),
     field_param(O, "seed", "random seed", I(0, 2**31 - 1)),
@@ -229,6 +237,8 @@ class LearnerNode(Node):
         self.create_timer(1.0, self._diagnostics)
         self.done = threading.Event()
         self.error: Exception | None = None  # what ended the control loop (exit code 1)
+        self.call_error = ""  # why the last failed service call failed
+        self.t_enable_refused: float | None = None  # since when enable keeps failing
         self._thread = threading.Thread(target=self._control, daemon=True, name="control")
         self._thread.start()
 
@@ -287,7 +297,8 @@ class LearnerNode(Node):
         client = self.triggers[name]
         timeout = self.p["service_timeout_s"]
         if not client.wait_for_service(timeout_sec=timeout):
-            self.get_logger().warning(f"service {client.srv_name} is not available")
+            self.call_error = f"service {client.srv_name} is not available"
+            self.get_logger().warning(self.call_error)
             return False
         t0 = time.monotonic()
         future = client.call_async(Trigger.Request())
@@ -298,11 +309,28 @@ class LearnerNode(Node):
         took = time.monotonic() - t0
         if res is None or not res.success:
             why = res.message if res is not None else f"no answer in {took:.0f} s"
-            self.get_logger().warning(f"{client.srv_name} failed: {why}")
+            self.call_error = why
+            # throttled: a latched fault refuses enable every retry until clear_fault
+            self.get_logger().warning(f"{client.srv_name} failed: {why}",
+                                      throttle_duration_sec=5.0)  # fmt: skip
             return False
         if took > 5.0:
             self.get_logger().info(f"{client.srv_name} took {took:.1f} s")
         return True
+
+    def _enable_refused(self) -> None:
+        """On the robot a latched fault waits for the operator's ``clear_fault``; with
+        ``fault_timeout_s`` (the twin, CI) a fault nobody clears ends the node with its reason
+        instead of a run that waits forever."""
+        now = time.monotonic()
+        if self.t_enable_refused is None:
+            self.t_enable_refused = now
+        limit = self.p["fault_timeout_s"]
+        if limit > 0 and now - self.t_enable_refused >= limit:
+            raise RuntimeError(
+                f"the driver refused enable for {now - self.t_enable_refused:.0f} s "
+                f"(fault_timeout_s {limit:g}); its last answer: {self.call_error}"
+            )
 
     def _fresh_image(
         self, after_ns: int, timeout_s: float, arrived_after: float = 0.0
@@ -379,7 +407,9 @@ class LearnerNode(Node):
             return False
         self.phase = "reset"
         if not self._call("enable"):
+            self._enable_refused()
             return False
+        self.t_enable_refused = None
         if p["use_reset_task"] and not self._call("reset_task"):
             return False
         if not self._call("home"):

@@ -80,6 +80,9 @@ PARAMS: tuple[ParamSpec, ...] = (
                 "overshoot)", F(0.0, 0.05)),
     field_param(D, "tcp_offset_mm", "tool-centre point below the flange", F(0.0, 400.0)),
     field_param(D, "use_gripper", "drive the xArm Gripper"),
+    field_param(D, "poll_silence_to_fault_s", "error polls unanswered this long latch "
+                "'controller not answering' (a command that times out latches at once)",
+                F(0.0, 30.0)),
     (
         "home_m",
         [0.35, 0.0, 0.20],
@@ -294,6 +297,7 @@ class XArmDriverNode(Node):
             "rejected_commands": str(d.rejected_commands),
             "watchdog_stops": str(d.watchdog_stops),
             "reconnects": str(d.reconnects),
+            "unanswered_polls": str(d.unanswered_polls),
         }
         self.status_pub.publish(
             DiagnosticStatus(

@@ -468,6 +468,33 @@ def _scenario(probe: Probe, ckpt: str, out: Path, result_path: Path, r: dict[str
     r["steps_added_after_restart"] = state["agent_steps"] - steps_before
     r["train_summary"] = json.loads((out / "train_summary.json").read_text())
 
+    # 6. a fault nobody clears (the twin has no operator): with fault_timeout_s the learner
+    # ends the launch (exit code 1) with the driver's reason on its log, instead of a run that
+    # retries enable forever
+    r.update(unclear_fault(ckpt, out, log))
+
+
+def unclear_fault(ckpt: str, out: Path, log: Path) -> dict[str, Any]:
+    from video2reward.sim.xarm_emulator import EmulatorProbe
+
+    r: dict[str, Any] = {}
+    log_start = log.stat().st_size
+    graph = launch(ckpt, out, log, fault_timeout_s=10.0)
+    try:
+        n0 = episodes(out)
+        r["learning_before_unclear_fault"] = wait_for(lambda: episodes(out) > n0, 180)
+        with EmulatorProbe() as emu:
+            emu.call("drop_connections")
+        t_drop = time.monotonic()
+        r["exit_after_unclear_fault"] = graph.wait(timeout=120)
+        r["exit_after_unclear_fault_s"] = time.monotonic() - t_drop
+    finally:
+        stop_processes(graph, {})
+    text = log.read_bytes()[log_start:].decode(errors="replace")
+    said = [line for line in text.splitlines() if "refused enable" in line]
+    r["unclear_fault_reason"] = said[-1] if said else text[-2000:]
+    return r
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,11 +1,14 @@
-"""The driver node loses its controller: reports stall, then the emulator process is killed.
+"""The driver node loses its controller: reports stall, replies stall, then the emulator
+process is killed.
 
 Runs ``python this_file.py`` inside the emulator's private network namespace: the driver node
 as its own process, a client streaming actions at 30 Hz the whole time (as the learner would),
 and the emulator's probe for ground truth. A report stall is ridden out on requests (no
-fault, fresh poses); a killed controller latches a fault at once, the pose topic stops (no
-stale state), ``~/clear_fault`` fails while the controller is down and reconnects once a new
-one is up, after which homing and streaming work again.
+fault, fresh poses); a late reply is ridden out, and a controller that answers no error poll
+for 3 s latches a fault that clear_fault clears; a killed controller latches a
+fault at once, the pose topic stops (no stale state), ``~/clear_fault`` fails while the
+controller is down and reconnects once a new one is up, after which homing and streaming work
+again.
 """
 
 from __future__ import annotations
@@ -85,7 +88,27 @@ def scenario() -> dict[str, Any]:
         r["servo_during_report_stall"] = len(probe.call("log")["motion_log"]) - n_log
         r["fault_after_report_stall"] = status[-1][1].get("fault", "?")
         r["ctrl_state_after_report_stall"] = probe.call("state")["state"]
-        # 2. The controller process dies while commands stream.
+        # 2. The idle arm's controller answers late (a starved process): a reply stall of
+        # 1.8 s costs an error poll or two (1 s timeouts) and latches nothing; a stall of 8 s
+        # leaves the polls unanswered for 3 s and latches; clear_fault then recovers.
+        streaming.clear()
+        time.sleep(0.5)  # the watchdog stops the arm
+        polls0 = int(status[-1][1].get("unanswered_polls", "0"))
+        t0 = time.monotonic()
+        probe.call("stall_replies", seconds=1.8)
+        time.sleep(3.5)
+        r["fault_after_short_stall"] = status[-1][1].get("fault", "?")
+        t0 = time.monotonic()
+        probe.call("stall_replies", seconds=8.0)
+        fault = first_fault_after(t0, 9.5)
+        r["long_stall_fault_s"], r["long_stall_fault"] = fault if fault else (None, None)
+        time.sleep(max(0.0, t0 + 8.5 - time.monotonic()))
+        r["unanswered_polls"] = int(status[-1][1].get("unanswered_polls", "0")) - polls0
+        r["clear_after_stall"] = call("clear_fault")
+        r["home_after_stall"] = call("home")
+        streaming.set()
+        time.sleep(1.0)
+        # 3. The controller process dies while commands stream.
         probe.close()
         t_kill = time.monotonic()
         os.kill(int(os.environ[EMULATOR_PID_ENV]), signal.SIGKILL)
@@ -96,7 +119,7 @@ def scenario() -> dict[str, Any]:
         r["status_after_kill"] = status[-1][1]
         r["clear_while_down"] = call("clear_fault")
         r["enable_while_down"] = call("enable")
-        # 3. A controller comes back (fresh: stopped, mode 0); clear_fault reconnects.
+        # 4. A controller comes back (fresh: stopped, mode 0); clear_fault reconnects.
         emu2 = start_emulator()
         probe = EmulatorProbe()
         r["clear_after_restart"] = call("clear_fault")
@@ -134,6 +157,18 @@ def test_a_report_stall_is_ridden_out_on_requests(res: dict[str, Any]) -> None:
     assert res["servo_during_report_stall"] >= 15  # commands kept flowing at 30 Hz
     assert res["fault_after_report_stall"] == ""
     assert res["ctrl_state_after_report_stall"] in (1, 2)
+
+
+def test_a_late_reply_is_ridden_out_and_a_silent_controller_latches(res: dict[str, Any]) -> None:
+    assert res["fault_after_short_stall"] == ""  # a late reply or two: no fault
+    # no poll answered for poll_silence_to_fault_s (3 s; gripper reads take turns between)
+    assert res["long_stall_fault"] is not None, res
+    assert res["long_stall_fault"].startswith("controller not answering"), res
+    # (seen on ~/status, which the state thread publishes after its gripper reads time out)
+    assert 2.9 <= res["long_stall_fault_s"] <= 9.5, res
+    assert res["unanswered_polls"] >= 2, res
+    assert res["clear_after_stall"][0], res["clear_after_stall"]
+    assert res["home_after_stall"][0], res["home_after_stall"]
 
 
 def test_a_killed_controller_latches_a_fault_and_stops_state(res: dict[str, Any]) -> None:

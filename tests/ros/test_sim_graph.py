@@ -79,3 +79,10 @@ def test_sim_graph_learns_survives_faults_and_resumes(
     assert counts.get("/reward/reward", 0) > 40 and counts.get("/xarm_driver/action", 0) >= 40
     assert counts.get("/bag/episode", 0) >= 2, counts  # the episode's start and end
     assert bag["log_times_increasing"] and bag["images_decoded"] == 5, bag
+    # a fault nobody clears (fault_timeout_s 10 s): the learner ends the launch with the
+    # driver's reason instead of retrying enable forever
+    assert r["learning_before_unclear_fault"], tail
+    assert r["exit_after_unclear_fault"] not in (0, None), r
+    assert 10.0 <= r["exit_after_unclear_fault_s"] <= 90.0, r
+    reason = r["unclear_fault_reason"]
+    assert "refused enable" in reason and "controller connection lost" in reason, reason
