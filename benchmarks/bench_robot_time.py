@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "disc_every": rspec.disc_update_every_steps, "success_bonus": cfg.success_bonus,
         "reward_steps": args.reward_steps, "pretrain_updates": cfg.demos.pretrain_updates,
         "stddev_init": args.stddev_init, "self_imitation": args.self_imitation,
+        "success_source": args.success,
         "frames_to_90": f90,
         "intervened_steps": summary["intervened_steps"], "takeovers": summary["takeovers"],
         "mean_success_after": after, "final_success": rows[-1]["success_rate"] if rows else None,
@@ -223,10 +224,12 @@ def main() -> int:
     p.add_argument("--disc-steps", type=int, default=20,
                    help="Rank2Reward: discriminator steps per update (official 20)")
     p.add_argument("--success-bonus", type=float, default=0.0)
-    p.add_argument("--success", default="model", choices=["model", "oracle"],
-                   help="who calls success for the bonus and labels: the reward model, or the "
-                        "twin's predicate (a diagnostic: the row says oracle_in_learning; "
-                        "--demos 0 only, demo relabelling has no predicate)")
+    p.add_argument("--success", default="model", choices=["model", "oracle", "key"],
+                   help="who calls success for the bonus and labels: the reward model, the "
+                        "twin's predicate per step (a diagnostic: the row says "
+                        "oracle_in_learning; --demos 0 only, demo relabelling has no "
+                        "predicate), or the operator's key simulated by the predicate (one "
+                        "label per episode; demos are labelled successes; oracle_in_learning)")
     p.add_argument("--interventions", action="store_true",
                    help="a scripted operator (the task's expert) takes over on stalls")
     p.add_argument("--self-imitation", action="store_true",

@@ -72,7 +72,10 @@ class RewardSpec:
     scale: float = 1.0  # multiplies the reward (oracle or model)
     # Who calls success during learning: "model" (the reward model's progress at or above
     # success_progress), "oracle" (the twin's predicate: evaluation-only information, so the
-    # run's summary says oracle_in_learning) or "none". "auto": model with a reward model,
+    # run's summary says oracle_in_learning), "key" (the operator's key as the learner node
+    # takes it, one label per episode on its last step, simulated by the twin's predicate:
+    # did the episode reach the goal; demonstrations are labelled successes; oracle_in_learning
+    # too, since the twin has no operator) or "none". "auto": model with a reward model,
     # oracle for the oracle-reward baseline.
     success: str = "auto"
     # Progress at which the model calls success; None: the reward checkpoint's (calibrated on
@@ -102,9 +105,9 @@ class RewardSpec:
             raise ValueError("reward.source=model needs reward.ckpt=<run folder or .pt>")
         if not math.isfinite(self.scale):
             raise ValueError("reward.scale must be finite")
-        if self.success not in ("auto", "model", "oracle", "none"):
+        if self.success not in ("auto", "model", "oracle", "key", "none"):
             raise ValueError(
-                f"reward.success must be auto, model, oracle or none, got {self.success!r}"
+                f"reward.success must be auto, model, oracle, key or none, got {self.success!r}"
             )
         if self.success == "model" and self.source != "model":
             raise ValueError("reward.success=model needs a reward model (reward.source=model)")
@@ -154,7 +157,7 @@ class TrainConfig(LearnSpec):
     @property
     def oracle_in_learning(self) -> bool:
         """Whether learning sees the twin's oracle reward or success predicate."""
-        return self.reward.source == "oracle" or self.reward.success_source == "oracle"
+        return self.reward.source == "oracle" or self.reward.success_source in ("oracle", "key")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -321,6 +324,14 @@ class EpisodeRewarder:
             if oracle_success is None:
                 raise ValueError("reward.success=oracle needs the twin's success per step")
             success = np.asarray(oracle_success, bool)
+        elif source == "key":  # one label per episode, on its last step (the node's key)
+            success = np.zeros(len(frames) - 1, bool)
+            if oracle_success is not None:
+                success[-1] = bool(np.any(oracle_success))  # the operator saw it reach the goal
+            elif agent_frames:
+                raise ValueError("reward.success=key needs the twin's success per step")
+            else:
+                success[-1] = True  # a demonstration: recorded as a success
         else:
             success = np.zeros(len(frames) - 1, bool)
         r = out.reward[1:] * self.spec.scale  # the success bonus is the learner core's

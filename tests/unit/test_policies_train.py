@@ -223,6 +223,28 @@ def test_reward_alpha_overrides_the_discriminator_weight(tmp_path: Path) -> None
                                    alpha=0.5), torch.device("cpu"))
 
 
+def test_simulated_operator_key_labels_the_last_step_and_says_oracle(tmp_path: Path) -> None:
+    import torch
+    from video2reward.policies.train import EpisodeRewarder, RewardSpec, TrainConfig
+
+    spec = RewardSpec(source="model", ckpt=str(_reward_ckpt(tmp_path, "rank2reward")),
+                      success="key")
+    rewarder = EpisodeRewarder(spec, torch.device("cpu"))
+    frames = np.random.default_rng(0).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
+    passed = np.zeros(8, bool)
+    passed[3] = True  # reached the goal mid-episode and moved on: the operator saw it
+    _, called = rewarder.episode_rewards(frames, passed)
+    assert called.tolist() == [False] * 7 + [True]
+    _, called = rewarder.episode_rewards(frames, np.zeros(8, bool))
+    assert not called.any()
+    _, called = rewarder.episode_rewards(frames, None, agent_frames=False)  # a demonstration
+    assert called.tolist() == [False] * 7 + [True]
+    with pytest.raises(ValueError, match="key needs"):
+        rewarder.episode_rewards(frames, None)
+    # the twin's predicate stands in for the operator: never a headline figure
+    assert TrainConfig(task="toy", reward=spec).oracle_in_learning
+
+
 def test_frozen_encoder_features_as_observation(tmp_path: Path) -> None:
     ckpt = _reward_ckpt(tmp_path, "vip")
     summary = train(tiny(tmp_path / "run", obs="features", features_ckpt=str(ckpt)))
