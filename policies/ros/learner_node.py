@@ -23,7 +23,11 @@ Fail-safe: when images stop (``image_timeout_s``), rewards stop (``reward_timeou
 with ``episode_rewards``) or the
 driver's pose stops (``state_timeout_s``: the driver publishes none while its controller is
 lost, until ``clear_fault`` reconnects), the node stops publishing, so the driver's watchdog
-stops the arm; the episode is dropped and a new one starts once they all flow again. An
+stops the arm; the episode is dropped and a new one starts once they all flow again. While
+the driver holds a latched fault, ``enable`` is refused and the node retries until the
+operator's ``clear_fault``; with ``fault_timeout_s`` (the twin's launches: nobody clears it
+there) a fault still latched after that long ends the node with exit code 1 and the driver's
+answer. An
 episode the replay store cannot write (a full disk: ``ReplayWriteError`` naming ENOSPC and the
 path) ends the node with exit code 1 and that reason on its log and ``/diagnostics``; the
 episodes committed before stay on disk. Updates
@@ -308,11 +312,14 @@ class LearnerNode(Node):
         res = future.result() if future.done() else None
         took = time.monotonic() - t0
         if res is None or not res.success:
-            why = res.message if res is not None else f"no answer in {took:.0f} s"
+            why = f"{client.srv_name} failed: " + (
+                res.message if res is not None else f"no answer in {took:.0f} s"
+            )
+            if why != self.call_error:
+                self.get_logger().warning(why)
+            else:  # a latched fault refuses enable on every retry until clear_fault
+                self.get_logger().warning(why, throttle_duration_sec=5.0)
             self.call_error = why
-            # throttled: a latched fault refuses enable every retry until clear_fault
-            self.get_logger().warning(f"{client.srv_name} failed: {why}",
-                                      throttle_duration_sec=5.0)  # fmt: skip
             return False
         if took > 5.0:
             self.get_logger().info(f"{client.srv_name} took {took:.1f} s")
@@ -329,7 +336,7 @@ class LearnerNode(Node):
         if limit > 0 and now - self.t_enable_refused >= limit:
             raise RuntimeError(
                 f"the driver refused enable for {now - self.t_enable_refused:.0f} s "
-                f"(fault_timeout_s {limit:g}); its last answer: {self.call_error}"
+                f"(fault_timeout_s {limit:g}); the last answer: {self.call_error}"
             )
 
     def _fresh_image(
