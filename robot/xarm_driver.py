@@ -553,11 +553,11 @@ class XArmDriver(Arm):
             if self._closing.wait(wait):
                 return
             api = self._api
-            if api is None:
-                t_answered = time.monotonic()  # nothing to poll yet: no silence either
-                continue
-            if not api.connected:
-                if not self.fault.active and not self._closing.is_set():
+            if api is None or not api.connected:
+                # Nothing to poll, so no silence to count: after a reconnect the first late
+                # reply must start the count, not end it.
+                t_answered = time.monotonic()
+                if api is not None and not self.fault.active and not self._closing.is_set():
                     self._latch("controller connection lost")
                 continue
             with self._lock:  # only the decision: the stop is one short request
