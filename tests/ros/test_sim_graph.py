@@ -84,5 +84,8 @@ def test_sim_graph_learns_survives_faults_and_resumes(
     assert r["learning_before_unclear_fault"], tail
     assert r["exit_after_unclear_fault"] not in (0, None), r
     assert 10.0 <= r["exit_after_unclear_fault_s"] <= 90.0, r
+    # whichever sees the dropped link first latches (as for the drop above): the closed
+    # socket ("connection lost") or the state read that failed on it ("not answering")
     reason = r["unclear_fault_reason"]
-    assert "refused enable" in reason and "controller connection lost" in reason, reason
+    assert "refused enable" in reason, reason
+    assert "controller connection lost" in reason or "controller not answering" in reason, reason
