@@ -7,8 +7,11 @@ the environment's 50 fixed tasks (scene = goal and object positions), runs the o
 scripted policy until success plus 5 frames (at most ``max_steps``), and records the corner
 camera at 84x84 (rows flipped: that camera renders upside down; shadows off, ~3x faster).
 ``--failed`` also records, for the same scene, a run that follows the expert for half of the
-expert's steps and then stands still; its success label is what Meta-World reports. Paired
-episodes share ``notes = "task=<k>"``, so evaluation can give both the same goal image.
+expert's steps and then stands still. An episode is labelled successful when Meta-World's
+``info["success"]`` was true at any step: on some tasks the flag holds only a few steps
+(handle-press-v3: 5-7 steps after the press, then off), so the last step's flag would call
+a completed press a failure. Paired episodes share ``notes = "task=<k>"``, so evaluation can
+give both the same goal image.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ def _run(env: Any, policy: Any, task: Any, steps: int | None, follow: int | None
          max_steps: int) -> tuple[np.ndarray, bool, int]:
     env.unwrapped.set_task(task)
     obs, _ = env.reset()
-    frames, success, first_success = [], False, -1
+    frames, first_success = [], -1
     n = steps or max_steps
     for t in range(n):
         action = policy.get_action(obs) if follow is None or t < follow else np.zeros(4)
@@ -52,10 +55,9 @@ def _run(env: Any, policy: Any, task: Any, steps: int | None, follow: int | None
         frames.append(env.render()[::-1].copy())
         if info["success"] and first_success < 0:
             first_success = t
-        success = bool(info["success"])
         if steps is None and first_success >= 0 and t >= first_success + 5:
             break
-    return np.stack(frames), success, len(frames)
+    return np.stack(frames), first_success >= 0, len(frames)
 
 
 def record(name: str, episodes: int, out: str, failed: bool = False, size_px: int = 84,
