@@ -79,12 +79,6 @@ class TCNConfig(RewardConfig):
     # demo's, and one goal image from another episode (what a lab has) scored 3 of 5 Meta-World
     # validation tasks at AUROC 0.30-0.73. False = the behaviour before. Needs at_goal_frames.
     cross_clip_goal_positives: bool = True
-    # Cross-clip negatives on a clock aligned at each demo's goal: a frame of another video is
-    # a negative only when its time to that video's goal differs from the anchor's time to its
-    # own goal by more than neg_window. Without it a frame just before its goal is a positive
-    # of its own goal frames, which are positives of every other demo's goal frames, and at
-    # the same time a negative of those: the constraints contradict each other near the goal.
-    aligned_negatives: bool = False
     reward_a: float = 1.0  # weight of the squared distance in the reward
     reward_b: float = 1.0  # weight of the sqrt term
     reward_c: float = 1e-3  # inside the sqrt, keeps its gradient finite at d = 0
@@ -120,23 +114,18 @@ def sample_clips(data: VideoDataset, rng: np.random.Generator, clips: int, frame
 
 def tc_loss(emb: torch.Tensor, timesteps: torch.Tensor, sequence_ids: torch.Tensor,
             pos_radius: int, neg_radius: int, margin: float, cross_clip_negatives: bool = True,
-            goal: torch.Tensor | None = None, to_goal: torch.Tensor | None = None,
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            goal: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Time-contrastive triplet loss with semi-hard negatives; returns (loss, #positive pairs).
 
     ``cross_clip_negatives=False`` takes negatives from the anchor's own clip only. ``goal``
     (N,) bool marks frames of the goal set: two of them are positives across clips too, never
-    negatives. ``to_goal`` (N,) is each frame's time minus its clip's goal time: given, a frame
-    of another clip is a negative only when the two differ by more than ``neg_radius``.
+    negatives.
     """
     d = torch.cdist(emb, emb).pow(2)  # squared pairwise distances (N, N)
     same = sequence_ids[:, None] == sequence_ids[None, :]
     dt = (timesteps[:, None] - timesteps[None, :]).abs()
     pos = same & (dt <= pos_radius)
-    other = ~same if cross_clip_negatives else torch.zeros_like(same)
-    if to_goal is not None:
-        other &= (to_goal[:, None] - to_goal[None, :]).abs() > neg_radius
-    neg = (same & (dt > neg_radius)) | other
+    neg = (same & (dt > neg_radius)) | (~same if cross_clip_negatives else torch.zeros_like(same))
     if goal is not None:
         both = goal[:, None] & goal[None, :]
         pos |= both
@@ -180,8 +169,6 @@ class TCN(GoalDistanceModel):
         x, t, ep = sample_clips(data, rng, cfg.batch_size, cfg.clip_frames, self.device, cut)
         goal = np.zeros((cfg.batch_size, cfg.clip_frames + cfg.at_goal_frames), bool)
         goal[:, cfg.clip_frames:] = cfg.cross_clip_goal_positives
-        first = data.first_success[ep]
-        t0 = np.where(first >= 0, first, data.lengths[ep] - 1)  # each clip's goal time
         if cfg.at_goal_frames:
             # Frames from the first success to the end, at its time; unlabelled episodes repeat
             # their last frame at its time.
@@ -192,11 +179,8 @@ class TCN(GoalDistanceModel):
             t = np.concatenate([t, np.repeat(t0[:, None], k, 1)], 1)
         x = augment(x, cfg.augment, rng, cfg.crop_scale_min)
         seq = torch.arange(cfg.batch_size, device=self.device).repeat_interleave(x.shape[1])
-        batch = {"frames": x, "timesteps": from_host(t.reshape(-1), self.device),
-                 "sequence_ids": seq, "goal": from_host(goal.reshape(-1), self.device)}
-        if cfg.aligned_negatives:
-            batch["to_goal"] = from_host((t - t0[:, None]).reshape(-1), self.device)
-        return batch
+        return {"frames": x, "timesteps": from_host(t.reshape(-1), self.device),
+                "sequence_ids": seq, "goal": from_host(goal.reshape(-1), self.device)}
 
     @torch.no_grad()
     def calibrate(self, data: VideoDataset) -> None:
@@ -208,7 +192,7 @@ class TCN(GoalDistanceModel):
         cfg = self.config
         loss, n_pos = tc_loss(e, batch["timesteps"], batch["sequence_ids"], cfg.pos_window,
                               cfg.neg_window, cfg.margin, cfg.cross_clip_negatives,
-                              batch.get("goal"), batch.get("to_goal"))
+                              batch.get("goal"))
         return loss, {"loss": loss.detach(), "positives": n_pos}
 
     def reward_from_distance(self, d: torch.Tensor) -> torch.Tensor:

@@ -341,23 +341,3 @@ def test_goal_conditioned_rank2reward_reads_the_goal(demos_path, heldout, tmp_pa
     m = evaluate(model, heldout, cf)
     assert m["spearman"] > 0.6
     assert m["counterfactual"]["passed"], m["counterfactual"]
-
-
-def test_tcn_aligned_negatives_give_each_frame_its_time_to_its_own_goal(heldout):
-    """``aligned_negatives``: the batch carries each frame's time minus its clip's goal time
-    (the first success where labelled, else the last frame); the at-goal frames sit at 0."""
-    first = 8
-    _, labelled = _frame_indexed(heldout, first)
-    cls = method_class("tcn")
-    cfg = dict(image_size_px=SIZE, embed_dim=8, batch_size=3, clip_frames=6, pos_window=1,
-               neg_window=2, augment="none")
-    model = cls(cls.config_cls(**cfg, aligned_negatives=True))
-    batch = model.sample_batch(labelled, np.random.default_rng(0))
-    idx = batch["frames"][:, :, 0, 0, 0].round().long().numpy().reshape(-1)
-    np.testing.assert_array_equal(batch["timesteps"].numpy() - batch["to_goal"].numpy(), first)
-    goal = batch["goal"].numpy()
-    assert goal.sum() == 3 * model.config.at_goal_frames
-    assert (batch["to_goal"].numpy()[goal] == 0).all()
-    assert (idx[goal] >= first).all()
-    assert "to_goal" not in cls(cls.config_cls(**cfg)).sample_batch(labelled,
-                                                                     np.random.default_rng(0))
