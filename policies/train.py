@@ -71,8 +71,9 @@ class RewardSpec:
     ckpt: str = ""  # reward-model run folder or .pt, for source=model
     scale: float = 1.0  # multiplies the reward (oracle or model)
     # Who calls success during learning: "model" (the reward model's progress at or above
-    # success_progress), "oracle" (the twin's predicate: evaluation-only information, so the
-    # run's summary says oracle_in_learning), "key" (the operator's key as the learner node
+    # success_progress), "oracle" (the twin's predicate per step: evaluation-only information,
+    # so the run's summary says oracle_in_learning; demonstrations count as successes on their
+    # last step, as for the key), "key" (the operator's key as the learner node
     # takes it, one label per episode on its last step, simulated by the twin's predicate:
     # did the episode reach the goal; demonstrations are labelled successes; oracle_in_learning
     # too, since the twin has no operator) or "none". "auto": model with a reward model,
@@ -321,9 +322,13 @@ class EpisodeRewarder:
         if source == "model":
             success = out.progress[1:] >= self.success_progress
         elif source == "oracle":
-            if oracle_success is None:
+            if oracle_success is not None:
+                success = np.asarray(oracle_success, bool)
+            elif agent_frames:
                 raise ValueError("reward.success=oracle needs the twin's success per step")
-            success = np.asarray(oracle_success, bool)
+            else:  # a demonstration, as for the key: recorded as a success, on its last step
+                success = np.zeros(len(frames) - 1, bool)
+                success[-1] = True
         elif source == "key":  # one label per episode, on its last step (the node's key)
             success = np.zeros(len(frames) - 1, bool)
             if oracle_success is not None:

@@ -245,6 +245,29 @@ def test_simulated_operator_key_labels_the_last_step_and_says_oracle(tmp_path: P
     assert TrainConfig(task="toy", reward=spec).oracle_in_learning
 
 
+def test_oracle_success_calls_every_step_the_predicate_saw_and_a_demos_last(
+        tmp_path: Path) -> None:
+    """reward.success=oracle with a learned reward (a diagnostic: a perfect success call):
+    the twin's predicate per step on agent episodes; a demonstration, which carries no
+    predicate, counts as a success on its last step, as for the key."""
+    import torch
+    from video2reward.policies.train import EpisodeRewarder, RewardSpec, TrainConfig
+
+    spec = RewardSpec(source="model", ckpt=str(_reward_ckpt(tmp_path, "rank2reward")),
+                      success="oracle")
+    rewarder = EpisodeRewarder(spec, torch.device("cpu"))
+    frames = np.random.default_rng(0).integers(0, 256, (9, 32, 32, 3), dtype=np.uint8)
+    seen = np.zeros(8, bool)
+    seen[[3, 4]] = True
+    _, called = rewarder.episode_rewards(frames, seen)
+    assert called.tolist() == seen.tolist()
+    _, called = rewarder.episode_rewards(frames, None, agent_frames=False)
+    assert called.tolist() == [False] * 7 + [True]
+    with pytest.raises(ValueError, match="oracle needs"):
+        rewarder.episode_rewards(frames, None)
+    assert TrainConfig(task="toy", reward=spec).oracle_in_learning
+
+
 def test_frozen_encoder_features_as_observation(tmp_path: Path) -> None:
     ckpt = _reward_ckpt(tmp_path, "vip")
     summary = train(tiny(tmp_path / "run", obs="features", features_ckpt=str(ckpt)))
