@@ -150,9 +150,19 @@ def report() -> None:
               f"{sum(evals) / max(len(evals), 1):>5.2f} {float(r['final_success']):>5.2f} "
               f"{r['frames']:>6} {r['wall_s']:>6.0f} {r['oracle_in_learning']}")  # fmt: skip
     for task in sorted({r["task"] for r in rows}):
-        mine = [r for r in rows if r["task"] == task and r["eval_success"]]
+        every = [r for r in rows if r["task"] == task and r["eval_success"]]
+        mine = [r for r in every if not r["oracle_in_learning"]]
         _plot(mine, f"twin {task}: learned reward and success only",
               RESULTS.parent / f"robot_time_{task}.png")
+        # Runs that fed the twin's predicate to learning (diagnostics, never a headline): a
+        # figure of their own, beside the learned-only runs evaluated on the same frames.
+        oracle = [r for r in every if r["oracle_in_learning"]]
+        if oracle:
+            grid = [f for f, _ in oracle[0]["eval_success"]]
+            beside = [r for r in mine if [f for f, _ in r["eval_success"]] == grid]
+            _plot(oracle + beside, f"twin {task}: the twin's predicate in learning "
+                  "(diagnostics) beside learned-only runs",
+                  RESULTS.parent / f"robot_time_{task}_oracle_in_learning.png")
         # the reward methods side by side: a setting run with more than one reward
         for variant in sorted({r.get("variant") or "" for r in mine}):
             same = [r for r in mine if (r.get("variant") or "") == variant]
@@ -172,9 +182,11 @@ def _plot(rows: list[dict[str, Any]], title: str, png: Path) -> None:
     for r in rows:
         extra = (", interventions" if r["interventions"] else "") + (
             f", {r['variant']}" if r.get("variant") else "")
+        extra += ", predicate in learning" if r["oracle_in_learning"] else ""
         label = f"{r['reward']}/{r.get('reward_steps', '?')}, {r['demos']} demos{extra}"
         groups.setdefault(label, []).append(r)
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    # room below the axes for the legend (two columns)
+    fig, ax = plt.subplots(figsize=(8, 4.2 + 0.16 * ((len(groups) + 1) // 2)))
     for label, runs in groups.items():
         n = min(len(r["eval_success"]) for r in runs)
         x = np.array([f for f, _ in runs[0]["eval_success"][:n]])
