@@ -321,22 +321,17 @@ class EpisodeRewarder:
         source = self.spec.success_source
         if source == "model":
             success = out.progress[1:] >= self.success_progress
-        elif source == "oracle":
-            if oracle_success is not None:
-                success = np.asarray(oracle_success, bool)
-            elif agent_frames:
-                raise ValueError("reward.success=oracle needs the twin's success per step")
-            else:  # a demonstration, as for the key: recorded as a success, on its last step
+        elif source in ("oracle", "key"):  # the twin's predicate, per step or as the key
+            if oracle_success is None:
+                if agent_frames:
+                    raise ValueError(f"reward.success={source} needs the twin's success per step")
                 success = np.zeros(len(frames) - 1, bool)
-                success[-1] = True
-        elif source == "key":  # one label per episode, on its last step (the node's key)
-            success = np.zeros(len(frames) - 1, bool)
-            if oracle_success is not None:
+                success[-1] = True  # a demonstration: recorded as a success, on its last step
+            elif source == "oracle":
+                success = np.asarray(oracle_success, bool)
+            else:  # the key: one label per episode, on its last step (the node's key)
+                success = np.zeros(len(frames) - 1, bool)
                 success[-1] = bool(np.any(oracle_success))  # the operator saw it reach the goal
-            elif agent_frames:
-                raise ValueError("reward.success=key needs the twin's success per step")
-            else:
-                success[-1] = True  # a demonstration: recorded as a success
         else:
             success = np.zeros(len(frames) - 1, bool)
         r = out.reward[1:] * self.spec.scale  # the success bonus is the learner core's
