@@ -44,20 +44,22 @@ def _task_wrapper(env: Any) -> Any:
 
 
 def _run(env: Any, policy: Any, task: Any, steps: int | None, follow: int | None,
-         max_steps: int) -> tuple[np.ndarray, bool, int]:
+         max_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """One episode's frames and the environment's success flag at each step."""
     env.unwrapped.set_task(task)
     obs, _ = env.reset()
-    frames, first_success = [], -1
+    frames, flags, first_success = [], [], -1
     n = steps or max_steps
     for t in range(n):
         action = policy.get_action(obs) if follow is None or t < follow else np.zeros(4)
         obs, _, _, _, info = env.step(np.clip(action, -1, 1))
         frames.append(env.render()[::-1].copy())
+        flags.append(bool(info["success"]))
         if info["success"] and first_success < 0:
             first_success = t
         if steps is None and first_success >= 0 and t >= first_success + 5:
             break
-    return np.stack(frames), first_success >= 0, len(frames)
+    return np.stack(frames), np.array(flags)
 
 
 def record(name: str, episodes: int, out: str, failed: bool = False, size_px: int = 84,
@@ -73,12 +75,14 @@ def record(name: str, episodes: int, out: str, failed: bool = False, size_px: in
     try:
         for i in range(episodes):
             k = (first_task + i) % len(tasks.tasks)
-            frames, ok, n = _run(env, policy, tasks.tasks[k], None, None, max_steps)
-            store.append_episode({keys.IMAGE: frames}, task=name, success=ok, kind="expert",
+            frames, flags = _run(env, policy, tasks.tasks[k], None, None, max_steps)
+            n = len(frames)
+            store.append_episode({keys.IMAGE: frames}, task=name, success=bool(flags.any()),
+                                 kind="expert",
                                  notes=f"task={k}")
             if failed:
-                frames, ok, _ = _run(env, policy, tasks.tasks[k], n, n // 2, max_steps)
-                store.append_episode({keys.IMAGE: frames}, task=name, success=ok,
+                frames, flags = _run(env, policy, tasks.tasks[k], n, n // 2, max_steps)
+                store.append_episode({keys.IMAGE: frames}, task=name, success=bool(flags.any()),
                                      kind="failed", notes=f"task={k}")
     finally:
         env.close()
