@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shift_pad_px=3 if args.agent_px == 48 else 4,
     )  # fmt: skip
     rspec = RewardSpec(
-        source="model", ckpt=str(reward), success=args.success,
+        source="model", ckpt=str(reward), success=args.success, scale=args.reward_scale,
         disc_update_every_steps=args.disc_every if args.reward == "rank2reward" else 0,
         disc_steps=args.disc_steps,
         alpha=args.alpha if args.reward == "rank2reward" else None,
@@ -108,9 +108,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "task": args.task, "reward": args.reward, "demos": args.demos,
         "interventions": args.interventions, "seed": args.seed, "variant": args.tag,
-        "bc_weight": agent.bc_weight, "bc_encoder": agent.bc_encoder, "agent_px": args.agent_px,
+        "bc_weight": agent.bc_weight, "bc_decay_steps": agent.bc_decay_steps,
+        "bc_encoder": agent.bc_encoder, "agent_px": args.agent_px,
         "updates_per_step": agent.updates_per_step, "alpha": rspec.alpha,
         "disc_every": rspec.disc_update_every_steps, "success_bonus": cfg.success_bonus,
+        "reward_scale": rspec.scale,
         "reward_steps": args.reward_steps, "pretrain_updates": cfg.demos.pretrain_updates,
         "stddev_init": args.stddev_init, "self_imitation": args.self_imitation,
         "success_source": args.success,
@@ -236,6 +238,9 @@ def main() -> int:
     p.add_argument("--disc-steps", type=int, default=20,
                    help="Rank2Reward: discriminator steps per update (official 20)")
     p.add_argument("--success-bonus", type=float, default=0.0)
+    p.add_argument("--reward-scale", type=float, default=1.0,
+                   help="multiplies the learned reward (0: the success bonus alone, SERL's "
+                        "sparse reward)")
     p.add_argument("--success", default="model", choices=["model", "oracle", "key"],
                    help="who calls success for the bonus and labels: the reward model, the "
                         "twin's predicate per step (a diagnostic: the row says "
