@@ -78,8 +78,7 @@ def record(name: str, episodes: int, out: str, failed: bool = False, size_px: in
             frames, flags = _run(env, policy, tasks.tasks[k], None, None, max_steps)
             n = len(frames)
             store.append_episode({keys.IMAGE: frames}, task=name, success=bool(flags.any()),
-                                 kind="expert",
-                                 notes=f"task={k}")
+                                 kind="expert", notes=f"task={k}")
             if failed:
                 frames, flags = _run(env, policy, tasks.tasks[k], n, n // 2, max_steps)
                 store.append_episode({keys.IMAGE: frames}, task=name, success=bool(flags.any()),
