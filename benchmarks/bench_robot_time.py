@@ -244,8 +244,8 @@ def main() -> int:
     p.add_argument("--success", default="model", choices=["model", "oracle", "key"],
                    help="who calls success for the bonus and labels: the reward model, the "
                         "twin's predicate per step (a diagnostic: the row says "
-                        "oracle_in_learning; --demos 0 only, demo relabelling has no "
-                        "predicate), or the operator's key simulated by the predicate (one "
+                        "oracle_in_learning; demos count as successes on their last step), "
+                        "or the operator's key simulated by the predicate (one "
                         "label per episode; demos are labelled successes; oracle_in_learning)")
     p.add_argument("--interventions", action="store_true",
                    help="a scripted operator (the task's expert) takes over on stalls")
