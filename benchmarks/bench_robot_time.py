@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         num_eval_episodes=args.eval_episodes, checkpoint_every_frames=args.eval_every,
         replay_capacity_steps=100_000, resume=out.exists(), video=False,
         reward=rspec, agent=agent, success_bonus=args.success_bonus,
+        end_on_success=args.end_on_success,
         demos=DemoSpec(path=str(demos) if with_demos else "", max_episodes=args.demos,
                        pretrain_updates=args.pretrain if with_demos else 0,
                        add_successes=args.self_imitation),
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "reward_scale": rspec.scale,
         "reward_steps": args.reward_steps, "pretrain_updates": cfg.demos.pretrain_updates,
         "stddev_init": args.stddev_init, "self_imitation": args.self_imitation,
-        "success_source": args.success,
+        "success_source": args.success, "end_on_success": args.end_on_success,
         "frames_to_90": f90,
         "intervened_steps": summary["intervened_steps"], "takeovers": summary["takeovers"],
         "mean_success_after": after, "final_success": rows[-1]["success_rate"] if rows else None,
@@ -247,6 +248,10 @@ def main() -> int:
                         "oracle_in_learning; demos count as successes on their last step), "
                         "or the operator's key simulated by the predicate (one "
                         "label per episode; demos are labelled successes; oracle_in_learning)")
+    p.add_argument("--end-on-success", action="store_true",
+                   help="the success call ends the episode at the step it fires on, terminal "
+                        "(SERL, HIL-SERL; with --success key: the key pressed the moment the "
+                        "twin's predicate sees the goal reached)")
     p.add_argument("--interventions", action="store_true",
                    help="a scripted operator (the task's expert) takes over on stalls")
     p.add_argument("--self-imitation", action="store_true",

@@ -188,10 +188,13 @@ def demo_replay(
     proprio_dim: int,
     frame_shape: tuple[int, ...],
     extra_steps: int = 0,
+    terminal_last: bool = False,
 ) -> ReplayBuffer:
     """An in-memory replay of the demos: ``frame`` turns an (H, W, 3) image into what the
     agent stores (the online path's function), ``rewards`` gives each episode's n rewards.
-    ``extra_steps`` leaves room for segments added later (interventions)."""
+    ``extra_steps`` leaves room for segments added later (interventions). ``terminal_last``:
+    each demo's last step is terminal (a demonstration ends at its success, as the learner's
+    episodes do when the success call ends them)."""
     steps = sum(len(d.actions) + 1 for d in demos) + extra_steps
     buf = ReplayBuffer(
         ReplayConfig(max(steps, 2), cfg.frame_stack, cfg.nstep, cfg.discount),
@@ -202,7 +205,8 @@ def demo_replay(
     )
     for d in demos:
         frames = [frame(img) for img in d.images]
-        add_segment(buf, frames, d.proprio if proprio_dim else None, d.actions, rewards(d))
+        add_segment(buf, frames, d.proprio if proprio_dim else None, d.actions, rewards(d),
+                    terminated=terminal_last)  # fmt: skip
     return buf
 
 
@@ -212,8 +216,10 @@ def add_segment(
     proprio: np.ndarray | list[np.ndarray] | None,
     actions: np.ndarray,
     rewards: np.ndarray,
+    terminated: bool = False,
 ) -> None:
-    """Add n transitions (n + 1 agent frames, n actions and rewards) as one episode."""
+    """Add n transitions (n + 1 agent frames, n actions and rewards) as one episode
+    (``terminated``: its last step is terminal)."""
     r = np.asarray(rewards, np.float32)
     if r.shape != (len(actions),) or len(frames) != len(actions) + 1:
         raise ValueError(
@@ -225,7 +231,7 @@ def add_segment(
     for t, a in enumerate(actions):
         buf.add(a, 0.0, frames[t + 1], p[t + 1])
     buf.set_episode_rewards(r)
-    buf.end_episode(success=True)
+    buf.end_episode(success=True, terminated=terminated)
 
 
 def sample_mixed(

@@ -22,6 +22,8 @@ What the core owns, so that both drivers mean the same by every option:
 - the success bonus: added to the reward of **every step the success call says is successful**
   (the reward model's, or the operator's key; never the twin's predicate unless the run says
   ``oracle_in_learning``);
+- with ``end_on_success`` (SERL, HIL-SERL), an episode the success call ends: its last step is
+  terminal, nothing bootstraps past it, and each demonstration's last step is terminal too;
 - interventions: flagged steps are persisted with the episode and each run of them joins the
   demonstration buffer with the episode's rewards.
 
@@ -75,6 +77,7 @@ class CoreConfig:
     success_bonus: float = 0.0  # added on every step the success call says is successful
     demo_fraction: float = 0.5  # share of every batch from the demonstrations (if any)
     demo_add_successes: bool = False  # called-successful episodes join the demos (DemoSpec)
+    end_on_success: bool = False  # a called last step is terminal (LearnSpec.end_on_success)
     act_seed: int = 0  # seed of the acting policy copy's noise (thread learner)
 
     def __post_init__(self) -> None:
@@ -114,6 +117,13 @@ class LearnSpec:
     # Added to the reward of every step the success call says is successful: the reward
     # model's call or the operator's key (which calls the episode's last step only).
     success_bonus: float = 0.0
+    # The success call ends the episode (SERL's reward classifier, HIL-SERL's operator key):
+    # the driver stops the episode at the step the call fires on (the twin trainer scores each
+    # step as it comes; the learner node ends on the operator's success key), that step is
+    # terminal (no bootstrapping past it) and the arm resets; each demonstration's last step
+    # is terminal too (a demonstration ends at its success). Robot time goes to new scenes
+    # instead of hovering at a reached goal. False: episodes run their full length.
+    end_on_success: bool = False
     demos: DemoSpec = field(default_factory=DemoSpec)
     agent: DrQV2Config = field(default_factory=DrQV2Config)
 
@@ -145,7 +155,8 @@ class LearnSpec:
         return CoreConfig(**{"frame_stack": self.frame_stack, "seed_steps": self.seed_steps,
                              "success_bonus": self.success_bonus,
                              "demo_fraction": self.demos.fraction,
-                             "demo_add_successes": self.demos.add_successes, **driver})  # fmt: skip
+                             "demo_add_successes": self.demos.add_successes,
+                             "end_on_success": self.end_on_success, **driver})  # fmt: skip
 
 
 class DemoRewarder(Protocol):
@@ -168,11 +179,13 @@ def relabelled_demos(
     proprio_dim: int,
     frame_shape: tuple[int, ...],
     extra_steps: int = 0,
+    terminal_last: bool = False,
 ) -> tuple[ReplayBuffer, float]:
     """The one relabelling path of demonstrations, for both drivers: the success call
     calibrated on their ``views`` (the frames the reward model scores, one per demo), then each
     demo's rewards and success calls through ``rewarder`` with the core's bonus. Returns the
-    demo buffer (``frame`` makes what the agent stores) and the success threshold."""
+    demo buffer (``frame`` makes what the agent stores) and the success threshold.
+    ``terminal_last``: each demo's last step is terminal (``LearnSpec.end_on_success``)."""
     thr = rewarder.calibrate_success(views)
     by_id = {id(d): v for d, v in zip(demos, views, strict=True)}
     buffer = demo_replay(
@@ -183,6 +196,7 @@ def relabelled_demos(
         proprio_dim,
         frame_shape,
         extra_steps,
+        terminal_last,
     )
     return buffer, thr
 
@@ -327,7 +341,7 @@ class LearnerCore:
         if demos is not None and replay is not None:  # what a resumed run's demos had gained
             for ep in replay.restored_steps:
                 self._left_out(_join_demos(demos, ep.intervened, ep.called,
-                                           cfg.demo_add_successes, ep.frames,
+                                           cfg.demo_add_successes, cfg.end_on_success, ep.frames,
                                            ep.proprio or [None] * len(ep.frames), ep.actions,
                                            ep.rewards))  # fmt: skip
             replay.restored_steps = []  # their frames are in the demo buffer now
@@ -460,10 +474,11 @@ class LearnerCore:
         note: str = "",
     ) -> np.ndarray:
         """Commit the episode with one reward and one success call per step; returns the
-        rewards stored (the bonus added on every called step). NaN/inf drops the episode and
-        raises NonFiniteError. With the episode's frames, proprio and applied actions, what
-        :func:`_join_demos` picks joins the demonstrations (the operator's steps; with
-        ``demo_add_successes`` the steps up to the last called one)."""
+        rewards stored (the bonus added on every called step). With ``end_on_success`` a
+        called last step is terminal. NaN/inf drops the episode and raises NonFiniteError.
+        With the episode's frames, proprio and applied actions, what :func:`_join_demos`
+        picks joins the demonstrations (the operator's steps; with ``demo_add_successes`` the
+        steps up to the last called one)."""
         r = np.asarray(rewards, np.float32).reshape(-1)
         calls = np.asarray(success_calls, bool).reshape(-1)
         if r.shape != (self.episode_steps,) or calls.shape != r.shape:
@@ -481,12 +496,15 @@ class LearnerCore:
             except NonFiniteError:
                 self.replay.abandon_episode()
                 raise
-            self.replay.end_episode(success=bool(calls.any()), intervened=intervened, note=note,
-                                    called=calls)  # fmt: skip
+            self.replay.end_episode(
+                success=bool(calls.any()), intervened=intervened, note=note, called=calls,
+                terminated=self.cfg.end_on_success and bool(calls.size and calls[-1]),
+            )
             if self.demos is not None and actions is not None and frames is not None \
                     and proprio is not None:
                 self._left_out(_join_demos(self.demos, intervened, calls,
-                                           self.cfg.demo_add_successes, frames, proprio,
+                                           self.cfg.demo_add_successes,
+                                           self.cfg.end_on_success, frames, proprio,
                                            actions, stored))  # fmt: skip
         return stored
 
@@ -529,6 +547,7 @@ def _join_demos(
     intervened: np.ndarray | None,
     called: np.ndarray,
     add_successes: bool,
+    end_on_success: bool,
     frames: list[np.ndarray],
     proprio: list[np.ndarray | None],
     actions: list[np.ndarray],
@@ -539,7 +558,9 @@ def _join_demos(
     (self-imitation: the robot's own success is a demonstration of a new scene); then each run
     of the operator's steps not among them, as one segment (its first frame stack repeats its
     first frame, as at an episode start). A segment that no longer fits is left out rather
-    than evict the oldest demonstrations (the teleoperated ones); returns the steps left out."""
+    than evict the oldest demonstrations (the teleoperated ones); returns the steps left out.
+    With ``end_on_success`` a segment that ends where the episode's called last step ended it
+    is terminal there, as in the replay."""
     segments = []
     flags = np.zeros(len(called), bool) if intervened is None else np.array(intervened, bool)
     if add_successes and np.any(called):
@@ -561,5 +582,6 @@ def _join_demos(
             left_out += end - t
             continue
         p = None if proprio[0] is None else np.stack(proprio[t : end + 1])  # type: ignore[arg-type]
-        add_segment(demos, frames[t : end + 1], p, np.stack(actions[t:end]), rewards[t:end])
+        add_segment(demos, frames[t : end + 1], p, np.stack(actions[t:end]), rewards[t:end],
+                    terminated=end_on_success and end == len(called) and bool(called[-1]))
     return left_out

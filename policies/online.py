@@ -261,7 +261,7 @@ class OnlineLearner:
         rewarder = self.rewarder
         buffer, thr = relabelled_demos(demos, [d.images for d in demos], rewarder,
                                        c.success_bonus, replay_cfg, self._frame, proprio_dim,
-                                       shape, extra)  # fmt: skip
+                                       shape, extra, c.end_on_success)  # fmt: skip
         self.demo_info = {"episodes": len(demos), "transitions": len(buffer),
                           "rows_per_step": rows, "success_progress": thr}  # fmt: skip
         return buffer

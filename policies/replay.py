@@ -252,13 +252,15 @@ class ReplayBuffer:
         intervened: np.ndarray | None = None,
         note: str = "",
         called: np.ndarray | None = None,
+        terminated: bool = False,
     ) -> None:
         """Commit the current episode: persist it (if a directory is set), then make it sampleable.
 
         ``intervened`` (one flag per step) marks actions an operator gave, ``called`` the steps
         the success call fired on; both are persisted with the episode, as is ``note`` (the
-        store's episode notes, e.g. why it ended early). A one-step episode (no transition) is
-        dropped.
+        store's episode notes, e.g. why it ended early). ``terminated``: the last step is
+        terminal (the episode ended at a success that ends it), whatever ``add`` was told:
+        nothing bootstraps past it. A one-step episode (no transition) is dropped.
         """
         if self._ep_start is None:
             raise RuntimeError("no episode in progress")
@@ -268,6 +270,10 @@ class ReplayBuffer:
             self._next = start
             self._pending = {}
             return
+        if terminated:
+            self._cont[(end - 1) % self.cfg.capacity_steps] = 0.0
+            if CONT_KEY in self._pending:
+                self._pending[CONT_KEY][-1] = np.array(0.0, np.float32)
         if self.store is not None:
             data = {k: np.stack(v) for k, v in self._pending.items()}
 

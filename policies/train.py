@@ -196,6 +196,9 @@ class TrainConfig(LearnSpec):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_eval_episodes < 0 or self.threads < 0:
             raise ValueError("num_eval_episodes and threads must be >= 0")
+        if self.end_on_success and self.reward.success_source == "none":
+            raise ValueError("end_on_success needs a success call (reward.success model, key "
+                             "or oracle), not none")  # fmt: skip
         if not 17 <= self.image_size <= 480:
             raise ValueError(f"image_size must be in [17, 480], got {self.image_size}")
         if self.agent_image_size and not 17 <= self.agent_image_size <= self.image_size:
@@ -338,6 +341,17 @@ class EpisodeRewarder:
         if self.disc is not None and agent_frames:
             self.disc.observe(frames[1:])
         return np.asarray(r, np.float32), success
+
+    def called_now(self, image: np.ndarray, oracle_success: bool,
+                   goal: np.ndarray | None = None) -> bool:
+        """The success call on one frame as it arrives (``end_on_success``): the model's
+        progress against ``success_progress``, else the twin's predicate (the key pressed the
+        moment the goal is reached, or the oracle call)."""
+        source = self.spec.success_source
+        if source == "model":
+            g = self.photo if goal is None else goal
+            return bool(self.model.score(image[None], goal=g).progress[0] >= self.success_progress)
+        return source in ("oracle", "key") and bool(oracle_success)
 
     def calibrate_success(self, demo_images: list[np.ndarray]) -> float:
         """Set ``success_progress`` to the median of the demos' last-frame progress,
@@ -524,6 +538,7 @@ def _demo_buffer(
         proprio_dim,
         frame_shape,
         extra_steps,
+        cfg.end_on_success,
     )
     print(
         f"demos: {len(demos)} episodes, {len(buffer)} transitions from {cfg.demos.path}, "
@@ -757,7 +772,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
             goal = env.goal_image() if rewarder is not None and cfg.reward.goal == "env" else None
             successes: list[bool] = []
             env_rewards: list[float] = []
-            ep_frames, done, aborted = 0, False, False
+            ep_frames, done, aborted, ended = 0, False, False, False
             # What an intervened segment needs to join the demonstrations.
             agent_frames, proprios, actions = [frame], [observer.proprio(obs)], []
             intervened: list[bool] = []
@@ -792,7 +807,12 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                 successes.append(res.success)
                 env_rewards.append(reward)
                 ep_frames += res.frames
-                done = res.terminated or res.truncated
+                # end_on_success: the call on this frame ends the episode (its step terminal)
+                ended = cfg.end_on_success and (
+                    rewarder.called_now(images[-1], res.success, goal) if rewarder is not None
+                    else res.success  # the oracle baseline's call: the predicate
+                )
+                done = res.terminated or res.truncated or ended
                 state["step"], state["frames"] = core.agent_steps, int(state["frames"]) + res.frames
                 bar.update(res.frames)
                 if rewarder is not None:
@@ -813,6 +833,8 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
                     r, called = rewarder.episode_rewards(
                         np.stack(images), np.array(successes), goal
                     )
+                if ended:  # the call that ended it, as made on the frame (batched scoring of
+                    called[-1] = True  # the episode may differ in the last float digits)
                 stored = core.finish(r, called, np.array(intervened), actions, agent_frames,
                                      proprios)  # fmt: skip
             except NonFiniteError as e:

@@ -16,7 +16,8 @@ by ``reward_ckpt``) give it; without ``reward_ckpt`` the sum. With ``episode_rew
 reads no reward topic: it scores each finished episode's frames (one per step) with
 ``reward_ckpt`` as the demonstrations are scored, which VIPER and Diffusion Reward need (a
 window of earlier frames, progress summed over the episode). Episodes
-last ``episode_steps``; between them the node calls ``enable``, the optional
+last ``episode_steps`` (with ``end_on_success``, until the operator's success key if sooner:
+HIL-SERL); between them the node calls ``enable``, the optional
 ``reset_task`` (the twin re-randomizes its objects) and ``home`` (std_srvs/Trigger).
 
 Fail-safe: when images stop (``image_timeout_s``), rewards stop (``reward_timeout_s``; not
@@ -136,6 +137,8 @@ PARAMS: tuple[ParamSpec, ...] = (
         True,
     ),
     field_param(O, "interventions", "an operator may take over on the intervention topic"),
+    field_param(O, "end_on_success", "the operator's success key ends the episode at once "
+                "(HIL-SERL); a called last step is terminal, as are the demos' last steps"),
     field_param(O, "episode_rewards", "score each finished episode here with reward_ckpt "
                 "(VIPER, Diffusion Reward) instead of the reward topic"),
     ("intervention_timeout_s", 0.3, "silence while the operator drives: device lost",
@@ -477,6 +480,10 @@ class LearnerNode(Node):
             except NonFiniteError as e:
                 self.get_logger().error(f"non-finite input, episode dropped: {e}")
                 return False
+            if p["end_on_success"] and self.operator_label:
+                self.get_logger().info(f"the operator's success key ended the episode at step "
+                                       f"{len(stamps) - 1}")  # fmt: skip
+                break
             if len(stamps) <= p["episode_steps"]:
                 applied, by_operator = self._choose(action)
                 if self.takeover.lost:  # the operator's device went silent while driving

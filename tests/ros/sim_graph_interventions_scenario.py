@@ -3,14 +3,15 @@ inside a private network namespace (``python sim_graph_interventions_scenario.py
 RESULT.json [INTERVENTIONS]``; INTERVENTIONS defaults to true, false is the by-hand check that
 the test fails without the feature).
 
-The graph is ``v2r launch sim.launch.xml interventions:=true success_source:=operator`` (twin,
-driver, reward, learner) beside a real teleop node this scenario owns (``source:=twist``,
-``intervention:=true``, ``action`` remapped to ``/learner/intervention``). This process plays
+The graph is ``v2r launch sim.launch.xml interventions:=true success_source:=operator
+end_on_success:=true`` (twin, driver, reward, learner) beside a real teleop node this
+scenario owns (``source:=twist``, ``intervention:=true``, ``action`` remapped to
+``/learner/intervention``). This process plays
 the operator: it publishes geometry_msgs/Twist on ``/cmd_vel`` (the operator's hand on the
 device) and calls ``/learner/label``. In order:
 
 1. mid-episode the operator drives for ~1 s, lets go (the teleop node hands back with empty
-   messages) and labels the episode a success;
+   messages) and labels the episode a success, which ends it there (HIL-SERL);
 2. in a later episode, while the operator drives, the teleop node is SIGKILLed (the device is
    lost); it is started again after a few seconds of silence.
 
@@ -154,10 +155,11 @@ def read_episode(store: Path, i: int) -> dict[str, Any]:
     from video2reward.data.episode_store import EpisodeStore
 
     s = EpisodeStore.open(store)
-    data = s.episode(i, ["action", "intervened"])
+    data = s.episode(i, ["action", "intervened", "cont"])
     meta = s.episode_meta(i)
     return {"actions": np.asarray(data["action"]).tolist(),
             "intervened": np.asarray(data["intervened"], bool).tolist(),
+            "cont": np.asarray(data["cont"], float).tolist(),
             "success": bool(meta["episode_success"]), "note": str(meta["episode_notes"]),
             "rows": int(meta["length"])}  # fmt: skip
 
@@ -302,7 +304,7 @@ def scenario(
     procs: dict[str, Any] = {"teleop": start_teleop(log)}
     t_start = time.monotonic()
     graph = launch(ckpt, out, log, interventions=interventions, success_source="operator",
-                   max_episodes=MAX_EPISODES)  # fmt: skip
+                   end_on_success="true", max_episodes=MAX_EPISODES)  # fmt: skip
     try:
         r["first_episode"] = wait_for(lambda: committed(store) >= 1, 240)
         r["startup_s"] = time.monotonic() - t_start

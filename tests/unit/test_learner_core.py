@@ -10,11 +10,12 @@ import pytest
 import torch
 from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore
-from video2reward.policies.demos import DemoSpec, add_segment
+from video2reward.policies.demos import DemoSpec, add_segment, demo_replay, load_demo_episodes
 from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config
 from video2reward.policies.learner import CoreConfig, LearnerCore, LearnSpec, with_bonus
 from video2reward.policies.online import OnlineConfig, OnlineLearner
 from video2reward.policies.replay import STORE_NAME, ReplayBuffer, ReplayConfig
+from video2reward.policies.toy_env import expert_store
 from video2reward.policies.train import REPLAY_DIR, RewardSpec, TrainConfig, train
 
 torch.set_num_threads(1)
@@ -212,3 +213,61 @@ def test_a_full_demo_buffer_keeps_the_teleoperated_demos(tmp_path: Path) -> None
     assert core.demo_steps_left_out == 5 + 3
     assert len(demos) == 9
     assert -0.5 in demos.sample(64).action[:, 0]  # the teleoperated demo is still there
+
+
+def test_a_success_that_ends_the_episode_is_terminal_in_both_drivers(tmp_path: Path) -> None:
+    """end_on_success (SERL, HIL-SERL): the twin trainer ends an episode at the step the call
+    fires on, and in both drivers a called last step is terminal (nothing bootstraps past it);
+    the demonstrations' last steps too. Off, episodes run their length and nothing is."""
+    # The twin trainer, the oracle baseline on the toy task (its call: the predicate), random
+    # actions throughout (no update): some episodes reach the goal, some do not.
+    train(TrainConfig(task="toy", out=str(tmp_path / "train"), image_size=SIZE, action_repeat=1,
+                      num_train_frames=400, seed_steps=10**6, num_eval_episodes=0,
+                      progress_bar=False, end_on_success=True,
+                      agent=dataclasses.replace(AGENT, num_expl_steps=10**6)))  # fmt: skip
+    store = EpisodeStore.open(tmp_path / "train" / REPLAY_DIR / STORE_NAME)
+    ended = ran = 0
+    for i in range(store.n_episodes):
+        ep = store.episode(i)
+        cont, called = np.asarray(ep["cont"]), np.asarray(ep["success_called"], bool)
+        if called.any():  # ended at its first called step, which is terminal
+            assert np.flatnonzero(called)[0] == len(called) - 1, called.tolist()
+            assert cont[-1] == 0.0 and np.all(cont[:-1] == 1.0), cont.tolist()
+            assert store.episode_meta(i)["episode_success"]
+            ended += 1
+        else:  # the toy's full 25 steps, nothing terminal
+            assert len(cont) == 26 and np.all(cont == 1.0), (len(cont), cont.tolist())
+            ran += 1
+    assert ended >= 1 and ran >= 1, (ended, ran)
+
+    # The learner node's driver: the operator's key (one label, the last step).
+    rgb, p = np.zeros((SIZE, SIZE, 3), np.uint8), np.zeros(4, np.float32)
+    for on in (True, False):
+        node = OnlineLearner(OnlineConfig(out=str(tmp_path / f"node{on}"), image_size=SIZE,
+                                          seed_steps=10**6, agent=AGENT, end_on_success=on))
+        for key in (True, False):
+            node.begin(rgb, p)
+            for _ in range(3):
+                node.step(rgb, p)
+            node.finish(np.zeros(3), success=key)
+        node.close()
+        eps = EpisodeStore.open(tmp_path / f"node{on}" / "replay" / STORE_NAME)
+        np.testing.assert_array_equal(eps.episode(0)["cont"], [1, 1, 1, 0] if on else [1] * 4)
+        np.testing.assert_array_equal(eps.episode(1)["cont"], [1] * 4)
+        # and in what updates sample: the key's step bootstraps with 0
+        replay = ReplayBuffer(ReplayConfig(100, 3, 1, 0.9), (3, SIZE, SIZE), 4, 4,
+                              directory=tmp_path / f"node{on}" / "replay")  # fmt: skip
+        replay.restore()
+        b = replay.transitions(np.array([2, 6]), np.array([0, 1]))  # each episode's last step
+        np.testing.assert_allclose(b.discount, [0.0 if on else 0.9, 0.9])
+
+    # Demonstrations end at their success: terminal there with end_on_success.
+    demos = load_demo_episodes(expert_store(tmp_path / "demos.zarr", episodes=2, image_size=SIZE),
+                               action_repeat=1)  # fmt: skip
+    for on in (True, False):
+        buf = demo_replay(demos, ReplayConfig(1000, 3, 1, 0.9), lambda img: img.transpose(2, 0, 1),
+                          lambda d: np.zeros(len(d.actions)), 4, (3, SIZE, SIZE),
+                          terminal_last=on)  # fmt: skip
+        n = len(demos[0].actions)
+        b = buf.transitions(np.array([n - 2, n - 1]), np.array([0, 0]))
+        np.testing.assert_allclose(b.discount, [0.9, 0.0 if on else 0.9])
