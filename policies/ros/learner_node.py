@@ -16,8 +16,9 @@ by ``reward_ckpt``) give it; without ``reward_ckpt`` the sum. With ``episode_rew
 reads no reward topic: it scores each finished episode's frames (one per step) with
 ``reward_ckpt`` as the demonstrations are scored, which VIPER and Diffusion Reward need (a
 window of earlier frames, progress summed over the episode). Episodes
-last ``episode_steps`` (with ``end_on_success``, until the operator's success key if sooner:
-HIL-SERL); between them the node calls ``enable``, the optional
+last ``episode_steps`` (with ``end_on_success``, until the operator's success key, HIL-SERL, or
+with ``success_source`` reward the reward node's success call, SERL, if sooner; that step is
+terminal in the replay); between them the node calls ``enable``, the optional
 ``reset_task`` (the twin re-randomizes its objects) and ``home`` (std_srvs/Trigger).
 
 Fail-safe: when images stop (``image_timeout_s``), rewards stop (``reward_timeout_s``; not
@@ -137,8 +138,9 @@ PARAMS: tuple[ParamSpec, ...] = (
         True,
     ),
     field_param(O, "interventions", "an operator may take over on the intervention topic"),
-    field_param(O, "end_on_success", "the operator's success key ends the episode at once "
-                "(HIL-SERL); a called last step is terminal, as are the demos' last steps"),
+    field_param(O, "end_on_success", "the operator's success key (HIL-SERL), or with "
+                "success_source reward the reward node's call (SERL), ends the episode; that "
+                "step is terminal, as are the demos' last steps"),
     field_param(O, "episode_rewards", "score each finished episode here with reward_ckpt "
                 "(VIPER, Diffusion Reward) instead of the reward topic"),
     ("intervention_timeout_s", 0.3, "silence while the operator drives: device lost",
@@ -372,6 +374,16 @@ class LearnerNode(Node):
         self.latency_ms.append((time.time() - stamp_ns * 1e-9) * 1000.0)
         self.tick_times.append(time.monotonic())
 
+    def _called_since(self, stamp_ns: int) -> bool:
+        """Whether the reward node has called a frame stamped after ``stamp_ns`` successful."""
+        with self.lock:
+            for t, _r, _progress, success in reversed(self.rewards):
+                if t <= stamp_ns:
+                    return False
+                if success > 0.5:
+                    return True
+        return False
+
     def _rewards_upto(self, stamp_ns: int, timeout_s: float) -> bool:
         t_end = time.monotonic() + timeout_s
         while time.monotonic() < t_end and not self.done.is_set():
@@ -444,6 +456,7 @@ class LearnerNode(Node):
         applied, by_operator = self._choose(self.learner.begin(img[2], proprio))
         self._publish(applied, img[0])
         note = ""
+        ended_by_call = False
         t_begin = time.monotonic()
         period = 1.0 / p["control_hz"]
         t_next = time.monotonic() + period
@@ -484,6 +497,12 @@ class LearnerNode(Node):
                 self.get_logger().info(f"the operator's success key ended the episode at step "
                                        f"{len(stamps) - 1}")  # fmt: skip
                 break
+            if (p["end_on_success"] and p["success_source"] == "reward" and not self.own_rewards
+                    and self._called_since(stamps[0])):
+                # The reward node's call (SERL's classifier), seen a step or two after its frame:
+                # the reward node scores asynchronously. That last step is the terminal one.
+                ended_by_call = True
+                break
             if len(stamps) <= p["episode_steps"]:
                 applied, by_operator = self._choose(action)
                 if self.takeover.lost:  # the operator's device went silent while driving
@@ -523,6 +542,8 @@ class LearnerNode(Node):
         elif p["success_source"] == "operator":
             success = False  # unlabelled
         else:  # the reward model's call per step: any of the step's frames called successful
+            if ended_by_call:
+                called[-1] = True  # the call that ended it, on the step it ended
             success = called
         try:
             summary = self.learner.finish(rewards, success, note)
