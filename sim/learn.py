@@ -52,6 +52,9 @@ class LearnConfig:
     # then 0.65 0.55 0.65 0.50 0.55 0.80; from 0.2, 0.55, then 0.55 0.60 0.80 0.70 0.80 0.70.
     # One seed each: the lower noise kept what pretraining gave, the DrQ-v2 noise lost it.
     explore_stddev: float = 0.2
+    # The reward model's success call ends a training episode, its step terminal (SERL;
+    # LearnSpec.end_on_success). Off: episodes run episode_steps.
+    end_on_success: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -98,7 +101,8 @@ def learn(cfg: LearnConfig) -> dict[str, object]:
     if not (learner / "train_summary.json").exists():
         seed = ([f"demos:={demos}", f"pretrain_updates:={cfg.pretrain_updates}",
                  f"stddev_init:={cfg.explore_stddev}"] if cfg.demos_in_replay else [])
-        _v2r("launch", "sim.launch.xml", *common, *seed, f"max_episodes:={cfg.episodes}")
+        _v2r("launch", "sim.launch.xml", *common, *seed, f"max_episodes:={cfg.episodes}",
+             f"end_on_success:={str(cfg.end_on_success).lower()}")
     if cfg.eval_episodes and not (learner / "eval_summary.json").exists():
         _v2r("launch", "eval.launch.xml", "use_twin:=true", "robot_ip:=127.0.0.1",
              "success_source:=topic", *common, f"max_episodes:={cfg.eval_episodes}")
