@@ -155,8 +155,18 @@ def report() -> None:
     for task in sorted({r["task"] for r in rows}):
         every = [r for r in rows if r["task"] == task and r["eval_success"]]
         mine = [r for r in every if not r["oracle_in_learning"]]
-        _plot(mine, f"twin {task}: learned reward and success only",
+        # Settings run on two or more seeds (the issue's comparisons) in the task's figure;
+        # one-seed experiments in a figure of their own, so neither is a tangle of lines.
+        seeds: dict[str, set[int]] = {}
+        for r in mine:
+            seeds.setdefault(_label(r), set()).add(r["seed"])
+        multi = [r for r in mine if len(seeds[_label(r)]) > 1]
+        single = [r for r in mine if len(seeds[_label(r)]) == 1]
+        _plot(multi or single, f"twin {task}: learned reward and success only",
               RESULTS.parent / f"robot_time_{task}.png")
+        if multi and single:
+            _plot(single, f"twin {task}: one-seed experiments, learned reward and success only",
+                  RESULTS.parent / f"robot_time_{task}_one_seed.png")
         # Runs that fed the twin's predicate to learning (diagnostics, never a headline): a
         # figure of their own, beside the learned-only runs evaluated on the same frames.
         oracle = [r for r in every if r["oracle_in_learning"]]
@@ -174,6 +184,14 @@ def report() -> None:
                       RESULTS.parent / f"robot_time_{task}_{variant}.png")
 
 
+def _label(r: dict[str, Any]) -> str:
+    """A setting: everything but the seed."""
+    extra = (", interventions" if r["interventions"] else "") + (
+        f", {r['variant']}" if r.get("variant") else "")
+    extra += ", predicate in learning" if r["oracle_in_learning"] else ""
+    return f"{r['reward']}/{r.get('reward_steps', '?')}, {r['demos']} demos{extra}"
+
+
 def _plot(rows: list[dict[str, Any]], title: str, png: Path) -> None:
     """One line per setting: the mean over its seeds, the band between their min and max."""
     import matplotlib
@@ -183,11 +201,7 @@ def _plot(rows: list[dict[str, Any]], title: str, png: Path) -> None:
 
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        extra = (", interventions" if r["interventions"] else "") + (
-            f", {r['variant']}" if r.get("variant") else "")
-        extra += ", predicate in learning" if r["oracle_in_learning"] else ""
-        label = f"{r['reward']}/{r.get('reward_steps', '?')}, {r['demos']} demos{extra}"
-        groups.setdefault(label, []).append(r)
+        groups.setdefault(_label(r), []).append(r)
     # room below the axes for the legend (two columns)
     fig, ax = plt.subplots(figsize=(8, 4.2 + 0.16 * ((len(groups) + 1) // 2)))
     for label, runs in groups.items():
