@@ -263,6 +263,27 @@ def launch(ckpt: str, out: Path, log: Path, **args: object) -> subprocess.Popen[
     return subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
+def run_to_end(ckpt: str, out: Path, log: Path, **args: object) -> dict[str, Any]:
+    """Launch the graph (``launch``'s arguments, with ``max_episodes``), wait for the learner
+    to end it; what was seen: ``learner_seen``, ``reward_node_pid``, ``exit``, ``wall_s``,
+    ``error`` if it did not finish, and the learner's ``train_summary``."""
+    r: dict[str, Any] = {}
+    graph = launch(ckpt, out, log, **args)
+    try:
+        r["learner_seen"] = wait_for(lambda: pid_of("learner") is not None, 120)
+        r["reward_node_pid"] = pid_of("reward")
+        t0 = time.monotonic()
+        r["exit"] = graph.wait(timeout=400)
+        r["wall_s"] = round(time.monotonic() - t0, 1)
+    except subprocess.TimeoutExpired:
+        r["error"] = "the graph did not finish its episodes"
+    finally:
+        stop_processes(graph, {})
+    summary = out / "train_summary.json"
+    r["train_summary"] = json.loads(summary.read_text()) if summary.exists() else None
+    return r
+
+
 def bag_summary(bag: Path) -> dict[str, Any]:
     """What the bag of a run holds, read back with the mcap reader (ros/bag.py)."""
     from video2reward.ros.bag import BagReader, image_from_message
