@@ -119,7 +119,8 @@ class LearnSpec:
     success_bonus: float = 0.0
     # The success call ends the episode (SERL's reward classifier, HIL-SERL's operator key):
     # the driver stops the episode at the step the call fires on (the twin trainer scores each
-    # step as it comes; the learner node ends on the operator's success key), that step is
+    # step as it comes; the learner node ends on the operator's success key or, with
+    # success_source reward, a step or two after the reward node's call), that step is
     # terminal (no bootstrapping past it) and the arm resets; each demonstration's last step
     # is terminal too (a demonstration ends at its success). Robot time goes to new scenes
     # instead of hovering at a reached goal. False: episodes run their full length.
