@@ -9,8 +9,10 @@ episodes and 10 failed ones on the same 10 scenes (seeds 5000+, paired by scene 
 conditioned methods get a same-scene goal image), then every method is trained with
 ``v2r reward train`` and scored with ``v2r reward eval``, using the other task's held-out
 episodes as counterfactual goals. Prints one table (value-order Spearman, AUROC success vs
-failure, counterfactual check, "pass/flat" where it passes by a flat curve, training CPU
-seconds) and writes ``summary.json``. Data and runs are kept in ``--out``; an existing store
+failure; for goal-conditioned methods the same two against one goal from another episode and
+against no goal image, i.e. the nearest of the training demos' goals; counterfactual check,
+"pass/flat" where it passes by a flat curve, training CPU seconds) and writes
+``summary.json``. Data and runs are kept in ``--out``; an existing store
 or finished run is reused, so a rerun only does what is missing (delete a run folder to
 retrain it).
 
@@ -156,7 +158,7 @@ def main() -> int:
                 print(_fmt_row(row), flush=True)
 
     print(f"\n{'task':<15} {'method':<12} {'seed':>4} {'spearman':>9} {'auroc':>7} "
-          f"{'one goal':>10} {'counterf.':>10} {'train s':>8}  bar")  # fmt: skip
+          f"{'one goal':>10} {'demo goals':>10} {'counterf.':>10} {'train s':>8}  bar")  # fmt: skip
     for row in results:
         print(_fmt_row(row))
     summary: dict[str, Any] = {"suite": args.suite, "split": args.split, "runs": results}
@@ -191,6 +193,8 @@ def train_and_eval(args: argparse.Namespace, name: str, method: str, seed: int, 
     row = {
         "spearman": m["spearman"], "auroc": m["auroc"],
         "spearman_one_goal": m.get("spearman_one_goal"), "auroc_one_goal": m.get("auroc_one_goal"),
+        **({"spearman_no_goal": m.get("spearman_no_goal"), "auroc_no_goal": m.get("auroc_no_goal")}
+           if m.get("spearman_one_goal") is not None else {}),  # goal-conditioned: the demos' goals
         "verdict": m.get("verdict"),
         "counterfactual": None if cfc is None else cfc["passed"],
         "counterfactual_by": None if cfc is None else cfc.get("passed_by"),
@@ -231,12 +235,13 @@ def _over_seeds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _fmt_row(r: dict[str, Any]) -> str:
     cf = {None: "-", True: "pass", False: "FAIL"}[r["counterfactual"]]
     cf = "pass/flat" if r.get("counterfactual_by") == "flat" else cf
-    one = (f"{r['spearman_one_goal']:.2f}/{r['auroc_one_goal']:.2f}"
-           if r.get("spearman_one_goal") is not None and r.get("auroc_one_goal") is not None
-           else "-")  # fmt: skip
+    def pair(k: str) -> str:
+        a, b = r.get(f"spearman_{k}"), r.get(f"auroc_{k}")
+        return f"{a:.2f}/{b:.2f}" if a is not None and b is not None else "-"
+
     return (f"{r['task']:<15} {r['method']:<12} {r['seed']:4d} {r['spearman']:9.3f} "
-            f"{r['auroc']:7.3f} {one:>10} {cf:>10} {r['train_s'] or 0:8.0f}  "
-            f"{'yes' if r['meets_bar'] else 'NO'}")  # fmt: skip
+            f"{r['auroc']:7.3f} {pair('one_goal'):>10} {pair('no_goal'):>10} {cf:>10} "
+            f"{r['train_s'] or 0:8.0f}  {'yes' if r['meets_bar'] else 'NO'}")  # fmt: skip
 
 
 if __name__ == "__main__":

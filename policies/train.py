@@ -87,9 +87,10 @@ class RewardSpec:
     disc_steps: int = 1  # discriminator steps per burst (official code: 20 every 2000 steps)
     disc_batch: int = 64  # agent frames per discriminator step
     disc_frames: int = 5000  # recent agent frames kept for discriminator updates
-    # Goal image for goal-conditioned models: none (the model's default), env (each episode's
-    # own, env.goal_image(): what a lab never has) or photo (one goal image rendered once at
-    # the first episode's scene and used for every episode and the demos: what a lab has).
+    # Goal image for goal-conditioned models: none (the model's default: the nearest of its
+    # training demos' goals, rewards/base.py), env (each episode's own, env.goal_image(): what
+    # a lab never has) or photo (one goal image rendered once at the first episode's scene and
+    # used for every episode and the demos: what a lab can photograph).
     goal: str = "none"
     alpha: float | None = None  # Rank2Reward: weight of the discriminator term (None: the ckpt's)
 

@@ -15,7 +15,10 @@ Metrics (``metrics.json``) and plots (``curves.png``):
   the data pairs episodes of one scene (same ``notes``, e.g. the twin's ``seed=N``), the
   successful episode's goal frame is the goal for every episode of that scene; episodes
   without a successful partner get the model's default goal. ``auroc_no_goal`` always uses
-  the default goal (for Rank2Reward without a goal the two are the same).
+  the default goal (for Rank2Reward without a goal the two are the same). A goal-conditioned
+  model's default goal is the training demos' goal set (a frame's distance to the nearest of
+  their goals, ``rewards/base.py``), so the ``*_no_goal`` pair says how it does with no goal
+  image at all: what a lab gets from its demos alone.
 - ``spearman_one_goal``, ``auroc_one_goal`` (goal-conditioned models): the same two, every
   episode scored against one goal image taken in another episode of the task (the first
   held-out expert's goal frame; its own scene gets the second's): what a lab has, a goal
@@ -239,12 +242,20 @@ def verdict(m: dict[str, Any], uses_goal: bool, bar: float = BAR) -> str:
         parts.append("FOLLOWS a wrong goal too (it reads the motion, not the goal)")
         fixes.append("check the goal image, or use a method that passed this check")
     one = (m.get("spearman_one_goal"), m.get("auroc_one_goal"))
+    demo = (m.get("spearman_no_goal"), m.get("auroc_no_goal"))
     if uses_goal and one[0] is not None:
+        holds_demo = ok(demo[0]) and (not n_fail or ok(demo[1]))
         if ok(one[0]) and (not n_fail or ok(one[1])):
             parts.append("holds with one goal photographed in another episode")
+        elif holds_demo:
+            parts.append(f"misses with one goal photographed in another episode (Spearman "
+                         f"{_fmt(one[0])}, AUROC {_fmt(one[1])}) but holds with no goal image, "
+                         f"against the demos' goals (Spearman {_fmt(demo[0])}, AUROC "
+                         f"{_fmt(demo[1])}): give it no goal image")
         else:
             parts.append(f"needs each episode's own goal image (one goal from another "
-                         f"episode: Spearman {_fmt(one[0])}, AUROC {_fmt(one[1])})")
+                         f"episode: Spearman {_fmt(one[0])}, AUROC {_fmt(one[1])}; the demos' "
+                         f"goals: {_fmt(demo[0])}, {_fmt(demo[1])})")
             fixes.append("photograph the goal in the scene of each run, or use a method "
                          "without a goal image")
     head = "ready for robot time" if not fixes else "NOT ready"

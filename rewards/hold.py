@@ -127,8 +127,13 @@ class HoldR(RewardModel):
     method = "hold_r"
     config_cls = HoldRConfig
     default_trim_after_success = -1  # whole episodes: the tail feeds the at-goal pairs
+    # the demos' goal set (embeddings of their last frames): with no goal given, a frame's
+    # distance is to the nearest of them (base.py); older checkpoints use the medoid goal
+    data_sized_buffers = ("goal_set",)
+    optional_buffers = ("goal_set",)
     config: HoldRConfig
     default_goal: torch.Tensor
+    goal_set: torch.Tensor
     distance_ref: torch.Tensor
     horizon_ref: torch.Tensor
 
@@ -139,6 +144,7 @@ class HoldR(RewardModel):
         self.head = pair_head(config.embed_dim, config.hidden_dim, 1)
         s = config.image_size_px
         self.register_buffer("default_goal", torch.zeros(1, 3, s, s))
+        self.register_buffer("goal_set", torch.zeros(0, config.embed_dim))
         self.register_buffer("distance_ref", torch.ones(()))
         self.register_buffer("horizon_ref", torch.ones(()))
 
@@ -213,15 +219,26 @@ class HoldR(RewardModel):
         excess = (self.distance_steps(first, last) - self.distance_steps(last, last)).clamp_min(0)
         self.distance_ref.fill_(float(excess.median().clamp_min(1e-3)))
         self.horizon_ref.fill_(float(data.lengths.mean()))
+        self.goal_set = last.clone()
         self.train(was_training)
+
+    def excess_steps(self, e: torch.Tensor, eg: torch.Tensor) -> torch.Tensor:
+        """(T, D) frame and (K, D) goal embeddings -> (T,) predicted steps to the nearest goal,
+        less each goal's own reading (d(g, g), the network's offset at the goal), >= 0."""
+        t, k = len(e), len(eg)
+        d = self.distance_steps(e[:, None].expand(t, k, -1).reshape(t * k, -1),
+                                eg[None].expand(t, k, -1).reshape(t * k, -1)).view(t, k)
+        return (d - self.distance_steps(eg, eg)[None]).clamp_min(0).amin(1)
 
     def _score(
         self, frames: torch.Tensor, goal: torch.Tensor | None
     ) -> tuple[np.ndarray, np.ndarray]:
         e = self.embed_frames(frames)
-        eg = self.embed_frames(self.default_goal if goal is None else goal)
-        d = self.distance_steps(e, eg.expand_as(e))
-        excess = (d - self.distance_steps(eg, eg)).clamp_min(0)
+        if goal is None and len(self.goal_set):
+            eg = self.goal_set
+        else:
+            eg = self.embed_frames(self.default_goal if goal is None else goal)
+        excess = self.excess_steps(e, eg)
         cfg = self.config
         r = hold_reward(excess, float(self.horizon_ref), cfg.success_bonus, cfg.success_threshold)
         return r.cpu().numpy(), (1.0 - excess / self.distance_ref).cpu().numpy()

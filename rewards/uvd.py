@@ -23,7 +23,8 @@ when the distance to subgoal k falls below ``pass_fraction`` of that phase's ref
 or when the frame is relatively closer to subgoal k+1 than to subgoal k (it went past).
 Progress = (k + 1 - d_k / ref_k) / K, a potential whose difference is the reward, so completing
 a phase is never penalised and progress inside a phase is VIP's distance shaping. A given goal
-image replaces the last subgoal.
+image replaces the last subgoal; with none, the last phase's distance is to the nearest goal of
+the demos' goal set (base.py), as VIP's.
 """
 
 from __future__ import annotations
@@ -135,7 +136,10 @@ class UVD(VIP):
     ) -> tuple[np.ndarray, np.ndarray]:
         e = self.embed_frames(frames)
         sub = self.subgoal_sequence(goal)
-        dist = torch.cdist(e, sub).cpu().numpy()  # (T, K)
+        dist_t = torch.cdist(e, sub)  # (T, K)
+        if goal is None:
+            dist_t[:, -1] = self.goal_distance(e, None)
+        dist = dist_t.cpu().numpy()
         ref = self.phase_ref[: len(sub)].cpu().numpy()
         rel = dist / ref[None]
         k_total = len(sub)

@@ -221,6 +221,13 @@ def test_verdict_says_ready_only_when_every_check_passes_and_names_the_first_fix
     lab = verdict({**good, "spearman_one_goal": -0.25, "auroc_one_goal": 0.45}, uses_goal=True)
     assert "NOT ready" in lab and "needs each episode's own goal image" in lab
     assert "Spearman -0.250, AUROC 0.450" in lab
+    demo = verdict({**good, "spearman_one_goal": 0.70, "auroc_one_goal": 0.71,
+                    "spearman_no_goal": 0.96, "auroc_no_goal": 1.0}, uses_goal=True)
+    assert "ready for robot time" in demo and "fix" not in demo
+    assert "holds with no goal image, against the demos' goals" in demo
+    neither = verdict({**good, "spearman_one_goal": 0.7, "auroc_one_goal": 0.7,
+                       "spearman_no_goal": 0.5, "auroc_no_goal": 0.6}, uses_goal=True)
+    assert "NOT ready" in neither and "the demos' goals: 0.500, 0.600" in neither
     untested = verdict({**good, "episodes": {"failed": 0}}, uses_goal=True)
     assert "NOT ready" in untested and "record a few failed attempts" in untested
 
@@ -433,6 +440,47 @@ def test_score_shapes_and_checkpoint_round_trip(tmp_path, small_data):
         np.testing.assert_allclose(out2.reward, out.reward, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(out2.progress, out.progress, rtol=1e-5, atol=1e-6)
         assert again.success_progress == thr  # one threshold for every consumer
+
+
+@pytest.mark.parametrize("method", ["vip", "hold_c", "tcn", "hold_r", "uvd"])
+def test_with_no_goal_image_a_goal_conditioned_model_scores_against_the_nearest_demo_goal(
+        tmp_path, small_data, method):
+    model = _small_model(method)
+    demos = small_data.demos()
+    model.calibrate(demos)
+    # the demos' goals as the model keeps them (HOLD-R, TCN: demos trimmed after success)
+    goals = [d.episode(i)[-1] for d in [demos.trimmed(2) if method in ("hold_r", "tcn")
+                                         else demos] for i in range(len(d))]
+    assert len(model.goal_set) == len(goals)
+    frames = small_data.episode(len(small_data) - 1)  # a failed episode among them
+    each = np.stack([model.score(frames, g).progress for g in goals])  # (K, T)
+    nearest = model.score(frames).progress
+    if method == "uvd" and int(model.n_subgoals) > 1:
+        # only the last phase's goal is the set's; its earlier phases are the mean subgoals
+        assert np.all(nearest >= each.min(0) - 1e-5)
+    else:
+        np.testing.assert_allclose(nearest, each.max(0), rtol=1e-3, atol=1e-3)  # batch numerics
+        assert not np.allclose(each.max(0), each.min(0))  # the goals do differ
+    # A checkpoint written before the goal set loads and scores against what it did then
+    # (the demos' mean goal embedding; HOLD-R's medoid goal frame).
+    path = model.save(tmp_path / method)
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["state_dict"]["goal_set"]
+    torch.save(ckpt, path)
+    old = load_reward_model(path, torch.device("cpu"))
+    assert len(old.goal_set) == 0
+    if method == "hold_r":
+        medoid = old.default_goal[0].permute(1, 2, 0).numpy().astype(np.uint8)
+        ref = old.score(frames, medoid).progress
+    else:
+        with torch.no_grad():
+            d = torch.linalg.vector_norm(old.embed_frames(base.to_tensor(frames, old.device))
+                                         - old.goal_embedding, dim=-1)
+        ref = (1 - d / old.distance_ref).numpy()
+    if method != "uvd":  # UVD's phases read the mean subgoals, as before
+        np.testing.assert_allclose(old.score(frames).progress, ref, rtol=1e-4, atol=1e-4)
+    resaved = load_reward_model(old.save(tmp_path / f"{method}_again"), torch.device("cpu"))
+    assert len(resaved.goal_set) == 0  # an empty set round-trips
 
 
 class _Payload:
