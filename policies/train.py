@@ -307,6 +307,7 @@ class EpisodeRewarder:
         thr = spec.success_progress
         self.success_progress = thr if thr is not None else self.model.success_progress or 0.9
         self.photo: np.ndarray | None = None  # reward.goal=photo: the one goal image
+        self._now: tuple[np.ndarray | None, float] = (None, float("nan"))  # progress_now's frame
 
     def episode_rewards(
         self,
@@ -350,9 +351,17 @@ class EpisodeRewarder:
         moment the goal is reached, or the oracle call)."""
         source = self.spec.success_source
         if source == "model":
-            g = self.photo if goal is None else goal
-            return bool(self.model.score(image[None], goal=g).progress[0] >= self.success_progress)
+            return self.progress_now(image, goal) >= self.success_progress
         return source in ("oracle", "key") and bool(oracle_success)
+
+    def progress_now(self, image: np.ndarray, goal: np.ndarray | None = None) -> float:
+        """The model's progress on one frame as it arrives, against the episode's goal (the
+        photo, or ``goal``), scored once per frame: the intervener's stall check on a frame and
+        the success call on it read one number."""
+        if image is not self._now[0]:
+            g = self.photo if goal is None else goal
+            self._now = (image, float(self.model.score(image[None], goal=g).progress[0]))
+        return self._now[1]
 
     def calibrate_success(self, demo_images: list[np.ndarray]) -> float:
         """Set ``success_progress`` to the median of the demos' last-frame progress,
@@ -783,8 +792,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
             while not done:
                 take = None
                 if intervener is not None and rewarder is not None:
-                    progress = float(rewarder.model.score(obs[keys.OBS_IMAGE][None]).progress[0])
-                    take = intervener.action(obs, progress)
+                    take = intervener.action(obs, rewarder.progress_now(obs[keys.OBS_IMAGE], goal))
                 a = core.act(observer.proprio(obs)) if take is None else take
                 res = repeat_step(env, a, cfg.action_repeat, oracle_bonus)
                 if take is not None:

@@ -223,6 +223,43 @@ def test_interventions_are_flagged_enveloped_stored_and_join_the_demos(
     assert "intervened_steps" in rows[0]
 
 
+def test_the_intervener_and_the_success_call_read_one_score_per_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With interventions and end_on_success the trainer reads the model's progress on each
+    frame twice (the operator's stall check before a step, the success call after it); the
+    frame is scored once."""
+    from video2reward.rewards.base import RewardModel
+
+    frames_scored: list[int] = []
+    score = RewardModel.score
+
+    def counted(self: RewardModel, frames: Any, goal: Any = None) -> Any:
+        if len(frames) == 1:
+            frames_scored.append(1)
+        return score(self, frames, goal)
+
+    monkeypatch.setattr(RewardModel, "score", counted)
+    agent = DrQV2Config(batch_size=16, hidden_dim=32, feature_dim=16, num_expl_steps=10**6)
+    summary = train(TrainConfig(
+        task="toy", out=str(tmp_path / "run"), image_size=SIZE, num_train_frames=60,
+        seed_steps=10**6, num_eval_episodes=0, progress_bar=False, agent=agent,
+        end_on_success=True,
+        reward=RewardSpec(source="model", ckpt=str(reward_ckpt(tmp_path)), success="model",
+                          success_progress=1e9),  # never called: episodes run their length
+        intervention={"enabled": True, "stall_steps": 2, "min_gain": 1e9, "takeover_steps": 3,
+                      "max_per_episode": 1},
+    ))  # fmt: skip
+    from video2reward.policies.replay import STORE_NAME
+    from video2reward.policies.train import REPLAY_DIR
+
+    store = EpisodeStore.open(tmp_path / "run" / REPLAY_DIR / STORE_NAME)
+    steps = sum(len(store.episode(i)[keys.ACTION]) - 1 for i in range(store.n_episodes))
+    assert summary["takeovers"] >= 1 and steps > 0
+    # each episode's frames 0..n once: the stall check reads 0..n-1, the call 1..n
+    assert len(frames_scored) == steps + store.n_episodes, (len(frames_scored), steps)
+
+
 def test_the_operator_takes_over_on_a_stall_and_hands_back() -> None:
     from video2reward.policies.intervention import InterventionConfig, ScriptedIntervener
 
