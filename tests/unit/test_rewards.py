@@ -478,7 +478,7 @@ def test_with_no_goal_image_a_goal_conditioned_model_scores_against_the_nearest_
                                          - old.goal_embedding, dim=-1)
         ref = (1 - d / old.distance_ref).numpy()
     if method != "uvd":  # UVD's phases read the mean subgoals, as before
-        np.testing.assert_allclose(old.score(frames).progress, ref, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(old.score(frames).progress, ref, rtol=1e-3, atol=1e-3)
     resaved = load_reward_model(old.save(tmp_path / f"{method}_again"), torch.device("cpu"))
     assert len(resaved.goal_set) == 0  # an empty set round-trips
 
