@@ -307,7 +307,8 @@ class EpisodeRewarder:
         thr = spec.success_progress
         self.success_progress = thr if thr is not None else self.model.success_progress or 0.9
         self.photo: np.ndarray | None = None  # reward.goal=photo: the one goal image
-        self._now: tuple[np.ndarray | None, float] = (None, float("nan"))  # progress_now's frame
+        # progress_now's last frame (a copy), the goal it was scored against, and its progress
+        self._now: tuple[np.ndarray | None, np.ndarray | None, float] = (None, None, float("nan"))
 
     def episode_rewards(
         self,
@@ -358,10 +359,12 @@ class EpisodeRewarder:
         """The model's progress on one frame as it arrives, against the episode's goal (the
         photo, or ``goal``), scored once per frame: the intervener's stall check on a frame and
         the success call on it read one number."""
-        if image is not self._now[0]:
-            g = self.photo if goal is None else goal
-            self._now = (image, float(self.model.score(image[None], goal=g).progress[0]))
-        return self._now[1]
+        g = self.photo if goal is None else goal
+        last, last_goal, progress = self._now
+        if last is None or g is not last_goal or not np.array_equal(image, last):
+            progress = float(self.model.score(image[None], goal=g).progress[0])
+            self._now = (image.copy(), g, progress)
+        return progress
 
     def calibrate_success(self, demo_images: list[np.ndarray]) -> float:
         """Set ``success_progress`` to the median of the demos' last-frame progress,
