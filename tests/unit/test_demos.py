@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -260,7 +261,7 @@ def test_the_intervener_and_the_success_call_read_one_score_per_frame(
     # scored again): the stall check reads 0..n-1, the call 1..n
     assert len(frames_scored) <= steps + store.n_episodes, (len(frames_scored), steps)
     assert len(frames_scored) > steps // 2
-    assert all(a != b for a, b in zip(frames_scored, frames_scored[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(frames_scored))
 
 
 def test_the_operator_takes_over_on_a_stall_and_hands_back() -> None:
