@@ -137,7 +137,7 @@ class UVD(VIP):
         e = self.embed_frames(frames)
         sub = self.subgoal_sequence(goal)
         dist_t = torch.cdist(e, sub)  # (T, K)
-        if goal is None:
+        if goal is None and len(self.goal_set):  # older checkpoints: the mean last subgoal
             dist_t[:, -1] = self.goal_distance(e, None)
         dist = dist_t.cpu().numpy()
         ref = self.phase_ref[: len(sub)].cpu().numpy()
