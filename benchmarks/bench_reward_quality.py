@@ -11,7 +11,8 @@ conditioned methods get a same-scene goal image), then every method is trained w
 episodes as counterfactual goals. Prints one table (value-order Spearman, AUROC success vs
 failure; for goal-conditioned methods the same two against one goal from another episode and
 against no goal image, i.e. the nearest of the training demos' goals; counterfactual check,
-"pass/flat" where it passes by a flat curve, training CPU seconds) and writes
+"pass/flat" where it passes by a flat curve, "pass/refused" where the goal check refuses
+every wrong goal although the curve would follow it, training CPU seconds) and writes
 ``summary.json``. Data and runs are kept in ``--out``; an existing store
 or finished run is reused, so a rerun only does what is missing (delete a run folder to
 retrain it).
@@ -234,7 +235,8 @@ def _over_seeds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _fmt_row(r: dict[str, Any]) -> str:
     cf = {None: "-", True: "pass", False: "FAIL"}[r["counterfactual"]]
-    cf = "pass/flat" if r.get("counterfactual_by") == "flat" else cf
+    by = r.get("counterfactual_by")
+    cf = {"flat": "pass/flat", "goal_check": "pass/refused"}.get(by, cf) if by else cf
     def pair(k: str) -> str:
         a, b = r.get(f"spearman_{k}"), r.get(f"auroc_{k}")
         return f"{a:.2f}/{b:.2f}" if a is not None and b is not None else "-"

@@ -658,6 +658,7 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         rewarder.model.set_frame_stride(cfg.action_repeat)
         if cfg.reward.goal == "photo":
             rewarder.photo = env.goal_image()  # the scene env.reset(seed=cfg.seed) made
+            rewarder.model.refuse_unlike_goal(rewarder.photo, "the goal photo (reward.goal=photo)")
     # The oracle success bonus of the baseline (reward.source=oracle); a learned reward adds
     # its bonus when the episode is relabelled.
     oracle_bonus = cfg.success_bonus if rewarder is None else 0.0

@@ -139,6 +139,35 @@ class ScoreResult:
         }
 
 
+# A goal image whose embedding lies farther from every demo goal than this many times the
+# demos' own spread (the 90th percentile of each demo goal's distance to its nearest other)
+# shows another scene: another task's set-up, a moved camera. Chosen on the development set
+# (Meta-World reach, push, drawer-open; VIP, HOLD-R, HOLD-C, seed 0): held-out episodes' own
+# goals read at most 1.2, their first frames at least 2.9. docs/results.md has the figures.
+GOAL_CHECK_RATIO = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class GoalCheck:
+    """How a goal image sits against the demos' goals (:meth:`RewardModel.goal_check`)."""
+
+    ratio: float  # distance to the nearest demo goal over the demos' own spread
+    demos: int  # demo goals it was compared with
+
+    @property
+    def ok(self) -> bool:
+        return self.ratio <= GOAL_CHECK_RATIO
+
+    def message(self, what: str) -> str:
+        return (f"{what} does not look like the goal of any of the {self.demos} demonstrations "
+                f"this reward was trained on: it is {self.ratio:.1f}x farther from the nearest "
+                f"demo goal than the demo goals are from each other (refused above "
+                f"{GOAL_CHECK_RATIO:g}x). It likely shows another scene, task or camera view, "
+                "and a reward scored against it can rise for the wrong motion. Photograph the "
+                "goal in this cell with the demos' camera, or give no goal image: the reward "
+                "then scores against the demos' own goals")
+
+
 # ----------------------------------------------------------------------------- input checks
 def check_frames(frames: Any, what: str = "frames") -> np.ndarray:
     """Return frames as (T, H, W, 3) uint8 or raise RewardError saying what is wrong."""
@@ -332,6 +361,36 @@ class RewardModel(nn.Module, ABC):
         self, frames: torch.Tensor, goal: torch.Tensor | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """frames (T, 3, S, S) float in [0, 255]; goal (1, 3, S, S) or None."""
+
+    def goal_check(self, goal: Any) -> GoalCheck | None:
+        """How far a goal image (H, W, 3) uint8 lies from the demos' goals, in units of their own
+        spread; None for a model that keeps no goal set (no goal image, fewer than 3 demos, or
+        a checkpoint written before the goal set). The check tells another scene from this
+        one; it cannot tell a wrong state of the same scene (a push goal photo passes a reach
+        model of the same cell)."""
+        goal_set = getattr(self, "goal_set", None)
+        if not self.uses_goal or goal_set is None or len(goal_set) < 3:
+            return None
+        g = check_goal(goal, np.asarray(goal).shape[:2])
+        x = to_tensor(prepare_frames(g[None], self.config.image_size_px), self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                d = torch.cdist(self.embed_frames(x), goal_set).amin()
+                between = torch.cdist(goal_set, goal_set)
+                between.fill_diagonal_(float("inf"))
+                spread = between.amin(1).quantile(0.9).clamp_min(1e-8)
+        finally:
+            self.train(was_training)
+        return GoalCheck(float(d / spread), len(goal_set))
+
+    def refuse_unlike_goal(self, goal: Any, what: str) -> None:
+        """Raise RewardError when a goal image fails :meth:`goal_check` (the reward node and
+        the learner call this before a goal photo drives robot time)."""
+        check = self.goal_check(goal)
+        if check is not None and not check.ok:
+            raise RewardError(check.message(what))
 
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Embedding of each frame, in chunks (used by UVD and evaluation)."""

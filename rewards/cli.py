@@ -117,6 +117,9 @@ def _score(overrides: list[str], flags: list[str]) -> int:
     model = load_reward_model(cfg.ckpt, _device(cfg.device))
     frames = read_video_arg(str(cfg.video), int(cfg.episode))
     goal = read_image(cfg.goal) if cfg.goal else None
+    check = None if goal is None else model.goal_check(goal)
+    if check is not None and not check.ok:  # scored as asked; the node would refuse it
+        print(f"warning: {check.message(f'goal {cfg.goal}')}", file=sys.stderr)
     out = model.score(frames, goal)
     if "--json" in flags:
         print(json.dumps({**out.to_json(), "video": str(cfg.video), "goal": cfg.goal or None}))

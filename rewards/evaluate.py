@@ -34,7 +34,12 @@ Metrics (``metrics.json``) and plots (``curves.png``):
   flat (``climb`` at most a tenth of ``climb_true_goal``); ``passed_by`` says which.
   Spearman alone ranks a flat curve with a small drift as monotonic: HOLD-R on twin reach,
   scored with a push goal, sits at -2.2 and rises 0.04 against 1.03 with the true goal
-  (Spearman 0.94), i.e. its progress climbs 4% as much.
+  (Spearman 0.94), i.e. its progress climbs 4% as much. ``goal_check_refused`` is the
+  fraction of those goals the goal check refuses (``RewardModel.goal_check``: a goal image
+  farther from every demo goal than twice the demo goals' own spread, which the reward node
+  and the learner refuse); when it refuses all of them the check passes by ``goal_check``,
+  the scores above still saying what the reward would do if forced. ``one_goal_check_ratio``
+  is the larger check ratio of the two one-goal photos (this task's, so under 2).
 
 An episode's goal frame is the scene at the moment the task is done: its first successful
 frame when the data labels success per step, else its last frame. That is the goal image a
@@ -165,9 +170,12 @@ def evaluate(
             one[data.infos[i].success].append(final_score(progress[i]))
         metrics["spearman_one_goal"] = float(np.mean(rho_one))
         metrics["auroc_one_goal"] = auroc(np.array(one[True]), np.array(one[False]))
+        checks = [model.goal_check(goal_frame(data, i)) for i in photos]
+        if all(c is not None for c in checks):  # the photos are this task's: none refused
+            metrics["one_goal_check_ratio"] = max(c.ratio for c in checks if c is not None)
 
     if model.uses_goal and experts:
-        rho_cf, final_cf, rise_cf, climb_cf = [], [], [], []
+        rho_cf, final_cf, rise_cf, climb_cf, refused = [], [], [], [], []
         for n, i in enumerate(experts):
             frames = data.episode(i)
             if cf_data is not None:
@@ -175,6 +183,9 @@ def evaluate(
                 cf = cf if cf.shape == frames.shape[1:] else _resize(cf, frames.shape[1:3])
             else:
                 cf = frames[0]
+            check = model.goal_check(cf)
+            if check is not None:
+                refused.append(not check.ok)
             out = model.score(frames, cf)
             k = _task_frames(data, i)
             rho_cf.append(time_spearman(out.progress[:k]))
@@ -192,9 +203,13 @@ def evaluate(
             "climb_true_goal": float(np.mean(climb_true)),
         }
         by = counterfactual_verdict(figures)
+        # Scored anyway; the reward node and the learner refuse such a goal image.
+        all_refused = bool(refused) and all(refused)
+        by = by or ("goal_check" if all_refused else None)
         metrics["counterfactual"] = {
             "goal_source": "other_task" if cf_data is not None else "own_first_frame",
-            **figures, "passed": by is not None, "passed_by": by,
+            **figures, "goal_check_refused": float(np.mean(refused)) if refused else None,
+            "passed": by is not None, "passed_by": by,
         }
 
     metrics["verdict"] = verdict(metrics, model.uses_goal)
@@ -236,6 +251,9 @@ def verdict(m: dict[str, Any], uses_goal: bool, bar: float = BAR) -> str:
         parts.append("needs no goal image")
     elif cf is None:
         parts.append("wrong-goal check not run")
+    elif cf.get("passed_by") == "goal_check":
+        parts.append("refuses another task's goal image (it would follow it if forced: the "
+                     "goal check stops it)")
     elif cf.get("passed"):
         parts.append("ignores a wrong goal")
     else:
@@ -264,7 +282,8 @@ def verdict(m: dict[str, Any], uses_goal: bool, bar: float = BAR) -> str:
 
 
 def counterfactual_verdict(cf: dict[str, float]) -> str | None:
-    """Why the counterfactual check passes ("spearman" or "flat"), or None when it fails."""
+    """Why the scores pass the counterfactual check ("spearman" or "flat"), or None when they
+    do not (:func:`evaluate` then passes it when the goal check refuses every wrong goal)."""
     if not cf["final_progress"] < cf["final_progress_true_goal"]:
         return None
     if cf["spearman"] <= CF_MAX_SPEARMAN:

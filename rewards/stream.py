@@ -118,6 +118,8 @@ class RewardStream:
         if config.bf16:
             self.model.set_bf16(True)
         self.goal = _read_goal(config.goal_image) if config.goal_image else None
+        if self.goal is not None:  # a goal from another scene would reward the wrong motion
+            self.model.refuse_unlike_goal(self.goal, f"goal image {config.goal_image!r}")
         thr = config.success_progress
         self.success_progress = thr if thr is not None else self.model.success_progress or 0.9
         self._prev: np.ndarray | None = None

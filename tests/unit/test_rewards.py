@@ -214,6 +214,9 @@ def test_verdict_says_ready_only_when_every_check_passes_and_names_the_first_fix
     bad = verdict({**good, "auroc": 0.7, "counterfactual": {"passed": False}}, uses_goal=True)
     assert bad.startswith("vip: NOT ready:") and "does NOT separate" in bad
     assert "FOLLOWS a wrong goal" in bad and bad.endswith("raise the success threshold")
+    refused = verdict({**good, "counterfactual": {"passed": True, "passed_by": "goal_check"}},
+                      uses_goal=True)
+    assert "ready for robot time" in refused and "refuses another task's goal image" in refused
     flat = verdict({**good, "spearman": None}, uses_goal=True)
     assert "Spearman n/a" in flat and "more demos or training steps" in flat
     one = verdict({**good, "spearman_one_goal": 0.95, "auroc_one_goal": 0.96}, uses_goal=True)
@@ -445,6 +448,7 @@ def test_score_shapes_and_checkpoint_round_trip(tmp_path, small_data):
 @pytest.mark.parametrize("method", ["vip", "hold_c", "tcn", "hold_r", "uvd"])
 def test_with_no_goal_image_a_goal_conditioned_model_scores_against_the_nearest_demo_goal(
         tmp_path, small_data, method):
+    torch.manual_seed(0)  # an untrained HOLD-R can read 0 steps everywhere: not on this seed
     model = _small_model(method)
     demos = small_data.demos()
     model.calibrate(demos)
@@ -481,6 +485,41 @@ def test_with_no_goal_image_a_goal_conditioned_model_scores_against_the_nearest_
         np.testing.assert_allclose(old.score(frames).progress, ref, rtol=1e-3, atol=1e-3)
     resaved = load_reward_model(old.save(tmp_path / f"{method}_again"), torch.device("cpu"))
     assert len(resaved.goal_set) == 0  # an empty set round-trips
+
+
+def test_the_goal_check_passes_goals_like_the_demos_and_refuses_one_far_from_all(
+        tmp_path, small_data):
+    from video2reward.rewards.stream import RewardStream, RewardStreamConfig
+
+    model = _small_model("vip")
+    model.calibrate(small_data.demos())
+    own = small_data.episode(0)[-1]  # a demo's own goal frame: at distance 0 from the set
+    check = model.goal_check(own)
+    assert check is not None and check.ok and check.demos == len(model.goal_set)
+    assert check.ratio == pytest.approx(0.0, abs=1e-3)
+    # A goal set laid out around another photo at a known spread: demo goals sqrt(2) * s apart
+    # (each 1 s off the photo along its own axis), so the photo sits at 1 / sqrt(2) of the
+    # spread and passes; the same set moved 10 s away puts it at ~7x the spread: refused.
+    photo = np.ascontiguousarray(own[::-1])  # any image; flipped so it is not a demo frame
+    with torch.no_grad():
+        e = model.embed_frames(base.to_tensor(photo[None], model.device))[0]
+    s = 0.5
+    model.goal_set = e + s * torch.eye(8)[:6]
+    assert model.goal_check(photo).ratio == pytest.approx(1 / math.sqrt(2), rel=1e-3)
+    model.goal_set = e + s * torch.eye(8)[:6] + 10 * s * torch.eye(8)[7]
+    far = model.goal_check(photo)
+    assert not far.ok and far.ratio > 5
+    assert "does not look like the goal of any of the 6 demonstrations" in far.message("x")
+    # the reward node refuses it before scoring a frame; offline scoring still scores it
+    path = tmp_path / "goal.png"
+    cv2.imwrite(str(path), photo[..., ::-1])
+    with pytest.raises(base.RewardError, match="does not look like the goal"):
+        RewardStream(RewardStreamConfig(ckpt="unused", goal_image=str(path)), model=model)
+    assert np.isfinite(model.score(small_data.episode(0), photo).progress).all()
+    # no goal set, no check: methods without a goal image, checkpoints from before the set
+    assert _small_model("rank2reward").goal_check(photo) is None
+    model.goal_set = model.goal_set[:0]
+    assert model.goal_check(photo) is None
 
 
 class _Payload:
@@ -608,6 +647,9 @@ class _CentroidDistanceModel:
         g = self._centroid(frames[-1] if goal is None else goal)
         d = np.array([np.linalg.norm(self._centroid(f) - g) for f in frames], np.float32)
         return base.ScoreResult(reward=-d, progress=-d, method=self.method)
+
+    def goal_check(self, goal):  # no demos' goal set: nothing to check against
+        return None
 
 
 def test_evaluate_scores_against_the_success_frame_not_the_last_frame():

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from video2reward.cli.main import main as v2r
-from video2reward.rewards.base import load_reward_model, method_class
+from video2reward.rewards.base import GOAL_CHECK_RATIO, load_reward_model, method_class
 from video2reward.rewards.data import dataset_from_store
-from video2reward.rewards.evaluate import evaluate, time_spearman
+from video2reward.rewards.evaluate import evaluate, goal_frame, time_spearman
 from video2reward.rewards.synthetic import synthetic_store
 from video2reward.rewards.train import TrainConfig, train
 
@@ -86,6 +86,20 @@ def test_evaluate_metrics_and_plots(demos_path, heldout, tmp_path):
     assert m["counterfactual"]["rise"] < m["counterfactual"]["rise_true_goal"]
     assert (tmp_path / "eval" / "curves.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["method"] == "vip"
+
+
+def test_hold_r_refuses_another_tasks_goal_and_passes_the_counterfactual_by_it(
+        demos_path, heldout, tmp_path):
+    cfg = method_class("hold_r").config_cls(image_size_px=SIZE, embed_dim=16, steps=100)
+    model = train(cfg, TrainConfig(data=str(demos_path), out=str(tmp_path / "hold_r"),
+                                   progress_bar=False, device="cpu"))
+    cf = dataset_from_store(synthetic_store(3, 0, size_px=SIZE, length=20, task="push"), SIZE)
+    for i in range(len(cf)):  # the push floor's goals lie far from every reach demo goal
+        assert not model.goal_check(goal_frame(cf, i)).ok
+    m = evaluate(model, heldout, cf)
+    assert m["counterfactual"]["goal_check_refused"] == 1.0
+    assert m["counterfactual"]["passed"]
+    assert m["one_goal_check_ratio"] < GOAL_CHECK_RATIO  # this task's photos pass
 
 
 def test_cli_train_score_eval(demos_path, tmp_path, capsys):
