@@ -47,8 +47,8 @@ S = RewardStreamConfig
 # node's own.
 PARAMS: tuple[ParamSpec, ...] = (
     field_param(S, "ckpt", "trained reward model: run folder or .pt (required)"),
-    field_param(S, "goal_image", "goal image file for goal-conditioned methods ('' = model "
-                "default)"),
+    field_param(S, "goal_image", "goal image file for goal-conditioned methods ('' = the demos' "
+                "goals; one unlike every demo goal is refused)"),
     field_param(S, "device", "auto (CUDA when available) | cpu | cuda | cuda:N"),
     field_param(S, "bf16", "CUDA only: bf16 autocast of ResNet encoders when scoring"),
     # None (the checkpoint's threshold) cannot be a ROS value: 0.0 stands for it
