@@ -300,7 +300,8 @@ class RewardModel(nn.Module, ABC):
 
     def calibrate_success(self, videos: Sequence[np.ndarray], quantile: float = 0.5) -> float:
         """Set :attr:`success_progress` to the ``quantile`` of the demos' last-frame progress
-        and return it. ``videos``: (T, H, W, 3) uint8 each.
+        (with no goal image; a goal-conditioned model leaves each demo's own goal out of its
+        goal set) and return it. ``videos``: (T, H, W, 3) uint8 each.
 
         The median, not a low quantile: the call feeds a success bonus and success labels,
         where a false call teaches the policy to stop beside the goal while a missed one only
@@ -310,9 +311,31 @@ class RewardModel(nn.Module, ABC):
         within 3 cm); at their 10th percentile, 55-61% (recall 53-64%)."""
         if not videos:
             raise RewardError("success calibration needs at least one demonstration")
-        last = [float(self.score(v).progress[-1]) for v in videos]
+        last = [float(self._progress_without_own_goal(v)[-1]) for v in videos]
         self.success_progress = float(np.quantile(last, quantile))
         return self.success_progress
+
+    def _progress_without_own_goal(self, video: np.ndarray) -> np.ndarray:
+        """A demo's progress with no goal image, its own goal left out of the goal set (the one
+        nearest its last frame): a new scene's goal is never in the set, and against its own
+        goal every demo would end at progress 1, so the call would wait for an exact match.
+        Models without a goal set score as usual."""
+        goal_set = getattr(self, "goal_set", None)
+        if goal_set is None or len(goal_set) < 2:
+            return self.score(video).progress
+        last = check_frames(video)[-1:]
+        x = to_tensor(prepare_frames(last, self.config.image_size_px), self.device)
+        was_training = self.training
+        self.eval()
+        with torch.inference_mode():
+            own = int(torch.cdist(self.embed_frames(x), goal_set)[0].argmin())
+        self.train(was_training)
+        keep = torch.arange(len(goal_set), device=goal_set.device) != own
+        try:
+            self.goal_set = goal_set[keep]
+            return self.score(video).progress
+        finally:
+            self.goal_set = goal_set
 
     def set_bf16(self, on: bool = True) -> None:
         """bf16 autocast of ResNet encoders' conv trunks on CUDA (tensor cores; the embedding
