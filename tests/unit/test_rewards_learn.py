@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -89,7 +90,7 @@ def test_evaluate_metrics_and_plots(demos_path, heldout, tmp_path):
 
 
 def test_hold_r_refuses_another_tasks_goal_and_passes_the_counterfactual_by_it(
-        demos_path, heldout, tmp_path):
+        demos_path, heldout, tmp_path, capsys):
     cfg = method_class("hold_r").config_cls(image_size_px=SIZE, embed_dim=16, steps=100)
     model = train(cfg, TrainConfig(data=str(demos_path), out=str(tmp_path / "hold_r"),
                                    progress_bar=False, device="cpu"))
@@ -100,6 +101,13 @@ def test_hold_r_refuses_another_tasks_goal_and_passes_the_counterfactual_by_it(
     assert m["counterfactual"]["goal_check_refused"] == 1.0
     assert m["counterfactual"]["passed"]
     assert m["one_goal_check_ratio"] < GOAL_CHECK_RATIO  # this task's photos pass
+    # offline scoring scores what it is asked to, and warns
+    photo = tmp_path / "push_goal.png"
+    cv2.imwrite(str(photo), goal_frame(cf, 0)[..., ::-1])
+    assert v2r(["reward", "score", f"ckpt={tmp_path / 'hold_r'}", f"video={demos_path}",
+                "episode=0", f"goal={photo}"]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "does not look like the goal of any of the 16" in err
 
 
 def test_cli_train_score_eval(demos_path, tmp_path, capsys):
