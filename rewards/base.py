@@ -323,13 +323,8 @@ class RewardModel(nn.Module, ABC):
         goal_set = getattr(self, "goal_set", None)
         if goal_set is None or len(goal_set) < 2:
             return self.score(video).progress
-        last = check_frames(video)[-1:]
-        x = to_tensor(prepare_frames(last, self.config.image_size_px), self.device)
-        was_training = self.training
-        self.eval()
-        with torch.inference_mode():
-            own = int(torch.cdist(self.embed_frames(x), goal_set)[0].argmin())
-        self.train(was_training)
+        last = self._embed_images(check_frames(video)[-1:])
+        own = int(torch.cdist(last, goal_set)[0].argmin())
         keep = torch.arange(len(goal_set), device=goal_set.device) != own
         try:
             self.goal_set = goal_set[keep]
@@ -395,17 +390,10 @@ class RewardModel(nn.Module, ABC):
         if not self.uses_goal or goal_set is None or len(goal_set) < 3:
             return None
         g = check_goal(goal, np.asarray(goal).shape[:2])
-        x = to_tensor(prepare_frames(g[None], self.config.image_size_px), self.device)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                d = torch.cdist(self.embed_frames(x), goal_set).amin()
-                between = torch.cdist(goal_set, goal_set)
-                between.fill_diagonal_(float("inf"))
-                spread = between.amin(1).quantile(0.9).clamp_min(1e-8)
-        finally:
-            self.train(was_training)
+        d = torch.cdist(self._embed_images(g[None]), goal_set).amin()
+        between = torch.cdist(goal_set, goal_set)
+        between.fill_diagonal_(float("inf"))
+        spread = between.amin(1).quantile(0.9).clamp_min(1e-8)
         return GoalCheck(float(d / spread), len(goal_set))
 
     def refuse_unlike_goal(self, goal: Any, what: str) -> None:
@@ -414,6 +402,18 @@ class RewardModel(nn.Module, ABC):
         check = self.goal_check(goal)
         if check is not None and not check.ok:
             raise RewardError(check.message(what))
+
+    def _embed_images(self, images: np.ndarray) -> torch.Tensor:
+        """Embeddings of (N, H, W, 3) uint8 images, prepared as :meth:`score` prepares its
+        input, in eval mode (the goal check and the success call's own-goal lookup)."""
+        x = to_tensor(prepare_frames(images, self.config.image_size_px), self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                return self.embed_frames(x)
+        finally:
+            self.train(was_training)
 
     def embed_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """Embedding of each frame, in chunks (used by UVD and evaluation)."""
