@@ -5,6 +5,7 @@ them, before any robot time (frame 0 of a robot-time run).
     .venv/bin/python benchmarks/bench_bc_ceiling.py --pad 1 --px 48
     .venv/bin/python benchmarks/bench_bc_ceiling.py --demos d200.zarr --max-demos 200 --episodes 40
     .venv/bin/python benchmarks/bench_bc_ceiling.py --no-proprio --episodes 40 --seed 1
+    .venv/bin/python benchmarks/bench_bc_ceiling.py --pointmap --episodes 40 --seed 0
     .venv/bin/python benchmarks/bench_bc_ceiling.py --episodes 40 --ensemble \
         pre1000_px48_pad3_bc2.5_seed0 pre1000_px48_pad3_bc2.5_seed1 ...
 
@@ -32,7 +33,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "bc_ceiling_reach.json"
 def start_config(out: Path, seed: int, episodes: int, demos: Path, max_demos: int,
                  pretrain: int, task: str = "reach", px: int = 48, pad: int = 3,
                  bc_weight: float = 2.5, bc_encoder: bool = False, proprio: bool = True,
-                 ) -> Any:
+                 pointmap: bool = False) -> Any:
     """The DrQ-v2 learner's start from demonstrations (``pretrain`` updates on them, BC with
     its critic, the CPU agent sizes) as a one-frame ``v2r rl train`` run whose evaluation at
     frame 0 is the result; the task's Rank2Reward model of the robot-time benchmark rewards
@@ -51,7 +52,7 @@ def start_config(out: Path, seed: int, episodes: int, demos: Path, max_demos: in
         task=task, out=str(out), seed=seed, image_size=84, agent_image_size=px,
         threads=1, num_train_frames=1, seed_steps=250, eval_every_frames=1000,
         num_eval_episodes=episodes, replay_capacity_steps=10_000, video=False,
-        progress_bar=False, resume=out.exists(), agent=agent, proprio=proprio,
+        progress_bar=False, resume=out.exists(), agent=agent, proprio=proprio, pointmap=pointmap,
         success_bonus=1.0, reward=RewardSpec(source="model", ckpt=str(reward), success="model",
                                              alpha=1.0),
         demos=DemoSpec(path=str(demos), max_episodes=max_demos, pretrain_updates=pretrain),
@@ -112,6 +113,9 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-proprio", action="store_true", help="pixels only (no ee_pos/gripper)")
+    p.add_argument("--pointmap", action="store_true",
+                   help="the policy also sees each pixel's base-frame position (depth + "
+                        "calibration); demos from demos_depth.zarr (made once if missing)")
     p.add_argument("--max-demos", type=int, default=50, help="demonstrations used")
     p.add_argument("--demos", default=None,
                    help="a demo store other than the benchmark's (its name joins the variant's)")
@@ -132,6 +136,14 @@ def main() -> int:
     base = ROOT / "runs" / "bench_robot_time" / "reach"
     reward, demos = base / "rank2reward_2000", base / "demos.zarr"
     tag = ""
+    if args.pointmap and not args.demos:
+        demos = base / "demos_depth.zarr"  # the same scenes as demos.zarr, with depth
+        if not demos.exists():
+            import subprocess
+
+            subprocess.run([sys.executable, "-m", "video2reward.cli.main", "sim", "demos",
+                            "task=reach", "episodes=50", "depth=true", f"out={demos}"],
+                           check=True)  # fmt: skip
     if args.demos:
         demos, tag = Path(args.demos).resolve(), f"_{Path(args.demos).stem}"
     if not (reward / "model.pt").exists() or not demos.exists():
@@ -140,11 +152,13 @@ def main() -> int:
     name = (f"pre{args.pretrain}_px{args.px}_pad{args.pad}_bc{args.bc_weight:g}"
             f"{'_enc' if args.bc_encoder else ''}{tag}"
             f"{f'_n{args.max_demos}' if args.max_demos != 50 else ''}"
-            f"{'_noproprio' if args.no_proprio else ''}_seed{args.seed}")
+            f"{'_noproprio' if args.no_proprio else ''}{'_xyz' if args.pointmap else ''}"
+            f"_seed{args.seed}")
     out = ROOT / "runs" / "bench_bc_ceiling" / name
     cfg = start_config(out, args.seed, args.episodes, demos, args.max_demos, args.pretrain,
                        px=args.px, pad=args.pad, bc_weight=args.bc_weight,
-                       bc_encoder=args.bc_encoder, proprio=not args.no_proprio)  # fmt: skip
+                       bc_encoder=args.bc_encoder, proprio=not args.no_proprio,
+                       pointmap=args.pointmap)  # fmt: skip
     t0 = time.monotonic()
     train(cfg)
     with (out / "eval.csv").open() as f:
@@ -153,6 +167,7 @@ def main() -> int:
            "bc_weight": args.bc_weight, "bc_encoder": args.bc_encoder, "seed": args.seed,
            "demos": str(demos.relative_to(ROOT)) if demos.is_relative_to(ROOT) else str(demos),
            "max_demos": args.max_demos, "proprio": not args.no_proprio, "episodes": args.episodes,
+           "pointmap": args.pointmap,
            "success": float(first["success_rate"]),
            "success_at_end": float(first["success_at_end"]),
            "wall_s": round(time.monotonic() - t0, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}

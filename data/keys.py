@@ -17,6 +17,13 @@ ACTION = "action"  # (T, 4) float32, normalized command actually applied after s
 TIMESTAMP = "timestamp"  # (T,) float64, seconds since episode start (wall clock for real data)
 ORACLE_REWARD = "oracle_reward"  # (T,) float32, twin only: dense oracle reward, for baselines
 SUCCESS = "success"  # (T,) bool, twin only: task predicate at each step
+# (T, H, W) uint16, millimetres along the optical axis, aligned to img (a RealSense's z16 with
+# rs.align); 0 = no reading. Optional: stores recorded with depth (the point-map policy's demos).
+DEPTH = "depth"
+DEPTH_SCALE_M = 0.001  # metres per DEPTH unit
+# (T, H, W, 3) uint8, the learner's replay with pointmap: each agent frame's point map (base-
+# frame x, y, z quantised over the learner's box; data/pointmap.py) beside its img.
+POINTMAP = "xyz"
 
 # Row t holds the observation before action t and the action applied after it; an episode of
 # N commands has N + 1 rows, the last one the final observation with a zero action.
@@ -34,6 +41,7 @@ EPISODE_NOTES = "episode_notes"  # (E,) str, free text from the operator
 # Store-level attributes.
 ATTR_FPS = "fps"
 ATTR_INTRINSICS = "camera_intrinsics"  # {"width", "height", "fx", "fy", "cx", "cy"}
+ATTR_T_BASE_CAM = "T_base_cam"  # 4x4 row-major camera pose in the base frame (OpenCV axes)
 ATTR_SOURCE = "source"  # "twin", "robot", "video-import", "replay", "lerobot-import", ...
 ATTR_FORMAT_VERSION = "format_version"
 # The learner's replay store: "taken" = row t holds the action taken at t (the layout above);
@@ -45,5 +53,6 @@ OBS_IMAGE = IMAGE
 OBS_EE_POS = EE_POS
 OBS_GRIPPER = GRIPPER
 OBS_JOINT_POS = JOINT_POS
+OBS_DEPTH = DEPTH  # the env's (H, W) float32 metres (EnvConfig.depth); stored as DEPTH above
 
 ACTION_DIM = 4  # dx, dy, dz, gripper; each in [-1, 1]

@@ -24,13 +24,14 @@ span fewer rows, so the episode's final frame is kept.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.data.pointmap import xyz_image
 from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
 
 __all__ = [
@@ -82,6 +83,9 @@ class DemoEpisode:
     proprio: np.ndarray  # (n + 1, 4) float32, ee_pos (3) + gripper (1)
     actions: np.ndarray  # (n, 4) float32, in [-1, 1]
     source: str  # "store.zarr#index"
+    # (n + 1, H, W, 3) uint8 point maps of the images (data/pointmap.py), when the learner
+    # asked for them (load_demo_episodes' pointmap_box); None otherwise
+    xyz: np.ndarray | None = None
 
 
 def load_demo_episodes(
@@ -89,12 +93,15 @@ def load_demo_episodes(
     action_repeat: int,
     max_episodes: int = 0,
     image_hw: tuple[int, int] | None = None,
+    pointmap_box: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> list[DemoEpisode]:
     """The successful episodes of a store (kind expert/teleop, or any labelled successful),
     cut into agent steps. Frames are kept as recorded (a robot's 640x480 too): the caller's
     frame function makes the model input (``data.images.prepare_frame``: centre square, then
     resize). ``image_hw``: the size the learner renders; a store whose centre square is
-    smaller is refused (it would be upscaled)."""
+    smaller is refused (it would be upscaled). ``pointmap_box`` (lo_m, hi_m): each kept
+    frame's point map too, from the store's depth and its camera calibration (attributes
+    ``camera_intrinsics`` and ``T_base_cam``); a store without them is refused."""
     if action_repeat < 1:
         raise ValueError(f"action_repeat must be >= 1, got {action_repeat}")
     p = Path(path)
@@ -113,6 +120,7 @@ def load_demo_episodes(
     for k in (keys.IMAGE, keys.EE_POS, keys.GRIPPER):
         if k not in store.data_keys:
             raise DemoError(f"{p} has no {k!r} array; the learner needs images and proprio")
+    camera = _store_camera(store, p) if pointmap_box is not None else None
     chosen = store.successful_episodes()
     if max_episodes:
         chosen = chosen[:max_episodes]
@@ -120,7 +128,8 @@ def load_demo_episodes(
         raise DemoError(f"{p} has no successful episodes to learn from")
     out = []
     for i in chosen:
-        ep = store.episode(i, [keys.IMAGE, keys.EE_POS, keys.GRIPPER, keys.ACTION])
+        ep = store.episode(i, [keys.IMAGE, keys.EE_POS, keys.GRIPPER, keys.ACTION,
+                               *((keys.DEPTH,) if camera is not None else ())])
         src = f"{p}#{i}"
         img, act = np.asarray(ep[keys.IMAGE]), np.asarray(ep[keys.ACTION], np.float32)
         if img.ndim != 4 or img.shape[-1] != 3 or img.dtype != np.uint8:
@@ -151,10 +160,34 @@ def load_demo_episodes(
         # commands may change every row, e.g. teleop); a shorter last step keeps the episode's
         # final (successful) frame.
         held = np.stack([act[a:b].mean(0) for a, b in itertools.pairwise(rows)])
-        out.append(DemoEpisode(img[rows], proprio[rows], np.clip(held, -1.0, 1.0), src))
+        xyz = None
+        if camera is not None and pointmap_box is not None:
+            depth = np.asarray(ep[keys.DEPTH])
+            if depth.shape != img.shape[:3]:
+                raise DemoError(f"{src}: depth {depth.shape} does not match the images "
+                                f"{img.shape[:3]}; it must be aligned to colour")  # fmt: skip
+            xyz = np.stack([xyz_image(depth[r].astype(np.float32) * keys.DEPTH_SCALE_M, *camera,
+                                      *pointmap_box) for r in rows])  # fmt: skip
+        out.append(DemoEpisode(img[rows], proprio[rows], np.clip(held, -1.0, 1.0), src, xyz))
     if not out:
         raise DemoError(f"{p}: every successful episode is shorter than one agent step")
     return out
+
+
+def _store_camera(store: EpisodeStore, p: Path) -> tuple[tuple[float, ...], np.ndarray]:
+    """The recording camera's (fx, fy, cx, cy) and T_base_cam, for point maps."""
+    if keys.DEPTH not in store.data_keys:
+        raise DemoError(
+            f"{p} holds no depth ({keys.DEPTH!r}): the point-map policy (pointmap) needs "
+            "demonstrations recorded with depth aligned to colour (v2r sim demos depth=true; "
+            "the recorder with a depth camera), or run without pointmap"
+        )
+    k, T = store.attrs.get(keys.ATTR_INTRINSICS), store.attrs.get(keys.ATTR_T_BASE_CAM)
+    if not k or T is None:
+        raise DemoError(f"{p} has depth but no camera calibration (attributes "
+                        f"{keys.ATTR_INTRINSICS!r} and {keys.ATTR_T_BASE_CAM!r}): its pixels "
+                        "cannot be placed in the base frame")  # fmt: skip
+    return (k["fx"], k["fy"], k["cx"], k["cy"]), np.asarray(T, np.float64)
 
 
 def row_period_s(path: str | Path) -> float:
@@ -183,15 +216,16 @@ def rows_per_step(path: str | Path, control_hz: float) -> int:
 def demo_replay(
     demos: list[DemoEpisode],
     cfg: ReplayConfig,
-    frame: Callable[[np.ndarray], np.ndarray],
+    frame: Callable[..., np.ndarray],
     rewards: Callable[[DemoEpisode], np.ndarray],
     proprio_dim: int,
     frame_shape: tuple[int, ...],
     extra_steps: int = 0,
     terminal_last: bool = False,
 ) -> ReplayBuffer:
-    """An in-memory replay of the demos: ``frame`` turns an (H, W, 3) image into what the
-    agent stores (the online path's function), ``rewards`` gives each episode's n rewards.
+    """An in-memory replay of the demos: ``frame`` turns an (H, W, 3) image (and its point
+    map, for demos loaded with them) into what the agent stores (the online path's
+    function), ``rewards`` gives each episode's n rewards.
     ``extra_steps`` leaves room for segments added later (interventions). ``terminal_last``:
     each demo's last step is terminal (a demonstration ends at its success, as the learner's
     episodes do when the success call ends them)."""
@@ -204,7 +238,8 @@ def demo_replay(
         task="demos",
     )
     for d in demos:
-        frames = [frame(img) for img in d.images]
+        frames = ([frame(img) for img in d.images] if d.xyz is None else
+                  [frame(img, xyz) for img, xyz in zip(d.images, d.xyz, strict=True)])
         add_segment(buf, frames, d.proprio if proprio_dim else None, d.actions, rewards(d),
                     terminated=terminal_last)  # fmt: skip
     return buf

@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from video2reward.compute.device import Staged, check_device_name, training_stream
+from video2reward.data.images import prepare_frame
 from video2reward.policies.demos import (
     DemoEpisode,
     DemoSpec,
@@ -55,7 +56,7 @@ from video2reward.policies.demos import (
 from video2reward.policies.drqv2 import DrQV2Agent, DrQV2Config, NonFiniteError, Policy
 from video2reward.policies.replay import Batch, ReplayBuffer, ReplayConfig
 
-__all__ = ["CoreConfig", "LearnSpec", "LearnerCore", "LearnerThread", "with_bonus"]
+__all__ = ["CoreConfig", "LearnSpec", "LearnerCore", "LearnerThread", "agent_frame", "with_bonus"]
 
 
 def with_bonus(rewards: np.ndarray, success_calls: np.ndarray, bonus: float) -> np.ndarray:
@@ -125,6 +126,16 @@ class LearnSpec:
     # is terminal too (a demonstration ends at its success). Robot time goes to new scenes
     # instead of hovering at a reached goal. False: episodes run their full length.
     end_on_success: bool = False
+    # The policy also sees where each pixel's surface is in the robot's base frame
+    # (data/pointmap.py): the camera's depth aligned to colour, back-projected with its
+    # calibration (intrinsics, hand-eye T_base_cam), as 3 more channels per frame quantised
+    # over [pointmap_lo_m, pointmap_hi_m] (the default workspace box with 10 cm around it:
+    # ~2 mm a level). One colour view leaves a target's distance along the camera ray to be
+    # guessed; this reads it off the pixel. Demonstrations must carry depth (v2r sim demos
+    # depth=true; the recorder with a depth camera).
+    pointmap: bool = False
+    pointmap_lo_m: tuple[float, float, float] = (0.10, -0.35, -0.10)
+    pointmap_hi_m: tuple[float, float, float] = (0.65, 0.35, 0.40)
     demos: DemoSpec = field(default_factory=DemoSpec)
     agent: DrQV2Config = field(default_factory=DrQV2Config)
 
@@ -134,6 +145,14 @@ class LearnSpec:
         if isinstance(self.agent, dict):
             object.__setattr__(self, "agent", DrQV2Config(**self.agent))
         check_device_name(self.device)
+        for name in ("pointmap_lo_m", "pointmap_hi_m"):
+            v = tuple(float(x) for x in getattr(self, name))
+            if len(v) != 3 or not np.isfinite(v).all():
+                raise ValueError(f"{name} needs 3 finite numbers (x, y, z metres), got {v}")
+            object.__setattr__(self, name, v)
+        if any(a >= b for a, b in zip(self.pointmap_lo_m, self.pointmap_hi_m, strict=True)):
+            raise ValueError(f"pointmap_lo_m {self.pointmap_lo_m} must be below pointmap_hi_m "
+                             f"{self.pointmap_hi_m} on every axis")  # fmt: skip
         if self.frame_stack < 1:
             raise ValueError(f"frame_stack must be >= 1, got {self.frame_stack}")
         if self.replay_capacity_steps < 100:
@@ -149,6 +168,11 @@ class LearnSpec:
             # a policy pretrained on the demos acts from the first frame: no uniform phase
             object.__setattr__(self, "agent", dataclasses.replace(self.agent, num_expl_steps=0))
 
+    @property
+    def frame_channels(self) -> int:
+        """Channels of one agent frame: RGB, and the point map's x, y, z with ``pointmap``."""
+        return 6 if self.pointmap else 3
+
     def core_config(self, **driver: Any) -> CoreConfig:
         """The core's config: this spec's learning options and the driver's scheduling
         (``learner``, ``when_lagging``, ...); ``driver`` may override the bonus (the oracle
@@ -158,6 +182,22 @@ class LearnSpec:
                              "demo_fraction": self.demos.fraction,
                              "demo_add_successes": self.demos.add_successes,
                              "end_on_success": self.end_on_success, **driver})  # fmt: skip
+
+
+def agent_frame(rgb: np.ndarray, size: int, xyz: np.ndarray | None = None) -> np.ndarray:
+    """What the agent stores and sees of one camera frame, for both drivers and the demos:
+    (C, size, size) uint8, the centre square of ``rgb`` (H, W, 3) resized
+    (``data.images.prepare_frame``), then with a point map (``xyz``: (H, W, 3) uint8 of the
+    same frame, ``data.pointmap.xyz_image``) its three channels prepared the same way."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {rgb.dtype}{rgb.shape}")
+    f = prepare_frame(rgb, size)
+    if xyz is not None:
+        if xyz.shape != rgb.shape or xyz.dtype != np.uint8:
+            raise ValueError(f"a point map must match its frame {rgb.shape} uint8, got "
+                             f"{xyz.dtype}{xyz.shape}")  # fmt: skip
+        f = np.concatenate([f, prepare_frame(xyz, size)], axis=2)
+    return np.ascontiguousarray(f.transpose(2, 0, 1))
 
 
 class DemoRewarder(Protocol):

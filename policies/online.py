@@ -29,10 +29,12 @@ from typing import Any
 import numpy as np
 import torch
 from video2reward.compute.device import resolve_device
+from video2reward.data import keys
 from video2reward.data.images import prepare_frame
+from video2reward.data.pointmap import intrinsics_at, xyz_image
 from video2reward.policies.demos import demo_replay, load_demo_episodes, rows_per_step
 from video2reward.policies.drqv2 import DrQV2Agent, NonFiniteError
-from video2reward.policies.learner import LearnerCore, LearnSpec, relabelled_demos
+from video2reward.policies.learner import LearnerCore, LearnSpec, agent_frame, relabelled_demos
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
 from video2reward.policies.train import PROPRIO_DIM, EpisodeRewarder, RewardSpec
 
@@ -78,6 +80,11 @@ class OnlineConfig(LearnSpec):
     # Reward), which the reward node refuses. The node keeps the episode's camera frames (one
     # per step) until it ends.
     episode_rewards: bool = False
+    # pointmap: the calibration file (v2r calib: intrinsics and hand-eye T_base_cam) that
+    # places the live camera's pixels; '' = the demonstration store's own camera attributes
+    # (the twin's demos carry the twin camera's; the same mount must serve both), else the
+    # camera the run folder's policy was trained with (out/pointmap_camera.json).
+    camera_calibration: str = ""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,6 +102,42 @@ class OnlineConfig(LearnSpec):
         if self.policy_ckpt and not self.eval_mode:
             raise ValueError("policy_ckpt (a VPDD policy) only acts: set eval_mode too (the "
                              "learner trains DrQ-v2's agent)")  # fmt: skip
+
+
+POINTMAP_CAMERA_FILE = "pointmap_camera.json"
+
+
+def _pointmap_camera(c: OnlineConfig) -> tuple[dict[str, float], np.ndarray]:
+    """The live camera's intrinsics (with their width and height) and T_base_cam: from the
+    calibration file, else the demonstration store's attributes, else the run folder's
+    record of the camera its policy learned with."""
+    if c.camera_calibration:
+        from video2reward.calibration.result import load_calibration
+
+        cal = load_calibration(c.camera_calibration)
+        if cal.camera is None or cal.extrinsics is None:
+            raise ValueError(f"{c.camera_calibration} lacks the intrinsics or the hand-eye "
+                             "T_base_cam that pointmap needs (v2r calib intrinsics / handeye)")
+        i = cal.camera.intrinsics
+        k = {"width": i.width, "height": i.height, "fx": i.fx, "fy": i.fy, "cx": i.cx, "cy": i.cy}
+        return k, np.asarray(cal.extrinsics.T_base_cam, np.float64)
+    if not c.demos.path:
+        f = Path(c.out) / POINTMAP_CAMERA_FILE
+        if not f.exists():
+            raise ValueError("pointmap needs the camera's calibration: camera_calibration (a "
+                             "v2r calib file), demos whose store carries it, or a run folder "
+                             f"that recorded it ({f})")  # fmt: skip
+        rec = json.loads(f.read_text())
+        return dict(rec["intrinsics"]), np.asarray(rec["T_base_cam"], np.float64)
+    from video2reward.data.episode_store import EpisodeStore
+
+    attrs = EpisodeStore.open(c.demos.path).attrs
+    k, T = attrs.get(keys.ATTR_INTRINSICS), attrs.get(keys.ATTR_T_BASE_CAM)
+    if not k or T is None:
+        raise ValueError(f"pointmap: {c.demos.path} carries no camera calibration "
+                         f"({keys.ATTR_INTRINSICS}, {keys.ATTR_T_BASE_CAM}); pass "
+                         "camera_calibration")  # fmt: skip
+    return dict(k), np.asarray(T, np.float64)
 
 
 def _vpdd_policy(c: OnlineConfig) -> tuple[Any, OnlineConfig]:
@@ -158,7 +201,11 @@ class OnlineLearner:
         self.config = c = config
         self.out = Path(c.out)
         self.out.mkdir(parents=True, exist_ok=True)  # an evaluation's first output lands here
-        obs_shape = (3 * c.frame_stack, c.image_size, c.image_size)
+        self.camera = _pointmap_camera(c) if c.pointmap else None
+        if self.camera is not None and not c.eval_mode:  # evaluation places pixels alike
+            (self.out / POINTMAP_CAMERA_FILE).write_text(json.dumps(
+                {"intrinsics": self.camera[0], "T_base_cam": self.camera[1].tolist()}, indent=1))
+        obs_shape = (c.frame_channels * c.frame_stack, c.image_size, c.image_size)
         proprio_dim = PROPRIO_DIM if c.proprio else 0
         # a VPDD policy acts alone (eval_mode): no DrQ-v2 agent is built
         self.agent = None if vpdd is not None else DrQV2Agent(
@@ -189,7 +236,7 @@ class OnlineLearner:
                     nstep=c.agent.nstep,
                     discount=c.agent.discount,
                 ),
-                (3, c.image_size, c.image_size),
+                (c.frame_channels, c.image_size, c.image_size),
                 ACTION_DIM,
                 proprio_dim,
                 directory=self.out / "replay",
@@ -251,13 +298,14 @@ class OnlineLearner:
         c = self.config
         extra = (c.intervention_capacity_steps if c.interventions or c.demos.add_successes
                  else 0)
-        shape = (3, c.image_size, c.image_size)
+        shape = (c.frame_channels, c.image_size, c.image_size)
         if not c.demos.path:
             return demo_replay([], replay_cfg, self._frame, lambda d: np.zeros(0), proprio_dim,
                                shape, extra)  # fmt: skip
         rows = self._rows_per_step()
         demos = load_demo_episodes(c.demos.path, rows, c.demos.max_episodes,
-                                   (c.image_size,) * 2)
+                                   (c.image_size,) * 2,
+                                   (c.pointmap_lo_m, c.pointmap_hi_m) if c.pointmap else None)
         rewarder = self.rewarder
         buffer, thr = relabelled_demos(demos, [d.images for d in demos], rewarder,
                                        c.success_bonus, replay_cfg, self._frame, proprio_dim,
@@ -296,11 +344,20 @@ class OnlineLearner:
         return self.rewarder.episode_rewards(video, agent_frames=False)
 
     # ----------------------------------------------------------------- observations
-    def _frame(self, rgb: np.ndarray) -> np.ndarray:
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"expected an (H, W, 3) uint8 RGB frame, got {rgb.dtype}{rgb.shape}")
-        rgb = prepare_frame(rgb, self.config.image_size)  # a 640x480 camera: its centre square
-        return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    def _frame(self, rgb: np.ndarray, xyz: np.ndarray | None = None) -> np.ndarray:
+        if self.config.pointmap and xyz is None:
+            raise ValueError("pointmap: a frame needs its point map (pointmap_xyz of its depth)")
+        # a 640x480 camera: its centre square
+        return agent_frame(rgb, self.config.image_size, xyz if self.config.pointmap else None)
+
+    def pointmap_xyz(self, depth_m: np.ndarray) -> np.ndarray:
+        """A frame's aligned depth (metres) -> its point map, with the camera's calibration."""
+        if self.camera is None:
+            raise RuntimeError("pointmap_xyz needs pointmap")
+        k, T = self.camera
+        h, w = depth_m.shape
+        c = self.config
+        return xyz_image(depth_m, intrinsics_at(k, w, h), T, c.pointmap_lo_m, c.pointmap_hi_m)
 
     def _proprio(self, proprio: np.ndarray | None) -> np.ndarray | None:
         if not self.config.proprio:
@@ -316,8 +373,10 @@ class OnlineLearner:
         return action
 
     # ----------------------------------------------------------------- episode
-    def begin(self, rgb: np.ndarray, proprio: np.ndarray | None) -> np.ndarray:
-        frame, p = self._frame(rgb), self._proprio(proprio)
+    def begin(
+        self, rgb: np.ndarray, proprio: np.ndarray | None, xyz: np.ndarray | None = None
+    ) -> np.ndarray:
+        frame, p = self._frame(rgb, xyz), self._proprio(proprio)
         if torch.get_num_threads() != self.config.update_threads:
             torch.set_num_threads(self.config.update_threads)  # the acting thread: see pretrain
         self.core.begin(frame, p)
@@ -331,8 +390,10 @@ class OnlineLearner:
         proprio: np.ndarray | None,
         applied_action: np.ndarray | None = None,
         intervened: bool = False,
+        xyz: np.ndarray | None = None,
     ) -> np.ndarray:
         """Record the transition into this frame (reward filled in by finish), then act.
+        ``xyz``: the frame's point map (:meth:`pointmap_xyz`) with ``pointmap``.
 
         ``applied_action``: the command sent for the last step when it was not the policy's
         last action (``intervened``: an operator's) or the driver reports what it executed
@@ -340,7 +401,7 @@ class OnlineLearner:
         last = self._last_action
         if last is None:
             raise RuntimeError("call begin() before step()")
-        frame, p = self._frame(rgb), self._proprio(proprio)
+        frame, p = self._frame(rgb, xyz), self._proprio(proprio)
         applied = np.asarray(last if applied_action is None else applied_action, np.float32)
         self.core.record(applied, frame, p)
         for k, v in zip(("frames", "proprio", "actions", "intervened"),

@@ -192,7 +192,11 @@ class ReplayBuffer:
                 strict=True,
             ):
                 if k == FEATURES_KEY and self.pixels:
-                    k, v = keys.IMAGE, np.ascontiguousarray(o.transpose(1, 2, 0))
+                    hwc = o.transpose(1, 2, 0)
+                    if self.obs_shape[0] == 6:  # RGB + point map: two arrays, img stays RGB
+                        self._pending.setdefault(keys.POINTMAP, []).append(np.array(hwc[..., 3:]))
+                        hwc = hwc[..., :3]
+                    k, v = keys.IMAGE, np.ascontiguousarray(hwc)
                 if k == PROPRIO_KEY and not self.proprio_dim:
                     continue  # pixels only: no zero-width array in the store
                 self._pending.setdefault(k, []).append(np.array(v))
@@ -388,6 +392,12 @@ class ReplayBuffer:
             used += int(lengths[i])
         obs_key = keys.IMAGE if self.pixels else FEATURES_KEY
         fields = [obs_key, keys.ACTION, REWARD_KEY, CONT_KEY]
+        if self.pixels and self.obs_shape[0] == 6:
+            if len(ends) and keys.POINTMAP not in self.store.data_keys:
+                raise ValueError(f"{self.store.path} holds no point maps ({keys.POINTMAP!r}): "
+                                 "it was recorded without pointmap; resume it without, or "
+                                 "start a new run folder")  # fmt: skip
+            fields.append(keys.POINTMAP)
         if self.proprio_dim:
             fields.append(PROPRIO_KEY)
         no_proprio = np.zeros(0, np.float32)
@@ -399,6 +409,8 @@ class ReplayBuffer:
                 if self._taken_rows:  # back to the in-memory layout: row t, the action into t
                     shift_rows(ep, (keys.ACTION, INTERVENED_KEY), down=True)
                 obs = np.asarray(ep[obs_key])
+                if keys.POINTMAP in fields:
+                    obs = np.concatenate([obs, np.asarray(ep[keys.POINTMAP])], axis=-1)
                 if self.pixels:
                     obs = obs.transpose(0, 3, 1, 2)
                 n = len(obs) - 1

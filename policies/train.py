@@ -48,14 +48,15 @@ from video2reward.compute.device import (
     set_deterministic,
 )
 from video2reward.data import keys
-from video2reward.data.images import prepare_frame, prepare_frames
+from video2reward.data.images import prepare_frames
+from video2reward.data.pointmap import xyz_image
 from video2reward.policies.demos import demo_replay, load_demo_episodes
 from video2reward.policies.drqv2 import (
     DrQV2Agent,
     NonFiniteError,
 )
 from video2reward.policies.intervention import InterventionConfig, ScriptedIntervener
-from video2reward.policies.learner import LearnerCore, LearnSpec, relabelled_demos
+from video2reward.policies.learner import LearnerCore, LearnSpec, agent_frame, relabelled_demos
 from video2reward.policies.replay import ReplayBuffer, ReplayConfig
 from video2reward.rewards.rank2reward import OnlineDiscriminator
 
@@ -210,14 +211,18 @@ class TrainConfig(LearnSpec):
 
 
 # --------------------------------------------------------------------------- environment
-def make_task_env(task: str, image_size: int, seed: int, control_hz: float) -> Any:
+def make_task_env(
+    task: str, image_size: int, seed: int, control_hz: float, depth: bool = False
+) -> Any:
     if task == "toy":
+        if depth:
+            raise ValueError("the toy task has no depth camera: pointmap needs a twin task")
         from video2reward.policies.toy_env import PointReachEnv
 
         return PointReachEnv(image_size=image_size, seed=seed)
     from video2reward.sim.env import make_env
 
-    return make_env(task, image_size=image_size, seed=seed, control_hz=control_hz)
+    return make_env(task, image_size=image_size, seed=seed, control_hz=control_hz, depth=depth)
 
 
 @dataclass
@@ -248,19 +253,35 @@ def repeat_step(env: Any, action: np.ndarray, repeat: int, bonus: float) -> Step
 
 
 class Observer:
-    """Env observation dict -> (one frame for the replay, proprio); keeps the acting stack."""
+    """Env observation dict -> (one frame for the replay, proprio); keeps the acting stack.
+    With ``cfg.pointmap`` a frame is the image and its point map (``camera``: the env
+    camera's (fx, fy, cx, cy) at the render size and T_base_cam; the env observes depth)."""
 
-    def __init__(self, cfg: TrainConfig, embed: Callable[[np.ndarray], np.ndarray] | None):
-        self.cfg, self.embed = cfg, embed
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        embed: Callable[[np.ndarray], np.ndarray] | None,
+        camera: tuple[tuple[float, ...], np.ndarray] | None = None,
+    ):
+        if cfg.pointmap and camera is None:
+            raise ValueError("pointmap needs the camera's intrinsics and T_base_cam")
+        self.cfg, self.embed, self.camera = cfg, embed, camera
         self.stack: deque[np.ndarray] = deque(maxlen=cfg.frame_stack)
 
     def frame(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         img = obs[keys.OBS_IMAGE]
         if self.embed is not None:
             return self.embed(img)
-        if self.cfg.agent_image_size:  # renders are square; agent_image_size <= image_size
-            img = prepare_frame(img, self.cfg.agent_image_size)
-        return np.ascontiguousarray(img.transpose(2, 0, 1))
+        xyz = None
+        if self.cfg.pointmap and self.camera is not None:
+            xyz = xyz_image(obs[keys.OBS_DEPTH], *self.camera, self.cfg.pointmap_lo_m,
+                            self.cfg.pointmap_hi_m)  # fmt: skip
+        return self.compose(img, xyz)
+
+    def compose(self, img: np.ndarray, xyz: np.ndarray | None = None) -> np.ndarray:
+        """An image (and its point map) -> the agent's frame (renders are square;
+        agent_image_size <= image_size)."""
+        return agent_frame(img, self.cfg.agent_image_size or img.shape[0], xyz)
 
     def proprio(self, obs: dict[str, np.ndarray]) -> np.ndarray | None:
         if not self.cfg.proprio:
@@ -275,6 +296,15 @@ class Observer:
     def push(self, frame: np.ndarray) -> np.ndarray:
         self.stack.append(frame)
         return np.concatenate(self.stack)
+
+
+def env_camera(env: Any) -> tuple[tuple[float, ...], np.ndarray]:
+    """A twin env's camera for point maps: (fx, fy, cx, cy) of its renders and T_base_cam
+    (the twin knows its camera exactly; a robot's comes from the calibration file)."""
+    if not hasattr(env, "intrinsics") or not getattr(env.config, "depth", False):
+        raise ValueError("pointmap needs a twin task env that observes depth")
+    k = env.intrinsics()
+    return (k["fx"], k["fy"], k["cx"], k["cy"]), env.config.camera.T_base_cam()
 
 
 PROPRIO_DIM = 4  # ee_pos (3) + gripper (1)
@@ -534,8 +564,9 @@ def _demo_buffer(
         empty = demo_replay([], replay_cfg, observer.frame, lambda d: np.zeros(0), proprio_dim,
                             frame_shape, extra_steps)  # fmt: skip
         return empty, 0
+    box = (cfg.pointmap_lo_m, cfg.pointmap_hi_m) if cfg.pointmap else None
     demos = load_demo_episodes(cfg.demos.path, cfg.action_repeat, cfg.demos.max_episodes,
-                               (cfg.image_size, cfg.image_size))
+                               (cfg.image_size, cfg.image_size), box)  # fmt: skip
     size = cfg.image_size
 
     def rendered(images: np.ndarray) -> np.ndarray:  # the size the env renders for the reward
@@ -547,7 +578,10 @@ def _demo_buffer(
         rewarder,
         cfg.success_bonus,
         replay_cfg,
-        lambda img: observer.frame({keys.OBS_IMAGE: rendered(img[None])[0]}),
+        # what the env would have rendered, then the observer's frame (with the point map
+        # computed at the store's own size with its calibration, then resized alike)
+        lambda img, xyz=None: observer.compose(
+            rendered(img[None])[0], None if xyz is None else rendered(xyz[None])[0]),
         proprio_dim,
         frame_shape,
         extra_steps,
@@ -623,14 +657,16 @@ def train(cfg: TrainConfig, make_env: Callable[..., Any] = make_task_env) -> dic
         set_deterministic()
 
     embed = frame_embedder(cfg.features_ckpt, device) if cfg.obs == "features" else None
-    env = make_env(cfg.task, cfg.image_size, cfg.seed, cfg.control_hz)
-    eval_env = make_env(cfg.task, cfg.image_size, cfg.seed + 10_000, cfg.control_hz)
+    depth = {"depth": True} if cfg.pointmap else {}  # (tests' fake envs take no depth)
+    env = make_env(cfg.task, cfg.image_size, cfg.seed, cfg.control_hz, **depth)
+    eval_env = make_env(cfg.task, cfg.image_size, cfg.seed + 10_000, cfg.control_hz, **depth)
     if cfg.reward.source == "model" and cfg.reward.goal in ("env", "photo") and not hasattr(
         env, "goal_image"
     ):
         raise ValueError(f"reward.goal={cfg.reward.goal}: the {cfg.task!r} env has no "
                          "goal_image(); use none")
-    observer, eval_observer = Observer(cfg, embed), Observer(cfg, embed)
+    camera = env_camera(env) if cfg.pointmap else None
+    observer, eval_observer = Observer(cfg, embed, camera), Observer(cfg, embed, camera)
     obs0, _ = env.reset(seed=cfg.seed)
     frame_shape = observer.frame(obs0).shape
     proprio_dim = PROPRIO_DIM if cfg.proprio else 0

@@ -106,9 +106,11 @@ class TwinCamera(Camera):
         render: Callable[[int, int], np.ndarray],
         intrinsics: CameraIntrinsics,
         clock: Callable[[], float] = time.monotonic,
+        render_depth: Callable[[int, int], np.ndarray] | None = None,
     ):
         self.config = config
         self._render = render
+        self._render_depth = render_depth  # aligned depth in metres with each frame, if given
         self._intr = intrinsics
         self._clock = clock
         self._n = 0
@@ -137,8 +139,10 @@ class TwinCamera(Camera):
         if t_due > now:
             time.sleep(t_due - now)
         rgb = self._render(self.config.width, self.config.height)
+        depth = (None if self._render_depth is None else
+                 self._render_depth(self.config.width, self.config.height))
         t_dev = self._t0_wall_s + self._n / self.config.fps
-        frame = CameraFrame(rgb, None, t_dev, self._n, self._clock())
+        frame = CameraFrame(rgb, depth, t_dev, self._n, self._clock())
         self._n += 1
         return frame
 

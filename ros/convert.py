@@ -12,6 +12,7 @@ float64 can carry (~0.2 us at 2026 epoch values), which is finer than any camera
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -89,6 +90,25 @@ def depth_msg(depth_m: np.ndarray, stamp_s: float, frame_id: str) -> Image:
     )
     msg.data = d.tobytes()
     return msg
+
+
+def depth_from_msg(msg: Image) -> np.ndarray:
+    """(H, W) float32 metres from a depth sensor_msgs/Image: 32FC1 in metres (this project's
+    camera and twin nodes) or 16UC1 in millimetres (realsense2_camera); 0 = no reading."""
+    dtype: np.dtype[Any]
+    if msg.encoding == "32FC1":
+        dtype, scale = np.dtype("<f4" if not msg.is_bigendian else ">f4"), 1.0
+    elif msg.encoding in ("16UC1", "mono16"):
+        dtype, scale = np.dtype("<u2" if not msg.is_bigendian else ">u2"), 0.001
+    else:
+        raise ValueError(f"depth encoding {msg.encoding!r} not supported: 32FC1 (m) or 16UC1 (mm)")
+    h, w, step = msg.height, msg.width, msg.step
+    data = bytes(msg.data)
+    if step < w * dtype.itemsize or len(data) < h * step:
+        raise ValueError(f"depth image {w}x{h} step {step}: {len(data)} bytes is too short")
+    rows = np.frombuffer(data, np.uint8, h * step).reshape(h, step)[:, : w * dtype.itemsize]
+    d = rows.copy().view(dtype).reshape(h, w).astype(np.float32) * np.float32(scale)
+    return np.where(np.isfinite(d), d, 0.0).astype(np.float32)
 
 
 def camera_info_msg(intr: CameraIntrinsics, stamp_s: float, frame_id: str) -> CameraInfo:

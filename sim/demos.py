@@ -42,6 +42,9 @@ class DemoConfig:
     video_size: int = 256
     overwrite: bool = False
     append: bool = False
+    # Also record depth aligned to the images (data/depth, uint16 mm): demonstrations for a
+    # point-map policy (data/pointmap.py).
+    depth: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -84,6 +87,7 @@ def record_episode(
             keys.TIMESTAMP,
             keys.ORACLE_REWARD,
             keys.SUCCESS,
+            *((keys.DEPTH,) if env.config.depth else ()),
         )
     }
     frames: list[np.ndarray] = []
@@ -98,6 +102,8 @@ def record_episode(
         rows[keys.TIMESTAMP].append(info["time_s"])
         rows[keys.ORACLE_REWARD].append(info["oracle_reward"])
         rows[keys.SUCCESS].append(info["success"])
+        if env.config.depth:
+            rows[keys.DEPTH].append(depth_mm(obs[keys.OBS_DEPTH]))
         if video_size:
             frames.append(env.twin.render(video_size))
 
@@ -115,6 +121,13 @@ def record_episode(
     for k in (keys.EE_POS, keys.EE_QUAT, keys.JOINT_POS, keys.GRIPPER, keys.ACTION):
         data[k] = data[k].astype(np.float32)
     return data, ever_success, frames
+
+
+def depth_mm(depth_m: np.ndarray) -> np.ndarray:
+    """Float metres -> the store's uint16 millimetres (0: no reading, as a RealSense's z16)."""
+    d = np.asarray(depth_m, np.float64) / keys.DEPTH_SCALE_M
+    d = np.where(np.isfinite(d) & (d > 0), np.clip(np.rint(d), 0, 65535), 0)
+    return d.astype(np.uint16)
 
 
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
@@ -154,12 +167,16 @@ def contact_sheet(path: Path, store: EpisodeStore, max_rows: int = 8) -> None:
 
 def generate(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
     out = Path(cfg.out)
-    env = XArm5Env(EnvConfig(task=cfg.task, image_size=cfg.image_size, control_hz=cfg.control_hz))
+    env = XArm5Env(EnvConfig(task=cfg.task, image_size=cfg.image_size, control_hz=cfg.control_hz,
+                             depth=cfg.depth))  # fmt: skip
     try:
         if cfg.append:
             store = EpisodeStore.open(out, mode="a")
             if store.attrs.get(keys.ATTR_INTRINSICS, {}).get("width") != float(cfg.image_size):
                 raise EpisodeStoreError(f"{out} holds another image size; append needs the same")
+            if (keys.DEPTH in store.data_keys) != cfg.depth:
+                raise EpisodeStoreError(f"{out} {'has' if not cfg.depth else 'lacks'} depth; "
+                                        f"append with depth={str(not cfg.depth).lower()}")
         else:
             out.parent.mkdir(parents=True, exist_ok=True)
             store = EpisodeStore.create(
@@ -168,7 +185,7 @@ def generate(cfg: DemoConfig, progress: bool = True) -> dict[str, Any]:
                 intrinsics=env.intrinsics(),
                 source="twin",
                 overwrite=cfg.overwrite,
-                T_base_cam=env.config.camera.T_base_cam().tolist(),
+                **{keys.ATTR_T_BASE_CAM: env.config.camera.T_base_cam().tolist()},
             )
         video_dir = out.parent / f"{out.stem}_videos"
         if cfg.video:

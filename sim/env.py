@@ -4,6 +4,7 @@
     obs, info = env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     obs["img"]          # (84, 84, 3) uint8 from the RealSense-like camera
+    obs["depth"]        # (84, 84) float32 metres aligned to it, with EnvConfig(depth=True)
     info["success"]     # task predicate; reward is the dense oracle (baselines only)
     info["applied_action"]  # the command actually executed after safety clipping
 
@@ -37,6 +38,9 @@ class EnvConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     envelope: EnvelopeConfig = field(default_factory=EnvelopeConfig)
     physics_dt_s: float = 0.002
+    # Also observe depth aligned to the image (obs["depth"], float32 metres), as a RealSense
+    # with rs.align gives: the point-map policy's input (data/pointmap.py).
+    depth: bool = False
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.control_hz <= 30.0:
@@ -69,6 +73,8 @@ class XArm5Env(gym.Env[dict[str, np.ndarray], np.ndarray]):
                 keys.OBS_EE_POS: spaces.Box(-2.0, 2.0, (3,), np.float32),
                 keys.OBS_GRIPPER: spaces.Box(0.0, 1.0, (1,), np.float32),
                 keys.OBS_JOINT_POS: spaces.Box(-7.0, 7.0, (5,), np.float32),
+                **({keys.OBS_DEPTH: spaces.Box(0.0, np.inf, (s, s), np.float32)}
+                   if self.config.depth else {}),
             }
         )
         self.action_space = spaces.Box(-1.0, 1.0, (keys.ACTION_DIM,), np.float32)
@@ -84,12 +90,15 @@ class XArm5Env(gym.Env[dict[str, np.ndarray], np.ndarray]):
         return self.config.camera.intrinsics(s, s)
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {
+        obs = {
             keys.OBS_IMAGE: self.twin.render(self.config.image_size),
             keys.OBS_EE_POS: self.controller.tcp_pos().astype(np.float32),
             keys.OBS_GRIPPER: np.array([self.twin.gripper_open_frac()], dtype=np.float32),
             keys.OBS_JOINT_POS: self.twin.joint_pos().astype(np.float32),
         }
+        if self.config.depth:
+            obs[keys.OBS_DEPTH] = self.twin.render_depth(self.config.image_size)
+        return obs
 
     def _info(self) -> dict[str, Any]:
         return {

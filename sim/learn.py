@@ -55,6 +55,10 @@ class LearnConfig:
     # The reward model's success call ends a training episode, its step terminal (SERL;
     # LearnSpec.end_on_success). Off: episodes run episode_steps.
     end_on_success: bool = False
+    # The policy also sees where each pixel is in the base frame (data/pointmap.py): the
+    # demos are recorded with depth, the twin publishes depth aligned to colour, and the
+    # learner places pixels with the demo store's camera calibration.
+    pointmap: bool = False
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -85,7 +89,8 @@ def learn(cfg: LearnConfig) -> dict[str, object]:
     out.mkdir(parents=True, exist_ok=True)
     demos, reward, learner = out / "demos.zarr", out / "reward", out / "learner"
     if not demos.exists():
-        _v2r("sim", "demos", f"task={cfg.task}", f"episodes={cfg.demos}", f"out={demos}")
+        _v2r("sim", "demos", f"task={cfg.task}", f"episodes={cfg.demos}", f"out={demos}",
+             f"depth={str(cfg.pointmap).lower()}")
     if not (reward / "model.pt").exists():
         steps = [] if cfg.reward_steps is None else [f"method.steps={cfg.reward_steps}"]
         _v2r("reward", "train", f"method={cfg.reward}", f"data={demos}", f"out={reward}",
@@ -93,7 +98,8 @@ def learn(cfg: LearnConfig) -> dict[str, object]:
     # In the twin nobody calls clear_fault: a fault the driver keeps latched for 2 minutes
     # ends the run with the driver's reason (on the robot the learner waits for the operator).
     common = [f"task:={cfg.task}", f"reward_ckpt:={reward}", f"out:={learner}",
-              f"episode_steps:={cfg.episode_steps}", "fault_timeout_s:=120.0"]
+              f"episode_steps:={cfg.episode_steps}", "fault_timeout_s:=120.0",
+              f"pointmap:={str(cfg.pointmap).lower()}"]
     if method_class(cfg.reward).cumulative_progress:
         # VIPER, Diffusion Reward: the reward node refuses them (a window of earlier frames,
         # progress over an episode); the learner scores each finished episode itself

@@ -4,6 +4,7 @@
     twin.reset(q=READY_Q)
     twin.servo(q_target, gripper_open_frac=1.0, duration_s=0.1)   # interpolated, like servo mode
     rgb = twin.render(84, 84)                                     # (84, 84, 3) uint8
+    depth = twin.render_depth(84, 84)                             # (84, 84) float32 metres
     twin.close()
 
 Low level only: joint servoing, state and rendering. The Cartesian command semantics (safety
@@ -124,7 +125,7 @@ class XArm5Twin:
         self.set_camera(self.config.camera)
         if not self.config.shadows:
             self.model.light_castshadow[:] = 0
-        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._renderers: dict[tuple[int, int, bool], mujoco.Renderer] = {}
         self._q_cmd = READY_Q.copy()
         self._g_cmd = 1.0
         self.time_s = 0.0
@@ -221,10 +222,20 @@ class XArm5Twin:
 
     def render(self, width: int, height: int | None = None) -> np.ndarray:
         """RGB image (H, W, 3) uint8 from the fixed camera."""
-        height = width if height is None else height
+        r = self._renderer(width, width if height is None else height, depth=False)
+        return r.render()  # a fresh array each call
+
+    def render_depth(self, width: int, height: int | None = None) -> np.ndarray:
+        """Depth (H, W) float32 in metres along the camera's optical axis, registered to the
+        colour image of the same size (a RealSense's depth aligned to colour, without its
+        noise or holes)."""
+        r = self._renderer(width, width if height is None else height, depth=True)
+        return r.render().astype(np.float32)
+
+    def _renderer(self, width: int, height: int, depth: bool) -> mujoco.Renderer:
         if not (8 <= width <= D435_WIDTH and 8 <= height <= D435_HEIGHT):
             raise ValueError(f"render size {width}x{height} outside 8..{D435_WIDTH}x{D435_HEIGHT}")
-        r = self._renderers.get((width, height))
+        r = self._renderers.get((width, height, depth))
         if r is None:
             try:
                 r = mujoco.Renderer(self.model, height=height, width=width)
@@ -234,12 +245,14 @@ class XArm5Twin:
                     "MUJOCO_GL=egl (Debian: libegl1 libgl1-mesa-dri) or MUJOCO_GL=osmesa "
                     "(libosmesa6) before Python starts; scripts/setup.sh installs both."
                 ) from e
-            self._renderers[(width, height)] = r
+            if depth:
+                r.enable_depth_rendering()
+            self._renderers[(width, height, depth)] = r
         r.update_scene(self.data, camera=self._cam_id)
         if not self.config.shadows:
             r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
             r.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-        return r.render()  # a fresh array each call
+        return r
 
     def close(self) -> None:
         for r in self._renderers.values():

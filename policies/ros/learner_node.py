@@ -52,7 +52,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped, Vector3Stamped
 from rclpy.node import Node
-from sensor_msgs.msg import JointState
+from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
 from video2reward.policies.demos import DemoSpec
@@ -143,6 +143,11 @@ PARAMS: tuple[ParamSpec, ...] = (
                 "step is terminal, as are the demos' last steps"),
     field_param(O, "episode_rewards", "score each finished episode here with reward_ckpt "
                 "(VIPER, Diffusion Reward) instead of the reward topic"),
+    field_param(O, "pointmap", "the policy also sees each pixel's base-frame position: depth "
+                "aligned to colour on `depth` (32FC1 m or 16UC1 mm, the colour frame's stamp) "
+                "and the camera's calibration"),
+    field_param(O, "camera_calibration", "pointmap: the v2r calib file placing the camera "
+                "('' = the demo store's camera attributes)"),
     ("intervention_timeout_s", 0.3, "silence while the operator drives: device lost",
      F(0.05, 5.0), True),
     ("reward_timeout_s", 1.0, "rewards this late stop the arm", F(0.05, 60.0), True),
@@ -210,7 +215,10 @@ class LearnerNode(Node):
             self.sum_frame_rewards = method_class(method).potential_difference
         self.lock = threading.Lock()
         self.new_image = threading.Condition(self.lock)  # notified on every image
-        self.image: tuple[int, float, np.ndarray] | None = None  # stamp_ns, t_arrival, rgb
+        # stamp_ns, t_arrival, rgb, and with pointmap the frame's point map (its depth's)
+        self.image: tuple[int, float, np.ndarray, np.ndarray | None] | None = None
+        # pointmap: colour frames and depth frames waiting for their partner, by stamp
+        self.unpaired: dict[str, dict[int, np.ndarray]] = {"rgb": {}, "depth": {}}
         self.rewards: deque[tuple[int, float, float, float]] = deque(maxlen=100_000)
         self.t_last_reward = 0.0
         self.ee_pos: np.ndarray | None = None
@@ -224,6 +232,8 @@ class LearnerNode(Node):
         self.action_pub = self.create_publisher(Float32MultiArray, "action", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         subscribe_image(self, p["image_transport"], self._on_image)
+        if p["pointmap"]:
+            self.create_subscription(Image, "depth", self._on_depth, 10)
         self.create_subscription(Vector3Stamped, "reward", self._on_reward, 200)
         self.create_subscription(PoseStamped, "ee_pose", self._on_pose, 10)
         self.create_subscription(JointState, "joint_states", self._on_joints, 10)
@@ -254,9 +264,44 @@ class LearnerNode(Node):
     # ------------------------------------------------------------------ inputs
     def _on_image(self, rgb: np.ndarray, msg: ImageMsg) -> None:
         stamp = convert.ns_from_stamp(msg.header.stamp)
+        if self.p["pointmap"]:
+            self._pair("rgb", stamp, rgb)
+            return
         with self.lock:
-            self.image = (stamp, time.monotonic(), rgb)
+            self.image = (stamp, time.monotonic(), rgb, None)
             self.new_image.notify_all()
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            depth = convert.depth_from_msg(msg)
+        except ValueError as e:
+            self.get_logger().error(f"dropping depth: {e}", throttle_duration_sec=5.0)
+            return
+        self._pair("depth", convert.ns_from_stamp(msg.header.stamp), depth)
+
+    def _pair(self, kind: str, stamp: int, array: np.ndarray) -> None:
+        """pointmap: a colour frame becomes the current image once the depth of the same
+        stamp has come (either may arrive first); unmatched ones older than a second go."""
+        other = "depth" if kind == "rgb" else "rgb"
+        with self.lock:
+            mate = self.unpaired[other].pop(stamp, None)
+            if mate is None:
+                self.unpaired[kind][stamp] = array
+                for k in self.unpaired.values():
+                    for old in [t for t in k if t < stamp - 1_000_000_000]:
+                        del k[old]
+                return
+        rgb, depth = (array, mate) if kind == "rgb" else (mate, array)
+        if depth.shape != rgb.shape[:2]:
+            self.get_logger().error(f"depth {depth.shape} is not aligned to colour "
+                                    f"{rgb.shape[:2]}: frame dropped (align depth to colour)",
+                                    throttle_duration_sec=5.0)  # fmt: skip
+            return
+        xyz = self.learner.pointmap_xyz(depth)
+        with self.lock:
+            if self.image is None or stamp > self.image[0]:
+                self.image = (stamp, time.monotonic(), rgb, xyz)
+                self.new_image.notify_all()
 
     def _on_reward(self, msg: Vector3Stamped) -> None:
         sample = convert.reward_from_msg(msg)
@@ -346,7 +391,7 @@ class LearnerNode(Node):
 
     def _fresh_image(
         self, after_ns: int, timeout_s: float, arrived_after: float = 0.0
-    ) -> tuple[int, float, np.ndarray] | None:
+    ) -> tuple[int, float, np.ndarray, np.ndarray | None] | None:
         """The newest image stamped after ``after_ns`` that arrived after ``arrived_after``."""
         t_end = time.monotonic() + timeout_s
         with self.lock:
@@ -453,7 +498,7 @@ class LearnerNode(Node):
         self.phase = "run"
         stamps = [img[0]]
         frames = [img[2]]
-        applied, by_operator = self._choose(self.learner.begin(img[2], proprio))
+        applied, by_operator = self._choose(self.learner.begin(img[2], proprio, img[3]))
         self._publish(applied, img[0])
         note = ""
         ended_by_call = False
@@ -489,7 +534,8 @@ class LearnerNode(Node):
             frames.append(img[2])
             try:
                 action = self.learner.step(img[2], self._proprio(),
-                                           applied if by_operator else None, by_operator)
+                                           applied if by_operator else None, by_operator,
+                                           xyz=img[3])  # fmt: skip
             except NonFiniteError as e:
                 self.get_logger().error(f"non-finite input, episode dropped: {e}")
                 return False

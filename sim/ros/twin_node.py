@@ -47,6 +47,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("camera_target_m", list(CameraConfig.target_m), "point the camera looks at", None, True),
     ("probe_port", 30010, "emulator test probe port (loopback)", int_range(1024, 65535), True),
     ("frame_id", "camera_color_optical_frame", "frame of the images", None, True),
+    ("depth", False, "also publish depth aligned to colour (32FC1 metres, the colour frame's "
+     "stamp) on camera/aligned_depth_to_color/image_raw, as the camera node does", None, True),
 )
 
 
@@ -71,12 +73,16 @@ class TwinNode(Node):
         self.intr = CameraIntrinsics(
             p["width"], p["height"], intr["fx"], intr["fy"], intr["cx"], intr["cy"]
         )
+        self.want_depth = bool(p["depth"])
+        self._depth: np.ndarray | None = None
         self.camera = TwinCamera(
-            TwinCameraConfig(p["width"], p["height"], float(p["fps"])), self._render, self.intr
-        )
+            TwinCameraConfig(p["width"], p["height"], float(p["fps"])), self._render, self.intr,
+            render_depth=self._render_depth if p["depth"] else None,
+        )  # fmt: skip
         self.frame_id = p["frame_id"]
         self.image_pub = self.create_publisher(Image, "camera/color/image_raw", 10)
         self.info_pub = self.create_publisher(CameraInfo, "camera/color/camera_info", 10)
+        self.depth_pub = self.create_publisher(Image, "camera/aligned_depth_to_color/image_raw", 10)
         self.success_pub = self.create_publisher(Bool, "~/success", 10)
         self.create_service(Trigger, "~/reset_task", self._reset_task)
         self.create_service(SetBool, "~/pause_camera", self._pause_camera)
@@ -93,8 +99,14 @@ class TwinNode(Node):
         )
 
     def _render(self, width: int, height: int) -> np.ndarray:
-        with self.lock:
+        with self.lock:  # depth of the same physics state, handed out by _render_depth next
+            self._depth = self.twin.render_depth(width, height) if self.want_depth else None
             return self.twin.render(width, height)
+
+    def _render_depth(self, width: int, height: int) -> np.ndarray:
+        if self._depth is None or self._depth.shape != (height, width):
+            raise RuntimeError("the twin camera asked for depth before its colour frame")
+        return self._depth
 
     def _stream(self) -> None:
         self.camera.connect()
@@ -107,7 +119,10 @@ class TwinNode(Node):
             if self._paused.is_set():  # a stalled camera: frames stop, time goes on
                 continue
             try:
-                self.image_pub.publish(convert.image_msg(f.color, f.t_device_s, self.frame_id))
+                fid = self.frame_id
+                self.image_pub.publish(convert.image_msg(f.color, f.t_device_s, fid))
+                if f.depth_m is not None:  # the colour frame's stamp: the learner pairs them
+                    self.depth_pub.publish(convert.depth_msg(f.depth_m, f.t_device_s, fid))
                 self.info_pub.publish(
                     convert.camera_info_msg(self.intr, f.t_device_s, self.frame_id)
                 )

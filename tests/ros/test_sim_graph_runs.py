@@ -26,9 +26,10 @@ STEPS = 40  # commands per episode (sim_graph_scenario.STEPS)
 
 
 def run(mode: str, ckpt: Path, tmp_path: Path, domain: str,
-        run_graph_scenario: Callable[..., Any]) -> dict[str, Any]:  # fmt: skip
+        run_graph_scenario: Callable[..., Any], *extra: str) -> dict[str, Any]:  # fmt: skip
     """The scenario in ``mode``; its result, once the graph ended cleanly."""
-    r, rc, tail = run_graph_scenario(SCENARIO, [mode, str(ckpt), str(tmp_path / "learner")],
+    r, rc, tail = run_graph_scenario(SCENARIO, [mode, str(ckpt), str(tmp_path / "learner"),
+                                                *extra],
                                      tmp_path / "result.json", domain, timeout=600)  # fmt: skip
     assert r, tail
     assert rc == 0 and "error" not in r, r.get("error", "") + tail
@@ -93,3 +94,19 @@ def test_the_reward_nodes_call_ends_the_episode_terminal(
         assert called[-1] and ep["success"], ep
         assert cont[-1] == 0.0 and all(c == 1.0 for c in cont[:-1]), ep
     assert r["train_summary"]["success_rate"] == 1.0, r["train_summary"]
+
+
+def test_the_point_map_policy_learns_from_the_twins_aligned_depth(
+    reward_ckpt: Path, tmp_path: Path, run_graph_scenario: Callable[..., Any]
+) -> None:
+    from video2reward.sim.demos import DemoConfig, generate
+
+    demos = tmp_path / "demos.zarr"
+    generate(DemoConfig(task="reach", episodes=2, out=str(demos), depth=True), progress=False)
+    r = run("pointmap", reward_ckpt, tmp_path, "68", run_graph_scenario, str(demos))
+    assert r["train_summary"]["episodes"] == 2, r["train_summary"]
+    assert r["pointmap_camera"], r  # the run folder records the camera its pixels were placed by
+    keys = r["replay_keys"]
+    # every agent frame stored: RGB in img, its point map beside it, the same size
+    assert keys["img"] == keys["xyz"] and keys["img"][-1] == 3, keys
+    assert all(len(ep["rewards"]) == STEPS for ep in r["episodes"]), r["episodes"]
