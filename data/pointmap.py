@@ -19,7 +19,17 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["base_points", "intrinsics_at", "xyz_image"]
+__all__ = ["base_points", "depth_mm", "intrinsics_at", "xyz_image"]
+
+
+def depth_mm(depth_m: np.ndarray) -> np.ndarray:
+    """Depth in metres -> the episode store's uint16 millimetres (``keys.DEPTH``; 0: no
+    reading, as a RealSense's z16), for every recorder of depth."""
+    from video2reward.data import keys
+
+    d = np.asarray(depth_m, np.float64) / keys.DEPTH_SCALE_M
+    d = np.where(np.isfinite(d) & (d > 0), np.clip(np.rint(d), 0, 65535), 0)
+    return d.astype(np.uint16)
 
 
 def intrinsics_at(k: Mapping[str, float], width: int, height: int) -> tuple[float, ...]:

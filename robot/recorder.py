@@ -57,6 +57,7 @@ from video2reward.data.episode_store import (
     EpisodeWriter,
     repair_index,
 )
+from video2reward.data.pointmap import depth_mm
 from video2reward.robot.camera import CameraIntrinsics
 
 SOURCES = ("robot", "twin")
@@ -78,6 +79,9 @@ class RecorderConfig:
     fsync: bool = True  # fsync each chunk file and its directory (power-loss safety)
     min_free_mb: float = 100.0  # refuse to start an episode with less free disk than this
     max_episode_s: float = 900.0  # an episode left running longer than this is stopped (failure)
+    # Record each frame's aligned depth (data/depth, uint16 mm): demonstrations for the
+    # point-map policy. A frame without depth is then dropped (counted), never stored without.
+    depth: bool = False
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -109,6 +113,7 @@ class Observation:
     gripper_open_frac: float  # 0 closed ... 1 open (NaN when unknown)
     t_wall_s: float  # wall-clock time of the frame (time.time() or the camera stamp)
     frame_number: int | None = None  # camera counter; gaps are counted as dropped frames
+    depth_m: np.ndarray | None = None  # (H, W) float32 metres aligned to image (depth cameras)
 
 
 @dataclass(frozen=True)
@@ -174,9 +179,13 @@ class Recorder:
         config: RecorderConfig,
         intrinsics: CameraIntrinsics | Mapping[str, float] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        T_base_cam: np.ndarray | None = None,
     ):
         self.config = config
         self.intrinsics = intrinsics_dict(intrinsics)
+        # the camera's hand-eye pose (the calibration file's), stored with a new store so its
+        # pixels can be placed in the base frame (point maps)
+        self.T_base_cam = None if T_base_cam is None else np.asarray(T_base_cam, float)
         self._clock = clock
         self.store: EpisodeStore | None = None
         self.recovered_rows = 0  # rows of a crashed episode dropped when the store was opened
@@ -225,12 +234,19 @@ class Recorder:
                     f"{p} was recorded with camera intrinsics {old}, this camera has "
                     f"{self.intrinsics}; record into a new store"
                 )
+            if checked.n_episodes and (keys.DEPTH in checked.data_keys) != c.depth:
+                raise RecorderError(
+                    f"{p} was recorded {'with' if not c.depth else 'without'} depth; record "
+                    f"into a new store or set depth={str(not c.depth).lower()}"
+                )
             rows_on_disk = store_rows(checked)
             store = EpisodeStore.open(p, mode="a")  # drops rows of an unfinished episode
             self.recovered_rows = rows_on_disk - store.n_steps
         else:
+            extra = ({} if self.T_base_cam is None else
+                     {keys.ATTR_T_BASE_CAM: self.T_base_cam.tolist()})  # fmt: skip
             store = EpisodeStore.create(
-                p, fps=c.fps_hz, intrinsics=self.intrinsics or None, source=c.source
+                p, fps=c.fps_hz, intrinsics=self.intrinsics or None, source=c.source, **extra
             )
         if c.fsync:
             store = EpisodeStore(zarr.open_group(FsyncDirectoryStore(str(p)), mode="r+"), str(p))
@@ -311,6 +327,12 @@ class Recorder:
                 self._dropped += max(0, obs.frame_number - self._last_frame_number - 1)
             if obs.frame_number is not None:
                 self._last_frame_number = obs.frame_number
+            depth = None
+            if self.config.depth:
+                if obs.depth_m is None or np.shape(obs.depth_m) != np.shape(obs.image)[:2]:
+                    self._dropped += 1  # a row without aligned depth would break the store
+                    return False
+                depth = depth_mm(obs.depth_m)
             if self._t0_wall is None:
                 self._t0_wall = obs.t_wall_s
             row: dict[str, np.ndarray] = {
@@ -322,6 +344,8 @@ class Recorder:
                 keys.GRIPPER: np.array([obs.gripper_open_frac], dtype=np.float32),
                 keys.TIMESTAMP: np.asarray(obs.t_wall_s - self._t0_wall, dtype=np.float64),
             }
+            if depth is not None:
+                row[keys.DEPTH] = depth
             if self._pending is not None and not self._emit(self._action):
                 self._dropped += 1
                 self._pending = row  # the older frame is lost, keep the newest

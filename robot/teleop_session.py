@@ -74,8 +74,9 @@ class TeleopRobot(abc.ABC):
 class TwinTeleopRobot(TeleopRobot):
     """The MuJoCo twin (an ``XArm5Env``) stepped one command period per tick."""
 
-    def __init__(self, env: Any, rate_hz: float, seed: int = 0):
+    def __init__(self, env: Any, rate_hz: float, seed: int = 0, depth: bool = False):
         self.env = env
+        self.depth = depth  # render aligned depth with each frame (point-map demonstrations)
         self.dt_s = 1.0 / rate_hz
         self._seed = seed
         env.reset(seed=seed)
@@ -93,6 +94,7 @@ class TwinTeleopRobot(TeleopRobot):
             joint_pos_rad=env.twin.joint_pos(),
             gripper_open_frac=env.twin.gripper_open_frac(),
             t_wall_s=self.clock(),
+            depth_m=env.twin.render_depth(env.config.image_size) if self.depth else None,
         )
 
     def send(self, action: np.ndarray) -> np.ndarray:
@@ -133,6 +135,7 @@ class ArmCameraRobot(TeleopRobot):
             gripper_open_frac=s.gripper_open_frac,
             t_wall_s=time.time(),
             frame_number=frame.frame_number,
+            depth_m=frame.depth_m,
         )
 
     def send(self, action: np.ndarray) -> np.ndarray:
@@ -316,8 +319,17 @@ class TeleopRecordConfig:
     flush_every: int = 30  # rows per chunk; a crash loses at most this many rows
     notes: str = ""  # stored with every episode of the session
     device: str = ""  # gamepad / SpaceMouse event device ('' = first found)
+    # Record aligned depth with every frame, and the camera's pose with a new store: the
+    # demonstrations of a point-map policy (LearnSpec.pointmap). The robot's pose comes from
+    # the calibration file (v2r calib handeye); the twin knows its own.
+    depth: bool = False
+    calibration: str = ""
 
     def __post_init__(self) -> None:
+        if self.depth and not self.sim and not self.calibration:
+            raise ValueError("depth=true on the robot needs calibration= (the v2r calib file "
+                             "with the hand-eye T_base_cam): without the camera's pose the "
+                             "recorded depth cannot place pixels in the base frame")
         if self.source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
         if self.sim and not 1.0 <= self.rate_hz <= 30.0:
@@ -335,6 +347,7 @@ class TeleopRecordConfig:
             source="twin" if self.sim else "robot",
             fps_hz=self.rate_hz if self.sim else float(self.camera_fps),
             flush_every=self.flush_every,
+            depth=self.depth,
         )
 
 
@@ -345,20 +358,26 @@ def record_teleop(cfg: TeleopRecordConfig) -> int:
             make_env = adapter("twin_env")  # sim.env.make_env, registered by the twin
             env = make_env(cfg.task, image_size=cfg.image_size, control_hz=cfg.rate_hz)
             try:
-                robot = TwinTeleopRobot(env, cfg.rate_hz)
-                with Recorder(cfg.recorder(), robot.intrinsics()) as rec:
+                robot = TwinTeleopRobot(env, cfg.rate_hz, depth=cfg.depth)
+                with Recorder(cfg.recorder(), robot.intrinsics(),
+                              T_base_cam=env.config.camera.T_base_cam()) as rec:  # fmt: skip
                     return run_session(source, robot, rec, cfg.rate_hz, notes=cfg.notes)
             finally:
                 env.close()
         from video2reward.robot.realsense import RealSenseCamera, RealSenseConfig
         from video2reward.robot.xarm_driver import XArmDriver, XArmDriverConfig
 
-        cam_cfg = RealSenseConfig(
-            serial=cfg.camera_serial, width=cfg.width, height=cfg.height, fps=cfg.camera_fps
-        )
+        cam_cfg = RealSenseConfig(serial=cfg.camera_serial, width=cfg.width, height=cfg.height,
+                                  fps=cfg.camera_fps, enable_depth=cfg.depth)  # fmt: skip
+        T_base_cam = None
+        if cfg.calibration:
+            from video2reward.calibration.result import load_calibration
+
+            cal = load_calibration(cfg.calibration)
+            T_base_cam = None if cal.extrinsics is None else cal.extrinsics.T_base_cam
         with XArmDriver(XArmDriverConfig(ip=cfg.ip)) as arm, RealSenseCamera(cam_cfg) as cam:
             robot_ = ArmCameraRobot(arm, cam)
-            with Recorder(cfg.recorder(), robot_.intrinsics()) as rec:
+            with Recorder(cfg.recorder(), robot_.intrinsics(), T_base_cam=T_base_cam) as rec:
                 return run_session(
                     source, robot_, rec, cfg.rate_hz, real_time=False, notes=cfg.notes
                 )

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from video2reward.configs.compose import compose, run_cli, to_dataclass
 from video2reward.data import keys
 from video2reward.data.episode_store import EpisodeStore, EpisodeStoreError
+from video2reward.data.pointmap import depth_mm
 from video2reward.sim.env import EnvConfig, XArm5Env
 from video2reward.sim.experts import KINDS, make_policy
 from video2reward.sim.tasks import TASKS
@@ -121,13 +122,6 @@ def record_episode(
     for k in (keys.EE_POS, keys.EE_QUAT, keys.JOINT_POS, keys.GRIPPER, keys.ACTION):
         data[k] = data[k].astype(np.float32)
     return data, ever_success, frames
-
-
-def depth_mm(depth_m: np.ndarray) -> np.ndarray:
-    """Float metres -> the store's uint16 millimetres (0: no reading, as a RealSense's z16)."""
-    d = np.asarray(depth_m, np.float64) / keys.DEPTH_SCALE_M
-    d = np.where(np.isfinite(d) & (d > 0), np.clip(np.rint(d), 0, 65535), 0)
-    return d.astype(np.uint16)
 
 
 def write_video(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:

@@ -303,3 +303,28 @@ def test_a_commit_cut_by_a_full_disk_is_cut_from_the_index_on_open(tmp_path):
         assert rec.stop() == 2
     s = EpisodeStore.open(out)
     assert [s.episode_meta(i)["length"] for i in range(3)] == [5, 5, 4]
+
+
+def test_depth_is_recorded_in_millimetres_with_the_camera_pose_and_never_left_out(tmp_path):
+    import dataclasses
+
+    out = tmp_path / "d.zarr"
+    T = np.eye(4)
+    T[:3, 3] = [0.8, -0.5, 0.6]
+    with Recorder(_cfg(out, flush_every=2, depth=True), INTR, T_base_cam=T) as rec:
+        rec.start()
+        for i in range(5):
+            obs = dataclasses.replace(_obs(i), depth_m=np.full((8, 8), 0.5 + i * 0.001))
+            if i == 2:  # a frame whose depth did not come is dropped, not stored without
+                obs = dataclasses.replace(obs, depth_m=None)
+            rec.observe(obs)
+        assert rec.status().dropped >= 1
+        rec.stop(success=True)
+    s = EpisodeStore.open(out)
+    assert s.attrs[keys.ATTR_T_BASE_CAM] == T.tolist()
+    d = s.episode(0)[keys.DEPTH]
+    assert d.dtype == np.uint16 and d.shape == (4, 8, 8)
+    np.testing.assert_array_equal(d[:, 0, 0], [500, 501, 503, 504])
+    # a store recorded with depth takes no episodes without (and the other way round)
+    with pytest.raises(RecorderError, match="with depth"), Recorder(_cfg(out), INTR):
+        pass
