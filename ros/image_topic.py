@@ -14,6 +14,7 @@ problem; it never reaches the callback.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TypeAlias
 
@@ -21,7 +22,7 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage, Image
-from video2reward.ros.convert import compressed_image_from_msg, image_from_msg
+from video2reward.ros.convert import compressed_image_from_msg, depth_from_msg, image_from_msg
 
 ImageMsg: TypeAlias = Image | CompressedImage
 TRANSPORTS = ("raw", "compressed")
@@ -56,3 +57,47 @@ def subscribe_image(
 
     typ = Image if transport == "raw" else CompressedImage
     node.create_subscription(typ, "image", convert, qos)
+
+
+def subscribe_depth(node: Node, on_depth: Callable[[np.ndarray, Image], None],
+                    qos: QoSProfile | int = 10) -> None:  # fmt: skip
+    """Subscribe ``node`` to ``depth`` (sensor_msgs/Image aligned to colour: 32FC1 metres or
+    16UC1 millimetres); ``on_depth`` gets (H, W) float32 metres. A frame that does not
+    convert is dropped with a throttled error."""
+    log = node.get_logger()
+
+    def convert(msg: Image) -> None:
+        try:
+            depth = depth_from_msg(msg)
+        except ValueError as e:
+            log.error(f"dropping depth: {e}", throttle_duration_sec=5.0)
+            return
+        on_depth(depth, msg)
+
+    node.create_subscription(Image, "depth", convert, qos)
+
+
+class StampPairs:
+    """Colour frames and their aligned depth come on two topics with the same stamp (a
+    RealSense with rs.align, the twin): :meth:`add` either one, and the colour frame is
+    handed back with its depth once both have come, whichever came first. Unmatched frames
+    older than ``max_age_ns`` behind the newest are forgotten. Thread-safe."""
+
+    def __init__(self, max_age_ns: int = 1_000_000_000):
+        self.max_age_ns = max_age_ns
+        self._lock = threading.Lock()
+        self._waiting: dict[str, dict[int, np.ndarray]] = {"rgb": {}, "depth": {}}
+
+    def add(self, kind: str, stamp_ns: int, array: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray] | None:  # fmt: skip
+        """``kind`` "rgb" or "depth"; (rgb, depth) when this completes a pair, else None."""
+        other = "depth" if kind == "rgb" else "rgb"
+        with self._lock:
+            mate = self._waiting[other].pop(stamp_ns, None)
+            if mate is None:
+                self._waiting[kind][stamp_ns] = array
+                for waiting in self._waiting.values():
+                    for old in [t for t in waiting if t < stamp_ns - self.max_age_ns]:
+                        del waiting[old]
+                return None
+        return (array, mate) if kind == "rgb" else (mate, array)

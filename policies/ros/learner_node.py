@@ -61,7 +61,13 @@ from video2reward.policies.intervention import OperatorTakeover
 from video2reward.policies.online import OnlineConfig, OnlineLearner, step_rewards
 from video2reward.rewards.base import RewardError
 from video2reward.ros import convert
-from video2reward.ros.image_topic import IMAGE_TRANSPORT, ImageMsg, subscribe_image
+from video2reward.ros.image_topic import (
+    IMAGE_TRANSPORT,
+    ImageMsg,
+    StampPairs,
+    subscribe_depth,
+    subscribe_image,
+)
 from video2reward.ros.node_main import run_node
 from video2reward.ros.params import (
     ParamSpec,
@@ -217,8 +223,7 @@ class LearnerNode(Node):
         self.new_image = threading.Condition(self.lock)  # notified on every image
         # stamp_ns, t_arrival, rgb, and with pointmap the frame's point map (its depth's)
         self.image: tuple[int, float, np.ndarray, np.ndarray | None] | None = None
-        # pointmap: colour frames and depth frames waiting for their partner, by stamp
-        self.unpaired: dict[str, dict[int, np.ndarray]] = {"rgb": {}, "depth": {}}
+        self.pairs = StampPairs()  # pointmap: each colour frame with its depth
         self.rewards: deque[tuple[int, float, float, float]] = deque(maxlen=100_000)
         self.t_last_reward = 0.0
         self.ee_pos: np.ndarray | None = None
@@ -233,7 +238,7 @@ class LearnerNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         subscribe_image(self, p["image_transport"], self._on_image)
         if p["pointmap"]:
-            self.create_subscription(Image, "depth", self._on_depth, 10)
+            subscribe_depth(self, self._on_depth)
         self.create_subscription(Vector3Stamped, "reward", self._on_reward, 200)
         self.create_subscription(PoseStamped, "ee_pose", self._on_pose, 10)
         self.create_subscription(JointState, "joint_states", self._on_joints, 10)
@@ -271,27 +276,16 @@ class LearnerNode(Node):
             self.image = (stamp, time.monotonic(), rgb, None)
             self.new_image.notify_all()
 
-    def _on_depth(self, msg: Image) -> None:
-        try:
-            depth = convert.depth_from_msg(msg)
-        except ValueError as e:
-            self.get_logger().error(f"dropping depth: {e}", throttle_duration_sec=5.0)
-            return
+    def _on_depth(self, depth: np.ndarray, msg: Image) -> None:
         self._pair("depth", convert.ns_from_stamp(msg.header.stamp), depth)
 
     def _pair(self, kind: str, stamp: int, array: np.ndarray) -> None:
         """pointmap: a colour frame becomes the current image once the depth of the same
-        stamp has come (either may arrive first); unmatched ones older than a second go."""
-        other = "depth" if kind == "rgb" else "rgb"
-        with self.lock:
-            mate = self.unpaired[other].pop(stamp, None)
-            if mate is None:
-                self.unpaired[kind][stamp] = array
-                for k in self.unpaired.values():
-                    for old in [t for t in k if t < stamp - 1_000_000_000]:
-                        del k[old]
-                return
-        rgb, depth = (array, mate) if kind == "rgb" else (mate, array)
+        stamp has come (either may arrive first)."""
+        pair = self.pairs.add(kind, stamp, array)
+        if pair is None:
+            return
+        rgb, depth = pair
         if depth.shape != rgb.shape[:2]:
             self.get_logger().error(f"depth {depth.shape} is not aligned to colour "
                                     f"{rgb.shape[:2]}: frame dropped (align depth to colour)",

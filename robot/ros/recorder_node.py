@@ -28,13 +28,19 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
-from sensor_msgs.msg import CameraInfo, JointState
+from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
 from video2reward.data.episode_store import EpisodeStoreError
 from video2reward.robot.recorder import Observation, Recorder, RecorderConfig, RecorderError
 from video2reward.ros import convert
-from video2reward.ros.image_topic import IMAGE_TRANSPORT, ImageMsg, subscribe_image
+from video2reward.ros.image_topic import (
+    IMAGE_TRANSPORT,
+    ImageMsg,
+    StampPairs,
+    subscribe_depth,
+    subscribe_image,
+)
 from video2reward.ros.node_main import run_node
 from video2reward.ros.params import ParamSpec, declare_all, float_range, int_range
 
@@ -54,6 +60,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     ("min_free_mb", 100.0, "refuse to start with less free disk", float_range(0, 1e6), True),
     ("max_episode_s", 900.0, "stop an episode left running", float_range(1, 86400), True),
     ("notes", "", "operator notes stored with each episode", None, False),
+    ("depth", False, "also record each frame's aligned depth (topic depth, the colour frame's "
+     "stamp) and the camera pose: point-map demonstrations", None, True),
+    ("calibration", "", "v2r calib file whose hand-eye T_base_cam is stored with a new store "
+     "(needed with depth)", None, True),
     IMAGE_TRANSPORT,
 )
 
@@ -79,7 +89,18 @@ class RecorderNode(Node):
             flush_every=p["flush_every"],
             min_free_mb=p["min_free_mb"],
             max_episode_s=p["max_episode_s"],
+            depth=p["depth"],
         )
+        self.T_base_cam = None
+        if p["calibration"]:
+            from video2reward.calibration.result import load_calibration
+
+            cal = load_calibration(p["calibration"])
+            self.T_base_cam = None if cal.extrinsics is None else cal.extrinsics.T_base_cam
+        if p["depth"] and self.T_base_cam is None:
+            raise ValueError("depth:=true needs calibration:= a v2r calib file with the hand-eye "
+                             "T_base_cam: recorded depth must come with the camera's pose")
+        self.pairs = StampPairs()
         self.recorder: Recorder | None = None
         self.fatal = ""  # the store cannot be opened: the node exits with code 2
         self.pose: PoseStamped | None = None
@@ -94,6 +115,8 @@ class RecorderNode(Node):
         ):
             self.create_subscription(typ, topic, cb, 10)
         subscribe_image(self, p["image_transport"], self.on_image)
+        if p["depth"]:
+            subscribe_depth(self, self.on_depth)
         for name, typ in (
             ("start", Trigger),
             ("discard", Trigger),
@@ -117,7 +140,7 @@ class RecorderNode(Node):
                 "cx": k[2],
                 "cy": k[5],
             }
-            rec = Recorder(self.config, intr)
+            rec = Recorder(self.config, intr, T_base_cam=self.T_base_cam)
             try:
                 rec.open()
             except (RecorderError, EpisodeStoreError, OSError) as e:
@@ -144,7 +167,20 @@ class RecorderNode(Node):
         if self.recorder is not None and len(msg.data) == 4:
             self.recorder.command(np.asarray(msg.data, dtype=np.float32))
 
+    def on_depth(self, depth: np.ndarray, msg: Image) -> None:
+        pair = self.pairs.add("depth", convert.ns_from_stamp(msg.header.stamp), depth)
+        if pair is not None:
+            self._observe(pair[0], pair[1], msg)
+
     def on_image(self, rgb: np.ndarray, msg: ImageMsg) -> None:
+        if self.config.depth:
+            pair = self.pairs.add("rgb", convert.ns_from_stamp(msg.header.stamp), rgb)
+            if pair is not None:
+                self._observe(pair[0], pair[1], msg)
+            return
+        self._observe(rgb, None, msg)
+
+    def _observe(self, rgb: np.ndarray, depth: np.ndarray | None, msg: ImageMsg) -> None:
         rec, pose, joints = self.recorder, self.pose, self.joints
         if rec is None or not rec.recording or pose is None or joints is None:
             return
@@ -161,6 +197,7 @@ class RecorderNode(Node):
                 gripper_open_frac=joints[1],
                 t_wall_s=t,
                 frame_number=round((t - self.t_first) * self.config.fps_hz),  # stamp gaps = drops
+                depth_m=depth,
             )
         )
 
