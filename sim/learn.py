@@ -57,7 +57,8 @@ class LearnConfig:
     end_on_success: bool = False
     # The policy also sees where each pixel is in the base frame (data/pointmap.py): the
     # demos are recorded with depth, the twin publishes depth aligned to colour, and the
-    # learner places pixels with the demo store's camera calibration.
+    # learner places pixels with the demo store's camera calibration. Its learner params are
+    # the CPU preset with POINTMAP_PARAMS, written to out/learner_params.yaml.
     pointmap: bool = False
 
     def __post_init__(self) -> None:
@@ -74,6 +75,28 @@ class LearnConfig:
                 raise ValueError(f"{name} must be >= 1")
         if self.eval_episodes < 0:
             raise ValueError("eval_episodes must be >= 0")
+
+
+# What a point-map run changes in the CPU learner preset (configs/learner_cpu.yaml): the BC
+# term also trains the encoder and weighs 10 (twin reach, 1000 pretraining updates, 40 scenes:
+# docs/robot_time.md "Where each pixel is"; with the critic-trained encoder and BC 2.5 the
+# learner does not use the point map).
+POINTMAP_PARAMS = {"pointmap": True, "bc_encoder": True, "bc_weight": 10.0}
+
+
+def pointmap_params(out: Path) -> Path:
+    """The CPU preset with :data:`POINTMAP_PARAMS`, as the run's params file."""
+    import importlib.resources
+
+    import yaml
+
+    preset = importlib.resources.files("video2reward.configs") / "learner_cpu.yaml"
+    params = yaml.safe_load(preset.read_text())
+    params["learner"]["ros__parameters"].update(POINTMAP_PARAMS)
+    path = out / "learner_params.yaml"
+    path.write_text("# configs/learner_cpu.yaml with sim/learn.py POINTMAP_PARAMS\n"
+                    + yaml.safe_dump(params, sort_keys=False))  # fmt: skip
+    return path
 
 
 def _v2r(*args: str) -> None:
@@ -98,8 +121,9 @@ def learn(cfg: LearnConfig) -> dict[str, object]:
     # In the twin nobody calls clear_fault: a fault the driver keeps latched for 2 minutes
     # ends the run with the driver's reason (on the robot the learner waits for the operator).
     common = [f"task:={cfg.task}", f"reward_ckpt:={reward}", f"out:={learner}",
-              f"episode_steps:={cfg.episode_steps}", "fault_timeout_s:=120.0",
-              f"pointmap:={str(cfg.pointmap).lower()}"]
+              f"episode_steps:={cfg.episode_steps}", "fault_timeout_s:=120.0"]
+    if cfg.pointmap:
+        common += ["pointmap:=true", f"learner_params:={pointmap_params(out)}"]
     if method_class(cfg.reward).cumulative_progress:
         # VIPER, Diffusion Reward: the reward node refuses them (a window of earlier frames,
         # progress over an episode); the learner scores each finished episode itself

@@ -26,3 +26,20 @@ def test_report_puts_the_evaluation_first_then_training_and_the_paths() -> None:
 def test_bad_settings_are_refused_with_their_name(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         LearnConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_a_point_map_run_gets_the_cpu_preset_with_its_changes_in_its_own_params_file(
+    tmp_path,
+) -> None:
+    import yaml
+    from video2reward.policies.ros.learner_node import PARAMS
+    from video2reward.sim.learn import POINTMAP_PARAMS, pointmap_params
+
+    got = yaml.safe_load(pointmap_params(tmp_path).read_text())["learner"]["ros__parameters"]
+    import importlib.resources
+
+    preset = yaml.safe_load((importlib.resources.files("video2reward.configs")
+                             / "learner_cpu.yaml").read_text())["learner"]["ros__parameters"]
+    assert got == {**preset, **POINTMAP_PARAMS}
+    names = {p[0] if isinstance(p, tuple) else p.name for p in PARAMS}
+    assert set(POINTMAP_PARAMS) <= names  # every key is a learner node parameter
