@@ -33,7 +33,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "bc_ceiling_reach.json"
 def start_config(out: Path, seed: int, episodes: int, demos: Path, max_demos: int,
                  pretrain: int, task: str = "reach", px: int = 48, pad: int = 3,
                  bc_weight: float = 2.5, bc_encoder: bool = False, proprio: bool = True,
-                 pointmap: bool = False, frame_stack: int = 3) -> Any:
+                 pointmap: bool = False, frame_stack: int = 3, action_repeat: int = 2) -> Any:
     """The DrQ-v2 learner's start from demonstrations (``pretrain`` updates on them, BC with
     its critic, the CPU agent sizes) as a one-frame ``v2r rl train`` run whose evaluation at
     frame 0 is the result; the task's Rank2Reward model of the robot-time benchmark rewards
@@ -53,7 +53,7 @@ def start_config(out: Path, seed: int, episodes: int, demos: Path, max_demos: in
         threads=1, num_train_frames=1, seed_steps=250, eval_every_frames=1000,
         num_eval_episodes=episodes, replay_capacity_steps=10_000, video=False,
         progress_bar=False, resume=out.exists(), agent=agent, proprio=proprio, pointmap=pointmap,
-        frame_stack=frame_stack,
+        frame_stack=frame_stack, action_repeat=action_repeat,
         success_bonus=1.0, reward=RewardSpec(source="model", ckpt=str(reward), success="model",
                                              alpha=1.0),
         demos=DemoSpec(path=str(demos), max_episodes=max_demos, pretrain_updates=pretrain),
@@ -115,6 +115,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-proprio", action="store_true", help="pixels only (no ee_pos/gripper)")
     p.add_argument("--frame-stack", type=int, default=3, help="frames per observation")
+    p.add_argument("--action-repeat", type=int, default=2,
+                   help="twin frames per agent step (the learner node acts every frame: 1)")
     p.add_argument("--pointmap", action="store_true",
                    help="the policy also sees each pixel's base-frame position (depth + "
                         "calibration); demos from demos_depth.zarr (made once if missing)")
@@ -156,12 +158,14 @@ def main() -> int:
             f"{f'_n{args.max_demos}' if args.max_demos != 50 else ''}"
             f"{'_noproprio' if args.no_proprio else ''}{'_xyz' if args.pointmap else ''}"
             f"{f'_fs{args.frame_stack}' if args.frame_stack != 3 else ''}"
+            f"{f'_ar{args.action_repeat}' if args.action_repeat != 2 else ''}"
             f"_seed{args.seed}")
     out = ROOT / "runs" / "bench_bc_ceiling" / name
     cfg = start_config(out, args.seed, args.episodes, demos, args.max_demos, args.pretrain,
                        px=args.px, pad=args.pad, bc_weight=args.bc_weight,
                        bc_encoder=args.bc_encoder, proprio=not args.no_proprio,
-                       pointmap=args.pointmap, frame_stack=args.frame_stack)  # fmt: skip
+                       pointmap=args.pointmap, frame_stack=args.frame_stack,
+                       action_repeat=args.action_repeat)  # fmt: skip
     t0 = time.monotonic()
     train(cfg)
     with (out / "eval.csv").open() as f:
@@ -171,6 +175,7 @@ def main() -> int:
            "demos": str(demos.relative_to(ROOT)) if demos.is_relative_to(ROOT) else str(demos),
            "max_demos": args.max_demos, "proprio": not args.no_proprio, "episodes": args.episodes,
            "pointmap": args.pointmap, "frame_stack": args.frame_stack,
+           "action_repeat": args.action_repeat,
            "success": float(first["success_rate"]),
            "success_at_end": float(first["success_at_end"]),
            "wall_s": round(time.monotonic() - t0, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}

@@ -265,6 +265,8 @@ class Observer:
     ):
         if cfg.pointmap and camera is None:
             raise ValueError("pointmap needs the camera's intrinsics and T_base_cam")
+        if cfg.pointmap and embed is not None:
+            raise ValueError("pointmap feeds the conv encoder: use obs=pixels, not features")
         self.cfg, self.embed, self.camera = cfg, embed, camera
         self.stack: deque[np.ndarray] = deque(maxlen=cfg.frame_stack)
 
