@@ -81,13 +81,16 @@ def test_the_bag_node_serves_a_live_view_without_recording(tmp_path: Path) -> No
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     topics: set[str] = set()
+    # Wait for both: the live view starts before the node has made all its publishers, so an
+    # early advertisement may lack /bag/episode (stopping then would kill the node mid-start).
+    want = {"/reward/reward", "/bag/episode"}
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and "/reward/reward" not in topics:
+        while time.monotonic() < deadline and not want <= topics:
             try:
                 with connect(f"ws://127.0.0.1:{port}", subprotocols=["foxglove.sdk.v1"],
                              open_timeout=2) as ws:  # fmt: skip
-                    while "/reward/reward" not in topics:
+                    while not want <= topics:
                         msg = json.loads(ws.recv(timeout=5))
                         if msg.get("op") == "advertise":
                             topics |= {c["topic"] for c in msg["channels"]}
@@ -96,5 +99,5 @@ def test_the_bag_node_serves_a_live_view_without_recording(tmp_path: Path) -> No
     finally:
         proc.terminate()
         out = proc.communicate(timeout=20)[0]
-    assert {"/reward/reward", "/bag/episode"} <= topics, out[-2000:]
+    assert want <= topics, out[-2000:]
     assert list(tmp_path.iterdir()) == []  # no bag written
