@@ -221,7 +221,8 @@ class LearnerNode(Node):
             self.sum_frame_rewards = method_class(method).potential_difference
         self.lock = threading.Lock()
         self.new_image = threading.Condition(self.lock)  # notified on every image
-        # stamp_ns, t_arrival, rgb, and with pointmap the frame's point map (its depth's)
+        # stamp_ns, t_arrival, rgb, and with pointmap the frame's aligned depth (its point map
+        # is made when a control step uses the frame, not for every camera frame)
         self.image: tuple[int, float, np.ndarray, np.ndarray | None] | None = None
         self.pairs = StampPairs()  # pointmap: each colour frame with its depth
         self.rewards: deque[tuple[int, float, float, float]] = deque(maxlen=100_000)
@@ -291,11 +292,14 @@ class LearnerNode(Node):
                                     f"{rgb.shape[:2]}: frame dropped (align depth to colour)",
                                     throttle_duration_sec=5.0)  # fmt: skip
             return
-        xyz = self.learner.pointmap_xyz(depth)
         with self.lock:
             if self.image is None or stamp > self.image[0]:
-                self.image = (stamp, time.monotonic(), rgb, xyz)
+                self.image = (stamp, time.monotonic(), rgb, depth)
                 self.new_image.notify_all()
+
+    def _xyz(self, img: tuple[int, float, np.ndarray, np.ndarray | None]) -> np.ndarray | None:
+        """pointmap: the point map of a frame a control step acts on (None without)."""
+        return None if img[3] is None else self.learner.pointmap_xyz(img[3])
 
     def _on_reward(self, msg: Vector3Stamped) -> None:
         sample = convert.reward_from_msg(msg)
@@ -492,7 +496,7 @@ class LearnerNode(Node):
         self.phase = "run"
         stamps = [img[0]]
         frames = [img[2]]
-        applied, by_operator = self._choose(self.learner.begin(img[2], proprio, img[3]))
+        applied, by_operator = self._choose(self.learner.begin(img[2], proprio, self._xyz(img)))
         self._publish(applied, img[0])
         note = ""
         ended_by_call = False
@@ -529,7 +533,7 @@ class LearnerNode(Node):
             try:
                 action = self.learner.step(img[2], self._proprio(),
                                            applied if by_operator else None, by_operator,
-                                           xyz=img[3])  # fmt: skip
+                                           xyz=self._xyz(img))  # fmt: skip
             except NonFiniteError as e:
                 self.get_logger().error(f"non-finite input, episode dropped: {e}")
                 return False

@@ -77,7 +77,7 @@ class TwinNode(Node):
         self._depth: np.ndarray | None = None
         self.camera = TwinCamera(
             TwinCameraConfig(p["width"], p["height"], float(p["fps"])), self._render, self.intr,
-            render_depth=self._render_depth if p["depth"] else None,
+            render_depth=self._render_depth if self.want_depth else None,
         )  # fmt: skip
         self.frame_id = p["frame_id"]
         self.image_pub = self.create_publisher(Image, "camera/color/image_raw", 10)
