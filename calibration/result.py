@@ -266,6 +266,14 @@ def driver_workspace(
     return cal.workspace, f"{calibration} ({cal.source}, {cal.date_utc})"
 
 
+def camera_pose(calibration: str | Path) -> np.ndarray | None:
+    """The hand-eye ``T_base_cam`` of a calibration file (``v2r calib handeye``), None when the
+    file has no extrinsics section: what recorders store with depth so its pixels can be
+    placed in the base frame."""
+    cal = load_calibration(calibration)
+    return None if cal.extrinsics is None else cal.extrinsics.T_base_cam
+
+
 def update_calibration(path: str | Path, source: str, **sections: Any) -> CalibrationResult:
     """Rewrite some sections (camera=, extrinsics=, workspace=) and keep the rest of the file."""
     p = Path(path)

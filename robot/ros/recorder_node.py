@@ -93,10 +93,9 @@ class RecorderNode(Node):
         )
         self.T_base_cam = None
         if p["calibration"]:
-            from video2reward.calibration.result import load_calibration
+            from video2reward.calibration.result import camera_pose
 
-            cal = load_calibration(p["calibration"])
-            self.T_base_cam = None if cal.extrinsics is None else cal.extrinsics.T_base_cam
+            self.T_base_cam = camera_pose(p["calibration"])
         if p["depth"] and self.T_base_cam is None:
             raise ValueError("depth:=true needs calibration:= a v2r calib file with the hand-eye "
                              "T_base_cam: recorded depth must come with the camera's pose")
