@@ -80,6 +80,8 @@ def evaluate_ensemble(variants: list[str], episodes: int) -> dict[str, Any]:
     if missing:
         raise SystemExit(f"no finished run (agent.pt) in: {', '.join(missing)}")
     raws = [json.loads((r / "config.json").read_text()) for r in runs]
+    if any(raw.get("pointmap") for raw in raws):
+        raise SystemExit("ensembles of --pointmap runs are not supported (their env needs depth)")
     view = ("task", "image_size", "agent_image_size", "frame_stack", "proprio", "action_repeat")
     if len({tuple(raw[k] for k in view) for raw in raws}) > 1:
         raise SystemExit(f"the runs differ in one of {view}")
