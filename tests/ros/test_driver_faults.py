@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -166,7 +167,13 @@ def test_a_late_reply_is_ridden_out_and_a_silent_controller_latches(res: dict[st
     assert res["long_stall_fault"].startswith("controller not answering"), res
     # (seen on ~/status, which the state thread publishes after its gripper reads time out)
     assert 2.9 <= res["long_stall_fault_s"] <= 9.5, res
-    assert res["unanswered_polls"] >= 2, res
+    # The latch is the silence's, not the first unanswered poll's: the fault names how long no
+    # poll was answered. How many polls that took depends on the SDK's request lock (a poll
+    # can wait behind the state thread's gripper reads, each with its own 1 s timeout: on a
+    # loaded 2-core machine one poll has seen the whole 3 s), so the count is only >= 1.
+    silent = re.search(r"no error poll answered for ([0-9.]+) s", res["long_stall_fault"])
+    assert silent is not None and float(silent.group(1)) >= 3.0, res
+    assert res["unanswered_polls"] >= 1, res
     assert res["clear_after_stall"][0], res["clear_after_stall"]
     assert res["home_after_stall"][0], res["home_after_stall"]
 
