@@ -64,10 +64,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     reward = base / f"{args.reward}_{args.reward_steps}"
     if not demos.exists():
         _v2r("sim", "demos", f"task={args.task}", "episodes=50", f"out={demos}")
+    policy_demos = demos
+    if args.pointmap:  # the same scenes (same seeds) with the camera's depth beside colour
+        policy_demos = base / "demos_depth.zarr"
+        if not policy_demos.exists():
+            _v2r("sim", "demos", f"task={args.task}", "episodes=50", "depth=true",
+                 f"out={policy_demos}")
     if not (reward / "model.pt").exists():
         _v2r("reward", "train", f"method={args.reward}", f"data={demos}", f"out={reward}",
              "threads=1", f"method.steps={args.reward_steps}")  # fmt: skip
-    tag = f"_{args.tag}" if args.tag else ""
+    tag = ("_xyz" if args.pointmap else "") + (f"_{args.tag}" if args.tag else "")
     iv = "_int" if args.interventions else ""
     name = f"{args.reward}{args.reward_steps}_demos{args.demos}{iv}{tag}_seed{args.seed}"
     out = base / name
@@ -96,7 +102,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         replay_capacity_steps=100_000, resume=out.exists(), video=False,
         reward=rspec, agent=agent, success_bonus=args.success_bonus,
         end_on_success=args.end_on_success,
-        demos=DemoSpec(path=str(demos) if with_demos else "", max_episodes=args.demos,
+        pointmap=args.pointmap,
+        demos=DemoSpec(path=str(policy_demos) if with_demos else "", max_episodes=args.demos,
                        pretrain_updates=args.pretrain if with_demos else 0,
                        add_successes=args.self_imitation),
         intervention=InterventionConfig(enabled=args.interventions),
@@ -108,7 +115,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     f90, after = frames_to_90(rows)
     return {
         "task": args.task, "reward": args.reward, "demos": args.demos,
-        "interventions": args.interventions, "seed": args.seed, "variant": args.tag,
+        "interventions": args.interventions, "seed": args.seed,
+        "variant": ("xyz_" if args.pointmap else "") + args.tag, "pointmap": args.pointmap,
         "bc_weight": agent.bc_weight, "bc_decay_steps": agent.bc_decay_steps,
         "bc_encoder": agent.bc_encoder, "agent_px": args.agent_px,
         "updates_per_step": agent.updates_per_step, "alpha": rspec.alpha,
@@ -272,6 +280,9 @@ def main() -> int:
                    help="episodes the model calls successful join the demonstrations")
     p.add_argument("--pretrain", type=int, default=0,
                    help="updates on the demos alone before the first frame (no robot time)")
+    p.add_argument("--pointmap", action="store_true",
+                   help="the policy also sees each pixel's base-frame position (the camera's "
+                        "depth and calibration); demos recorded with depth")
     p.add_argument("--tag", default="", help="names a variant (kept apart in the results)")
     p.add_argument("--report", action="store_true", help="print the table and plot the curves")
     args = p.parse_args()

@@ -118,10 +118,10 @@ def learn(cfg: LearnConfig) -> dict[str, object]:
         steps = [] if cfg.reward_steps is None else [f"method.steps={cfg.reward_steps}"]
         _v2r("reward", "train", f"method={cfg.reward}", f"data={demos}", f"out={reward}",
              *steps)
-    # In the twin nobody calls clear_fault: a fault the driver keeps latched for 2 minutes
-    # ends the run with the driver's reason (on the robot the learner waits for the operator).
+    # sim.launch.xml's fault_timeout_s (120 s) ends the run on a fault nobody clears: in the
+    # twin there is no operator to call clear_fault.
     common = [f"task:={cfg.task}", f"reward_ckpt:={reward}", f"out:={learner}",
-              f"episode_steps:={cfg.episode_steps}", "fault_timeout_s:=120.0"]
+              f"episode_steps:={cfg.episode_steps}"]
     if cfg.pointmap:
         common += ["pointmap:=true", f"learner_params:={pointmap_params(out)}"]
     if method_class(cfg.reward).cumulative_progress:
