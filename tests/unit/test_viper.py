@@ -91,10 +91,19 @@ def test_standardised_reward_and_progress(trained):
     assert list(held) == [4, 9, 14] and len(train) == 13  # every 5th fits the z-scores
     z = np.concatenate([model.score(demo.episode(i)).reward for i in held])
     assert abs(z.mean()) < 0.05 and z.std() == pytest.approx(1.0, abs=0.05)  # fitted there
-    out = model.score(bar_video(np.random.default_rng(9)))
-    assert out.progress[-1] == pytest.approx(1.0, abs=0.3)  # a demo-like video ends near 1
-    bad = model.score(bar_video(np.random.default_rng(9))[::-1].copy())
-    assert bad.progress[-1] < out.progress[-1] and bad.reward.mean() < -2
+    # progress is divided by the held-out demos' median total: their median ends at 1
+    ends = [model.score(demo.episode(i)).progress[-1] for i in held]
+    assert np.median(ends) == pytest.approx(1.0, abs=1e-4)
+    # Fresh demo-like videos end near 1 as a set. One video alone is no test of that: this
+    # small model's own demos end anywhere from about -1 to 1.5, and which value a given
+    # video gets moves with the CPU's float rounding during training.
+    fresh = [bar_video(np.random.default_rng(s)) for s in range(9, 15)]
+    good = [model.score(v) for v in fresh]
+    bad = [model.score(v[::-1].copy()) for v in fresh]
+    assert np.median([o.progress[-1] for o in good]) == pytest.approx(1.0, abs=0.5)
+    # the same videos played backwards: far less progress, every one, and unlikely frames
+    assert max(b.progress[-1] for b in bad) < min(o.progress[-1] for o in good) - 3
+    assert all(b.reward.mean() < -2 for b in bad)
 
 
 def test_checkpoint_round_trip(trained, tmp_path):
