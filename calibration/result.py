@@ -266,12 +266,19 @@ def driver_workspace(
     return cal.workspace, f"{calibration} ({cal.source}, {cal.date_utc})"
 
 
-def camera_pose(calibration: str | Path) -> np.ndarray | None:
-    """The hand-eye ``T_base_cam`` of a calibration file (``v2r calib handeye``), None when the
-    file has no extrinsics section: what recorders store with depth so its pixels can be
-    placed in the base frame."""
-    cal = load_calibration(calibration)
-    return None if cal.extrinsics is None else cal.extrinsics.T_base_cam
+def camera_pose(calibration: str | Path | None, depth: bool = False) -> np.ndarray | None:
+    """The hand-eye ``T_base_cam`` of a calibration file (``v2r calib handeye``), None without
+    a file or when it has no extrinsics section: what recorders store with depth so its pixels
+    can be placed in the base frame. ``depth`` (the recording will hold depth) refuses both."""
+    cal = load_calibration(calibration) if calibration else None
+    pose = None if cal is None or cal.extrinsics is None else cal.extrinsics.T_base_cam
+    if depth and pose is None:
+        where = (f"{calibration} has no hand-eye extrinsics (v2r calib handeye)" if calibration
+                 else "no calibration file was given (the node's calibration:=, v2r record "
+                 "teleop's calibration=)")  # fmt: skip
+        raise ValueError(f"recording depth needs the camera's hand-eye T_base_cam, but {where}: "
+                         "recorded depth must come with the camera's pose")
+    return pose
 
 
 def update_calibration(path: str | Path, source: str, **sections: Any) -> CalibrationResult:

@@ -369,14 +369,9 @@ def record_teleop(cfg: TeleopRecordConfig) -> int:
 
         cam_cfg = RealSenseConfig(serial=cfg.camera_serial, width=cfg.width, height=cfg.height,
                                   fps=cfg.camera_fps, enable_depth=cfg.depth)  # fmt: skip
-        T_base_cam = None
-        if cfg.calibration:
-            from video2reward.calibration.result import camera_pose
+        from video2reward.calibration.result import camera_pose
 
-            T_base_cam = camera_pose(cfg.calibration)
-        if cfg.depth and T_base_cam is None:  # as the recorder node refuses it
-            raise ValueError(f"depth=true: {cfg.calibration} has no hand-eye T_base_cam "
-                             "(v2r calib handeye); recorded depth must come with the pose")
+        T_base_cam = camera_pose(cfg.calibration, depth=cfg.depth)
         with XArmDriver(XArmDriverConfig(ip=cfg.ip)) as arm, RealSenseCamera(cam_cfg) as cam:
             robot_ = ArmCameraRobot(arm, cam)
             with Recorder(cfg.recorder(), robot_.intrinsics(), T_base_cam=T_base_cam) as rec:

@@ -91,14 +91,9 @@ class RecorderNode(Node):
             max_episode_s=p["max_episode_s"],
             depth=p["depth"],
         )
-        self.T_base_cam = None
-        if p["calibration"]:
-            from video2reward.calibration.result import camera_pose
+        from video2reward.calibration.result import camera_pose
 
-            self.T_base_cam = camera_pose(p["calibration"])
-        if p["depth"] and self.T_base_cam is None:
-            raise ValueError("depth:=true needs calibration:= a v2r calib file with the hand-eye "
-                             "T_base_cam: recorded depth must come with the camera's pose")
+        self.T_base_cam = camera_pose(p["calibration"], depth=p["depth"])
         self.pairs = StampPairs()
         self.recorder: Recorder | None = None
         self.fatal = ""  # the store cannot be opened: the node exits with code 2

@@ -18,6 +18,7 @@ from video2reward.calibration.result import (
     CalibrationResult,
     ExtrinsicsRecord,
     IntrinsicsRecord,
+    camera_pose,
     load_calibration,
     save_calibration,
     to_dict,
@@ -64,6 +65,18 @@ def test_yaml_round_trip_keeps_every_number(tmp_path):
     assert back.extrinsics.board_z_flange_m == 0.05
     assert back.extrinsics.residuals == {"rms_trans_mm": 0.5}
     assert to_dict(back) == to_dict(cal)
+
+
+def test_a_depth_recorder_gets_the_hand_eye_pose_or_a_clear_refusal(tmp_path):
+    p = save_calibration(full_result(), tmp_path / "cal.yaml")
+    np.testing.assert_array_equal(camera_pose(p, depth=True), full_result().extrinsics.T_base_cam)
+    no_pose = save_calibration(dataclasses.replace(full_result(), extrinsics=None),
+                               tmp_path / "no_pose.yaml")  # fmt: skip
+    assert camera_pose(no_pose) is None and camera_pose("") is None  # colour only: no pose
+    with pytest.raises(ValueError, match=r"no_pose\.yaml has no hand-eye extrinsics"):
+        camera_pose(no_pose, depth=True)
+    with pytest.raises(ValueError, match="no calibration file was given"):
+        camera_pose("", depth=True)
 
 
 def test_updating_one_section_keeps_the_others(tmp_path):
