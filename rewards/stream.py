@@ -151,12 +151,21 @@ class RewardStream:
     def online(self) -> bool:
         return self._trainer is not None
 
+    @property
+    def agent_frames(self) -> int:
+        """Frames the online discriminator has been shown (0 without one)."""
+        return self._disc.shown if self._disc is not None else 0
+
     def reset(self) -> None:
         """Forget the previous frame (the next frame is scored on its own)."""
         self._prev = None
 
-    def score(self, frames: Sequence[tuple[int, np.ndarray]]) -> list[ScoredFrame]:
-        """Score frames in order; each is paired with the one before it."""
+    def score(
+        self, frames: Sequence[tuple[int, np.ndarray]], agent: bool = True
+    ) -> list[ScoredFrame]:
+        """Score frames in order; each is paired with the one before it. Rank2Reward's online
+        discriminator learns from them only when they are the ``agent``'s (an episode's): a
+        camera watching an idle arm (the learner pretraining, resets) shows it no policy."""
         if not frames:
             return []
         t0 = time.perf_counter()
@@ -174,7 +183,7 @@ class RewardStream:
             self._handoff.acquire()
             out = self.model.score(imgs, goal=goal)
         self._prev = imgs[-1]
-        if self._disc is not None:
+        if self._disc is not None and agent:
             self._disc.observe(imgs[lead:])
             if self._disc.due:
                 self._due.set()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import PoseStamped, Vector3Stamped
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 from std_msgs.msg import Float32MultiArray, Header
 from video2reward.data.images import rgb_from_compressed, rgb_from_raw
@@ -26,6 +27,11 @@ from video2reward.robot.kinematics import quat_wxyz_from_rpy
 JOINT_NAMES = ("joint1", "joint2", "joint3", "joint4", "joint5")
 GRIPPER_JOINT = "drive_joint"  # xarm_ros name of the xArm Gripper's driving joint
 GRIPPER_TRAVEL_RAD = 0.85  # xarm_ros drive_joint range: 0 open ... 0.85 closed
+
+# A state topic (the learner's ~/acting): the last value is kept for a subscriber that joins
+# late, such as a reward node respawned mid-run.
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def stamp_from_seconds(t_s: float) -> Time:

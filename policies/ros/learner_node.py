@@ -20,6 +20,9 @@ last ``episode_steps`` (with ``end_on_success``, until the operator's success ke
 with ``success_source`` reward the reward node's success call, SERL, if sooner; that step is
 terminal in the replay); between them the node calls ``enable``, the optional
 ``reset_task`` (the twin re-randomizes its objects) and ``home`` (std_srvs/Trigger).
+``~/acting`` (std_msgs/Bool, latched) is true from an episode's first frame to its last, false
+otherwise (pretraining, resets): the reward node scores idle frames sparsely and does not
+train Rank2Reward's discriminator on them.
 
 Fail-safe: when images stop (``image_timeout_s``), rewards stop (``reward_timeout_s``; not
 with ``episode_rewards``) or the
@@ -196,6 +199,10 @@ class LearnerNode(Node):
             raise ValueError(
                 f"success_source must be reward, operator or topic, got {p['success_source']}"
             )
+        # ~/acting: whether a policy acts now, for the reward node (idle frames are scored
+        # sparsely and not shown to Rank2Reward's discriminator as the agent's)
+        self.acting_pub = self.create_publisher(Bool, "~/acting", convert.LATCHED)
+        self._set_acting(False)
         self.learner = OnlineLearner(config_from_params(p))
         if self.learner.demo_info:
             self.get_logger().info(f"demonstrations in replay: {self.learner.demo_info}")
@@ -412,6 +419,9 @@ class LearnerNode(Node):
             return None
         return np.append(self.ee_pos, self.gripper).astype(np.float32)
 
+    def _set_acting(self, acting: bool) -> None:
+        self.acting_pub.publish(Bool(data=acting))
+
     def _publish(self, action: np.ndarray, stamp_ns: int) -> None:
         self.action_pub.publish(convert.array_msg(action))
         self.latency_ms.append((time.time() - stamp_ns * 1e-9) * 1000.0)
@@ -440,7 +450,9 @@ class LearnerNode(Node):
     def _control(self) -> None:
         try:
             while not self.done.is_set():
-                if not self._episode():
+                ok = self._episode()
+                self._set_acting(False)
+                if not ok:
                     self.learner.abandon()
                     time.sleep(0.5)  # inputs interrupted: wait, then start a new episode
                 if 0 < self.p["max_episodes"] <= len(self.history):
@@ -479,6 +491,9 @@ class LearnerNode(Node):
             return False
         if not self._call("home"):
             return False
+        # From here the reward node scores every frame: the episode's first image (the next
+        # one) is also the one its first step's potential-difference reward starts from.
+        self._set_acting(True)
         t_home = time.time_ns()
         img = self._fresh_image(t_home, p["image_timeout_s"] * 4)
         proprio = self._proprio()
@@ -557,6 +572,7 @@ class LearnerNode(Node):
                     break
                 self._publish(applied, img[0])
         self.action_pub.publish(convert.array_msg(np.zeros(4, np.float32)))  # hold still
+        self._set_acting(False)  # the episode's frames came before this
         self.phase = "score"
         if self.own_rewards:
             try:

@@ -9,6 +9,12 @@ arriving at this frame from the previous one, y = progress (~0 start ... ~1 done
 z = 1.0 when the model calls the frame a success) and ``/diagnostics`` (latency, rate,
 discriminator loss/accuracy, model version) once a second. Runs on CUDA when available.
 
+``acting`` (std_msgs/Bool, latched; the learner's ``~/acting``) says whether a policy is
+acting. While it is false (the learner pretraining before the arm moves, resets between
+episodes) the node scores ``idle_hz`` frames a second, enough for the learner to see rewards
+flowing, and Rank2Reward's discriminator learns from none of them: an idle arm is not the
+agent. Before any message on it every frame is scored and is an agent frame.
+
 Images are queued by the subscription callback and scored in order by a worker thread, in
 batches when they pile up; Rank2Reward's discriminator trains in a thread of its own
 (``rewards.stream``), so neither scoring nor the executor waits on a training step.
@@ -28,9 +34,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Vector3Stamped
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Bool
 from video2reward.rewards.base import RewardError
 from video2reward.rewards.stream import RewardStream, RewardStreamConfig
-from video2reward.ros.convert import ns_from_stamp, reward_msg
+from video2reward.ros.convert import LATCHED, ns_from_stamp, reward_msg
 from video2reward.ros.image_topic import IMAGE_TRANSPORT, ImageMsg, subscribe_image
 from video2reward.ros.node_main import run_node
 from video2reward.ros.params import (
@@ -66,6 +73,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     IMAGE_TRANSPORT,
     ("max_batch", 16, "most frames scored in one call", int_range(1, 256), True),
     ("queue_size", 64, "images held while scoring lags (oldest dropped)", int_range(1, 4096), True),
+    # Every 30 Hz frame of an idle arm cost this node 75% of a core of a 2-core machine while
+    # the learner pretrained (twin reach's Rank2Reward: 20 ms a frame to score, 0.86 s a
+    # discriminator step of 64 frames, one thread); at 2 Hz idle it used 8%.
+    ("idle_hz", 2.0, "frames scored a second while the learner says no policy acts (acting "
+     "false); the learner waits for a reward younger than its reward_timeout_s (1 s)",
+     float_range(0.1, 1000.0), True),
 )
 
 
@@ -76,7 +89,11 @@ class RewardNode(Node):
         self.stream = RewardStream(RewardStreamConfig(**config_values(S, PARAMS, p)))
         self.get_logger().info(f"success called at progress >= {self.stream.success_progress:.3f}")
         self.max_batch = int(p["max_batch"])
-        self._queue: deque[tuple[int, np.ndarray]] = deque(maxlen=int(p["queue_size"]))
+        # (stamp, image, whether a policy was acting when it came)
+        self._queue: deque[tuple[int, np.ndarray, bool]] = deque(maxlen=int(p["queue_size"]))
+        self.idle_period_s = 1.0 / float(p["idle_hz"])
+        self.acting: bool | None = None  # None: no learner has said; every frame is the agent's
+        self._t_idle_frame = -float("inf")
         self._ready = threading.Condition()
         self._stop = False
         self.n_scored = 0
@@ -87,6 +104,7 @@ class RewardNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         subscribe_image(self, p["image_transport"], self._on_image, qos)
+        self.create_subscription(Bool, "acting", self._on_acting, LATCHED)
         self.create_timer(1.0, self._diagnostics)
         self._worker = threading.Thread(target=self._work, daemon=True, name="scorer")
         self._worker.start()
@@ -95,13 +113,22 @@ class RewardNode(Node):
             f"(online discriminator: {self.stream.online})"
         )
 
+    def _on_acting(self, msg: Bool) -> None:
+        self.acting = bool(msg.data)
+
     def _on_image(self, rgb: np.ndarray, msg: ImageMsg) -> None:
+        agent = self.acting is not False
+        if not agent:
+            now = time.monotonic()
+            if now - self._t_idle_frame < self.idle_period_s:
+                return
+            self._t_idle_frame = now
         rgb = rgb.copy()  # a view of the message when it was rgb8
         stamp_ns = ns_from_stamp(msg.header.stamp)
         with self._ready:
             if len(self._queue) == self._queue.maxlen:
                 self.n_dropped += 1
-            self._queue.append((stamp_ns, rgb))
+            self._queue.append((stamp_ns, rgb, agent))
             self._ready.notify()
 
     def _work(self) -> None:
@@ -111,13 +138,15 @@ class RewardNode(Node):
                     self._ready.wait(0.5)
                 if self._stop:
                     return
-                batch = [
-                    self._queue.popleft() for _ in range(min(len(self._queue), self.max_batch))
-                ]
-            if len({f.shape for _, f in batch}) > 1:  # a size change: score one by one
-                batch = batch[:1]
+                # one batch: frames of one size, all the agent's or all idle
+                first = self._queue[0]
+                batch: list[tuple[int, np.ndarray, bool]] = []
+                while (self._queue and len(batch) < self.max_batch
+                       and self._queue[0][2] == first[2]
+                       and self._queue[0][1].shape == first[1].shape):
+                    batch.append(self._queue.popleft())
             try:
-                scored = self.stream.score(batch)
+                scored = self.stream.score([(t, f) for t, f, _ in batch], agent=first[2])
             except RewardError as e:
                 self.get_logger().error(f"cannot score: {e}", throttle_duration_sec=5.0)
                 continue
@@ -142,6 +171,8 @@ class RewardNode(Node):
             "rate_hz": f"{rate:.1f}",
             "frames_scored": self.n_scored,
             "frames_dropped": self.n_dropped,
+            "acting": {None: "unknown", True: "yes", False: "no"}[self.acting],
+            "agent_frames": self.stream.agent_frames,
             "score_latency_p50_ms": f"{np.percentile(lat, 50):.2f}" if lat.size else "nan",
             "score_latency_p95_ms": f"{np.percentile(lat, 95):.2f}" if lat.size else "nan",
             **{k: f"{v:.4f}" for k, v in self.stream.disc_metrics.items()},

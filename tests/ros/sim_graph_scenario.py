@@ -27,8 +27,9 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import Vector3Stamped
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float32MultiArray
+from std_msgs.msg import Bool, Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
+from video2reward.ros.convert import LATCHED
 
 LAUNCH = [sys.executable, "-m", "video2reward.cli.main", "launch", "sim.launch.xml"]
 STEPS = 40  # commands per episode: 4 s at 10 Hz, long enough to inject a fault mid-episode
@@ -79,6 +80,10 @@ class Probe:
             100,
         )
         n.create_subscription(DiagnosticStatus, "/xarm_driver/status", self._status, 10)
+        # the learner's latched ~/acting, which tells the reward node when frames are the agent's
+        self.acting: list[bool] = []
+        n.create_subscription(Bool, "/learner/acting", lambda m: self._add(self.acting, m.data),
+                              LATCHED)  # fmt: skip
         self.pause = n.create_client(SetBool, "/twin/pause_camera")
         self.clear_fault = n.create_client(Trigger, "/xarm_driver/clear_fault")
         self._spin = True
@@ -437,6 +442,7 @@ def _scenario(probe: Probe, ckpt: str, out: Path, result_path: Path, r: dict[str
         r["first_episodes"] = wait_for(lambda: episodes(out) >= 2, 180)
         with probe.lock:
             r["n_images"], r["n_rewards"] = len(probe.images), len(probe.rewards)
+            r["acting_values"] = sorted(set(probe.acting))
             # every reward is stamped with an image's stamp; only images the probe could have
             # seen count (the reward node may discover the camera a moment before the probe)
             first = min(probe.images, default=0)

@@ -27,29 +27,7 @@ def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_update
     from sensor_msgs.msg import Image
     from video2reward.ros.convert import image_msg
 
-    env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "video2reward.rewards.ros.reward_node",
-            "--ros-args",
-            "-p",
-            f"ckpt:={reward_ckpt}",
-            "-p",
-            "disc_every_frames:=4",
-            "-p",
-            "disc_batch:=8",
-            "-p",
-            "disc_min_frames:=8",
-            "-r",
-            "image:=/camera/color/image_raw",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _start_node(reward_ckpt, DOMAIN)
     rclpy.init(domain_id=DOMAIN)
     node = rclpy.create_node("reward_test_client")  # only standard messages, as any tool
     rewards: list[Vector3Stamped] = []
@@ -77,7 +55,7 @@ def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_update
         out = proc.communicate(timeout=20)[0]
         node.destroy_node()
         rclpy.try_shutdown()
-    got = [m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec for m in rewards]
+    got = [_ns(m) for m in rewards]
     assert got == sent, out[-2000:]
     values = np.array([[m.vector.x, m.vector.y, m.vector.z] for m in rewards])
     assert np.all(np.isfinite(values))
@@ -86,6 +64,93 @@ def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_update
     assert any(_version(d) > 0 for d in diags), "the discriminator never updated"
     keys = {kv.key for d in diags for s in d.status for kv in s.values}
     assert {"score_latency_p95_ms", "rate_hz", "disc_loss", "disc_accuracy"} <= keys
+
+
+def _start_node(ckpt: Path, domain: int, *params: str) -> subprocess.Popen[str]:
+    """The reward node in a process of its own, a discriminator step every 4 scored frames."""
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    args = [f"ckpt:={ckpt}", "disc_every_frames:=4", "disc_batch:=8", "disc_min_frames:=8",
+            *params]  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "video2reward.rewards.ros.reward_node", "--ros-args",
+         *[a for p in args for a in ("-p", p)], "-r", "image:=/camera/color/image_raw",
+         "-r", "acting:=/learner/acting"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def test_frames_while_no_policy_acts_are_scored_sparsely_and_never_train_the_discriminator(
+    reward_ckpt: Path, wait_matched: Callable[..., None]
+) -> None:
+    """The learner's latched ``acting`` false (pretraining, resets): a few frames are scored
+    (the learner sees rewards flowing) and none is shown to the discriminator as the agent's;
+    once it is true every frame is scored and shown."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import Vector3Stamped
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Bool
+    from video2reward.ros.convert import LATCHED, image_msg
+
+    domain = DOMAIN + 2
+    rclpy.init(domain_id=domain)
+    node = rclpy.create_node("learner_stand_in")
+    acting = node.create_publisher(Bool, "/learner/acting", LATCHED)
+    acting.publish(Bool(data=False))  # before the reward node exists: it must be latched
+    # one idle frame per 10 s: a test publishing 40 frames in a few seconds sees one or two
+    proc = _start_node(reward_ckpt, domain, "idle_hz:=0.1")
+    rewards: list[Vector3Stamped] = []
+    diags: list[DiagnosticArray] = []
+    sub = node.create_subscription(Vector3Stamped, "/reward/reward", rewards.append, 200)
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 50)
+    pub = node.create_publisher(Image, "/camera/color/image_raw", 10)
+    frames = blob_episode(np.random.default_rng(6), size_px=SIZE, length=40)[0]
+
+    def send(t0: float) -> list[int]:
+        sent = []
+        for i, f in enumerate(frames):
+            pub.publish(image_msg(f, t0 + i / 30, "camera_color_optical_frame"))
+            sent.append(round((t0 + i / 30) * 1e9))
+            rclpy.spin_once(node, timeout_sec=0.03)
+        return sent
+
+    def diag_until(ok: Callable[[dict[str, str]], bool], timeout_s: float = 60) -> dict[str, str]:
+        deadline, last = time.monotonic() + timeout_s, {}
+        while time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+            if diags:
+                last = {kv.key: kv.value for s in diags[-1].status for kv in s.values}
+                if ok(last):
+                    break
+        return last
+
+    try:
+        wait_matched(node, [pub], [sub])
+        assert diag_until(lambda d: d.get("acting") == "no")["acting"] == "no", "not latched"
+        idle_sent = send(100.0)
+        idle = diag_until(lambda d: int(d["frames_scored"]) >= 1)
+        scored_idle = [m for m in rewards if _ns(m) in idle_sent]
+        assert 1 <= len(scored_idle) <= 2, [_ns(m) for m in scored_idle]
+        assert idle["agent_frames"] == "0" and idle["model_version"] == "0"
+
+        acting.publish(Bool(data=True))
+        assert diag_until(lambda d: d.get("acting") == "yes")["acting"] == "yes"
+        agent_sent = send(200.0)
+        done = diag_until(lambda d: int(d["agent_frames"]) >= len(agent_sent)
+                          and int(d["model_version"]) > 0)  # fmt: skip
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0]
+        node.destroy_node()
+        rclpy.try_shutdown()
+    assert [_ns(m) for m in rewards if _ns(m) >= agent_sent[0]] == agent_sent, out[-2000:]
+    assert done["agent_frames"] == str(len(agent_sent)), done
+    assert int(done["model_version"]) > 0, "the discriminator never trained on agent frames"
+
+
+def _ns(m: object) -> int:
+    st = m.header.stamp  # type: ignore[attr-defined]
+    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
 
 
 def _version(d: object) -> int:

@@ -29,6 +29,8 @@ def test_sim_graph_learns_survives_faults_and_resumes(
     assert r["first_episodes"], tail
     assert r["n_images"] > 50 and r["n_rewards"] > 50
     assert r["rewards_match_images"], r["rewards_unmatched"]
+    # the learner says when a policy acts (episodes) and when not (pretraining, resets)
+    assert r["acting_values"] == [False, True], r["acting_values"]
     assert r["arm_moved_rad"] > 0.02
     assert r["checkpoint"]
     # the reward node dies: no commands while it is gone, the driver's watchdog stops the arm,
