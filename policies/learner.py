@@ -403,6 +403,7 @@ class LearnerCore:
         self.episode_steps = 0
         self.nonfinite_batches = 0
         self.skipped_updates = 0  # dropped because the learner thread lagged (when_lagging=skip)
+        self.caught_up_updates = 0  # skipped ones made up later (catch_up)
 
     @property
     def agent(self) -> DrQV2Agent:
@@ -503,6 +504,21 @@ class LearnerCore:
                 except NonFiniteError:
                     self.nonfinite_batches += 1
         return m
+
+    def catch_up(self) -> int:
+        """Make the updates skipped while the learner thread lagged (``when_lagging=skip``)
+        and wait for them; returns how many. For a driver between episodes, when nothing
+        acts: the updates per agent step are then the schedule's (the twin trainer's, which
+        waits instead) on any CPU, at the cost of wall time between episodes, not robot
+        time."""
+        owed = self.skipped_updates - self.caught_up_updates
+        if self.learner is None or owed <= 0:
+            return 0
+        for _ in range(owed):
+            self.learner.request(self.agent_steps)
+        self.learner.wait(0)
+        self.caught_up_updates += owed
+        return owed
 
     def finish(
         self,

@@ -36,7 +36,9 @@ answer. An
 episode the replay store cannot write (a full disk: ``ReplayWriteError`` naming ENOSPC and the
 path) ends the node with exit code 1 and that reason on its log and ``/diagnostics``; the
 episodes committed before stay on disk. Updates
-run off the control thread (``policies.online``); replay and checkpoints persist in ``out`` so a
+run off the control thread (``policies.online``); one the thread lags too far behind for is
+skipped, and made between episodes (``catch_up_updates``), so a slow CPU lengthens the
+resets, not the robot time per update; replay and checkpoints persist in ``out`` so a
 restarted node resumes. With ``max_episodes`` set, the node writes ``summary.json``,
 ``curve.png`` and an mp4 of the last episode, then exits.
 """
@@ -111,6 +113,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     field_param(A, "num_expl_steps", "agent steps of uniform random actions (0 after "
                 "pretraining)", I(0, 10_000_000)),
     field_param(O, "seed_steps", "agent steps before the first update", I(0, 10_000_000)),
+    field_param(O, "catch_up_updates", "between episodes, make the updates skipped while the "
+                "learner lagged (a slow CPU): the updates per frame stay the schedule's"),
     field_param(A, "update_every_steps", "one update per this many agent steps", I(1, 100)),
     field_param(A, "stddev_schedule_steps", "agent steps of the exploration-noise decay",
                 I(1, 100_000_000)),
@@ -675,6 +679,7 @@ class LearnerNode(Node):
             "agent_steps": self.learner.state["agent_steps"],
             "updates": self.learner.num_updates,
             "skipped_updates": self.learner.skipped_updates,
+            "caught_up_updates": self.learner.core.caught_up_updates,
             "control_rate_hz": f"{rate:.1f}",
             "latency_p50_ms": f"{np.percentile(lat, 50):.1f}" if lat.size else "nan",
             "latency_p95_ms": f"{np.percentile(lat, 95):.1f}" if lat.size else "nan",

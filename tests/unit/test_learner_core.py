@@ -120,6 +120,37 @@ def test_update_to_data_ratio(tmp_path: Path) -> None:
         assert agent.num_updates == 3 * ((4 + n) // 2 - 2)
 
 
+def test_updates_skipped_while_the_learner_lagged_are_made_between_episodes(
+    tmp_path: Path,
+) -> None:
+    """A robot's control tick never waits for learning (``when_lagging=skip``); catch_up,
+    between episodes, makes the skipped updates, so the updates per agent step are the
+    schedule's whatever the CPU's speed."""
+    agent = DrQV2Agent(AGENT, (9, SIZE, SIZE), 4, 4)
+    replay = ReplayBuffer(ReplayConfig(100, 3, 2, 0.9), (3, SIZE, SIZE), 4, 4)
+    core = LearnerCore(CoreConfig(seed_steps=0, learner="thread", when_lagging="skip",
+                                  max_learner_lag_updates=1), agent, replay)  # fmt: skip
+    frame, p = np.zeros((3, SIZE, SIZE), np.uint8), np.zeros(4, np.float32)
+    core.begin(frame, p)
+    for _ in range(4):
+        core.record(np.zeros(4, np.float32), frame, p)
+    core.finish(np.zeros(4), np.zeros(4, bool))
+    core.begin(frame, p)
+    try:
+        with core.policy_lock:  # the learner thread cannot publish its update: it lags
+            for _ in range(10):
+                core.record(np.zeros(4, np.float32), frame, p)
+                core.maybe_update()
+        # one update every 2nd step (5); one was requested, the others found it owed
+        assert core.skipped_updates == 4
+        core.finish(np.zeros(10), np.zeros(10, bool))
+        assert core.catch_up() == 4
+        assert agent.num_updates == 5 and core.caught_up_updates == 4
+        assert core.catch_up() == 0  # nothing more is owed
+    finally:
+        core.close()
+
+
 def test_both_drivers_configs_are_one_learn_spec() -> None:
     # One definition of the learning options: each driver's config is a LearnSpec plus its own
     # fields, with the same defaults, the same checks and the same core config.
