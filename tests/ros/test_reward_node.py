@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,19 +23,12 @@ def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_update
     reward_ckpt: Path, wait_matched: Callable[..., None]
 ) -> None:
     import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from geometry_msgs.msg import Vector3Stamped
-    from sensor_msgs.msg import Image
     from video2reward.ros.convert import image_msg
 
     proc = _start_node(reward_ckpt, DOMAIN)
     rclpy.init(domain_id=DOMAIN)
     node = rclpy.create_node("reward_test_client")  # only standard messages, as any tool
-    rewards: list[Vector3Stamped] = []
-    diags: list[DiagnosticArray] = []
-    sub = node.create_subscription(Vector3Stamped, "/reward/reward", rewards.append, 200)
-    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 50)
-    pub = node.create_publisher(Image, "/camera/color/image_raw", 10)
+    rewards, diags, sub, pub = _client(node)
     frames = blob_episode(np.random.default_rng(5), size_px=SIZE, length=40)[0]
     sent = []
     try:
@@ -66,6 +60,20 @@ def test_every_image_gets_one_reward_with_its_stamp_and_the_discriminator_update
     assert {"score_latency_p95_ms", "rate_hz", "disc_loss", "disc_accuracy"} <= keys
 
 
+def _client(node: Any) -> tuple[list[Any], list[Any], Any, Any]:
+    """What a test watches and feeds: rewards, diagnostics, the reward subscription, the
+    image publisher."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import Vector3Stamped
+    from sensor_msgs.msg import Image
+
+    rewards: list[Any] = []
+    diags: list[Any] = []
+    sub = node.create_subscription(Vector3Stamped, "/reward/reward", rewards.append, 200)
+    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 50)
+    return rewards, diags, sub, node.create_publisher(Image, "/camera/color/image_raw", 10)
+
+
 def _start_node(ckpt: Path, domain: int, *params: str) -> subprocess.Popen[str]:
     """The reward node in a process of its own, a discriminator step every 4 scored frames."""
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
@@ -86,9 +94,6 @@ def test_frames_while_no_policy_acts_are_scored_sparsely_and_never_train_the_dis
     (the learner sees rewards flowing) and none is shown to the discriminator as the agent's;
     once it is true every frame is scored and shown."""
     import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from geometry_msgs.msg import Vector3Stamped
-    from sensor_msgs.msg import Image
     from std_msgs.msg import Bool
     from video2reward.ros.convert import LATCHED, image_msg
 
@@ -99,11 +104,7 @@ def test_frames_while_no_policy_acts_are_scored_sparsely_and_never_train_the_dis
     acting.publish(Bool(data=False))  # before the reward node exists: it must be latched
     # one idle frame per 10 s: a test publishing 40 frames in a few seconds sees one or two
     proc = _start_node(reward_ckpt, domain, "idle_hz:=0.1")
-    rewards: list[Vector3Stamped] = []
-    diags: list[DiagnosticArray] = []
-    sub = node.create_subscription(Vector3Stamped, "/reward/reward", rewards.append, 200)
-    node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 50)
-    pub = node.create_publisher(Image, "/camera/color/image_raw", 10)
+    rewards, diags, sub, pub = _client(node)
     frames = blob_episode(np.random.default_rng(6), size_px=SIZE, length=40)[0]
 
     def send(t0: float) -> list[int]:

@@ -102,17 +102,23 @@ def test_core_config_refuses_what_it_cannot_mean() -> None:
             LearnerCore(CoreConfig(), *args[:3], policy=args[3])
 
 
-def test_update_to_data_ratio(tmp_path: Path) -> None:
-    agent = DrQV2Agent(DrQV2Config(**{**AGENT.__dict__, "updates_per_step": 3,
-                                      "update_every_steps": 2}), (9, SIZE, SIZE), 4, 4)  # fmt: skip
-    replay = ReplayBuffer(ReplayConfig(100, 3, 2, 0.9), (3, SIZE, SIZE), 4, 4)
-    core = LearnerCore(CoreConfig(seed_steps=0), agent, replay)
+def _second_episode(core: LearnerCore) -> tuple[np.ndarray, np.ndarray]:
+    """One 4-step episode committed without updates, and the next begun; its frame, proprio."""
     frame, p = np.zeros((3, SIZE, SIZE), np.uint8), np.zeros(4, np.float32)
     core.begin(frame, p)
     for _ in range(4):
         core.record(np.zeros(4, np.float32), frame, p)
     core.finish(np.zeros(4), np.zeros(4, bool))
     core.begin(frame, p)
+    return frame, p
+
+
+def test_update_to_data_ratio(tmp_path: Path) -> None:
+    agent = DrQV2Agent(DrQV2Config(**{**AGENT.__dict__, "updates_per_step": 3,
+                                      "update_every_steps": 2}), (9, SIZE, SIZE), 4, 4)  # fmt: skip
+    replay = ReplayBuffer(ReplayConfig(100, 3, 2, 0.9), (3, SIZE, SIZE), 4, 4)
+    core = LearnerCore(CoreConfig(seed_steps=0), agent, replay)
+    frame, p = _second_episode(core)
     for n in range(1, 5):
         core.record(np.zeros(4, np.float32), frame, p)
         core.maybe_update()
@@ -130,12 +136,7 @@ def test_updates_skipped_while_the_learner_lagged_are_made_between_episodes(
     replay = ReplayBuffer(ReplayConfig(100, 3, 2, 0.9), (3, SIZE, SIZE), 4, 4)
     core = LearnerCore(CoreConfig(seed_steps=0, learner="thread", when_lagging="skip",
                                   max_learner_lag_updates=1), agent, replay)  # fmt: skip
-    frame, p = np.zeros((3, SIZE, SIZE), np.uint8), np.zeros(4, np.float32)
-    core.begin(frame, p)
-    for _ in range(4):
-        core.record(np.zeros(4, np.float32), frame, p)
-    core.finish(np.zeros(4), np.zeros(4, bool))
-    core.begin(frame, p)
+    frame, p = _second_episode(core)
     try:
         with core.policy_lock:  # the learner thread cannot publish its update: it lags
             for _ in range(10):
