@@ -31,8 +31,12 @@ def test_episodes_persist_and_a_restart_resumes_counters_weights_and_replay(tmp_
     rng = np.random.default_rng(0)
     learner = OnlineLearner(_cfg(tmp_path))
     for _ in range(3):
+        before = learner.core.caught_up_updates
         summary, actions = _run_episode(learner, rng)
         assert all(a.shape == (4,) and np.all(np.abs(a) <= 1) for a in actions)
+    # updates a lagging learner thread skipped are made when the episode ends
+    assert summary.pop("caught_up_updates") == learner.core.caught_up_updates - before
+    assert learner.core.caught_up_updates == learner.skipped_updates
     assert summary == {"steps": 8, "return": pytest.approx(4.0), "success": True,
                        "intervened_steps": 0}
     assert learner.agent.num_updates > 0  # updates ran in the learner thread
