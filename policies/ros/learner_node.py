@@ -20,9 +20,9 @@ last ``episode_steps`` (with ``end_on_success``, until the operator's success ke
 with ``success_source`` reward the reward node's success call, SERL, if sooner; that step is
 terminal in the replay); between them the node calls ``enable``, the optional
 ``reset_task`` (the twin re-randomizes its objects) and ``home`` (std_srvs/Trigger).
-``~/acting`` (std_msgs/Bool, latched) is true from an episode's first frame to its last, false
-otherwise (pretraining, resets): the reward node scores idle frames sparsely and does not
-train Rank2Reward's discriminator on them.
+``~/acting`` (std_msgs/Bool, latched) is true from the end of ``home`` to the episode's last
+frame, false otherwise (pretraining, resets): the reward node scores idle frames sparsely
+and does not train Rank2Reward's discriminator on them.
 
 Fail-safe: when images stop (``image_timeout_s``), rewards stop (``reward_timeout_s``; not
 with ``episode_rewards``) or the
