@@ -150,8 +150,9 @@ def test_frames_while_no_policy_acts_are_scored_sparsely_and_never_train_the_dis
 
 
 def _ns(m: object) -> int:
-    st = m.header.stamp  # type: ignore[attr-defined]
-    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
+    from video2reward.ros.convert import ns_from_stamp
+
+    return ns_from_stamp(m.header.stamp)  # type: ignore[attr-defined]
 
 
 def _version(d: object) -> int:
